@@ -1,0 +1,59 @@
+/* A growable byte buffer, used wherever input of unknown length is held.
+ * Client data never goes into a fixed-size array; it goes here.
+ * The bytes are always followed by a NUL that is not counted in len, so
+ * that a buffer holding text can be passed to a C string function. */
+#ifndef SMTPGATE_BUF_H
+#define SMTPGATE_BUF_H
+
+#include <stdarg.h>
+#include <stddef.h>
+
+struct buf {
+	char *data;	/* NULL until the first append */
+	size_t len;	/* bytes in use, not counting the trailing NUL */
+	size_t cap;	/* bytes allocated */
+};
+
+#define BUF_INIT { NULL, 0, 0 }
+
+/* Makes room for at least extra more bytes (plus the NUL). Aborts the
+ * process when memory runs out: a handler that cannot allocate cannot
+ * answer either, and systemd's MemoryMax= is the real bound. */
+void buf_reserve(struct buf *b, size_t extra);
+
+/* Appends n bytes. */
+void buf_append(struct buf *b, const void *p, size_t n);
+
+/* Appends a NUL-terminated string. */
+void buf_puts(struct buf *b, const char *s);
+
+/* Appends one byte. */
+void buf_putc(struct buf *b, char c);
+
+/* Appends printf-formatted text. */
+void buf_printf(struct buf *b, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+void buf_vprintf(struct buf *b, const char *fmt, va_list ap)
+	__attribute__((format(printf, 2, 0)));
+
+/* Empties the buffer but keeps its memory. */
+void buf_clear(struct buf *b);
+
+/* Removes the first n bytes, moving the rest to the front. */
+void buf_consume(struct buf *b, size_t n);
+
+/* Returns the contents as a string owned by the caller; the buffer is left
+ * empty. Never NULL. */
+char *buf_steal(struct buf *b);
+
+/* Frees the memory; the buffer may be used again. */
+void buf_free(struct buf *b);
+
+/* malloc/strdup that abort on failure, for the same reason as buf_reserve. */
+void *xmalloc(size_t n);
+void *xcalloc(size_t n, size_t size);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+char *xstrndup(const char *s, size_t n);
+
+#endif

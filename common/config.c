@@ -1,0 +1,1080 @@
+/* The loader for smtpgate.conf. Each key is one row of key_table below: its
+ * section, how its value is parsed, where it is stored and its default.
+ * libinih splits the file into (section, key, value); a line-counting
+ * reader gives every error its "FILE:LINE:". */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include <ini.h>
+
+#include "buf.h"
+
+enum key_type {
+	T_STRING,	/* any text */
+	T_HOSTNAME,	/* a host name */
+	T_PATH,		/* a file or folder; relative to the config's folder */
+	T_SECRET,	/* text, or credential:NAME read from the credentials dir */
+	T_SIZE,		/* bytes, with an optional K, M or G suffix */
+	T_UINT,		/* a whole number in [min, max] */
+	T_DURATION,	/* seconds, with an optional s, m, h or d suffix */
+	T_BOOL,		/* yes/no, true/false, on/off, 1/0 */
+	T_PORTS,	/* a list of port numbers */
+	T_ADDRESSES,	/* a list of e-mail addresses */
+	T_STARTTLS,	/* yes | no | opportunistic */
+	T_RELAY_URL,
+	T_HTTP_URL,
+	T_HASH,		/* a crypt(3) hash */
+	T_NETWORKS,	/* a list of CIDR networks; repeatable */
+	T_DKIM_KEY,	/* "domain selector path"; repeatable */
+	T_SENDER,	/* "pattern status"; repeatable */
+	T_DOMAIN,
+};
+
+struct key_row {
+	/* section, key, default (parsed like a value from the file) */
+	struct config_key_info info;
+	enum key_type type;
+	size_t offset;		/* in struct config, or struct account */
+	uint64_t min, max;	/* for T_SIZE, T_UINT, T_DURATION */
+};
+
+#define ROW(s, k, field, base, t, d, lo, hi) \
+	{ { s, k, d }, t, offsetof(base, field), lo, hi }
+#define GATE(k, t, d, lo, hi) ROW("gate", #k, k, struct config, t, d, lo, hi)
+#define RELAY(k, field, t, d, lo, hi) ROW("relay", k, field, struct config, t, d, lo, hi)
+#define CALLBACK(k, field, t, d, lo, hi) ROW("callback", k, field, struct config, t, d, lo, hi)
+#define ACCOUNT(k, field, t, d) ROW("account", k, field, struct account, t, d, 0, 0)
+
+static const struct key_row key_table[] = {
+	GATE(hostname, T_HOSTNAME, "", 0, 0),
+	GATE(queue, T_PATH, "/var/lib/smtpgate/queue", 0, 0),
+	GATE(queue_map_size, T_SIZE, "4G", 64 * 1024, UINT64_C(1) << 40),
+	GATE(max_message_size, T_SIZE, "36700160", 1024, UINT64_C(1) << 30),
+	GATE(max_recipients, T_UINT, "1000", 1, 100000),
+	GATE(timeout, T_DURATION, "300", 1, 86400),
+	GATE(tls_certificate, T_PATH, "", 0, 0),
+	GATE(tls_private_key, T_PATH, "", 0, 0),
+	ROW("gate", "implicit_tls_ports", implicit_tls_ports, struct config, T_PORTS, "465", 0, 0),
+	GATE(auth_requires_tls, T_BOOL, "yes", 0, 0),
+	ROW("gate", "sink_recipients", sink_recipients, struct config, T_ADDRESSES, "test@test.ru", 0, 0),
+	GATE(reject_incomplete, T_BOOL, "yes", 0, 0),
+	GATE(max_auth_failures, T_UINT, "5", 1, 1000000),
+	GATE(auth_failure_window, T_DURATION, "600", 1, 30 * 86400),
+	GATE(log_retention, T_DURATION, "2592000", 3600, 3650 * 86400u),
+
+	RELAY("url", relay, T_RELAY_URL, "", 0, 0),
+	RELAY("username", relay_username, T_STRING, "", 0, 0),
+	RELAY("password", relay_password, T_SECRET, "", 0, 0),
+	RELAY("starttls", relay_starttls, T_STARTTLS, "opportunistic", 0, 0),
+	RELAY("max_queue_lifetime", max_queue_lifetime, T_DURATION, "432000", 60, 365 * 86400u),
+	RELAY("concurrency", relay_concurrency, T_UINT, "4", 1, 64),
+
+	CALLBACK("url", callback_url, T_HTTP_URL, "", 0, 0),
+	CALLBACK("secret", callback_secret, T_SECRET, "", 0, 0),
+	CALLBACK("timeout", callback_timeout, T_DURATION, "10", 1, 600),
+	CALLBACK("batch", callback_batch, T_UINT, "100", 1, 10000),
+	CALLBACK("max_age", callback_max_age, T_DURATION, "604800", 60, 365 * 86400u),
+
+	ACCOUNT("login", login, T_STRING, ""),
+	ACCOUNT("password", password_hash, T_HASH, ""),
+	ACCOUNT("networks", networks, T_NETWORKS, ""),
+	ACCOUNT("dkim_key", dkim_keys, T_DKIM_KEY, ""),
+	ACCOUNT("dkim_default_domain", dkim_default_domain, T_DOMAIN, ""),
+	ACCOUNT("sender", senders, T_SENDER, ""),
+	ACCOUNT("blocked", blocked, T_BOOL, "no"),
+	ACCOUNT("demo", demo, T_BOOL, "no"),
+};
+
+#define N_KEYS (sizeof key_table / sizeof key_table[0])
+
+const struct config_key_info *config_key_at(size_t i)
+{
+	return i < N_KEYS ? &key_table[i].info : NULL;
+}
+
+/* The state of one load: where we are in the file and the first error. */
+struct loader {
+	struct config *c;
+	const char *path;
+	FILE *file;
+	int line;
+	bool failed;
+	struct error *err;
+	char section[128];
+	struct account *account;	/* the [account NAME] being read */
+	bool seen[N_KEYS];		/* for duplicate keys, per section */
+};
+
+static int fail(struct loader *ld, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static int fail(struct loader *ld, const char *fmt, ...)
+{
+	if (ld->failed)
+		return 0;
+	ld->failed = true;
+	char what[768];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(what, sizeof what, fmt, ap);
+	va_end(ap);
+	if (ld->line > 0)
+		error_set(ld->err, "%s:%d: %s", ld->path, ld->line, what);
+	else
+		error_set(ld->err, "%s: %s", ld->path, what);
+	return 0;
+}
+
+const char *config_default_path(void)
+{
+	const char *env = getenv("SMTPGATE_CONF");
+	return env && *env ? env : CONFIG_DEFAULT_PATH;
+}
+
+/* ---- value parsers: each returns 0, or -1 after fail() ---- */
+
+static bool is_blank(const char *s)
+{
+	return *s == '\0';
+}
+
+/* Resolves a path against the config's folder; "credential:NAME" against
+ * $CREDENTIALS_DIRECTORY. */
+static int resolve_path(struct loader *ld, const char *value, char **out)
+{
+	const char *cred = "credential:";
+	if (strncmp(value, cred, strlen(cred)) == 0) {
+		const char *name = value + strlen(cred);
+		const char *dir = getenv("CREDENTIALS_DIRECTORY");
+		if (!*name || strchr(name, '/'))
+			return fail(ld, "credential name \"%s\" is not a file name", name), -1;
+		if (!dir || !*dir)
+			return fail(ld, "%s needs $CREDENTIALS_DIRECTORY, which is not set", value), -1;
+		struct buf b = BUF_INIT;
+		buf_printf(&b, "%s/%s", dir, name);
+		if (access(b.data, R_OK) != 0) {
+			fail(ld, "credential %s: cannot read %s: %s", name, b.data, strerror(errno));
+			buf_free(&b);
+			return -1;
+		}
+		*out = buf_steal(&b);
+		return 0;
+	}
+	if (value[0] == '/') {
+		*out = xstrdup(value);
+		return 0;
+	}
+	struct buf b = BUF_INIT;
+	buf_printf(&b, "%s/%s", ld->c->dir, value);
+	*out = buf_steal(&b);
+	return 0;
+}
+
+static int read_secret(struct loader *ld, const char *value, char **out)
+{
+	if (strncmp(value, "credential:", 11) != 0) {
+		*out = xstrdup(value);
+		return 0;
+	}
+	char *path;
+	if (resolve_path(ld, value, &path) != 0)
+		return -1;
+	FILE *f = fopen(path, "r");
+	if (!f) {
+		fail(ld, "cannot read %s: %s", path, strerror(errno));
+		free(path);
+		return -1;
+	}
+	struct buf b = BUF_INIT;
+	char chunk[512];
+	size_t n;
+	while ((n = fread(chunk, 1, sizeof chunk, f)) > 0 && b.len < 65536)
+		buf_append(&b, chunk, n);
+	fclose(f);
+	free(path);
+	/* A credential file usually ends with a newline that is not part of
+	 * the secret. */
+	while (b.len && (b.data[b.len - 1] == '\n' || b.data[b.len - 1] == '\r'))
+		b.data[--b.len] = '\0';
+	*out = buf_steal(&b);
+	return 0;
+}
+
+static int parse_uint64(const char *s, uint64_t *out, const char **end)
+{
+	if (!isdigit((unsigned char)*s))
+		return -1;
+	errno = 0;
+	char *e;
+	unsigned long long v = strtoull(s, &e, 10);
+	if (errno == ERANGE)
+		return -1;
+	*out = v;
+	*end = e;
+	return 0;
+}
+
+static int parse_scaled(struct loader *ld, const struct key_row *row,
+			const char *value, uint64_t *out)
+{
+	uint64_t v;
+	const char *end;
+	const bool size = row->type == T_SIZE;
+	if (parse_uint64(value, &v, &end) != 0)
+		return fail(ld, "%s: \"%s\" is not a %s", row->info.key, value,
+			    size ? "size (like 35M or 4G)" :
+			    row->type == T_DURATION ? "duration (seconds, or like 10m, 2h, 5d)" :
+			    "whole number"), -1;
+	uint64_t unit = 1;
+	if (*end && row->type != T_UINT) {
+		char u = (char)tolower((unsigned char)*end);
+		if (size)
+			unit = u == 'k' ? 1024 : u == 'm' ? 1024 * 1024 :
+			       u == 'g' ? 1024 * 1024 * 1024 :
+			       u == 't' ? UINT64_C(1) << 40 : 0;
+		else
+			unit = u == 's' ? 1 : u == 'm' ? 60 : u == 'h' ? 3600 :
+			       u == 'd' ? 86400 : 0;
+		if (unit && end[1] == '\0')
+			end++;
+		else
+			unit = 0;
+	}
+	if (*end || unit == 0)
+		return fail(ld, "%s: \"%s\" is not a %s", row->info.key, value,
+			    size ? "size (like 35M or 4G)" :
+			    row->type == T_DURATION ? "duration (seconds, or like 10m, 2h, 5d)" :
+			    "whole number"), -1;
+	if (v > UINT64_MAX / unit)
+		return fail(ld, "%s: %s is too large", row->info.key, value), -1;
+	v *= unit;
+	if (v < row->min || v > row->max)
+		return fail(ld, "%s: %s is out of range (%llu to %llu)", row->info.key,
+			    value, (unsigned long long)row->min,
+			    (unsigned long long)row->max), -1;
+	*out = v;
+	return 0;
+}
+
+static int parse_bool(struct loader *ld, const char *key, const char *value,
+		      bool *out)
+{
+	static const char *const yes[] = { "yes", "true", "on", "1" };
+	static const char *const no[] = { "no", "false", "off", "0" };
+	for (size_t i = 0; i < 4; i++) {
+		if (strcasecmp(value, yes[i]) == 0)
+			return *out = true, 0;
+		if (strcasecmp(value, no[i]) == 0)
+			return *out = false, 0;
+	}
+	return fail(ld, "%s: \"%s\" is not yes or no", key, value), -1;
+}
+
+/* Splits value at blanks and calls fn for each word. */
+static int for_each_word(struct loader *ld, const char *value,
+			 int (*fn)(struct loader *, const char *, void *),
+			 void *arg)
+{
+	char *copy = xstrdup(value);
+	char *save = NULL;
+	int rc = 0;
+	for (char *w = strtok_r(copy, " \t,", &save); w && rc == 0;
+	     w = strtok_r(NULL, " \t,", &save))
+		rc = fn(ld, w, arg);
+	free(copy);
+	return rc;
+}
+
+static int add_port(struct loader *ld, const char *word, void *arg)
+{
+	(void)arg;
+	struct config *c = ld->c;
+	uint64_t v;
+	const char *end;
+	if (parse_uint64(word, &v, &end) != 0 || *end || v < 1 || v > 65535)
+		return fail(ld, "implicit_tls_ports: \"%s\" is not a port number", word), -1;
+	c->implicit_tls_ports = xrealloc(c->implicit_tls_ports,
+		(c->n_implicit_tls_ports + 1) * sizeof *c->implicit_tls_ports);
+	c->implicit_tls_ports[c->n_implicit_tls_ports++] = (unsigned)v;
+	return 0;
+}
+
+static bool valid_domain(const char *d)
+{
+	size_t n = strlen(d);
+	if (n == 0 || n > 253 || d[0] == '.' || d[n - 1] == '.')
+		return false;
+	size_t label = 0;
+	for (const char *p = d; *p; p++) {
+		unsigned char ch = (unsigned char)*p;
+		if (ch == '.') {
+			if (label == 0)
+				return false;
+			label = 0;
+			continue;
+		}
+		if (!(isalnum(ch) || ch == '-' || ch == '_' || ch >= 0x80))
+			return false;
+		if (++label > 63)
+			return false;
+	}
+	return true;
+}
+
+/* A plain check for addresses written by the administrator: one @, a local
+ * part without blanks or controls, a valid domain. */
+static bool valid_config_address(const char *a)
+{
+	const char *at = strrchr(a, '@');
+	if (!at || at == a || strchr(a, '@') != at)
+		return false;
+	for (const char *p = a; p < at; p++)
+		if ((unsigned char)*p <= ' ' || *p == 0x7f || *p == '<' || *p == '>')
+			return false;
+	return valid_domain(at + 1);
+}
+
+static void lower(char *s)
+{
+	for (; *s; s++)
+		*s = (char)tolower((unsigned char)*s);
+}
+
+static int add_sink(struct loader *ld, const char *word, void *arg)
+{
+	(void)arg;
+	struct config *c = ld->c;
+	if (!valid_config_address(word))
+		return fail(ld, "sink_recipients: \"%s\" is not an e-mail address", word), -1;
+	c->sink_recipients = xrealloc(c->sink_recipients,
+		(c->n_sink_recipients + 1) * sizeof *c->sink_recipients);
+	c->sink_recipients[c->n_sink_recipients++] = xstrdup(word);
+	return 0;
+}
+
+static int add_network(struct loader *ld, const char *word, void *arg)
+{
+	struct account *a = arg;
+	struct cidr net;
+	if (cidr_parse(word, &net) != 0)
+		return fail(ld, "networks: \"%s\" is not an IPv4 or IPv6 network", word), -1;
+	a->networks = xrealloc(a->networks, (a->n_networks + 1) * sizeof *a->networks);
+	a->networks[a->n_networks++] = net;
+	return 0;
+}
+
+static int add_dkim_key(struct loader *ld, struct account *a, const char *value)
+{
+	char domain[256], selector[128], path[1024], extra[2];
+	if (sscanf(value, "%255s %127s %1023s %1s", domain, selector, path, extra) != 3)
+		return fail(ld, "dkim_key: expected \"DOMAIN SELECTOR FILE\", got \"%s\"", value), -1;
+	lower(domain);
+	if (!valid_domain(domain))
+		return fail(ld, "dkim_key: \"%s\" is not a domain", domain), -1;
+	for (const char *p = selector; *p; p++)
+		if (!isalnum((unsigned char)*p) && *p != '-' && *p != '_' && *p != '.')
+			return fail(ld, "dkim_key: \"%s\" is not a selector", selector), -1;
+	char *resolved;
+	if (resolve_path(ld, path, &resolved) != 0)
+		return -1;
+	if (access(resolved, R_OK) != 0) {
+		fail(ld, "dkim_key: cannot read %s: %s", resolved, strerror(errno));
+		free(resolved);
+		return -1;
+	}
+	a->dkim_keys = xrealloc(a->dkim_keys, (a->n_dkim_keys + 1) * sizeof *a->dkim_keys);
+	a->dkim_keys[a->n_dkim_keys++] = (struct dkim_key_ref){
+		xstrdup(domain), xstrdup(selector), resolved, ld->line };
+	return 0;
+}
+
+static int add_sender(struct loader *ld, struct account *a, const char *value)
+{
+	char pattern[512], status[32], extra[2];
+	if (sscanf(value, "%511s %31s %1s", pattern, status, extra) != 2)
+		return fail(ld, "sender: expected \"ADDRESS|*@DOMAIN active|moderation|prohibited\", got \"%s\"", value), -1;
+	enum sender_status st;
+	if (strcmp(status, "active") == 0)
+		st = SENDER_ACTIVE;
+	else if (strcmp(status, "moderation") == 0)
+		st = SENDER_MODERATION;
+	else if (strcmp(status, "prohibited") == 0)
+		st = SENDER_PROHIBITED;
+	else
+		return fail(ld, "sender: status \"%s\" is not active, moderation or prohibited", status), -1;
+	const char *probe = strncmp(pattern, "*@", 2) == 0 ? pattern + 1 : pattern;
+	if (probe != pattern ? !valid_domain(pattern + 2) : !valid_config_address(pattern))
+		return fail(ld, "sender: \"%s\" is not an address or *@domain", pattern), -1;
+	char *at = strrchr(pattern, '@');
+	lower(at + 1);
+	for (size_t i = 0; i < a->n_senders; i++)
+		if (address_equal(a->senders[i].pattern, pattern))
+			return fail(ld, "sender: \"%s\" is listed twice", pattern), -1;
+	a->senders = xrealloc(a->senders, (a->n_senders + 1) * sizeof *a->senders);
+	a->senders[a->n_senders++] = (struct sender_rule){ xstrdup(pattern), st };
+	return 0;
+}
+
+/* crypt(3) hash prefixes libxcrypt verifies and that are strong enough to
+ * guard a mail gateway. */
+static bool valid_hash(const char *h)
+{
+	static const char *const prefixes[] = {
+		"$y$", "$gy$", "$7$", "$2b$", "$2y$", "$2a$", "$6$", "$5$",
+	};
+	for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++)
+		if (strncmp(h, prefixes[i], strlen(prefixes[i])) == 0)
+			return strlen(h) > strlen(prefixes[i]) + 8;
+	return false;
+}
+
+static int check_http_url(struct loader *ld, const char *value)
+{
+	const char *rest;
+	if (strncmp(value, "https://", 8) == 0)
+		rest = value + 8;
+	else if (strncmp(value, "http://", 7) == 0)
+		rest = value + 7;
+	else
+		return fail(ld, "url: \"%s\" is not an http:// or https:// URL", value), -1;
+	size_t host = strcspn(rest, "/:?#");
+	if (rest[0] == '[')
+		host = strcspn(rest, "]") + 1;
+	if (host == 0 || (rest[0] == '[' && rest[host - 1] != ']'))
+		return fail(ld, "url: \"%s\" has no host", value), -1;
+	for (const char *p = value; *p; p++)
+		if ((unsigned char)*p <= ' ' || (unsigned char)*p >= 0x7f)
+			return fail(ld, "url: \"%s\" contains a blank or control character", value), -1;
+	if (rest[host] == ':') {
+		uint64_t port;
+		const char *end;
+		if (parse_uint64(rest + host + 1, &port, &end) != 0 || port < 1 ||
+		    port > 65535 || (*end && *end != '/'))
+			return fail(ld, "url: \"%s\" has a bad port", value), -1;
+	}
+	return 0;
+}
+
+/* Stores value in the field the row names. */
+static int set_value(struct loader *ld, const struct key_row *row, void *base,
+		     const char *value)
+{
+	void *field = (char *)base + row->offset;
+	char **str = field;
+	switch (row->type) {
+	case T_STRING:
+		free(*str);
+		*str = is_blank(value) ? NULL : xstrdup(value);
+		return 0;
+	case T_HOSTNAME:
+		if (!is_blank(value) && !valid_domain(value))
+			return fail(ld, "%s: \"%s\" is not a host name", row->info.key, value), -1;
+		free(*str);
+		*str = is_blank(value) ? NULL : xstrdup(value);
+		return 0;
+	case T_DOMAIN:
+		if (!valid_domain(value))
+			return fail(ld, "%s: \"%s\" is not a domain", row->info.key, value), -1;
+		free(*str);
+		*str = xstrdup(value);
+		lower(*str);
+		return 0;
+	case T_PATH:
+		free(*str);
+		*str = NULL;
+		return is_blank(value) ? 0 : resolve_path(ld, value, str);
+	case T_SECRET:
+		free(*str);
+		*str = NULL;
+		return is_blank(value) ? 0 : read_secret(ld, value, str);
+	case T_HASH: {
+		char *hash;
+		if (read_secret(ld, value, &hash) != 0)
+			return -1;
+		if (!valid_hash(hash)) {
+			free(hash);
+			return fail(ld, "password: not a crypt(3) hash (yescrypt $y$, sha512-crypt $6$ or bcrypt $2b$); make one with mkpasswd"), -1;
+		}
+		free(*str);
+		*str = hash;
+		return 0;
+	}
+	case T_SIZE:
+		return parse_scaled(ld, row, value, field);
+	case T_UINT:
+	case T_DURATION: {
+		uint64_t v;
+		if (parse_scaled(ld, row, value, &v) != 0)
+			return -1;
+		*(unsigned *)field = (unsigned)v;
+		return 0;
+	}
+	case T_BOOL:
+		return parse_bool(ld, row->info.key, value, field);
+	case T_PORTS:
+		ld->c->n_implicit_tls_ports = 0;
+		return for_each_word(ld, value, add_port, NULL);
+	case T_ADDRESSES:
+		for (size_t i = 0; i < ld->c->n_sink_recipients; i++)
+			free(ld->c->sink_recipients[i]);
+		ld->c->n_sink_recipients = 0;
+		return for_each_word(ld, value, add_sink, NULL);
+	case T_STARTTLS: {
+		enum relay_starttls *mode = field;
+		if (strcmp(value, "yes") == 0)
+			*mode = RELAY_STARTTLS_YES;
+		else if (strcmp(value, "no") == 0)
+			*mode = RELAY_STARTTLS_NO;
+		else if (strcmp(value, "opportunistic") == 0)
+			*mode = RELAY_STARTTLS_OPPORTUNISTIC;
+		else
+			return fail(ld, "starttls: \"%s\" is not yes, no or opportunistic", value), -1;
+		return 0;
+	}
+	case T_RELAY_URL: {
+		relay_url_free(&ld->c->relay);
+		free(ld->c->relay_url_text);
+		ld->c->relay_url_text = NULL;
+		if (is_blank(value))
+			return 0;
+		struct error e;
+		if (relay_url_parse(value, ld->c->dir, &ld->c->relay, &e) != 0)
+			return fail(ld, "url: %s", e.text), -1;
+		ld->c->relay_url_text = xstrdup(value);
+		return 0;
+	}
+	case T_HTTP_URL:
+		free(*str);
+		*str = NULL;
+		if (is_blank(value))
+			return 0;
+		if (check_http_url(ld, value) != 0)
+			return -1;
+		*str = xstrdup(value);
+		return 0;
+	case T_NETWORKS:
+		return for_each_word(ld, value, add_network, base);
+	case T_DKIM_KEY:
+		return add_dkim_key(ld, base, value);
+	case T_SENDER:
+		return add_sender(ld, base, value);
+	}
+	return fail(ld, "%s: internal error: unknown key type", row->info.key), -1;
+}
+
+static bool repeatable(enum key_type t)
+{
+	return t == T_NETWORKS || t == T_DKIM_KEY || t == T_SENDER;
+}
+
+static const char *section_kind(const char *section)
+{
+	return strncmp(section, "account ", 8) == 0 ? "account" : section;
+}
+
+/* Opens [account NAME]. */
+static int begin_account(struct loader *ld, const char *section)
+{
+	const char *name = section + 8;
+	while (*name == ' ')
+		name++;
+	if (!*name)
+		return fail(ld, "[account] needs a name: [account NAME]"), -1;
+	for (const char *p = name; *p; p++)
+		if (!isalnum((unsigned char)*p) && *p != '_' && *p != '-' && *p != '.')
+			return fail(ld, "[account %s]: a name may hold letters, digits, '.', '_' and '-'", name), -1;
+	struct config *c = ld->c;
+	for (size_t i = 0; i < c->n_accounts; i++)
+		if (strcmp(c->accounts[i].name, name) == 0)
+			return fail(ld, "[account %s] is defined twice (first at line %d)", name, c->accounts[i].line), -1;
+	c->accounts = xrealloc(c->accounts, (c->n_accounts + 1) * sizeof *c->accounts);
+	ld->account = &c->accounts[c->n_accounts++];
+	memset(ld->account, 0, sizeof *ld->account);
+	ld->account->name = xstrdup(name);
+	ld->account->line = ld->line;
+	return 0;
+}
+
+static int on_key(void *user, const char *section, const char *key,
+		  const char *value)
+{
+	struct loader *ld = user;
+	if (ld->failed)
+		return 0;
+	if (strcmp(section, ld->section) != 0) {
+		/* inih reports a section only with its first key; an empty
+		 * section is harmless. */
+		snprintf(ld->section, sizeof ld->section, "%s", section);
+		memset(ld->seen, 0, sizeof ld->seen);
+		ld->account = NULL;
+		const char *kind = section_kind(section);
+		if (strcmp(kind, "account") == 0) {
+			if (begin_account(ld, section) != 0)
+				return 0;
+		} else if (strcmp(kind, "gate") != 0 && strcmp(kind, "relay") != 0 &&
+			   strcmp(kind, "callback") != 0) {
+			return fail(ld, "unknown section [%s] (known: [gate], [relay], [callback], [account NAME])", section);
+		}
+	}
+	const char *kind = section_kind(section);
+	for (size_t i = 0; i < N_KEYS; i++) {
+		const struct key_row *row = &key_table[i];
+		if (strcmp(row->info.section, kind) != 0 || strcmp(row->info.key, key) != 0)
+			continue;
+		if (ld->seen[i] && !repeatable(row->type))
+			return fail(ld, "%s is set twice in [%s]", key, section);
+		ld->seen[i] = true;
+		void *base = ld->account ? (void *)ld->account : (void *)ld->c;
+		set_value(ld, row, base, value);
+		return 0;
+	}
+	return fail(ld, "unknown key \"%s\" in [%s]", key, section);
+}
+
+/* inih's reader: one line per call, counted, so that on_key knows where it
+ * is. Lines longer than inih's buffer would be split silently, so they are
+ * refused instead. */
+static char *read_line(char *str, int num, void *stream)
+{
+	struct loader *ld = stream;
+	if (ld->failed)
+		return NULL;
+	if (!fgets(str, num, ld->file))
+		return NULL;
+	ld->line++;
+	size_t n = strlen(str);
+	if (n == (size_t)num - 1 && str[n - 1] != '\n' && !feof(ld->file)) {
+		fail(ld, "line longer than %d characters; continue a list on an indented line", num - 2);
+		return NULL;
+	}
+	if (memchr(str, '\0', n) != NULL && strlen(str) != n) {
+		fail(ld, "NUL byte in line");
+		return NULL;
+	}
+	return str;
+}
+
+static void set_defaults(struct loader *ld)
+{
+	int saved_line = ld->line;
+	ld->line = 0;
+	for (size_t i = 0; i < N_KEYS; i++) {
+		const struct key_row *row = &key_table[i];
+		if (strcmp(row->info.section, "account") == 0 || is_blank(row->info.default_text))
+			continue;
+		set_value(ld, row, ld->c, row->info.default_text);
+	}
+	ld->line = saved_line;
+	if (!ld->c->hostname) {
+		char host[256] = "localhost";
+		gethostname(host, sizeof host - 1);
+		host[sizeof host - 1] = '\0';
+		ld->c->hostname = xstrdup(host);
+	}
+}
+
+/* Rules that involve more than one key. */
+static int check_accounts(struct loader *ld)
+{
+	struct config *c = ld->c;
+	for (size_t i = 0; i < c->n_accounts; i++) {
+		struct account *a = &c->accounts[i];
+		ld->line = a->line;
+		if (!a->login != !a->password_hash)
+			return fail(ld, "[account %s]: login and password go together", a->name);
+		if (!a->login && a->n_networks == 0)
+			return fail(ld, "[account %s]: needs login and password, or networks", a->name);
+		if (a->dkim_default_domain) {
+			bool found = false;
+			for (size_t k = 0; k < a->n_dkim_keys; k++)
+				found |= strcmp(a->dkim_keys[k].domain, a->dkim_default_domain) == 0;
+			if (!found)
+				return fail(ld, "[account %s]: dkim_default_domain %s has no dkim_key", a->name, a->dkim_default_domain);
+		}
+		for (size_t j = 0; j < i && a->login; j++)
+			if (c->accounts[j].login && strcmp(c->accounts[j].login, a->login) == 0)
+				return fail(ld, "[account %s]: login %s is already used by [account %s]", a->name, a->login, c->accounts[j].name);
+	}
+	ld->line = 0;
+	if (!c->tls_certificate != !c->tls_private_key)
+		return fail(ld, "[gate] tls_certificate and tls_private_key go together");
+	return 0;
+}
+
+int config_load(struct config *c, const char *path, struct error *err)
+{
+	memset(c, 0, sizeof *c);
+	struct loader ld = { .c = c, .path = path, .err = err };
+	c->path = xstrdup(path);
+	const char *slash = strrchr(path, '/');
+	c->dir = slash ? xstrndup(path, slash == path ? 1 : (size_t)(slash - path))
+		       : xstrdup(".");
+	ld.file = fopen(path, "r");
+	if (!ld.file) {
+		error_set(err, "%s: cannot open: %s", path, strerror(errno));
+		config_free(c);
+		return -1;
+	}
+	set_defaults(&ld);
+	int rc = ini_parse_stream(read_line, &ld, on_key, &ld);
+	fclose(ld.file);
+	if (rc > 0 && !ld.failed) {
+		ld.line = rc;
+		fail(&ld, "not a section header or key = value line");
+	} else if (rc < 0 && !ld.failed) {
+		fail(&ld, "cannot parse (out of memory)");
+	}
+	if (!ld.failed)
+		check_accounts(&ld);
+	if (ld.failed) {
+		config_free(c);
+		return -1;
+	}
+	return 0;
+}
+
+static void account_free(struct account *a)
+{
+	free(a->name);
+	free(a->login);
+	free(a->password_hash);
+	free(a->networks);
+	for (size_t i = 0; i < a->n_dkim_keys; i++) {
+		free(a->dkim_keys[i].domain);
+		free(a->dkim_keys[i].selector);
+		free(a->dkim_keys[i].path);
+	}
+	free(a->dkim_keys);
+	free(a->dkim_default_domain);
+	for (size_t i = 0; i < a->n_senders; i++)
+		free(a->senders[i].pattern);
+	free(a->senders);
+}
+
+void config_free(struct config *c)
+{
+	free(c->path);
+	free(c->dir);
+	free(c->hostname);
+	free(c->queue);
+	free(c->tls_certificate);
+	free(c->tls_private_key);
+	free(c->implicit_tls_ports);
+	for (size_t i = 0; i < c->n_sink_recipients; i++)
+		free(c->sink_recipients[i]);
+	free(c->sink_recipients);
+	relay_url_free(&c->relay);
+	free(c->relay_url_text);
+	free(c->relay_username);
+	free(c->relay_password);
+	free(c->callback_url);
+	free(c->callback_secret);
+	for (size_t i = 0; i < c->n_accounts; i++)
+		account_free(&c->accounts[i]);
+	free(c->accounts);
+	memset(c, 0, sizeof *c);
+}
+
+/* ---- lookups ---- */
+
+const struct account *config_account_by_name(const struct config *c,
+					      const char *name)
+{
+	for (size_t i = 0; i < c->n_accounts; i++)
+		if (strcmp(c->accounts[i].name, name) == 0)
+			return &c->accounts[i];
+	return NULL;
+}
+
+const struct account *config_account_by_login(const struct config *c,
+					       const char *login)
+{
+	for (size_t i = 0; i < c->n_accounts; i++)
+		if (c->accounts[i].login && strcmp(c->accounts[i].login, login) == 0)
+			return &c->accounts[i];
+	return NULL;
+}
+
+const struct account *config_account_by_address(const struct config *c,
+						 const struct sockaddr *sa)
+{
+	const struct account *best = NULL;
+	int best_prefix = -1;
+	for (size_t i = 0; i < c->n_accounts; i++) {
+		const struct account *a = &c->accounts[i];
+		for (size_t k = 0; k < a->n_networks; k++) {
+			const struct cidr *net = &a->networks[k];
+			/* An IPv4 /24 and an IPv6 /120 are equally specific. */
+			int prefix = (int)net->prefix + (net->family == AF_INET ? 96 : 0);
+			if (prefix > best_prefix && cidr_contains(net, sa)) {
+				best = a;
+				best_prefix = prefix;
+			}
+		}
+	}
+	return best;
+}
+
+bool address_equal(const char *a, const char *b)
+{
+	const char *at_a = strrchr(a, '@'), *at_b = strrchr(b, '@');
+	if (!at_a || !at_b)
+		return strcmp(a, b) == 0;
+	return at_a - a == at_b - b && memcmp(a, b, (size_t)(at_a - a)) == 0 &&
+	       strcasecmp(at_a, at_b) == 0;
+}
+
+bool config_is_sink(const struct config *c, const char *address)
+{
+	for (size_t i = 0; i < c->n_sink_recipients; i++)
+		if (address_equal(c->sink_recipients[i], address))
+			return true;
+	return false;
+}
+
+enum sender_verdict config_sender_verdict(const struct account *a,
+					  const char *address)
+{
+	if (a->n_senders == 0)
+		return SENDER_NO_RULES;
+	const struct sender_rule *domain_rule = NULL;
+	const char *at = strrchr(address, '@');
+	for (size_t i = 0; i < a->n_senders; i++) {
+		const struct sender_rule *r = &a->senders[i];
+		if (strncmp(r->pattern, "*@", 2) == 0) {
+			if (at && strcasecmp(r->pattern + 2, at + 1) == 0)
+				domain_rule = r;
+		} else if (address_equal(r->pattern, address)) {
+			domain_rule = r;	/* exact beats any domain rule */
+			break;
+		}
+	}
+	if (!domain_rule)
+		return SENDER_UNKNOWN;
+	switch (domain_rule->status) {
+	case SENDER_ACTIVE:
+		return SENDER_IS_ACTIVE;
+	case SENDER_MODERATION:
+		return SENDER_IS_MODERATION;
+	case SENDER_PROHIBITED:
+		return SENDER_IS_PROHIBITED;
+	}
+	return SENDER_UNKNOWN;
+}
+
+int cidr_parse(const char *text, struct cidr *out)
+{
+	char addr[INET6_ADDRSTRLEN + 1];
+	const char *slash = strchr(text, '/');
+	size_t n = slash ? (size_t)(slash - text) : strlen(text);
+	if (n == 0 || n >= sizeof addr)
+		return -1;
+	memcpy(addr, text, n);
+	addr[n] = '\0';
+	memset(out, 0, sizeof *out);
+	unsigned max;
+	if (inet_pton(AF_INET, addr, out->addr) == 1) {
+		out->family = AF_INET;
+		max = 32;
+	} else if (inet_pton(AF_INET6, addr, out->addr) == 1) {
+		out->family = AF_INET6;
+		max = 128;
+	} else {
+		return -1;
+	}
+	out->prefix = max;
+	if (slash) {
+		uint64_t p;
+		const char *end;
+		if (parse_uint64(slash + 1, &p, &end) != 0 || *end || p > max)
+			return -1;
+		out->prefix = (unsigned)p;
+	}
+	/* Host bits must be zero: 192.0.2.1/24 is more likely a typo than a
+	 * network. */
+	for (unsigned bit = out->prefix; bit < max; bit++)
+		if (out->addr[bit / 8] & (0x80 >> (bit % 8)))
+			return -1;
+	return 0;
+}
+
+bool cidr_contains(const struct cidr *net, const struct sockaddr *sa)
+{
+	const unsigned char *addr;
+	static const unsigned char v4_mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+	int family = sa->sa_family;
+	if (family == AF_INET) {
+		addr = (const unsigned char *)&((const struct sockaddr_in *)(const void *)sa)->sin_addr;
+	} else if (family == AF_INET6) {
+		addr = ((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr.s6_addr;
+		if (net->family == AF_INET && memcmp(addr, v4_mapped, 12) == 0) {
+			addr += 12;
+			family = AF_INET;
+		}
+	} else {
+		return false;
+	}
+	if (family != net->family)
+		return false;
+	unsigned full = net->prefix / 8, rest = net->prefix % 8;
+	if (memcmp(addr, net->addr, full) != 0)
+		return false;
+	if (rest == 0)
+		return true;
+	unsigned char mask = (unsigned char)(0xff << (8 - rest));
+	return (addr[full] & mask) == net->addr[full];
+}
+
+int relay_url_parse(const char *text, const char *dir, struct relay_url *out,
+		    struct error *err)
+{
+	memset(out, 0, sizeof *out);
+	if (strcmp(text, "discard:") == 0) {
+		out->scheme = RELAY_DISCARD;
+		return 0;
+	}
+	if (strncmp(text, "maildir:", 8) == 0) {
+		const char *p = text + 8;
+		if (!*p)
+			return error_set(err, "\"%s\": maildir: needs a folder", text);
+		struct buf b = BUF_INIT;
+		if (*p == '/')
+			buf_puts(&b, p);
+		else
+			buf_printf(&b, "%s/%s", dir, p);
+		while (b.len > 1 && b.data[b.len - 1] == '/')
+			b.data[--b.len] = '\0';
+		out->scheme = RELAY_MAILDIR;
+		out->path = buf_steal(&b);
+		return 0;
+	}
+	const char *rest;
+	if (strncmp(text, "smtp://", 7) == 0) {
+		out->scheme = RELAY_SMTP;
+		out->port = 25;
+		rest = text + 7;
+	} else if (strncmp(text, "smtps://", 8) == 0) {
+		out->scheme = RELAY_SMTPS;
+		out->port = 465;
+		rest = text + 8;
+	} else {
+		return error_set(err, "\"%s\" is not smtp://HOST[:PORT], smtps://HOST[:PORT], maildir:/PATH or discard:", text);
+	}
+	size_t host_len;
+	const char *after;
+	if (*rest == '[') {
+		const char *close = strchr(rest, ']');
+		if (!close)
+			return error_set(err, "\"%s\": missing ] after an IPv6 address", text);
+		host_len = (size_t)(close - rest - 1);
+		out->host = xstrndup(rest + 1, host_len);
+		after = close + 1;
+		unsigned char tmp[16];
+		if (inet_pton(AF_INET6, out->host, tmp) != 1) {
+			relay_url_free(out);
+			return error_set(err, "\"%s\": not an IPv6 address in brackets", text);
+		}
+	} else {
+		host_len = strcspn(rest, ":/");
+		out->host = xstrndup(rest, host_len);
+		after = rest + host_len;
+		if (!valid_domain(out->host)) {
+			relay_url_free(out);
+			return error_set(err, "\"%s\": \"%.*s\" is not a host name", text, (int)host_len, rest);
+		}
+	}
+	if (*after == ':') {
+		uint64_t port;
+		const char *end;
+		if (parse_uint64(after + 1, &port, &end) != 0 || port < 1 || port > 65535 ||
+		    (*end && strcmp(end, "/") != 0)) {
+			relay_url_free(out);
+			return error_set(err, "\"%s\": bad port", text);
+		}
+		out->port = (unsigned)port;
+	} else if (*after && strcmp(after, "/") != 0) {
+		relay_url_free(out);
+		return error_set(err, "\"%s\": unexpected \"%s\" after the host", text, after);
+	}
+	return 0;
+}
+
+void relay_url_free(struct relay_url *u)
+{
+	free(u->host);
+	free(u->path);
+	memset(u, 0, sizeof *u);
+}
+
+/* ---- check-config ---- */
+
+static const char *bool_text(bool b)
+{
+	return b ? "yes" : "no";
+}
+
+void config_dump(const struct config *c, FILE *out)
+{
+	static const char *const starttls[] = { "no", "yes", "opportunistic" };
+	fprintf(out, "; effective configuration of %s\n[gate]\n", c->path);
+	fprintf(out, "hostname = %s\n", c->hostname);
+	fprintf(out, "queue = %s\n", c->queue);
+	fprintf(out, "queue_map_size = %llu\n", (unsigned long long)c->queue_map_size);
+	fprintf(out, "max_message_size = %llu\n", (unsigned long long)c->max_message_size);
+	fprintf(out, "max_recipients = %u\n", c->max_recipients);
+	fprintf(out, "timeout = %u\n", c->timeout);
+	fprintf(out, "tls_certificate = %s\n", c->tls_certificate ? c->tls_certificate : "");
+	fprintf(out, "tls_private_key = %s\n", c->tls_private_key ? c->tls_private_key : "");
+	fprintf(out, "implicit_tls_ports =");
+	for (size_t i = 0; i < c->n_implicit_tls_ports; i++)
+		fprintf(out, " %u", c->implicit_tls_ports[i]);
+	fprintf(out, "\nauth_requires_tls = %s\n", bool_text(c->auth_requires_tls));
+	fprintf(out, "sink_recipients =");
+	for (size_t i = 0; i < c->n_sink_recipients; i++)
+		fprintf(out, " %s", c->sink_recipients[i]);
+	fprintf(out, "\nreject_incomplete = %s\n", bool_text(c->reject_incomplete));
+	fprintf(out, "max_auth_failures = %u\n", c->max_auth_failures);
+	fprintf(out, "auth_failure_window = %u\n", c->auth_failure_window);
+	fprintf(out, "log_retention = %u\n", c->log_retention);
+	fprintf(out, "\n[relay]\nurl = %s\n", c->relay_url_text ? c->relay_url_text : "");
+	fprintf(out, "username = %s\n", c->relay_username ? c->relay_username : "");
+	fprintf(out, "password = %s\n", c->relay_password ? "(set)" : "");
+	fprintf(out, "starttls = %s\n", starttls[c->relay_starttls]);
+	fprintf(out, "max_queue_lifetime = %u\n", c->max_queue_lifetime);
+	fprintf(out, "concurrency = %u\n", c->relay_concurrency);
+	fprintf(out, "\n[callback]\nurl = %s\n", c->callback_url ? c->callback_url : "");
+	fprintf(out, "secret = %s\n", c->callback_secret ? "(set)" : "");
+	fprintf(out, "timeout = %u\n", c->callback_timeout);
+	fprintf(out, "batch = %u\n", c->callback_batch);
+	fprintf(out, "max_age = %u\n", c->callback_max_age);
+	static const char *const status[] = { "active", "moderation", "prohibited" };
+	for (size_t i = 0; i < c->n_accounts; i++) {
+		const struct account *a = &c->accounts[i];
+		fprintf(out, "\n[account %s]\n", a->name);
+		if (a->login)
+			fprintf(out, "login = %s\npassword = (set)\n", a->login);
+		for (size_t k = 0; k < a->n_networks; k++) {
+			char text[INET6_ADDRSTRLEN];
+			inet_ntop(a->networks[k].family, a->networks[k].addr, text, sizeof text);
+			fprintf(out, "networks = %s/%u\n", text, a->networks[k].prefix);
+		}
+		for (size_t k = 0; k < a->n_dkim_keys; k++)
+			fprintf(out, "dkim_key = %s %s %s\n", a->dkim_keys[k].domain,
+				a->dkim_keys[k].selector, a->dkim_keys[k].path);
+		if (a->dkim_default_domain)
+			fprintf(out, "dkim_default_domain = %s\n", a->dkim_default_domain);
+		for (size_t k = 0; k < a->n_senders; k++)
+			fprintf(out, "sender = %s %s\n", a->senders[k].pattern,
+				status[a->senders[k].status]);
+		fprintf(out, "blocked = %s\ndemo = %s\n", bool_text(a->blocked), bool_text(a->demo));
+	}
+}

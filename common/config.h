@@ -1,0 +1,201 @@
+/* smtpgate.conf: the INI configuration of every smtpgate program
+ * (SPEC section 3, smtpgate.conf(5)).
+ *
+ * The loader is table-driven: every key is one row of config.c with its
+ * section, type, default and range, so that the man page, check-config and
+ * the tests are checked against one list (config_key_at). */
+#ifndef SMTPGATE_CONFIG_H
+#define SMTPGATE_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/socket.h>
+
+#include "error.h"
+
+#define CONFIG_DEFAULT_PATH "/etc/smtpgate/smtpgate.conf"
+
+enum relay_starttls {
+	RELAY_STARTTLS_NO,
+	RELAY_STARTTLS_YES,
+	RELAY_STARTTLS_OPPORTUNISTIC,
+};
+
+enum relay_scheme {
+	RELAY_NONE,	/* no url configured */
+	RELAY_SMTP,	/* smtp://host[:port], default port 25 */
+	RELAY_SMTPS,	/* smtps://host[:port], TLS from the start, default 465 */
+	RELAY_MAILDIR,	/* maildir:/path */
+	RELAY_DISCARD,	/* discard: accepted and thrown away */
+};
+
+struct relay_url {
+	enum relay_scheme scheme;
+	char *host;	/* smtp/smtps: name or address, without brackets */
+	unsigned port;	/* smtp/smtps */
+	char *path;	/* maildir: absolute folder */
+};
+
+enum sender_status {
+	SENDER_ACTIVE,
+	SENDER_MODERATION,
+	SENDER_PROHIBITED,
+};
+
+/* What an account's sender lines say of one From: address. */
+enum sender_verdict {
+	SENDER_NO_RULES,	/* the account has no sender lines: all allowed */
+	SENDER_UNKNOWN,		/* it has some, and none matches */
+	SENDER_IS_ACTIVE,
+	SENDER_IS_MODERATION,
+	SENDER_IS_PROHIBITED,
+};
+
+struct cidr {
+	int family;		/* AF_INET or AF_INET6 */
+	unsigned char addr[16];	/* network byte order, host bits zero */
+	unsigned prefix;	/* 0..32 or 0..128 */
+};
+
+struct dkim_key_ref {
+	char *domain;	/* lower case */
+	char *selector;
+	char *path;	/* absolute */
+	int line;	/* where it was configured, for error messages */
+};
+
+struct sender_rule {
+	char *pattern;	/* "user@domain" or "*@domain", domain lower case */
+	enum sender_status status;
+};
+
+struct account {
+	char *name;	/* the section name: how the account is named everywhere */
+	char *login;	/* NULL: no AUTH, networks only */
+	char *password_hash;	/* crypt(3) hash; NULL with login NULL */
+	struct cidr *networks;
+	size_t n_networks;
+	struct dkim_key_ref *dkim_keys;
+	size_t n_dkim_keys;
+	char *dkim_default_domain;	/* NULL: none */
+	struct sender_rule *senders;
+	size_t n_senders;
+	bool blocked;
+	bool demo;
+	int line;	/* line of the [account NAME] header */
+};
+
+struct config {
+	char *path;	/* the file loaded, as given */
+	char *dir;	/* its folder: relative paths are resolved against it */
+
+	/* [gate] */
+	char *hostname;
+	char *queue;
+	uint64_t queue_map_size;
+	uint64_t max_message_size;
+	unsigned max_recipients;
+	unsigned timeout;
+	char *tls_certificate;	/* NULL: no STARTTLS, no implicit TLS */
+	char *tls_private_key;
+	unsigned *implicit_tls_ports;
+	size_t n_implicit_tls_ports;
+	bool auth_requires_tls;
+	char **sink_recipients;
+	size_t n_sink_recipients;
+	bool reject_incomplete;
+	unsigned max_auth_failures;
+	unsigned auth_failure_window;
+	unsigned log_retention;
+
+	/* [relay] */
+	struct relay_url relay;
+	char *relay_url_text;	/* as written, for messages; NULL when unset */
+	char *relay_username;	/* NULL or "": no AUTH towards the relay */
+	char *relay_password;
+	enum relay_starttls relay_starttls;
+	unsigned max_queue_lifetime;
+	unsigned relay_concurrency;
+
+	/* [callback] */
+	char *callback_url;	/* NULL: no callbacks */
+	char *callback_secret;	/* NULL: requests are not signed */
+	unsigned callback_timeout;
+	unsigned callback_batch;
+	unsigned callback_max_age;
+
+	struct account *accounts;
+	size_t n_accounts;
+};
+
+/* The path to use when no -c is given: $SMTPGATE_CONF, else
+ * CONFIG_DEFAULT_PATH. */
+const char *config_default_path(void);
+
+/* Loads and checks the file at path. On failure returns -1 and sets err to
+ * one line "FILE:LINE: what is wrong" (or "FILE: ..." when no line is
+ * involved); c is then left empty and needs no config_free. Values of the
+ * form "credential:NAME" are taken from $CREDENTIALS_DIRECTORY/NAME: path
+ * keys become that path, secrets (passwords) that file's contents. */
+int config_load(struct config *c, const char *path, struct error *err);
+
+/* Frees everything config_load allocated. */
+void config_free(struct config *c);
+
+/* Writes the effective configuration (defaults filled in, paths resolved,
+ * secrets shown as "(set)") in the file's own INI syntax. */
+void config_dump(const struct config *c, FILE *out);
+
+/* The account whose section is [account name], or NULL. */
+const struct account *config_account_by_name(const struct config *c,
+					      const char *name);
+
+/* The account whose login is login (compared exactly), or NULL. */
+const struct account *config_account_by_login(const struct config *c,
+					       const char *login);
+
+/* The account whose networks contain the address, the longest prefix
+ * winning across accounts, or NULL. */
+const struct account *config_account_by_address(const struct config *c,
+						 const struct sockaddr *sa);
+
+/* True when address is one of sink_recipients (local part exact, domain
+ * case-insensitive). */
+bool config_is_sink(const struct config *c, const char *address);
+
+/* The account's sender lines applied to a From: address; the most specific
+ * match wins (the exact address before "*@domain"). */
+enum sender_verdict config_sender_verdict(const struct account *a,
+					  const char *address);
+
+/* True when two addresses are the same mailbox: the local part compared
+ * exactly, the domain case-insensitively. */
+bool address_equal(const char *a, const char *b);
+
+/* Parses "192.0.2.0/24", "2001:db8::/32" or a bare address (a host
+ * route). Returns 0, or -1 when it is not a network. */
+int cidr_parse(const char *text, struct cidr *out);
+
+/* True when the socket address lies in the network (IPv4-mapped IPv6
+ * addresses match IPv4 networks). */
+bool cidr_contains(const struct cidr *net, const struct sockaddr *sa);
+
+/* Parses a relay url ("smtp://host:port", "smtps://[::1]:465",
+ * "maildir:/path", "discard:"); relative maildir paths are resolved
+ * against dir. Returns 0 or -1 with err set (no FILE:LINE prefix). */
+int relay_url_parse(const char *text, const char *dir, struct relay_url *out,
+		    struct error *err);
+void relay_url_free(struct relay_url *u);
+
+/* Every key the loader knows, for documentation checks and check-config:
+ * config_key_at(0), (1), ... until it returns NULL. */
+struct config_key_info {
+	const char *section;	/* "gate", "relay", "callback" or "account" */
+	const char *key;
+	const char *default_text;	/* "" when empty (hostname: the host name) */
+};
+const struct config_key_info *config_key_at(size_t i);
+
+#endif

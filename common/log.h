@@ -1,0 +1,30 @@
+/* Logging for every smtpgate program.
+ *
+ * Under systemd (stderr connected to the journal, $JOURNAL_STREAM) each
+ * event is one structured journal entry: MESSAGE, PRIORITY,
+ * SYSLOG_IDENTIFIER and SMTPGATE_* fields, so that `journalctl
+ * SMTPGATE_QUEUE_ID=...` finds a message. Elsewhere each event is one line
+ * on stderr: "program: message key=value ...". */
+#ifndef SMTPGATE_LOG_H
+#define SMTPGATE_LOG_H
+
+#include <syslog.h>	/* LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG */
+
+/* Names the program in every entry. Call once at start. */
+void log_init(const char *program);
+
+/* Sends everything to stderr lines even under systemd (tests, -v). */
+void log_force_stderr(int on);
+
+/* Logs a plain printf-formatted message. */
+void log_msg(int priority, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+/* Logs one event with fields: after the message come pairs of field name
+ * (without the SMTPGATE_ prefix, upper case, e.g. "QUEUE_ID") and value,
+ * ended by NULL. A NULL or empty value leaves the field out.
+ *   log_event(LOG_INFO, "queued", "QUEUE_ID", qid, "ACCOUNT", acct, NULL); */
+void log_event(int priority, const char *message, ...)
+	__attribute__((sentinel));
+
+#endif

@@ -1,0 +1,4 @@
+#ifndef SMTPGATE_VERSION_H
+#define SMTPGATE_VERSION_H
+#define SMTPGATE_VERSION "0.1.0"
+#endif

@@ -1,0 +1,62 @@
+#!/bin/sh
+# Installs the Debian packages smtpgate needs to build, run and test.
+# Root: installs what is missing (one apt-get update, one apt-get install).
+# Not root: prints the one command that would do it, and fails.
+set -eu
+
+# package            why
+PACKAGES="
+build-essential      compiler, make, libc headers
+pkg-config           finds the libraries' flags
+clang                make CC=clang, libFuzzer targets (make fuzz)
+libclang-rt-14-dev   libFuzzer and sanitizer runtimes for clang
+libssl-dev           OpenSSL: TLS, SHA-256, RSA and Ed25519 signatures
+libsystemd-dev       sd_listen_fds, sd_journal_send
+liblmdb-dev          the queue
+lmdb-utils           mdb_stat and mdb_dump, to inspect the queue
+libinih-dev          the INI config parser
+libcrypt-dev         libxcrypt crypt_r for account password hashes
+libcurl4-openssl-dev delivery callbacks over HTTP(S)
+openssl              generates demo and test certificates and keys
+systemd              systemd-socket-activate, systemd-analyze
+systemd-container    systemd-nspawn for the real-systemd unit test
+mandoc               man page lint (mandoc -Tlint)
+man-db               man -l renders man pages in tests
+python3-pytest       integration test runner
+python3-dkim         dkimpy, an independent DKIM verifier
+python3-nacl         Ed25519 verification for dkimpy
+python3-aiosmtpd     a scripted SMTP relay sink for flush tests
+python3-lmdb         tests read the queue directly
+libmail-dkim-perl    Mail::DKIM, a second independent DKIM verifier
+libopendkim-dev      libopendkim, a third independent DKIM verifier
+swaks                a second, independent SMTP client
+libauthen-sasl-perl  AUTH support for swaks
+libio-socket-ssl-perl STARTTLS support for swaks
+libnet-ssleay-perl   TLS for swaks
+iproute2             ss, to look at sockets in tests
+procps               pgrep, ps in tests
+"
+
+names=$(printf '%s\n' "$PACKAGES" | awk 'NF { print $1 }')
+missing=""
+for p in $names; do
+	status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+	case "$status" in
+	*"install ok installed"*) ;;
+	*) missing="$missing $p" ;;
+	esac
+done
+
+[ -z "$missing" ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+	echo "smtpgate: missing Debian packages; run as root:" >&2
+	echo "  apt-get install -y$missing" >&2
+	exit 1
+fi
+
+echo "smtpgate: installing Debian packages:$missing" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq >&2
+# shellcheck disable=SC2086
+apt-get install -y -qq --no-install-recommends $missing >&2
