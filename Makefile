@@ -56,6 +56,8 @@ UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_TESTS := $(UNIT_SRCS:%.c=$(BUILD)/%)
 TOOL_SRCS := $(wildcard tests/tools/*.c)
 TOOLS := $(TOOL_SRCS:%.c=$(BUILD)/%)
+BENCH_SRCS := $(wildcard bench/*.c)
+BENCHES := $(BENCH_SRCS:%.c=$(BUILD)/%)
 
 .PHONY: all deps check sanitize unit install uninstall run bench fuzz stress clean
 
@@ -66,7 +68,7 @@ all: deps
 deps:
 	@sh tools/deps.sh
 
-programs: $(PROGRAMS:%=$(BUILD)/%) $(UNIT_TESTS) $(TOOLS)
+programs: $(PROGRAMS:%=$(BUILD)/%) $(UNIT_TESTS) $(TOOLS) $(BENCHES)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -92,6 +94,11 @@ $(BUILD)/tests/unit/%: $(BUILD)/tests/unit/%.o $(LIB)
 $(BUILD)/tests/tools/%: $(BUILD)/tests/tools/%.o $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(shell cat tests/tools/$*.libs 2>/dev/null)
 
+# Benchmark drivers: bench/NAME.c is built to build/bench/NAME, with extra
+# link flags from bench/NAME.libs.
+$(BUILD)/bench/%: $(BUILD)/bench/%.o $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(shell cat bench/$*.libs 2>/dev/null)
+
 sanitize: deps
 	@$(MAKE) --no-print-directory programs BUILD=build-sanitize SANITIZE=1
 
@@ -114,4 +121,4 @@ clean:
 
 .SECONDARY:
 
--include $(LIB_OBJS:.o=.d) $(MAIN_OBJS:.o=.d) $(UNIT_TESTS:=.d) $(TOOLS:=.d)
+-include $(LIB_OBJS:.o=.d) $(MAIN_OBJS:.o=.d) $(UNIT_TESTS:=.d) $(TOOLS:=.d) $(BENCHES:=.d)

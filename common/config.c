@@ -414,11 +414,10 @@ static int add_sender(struct loader *ld, struct account *a, const char *value)
 	const char *probe = strncmp(pattern, "*@", 2) == 0 ? pattern + 1 : pattern;
 	if (probe != pattern ? !valid_domain(pattern + 2) : !valid_config_address(pattern))
 		return fail(ld, "sender: \"%s\" is not an address or *@domain", pattern), -1;
-	char *at = strrchr(pattern, '@');
-	lower(at + 1);
 	for (size_t i = 0; i < a->n_senders; i++)
 		if (address_equal(a->senders[i].pattern, pattern))
 			return fail(ld, "sender: \"%s\" is listed twice", pattern), -1;
+	lower(strrchr(pattern, '@') + 1);
 	a->senders = xrealloc(a->senders, (a->n_senders + 1) * sizeof *a->senders);
 	a->senders[a->n_senders++] = (struct sender_rule){ xstrdup(pattern), st };
 	return 0;
@@ -584,7 +583,7 @@ static const char *section_kind(const char *section)
 /* Opens [account NAME]. */
 static int begin_account(struct loader *ld, const char *section)
 {
-	const char *name = section + 8;
+	const char *name = section + strlen("account");
 	while (*name == ' ')
 		name++;
 	if (!*name)
@@ -593,10 +592,11 @@ static int begin_account(struct loader *ld, const char *section)
 		if (!isalnum((unsigned char)*p) && *p != '_' && *p != '-' && *p != '.')
 			return fail(ld, "[account %s]: a name may hold letters, digits, '.', '_' and '-'", name), -1;
 	struct config *c = ld->c;
-	for (size_t i = 0; i < c->n_accounts; i++)
-		if (strcmp(c->accounts[i].name, name) == 0)
-			return fail(ld, "[account %s] is defined twice (first at line %d)", name, c->accounts[i].line), -1;
-	c->accounts = xrealloc(c->accounts, (c->n_accounts + 1) * sizeof *c->accounts);
+	/* Doubling keeps 10,000 accounts linear; duplicates are found after
+	 * parsing, by sorting (check_unique). */
+	if ((c->n_accounts & (c->n_accounts - 1)) == 0)
+		c->accounts = xrealloc(c->accounts, (c->n_accounts ? 2 * c->n_accounts : 1) *
+				       sizeof *c->accounts);
 	ld->account = &c->accounts[c->n_accounts++];
 	memset(ld->account, 0, sizeof *ld->account);
 	ld->account->name = xstrdup(name);
@@ -604,40 +604,48 @@ static int begin_account(struct loader *ld, const char *section)
 	return 0;
 }
 
+/* A section header line: its name is checked at once, so that an empty or
+ * repeated section is reported at its own line. */
+static void begin_section(struct loader *ld, const char *line)
+{
+	const char *close = strchr(line, ']');
+	if (!close) {
+		fail(ld, "a section header needs its closing ]");
+		return;
+	}
+	snprintf(ld->section, sizeof ld->section, "%.*s", (int)(close - line - 1), line + 1);
+	memset(ld->seen, 0, sizeof ld->seen);
+	ld->account = NULL;
+	const char *kind = section_kind(ld->section);
+	if (strcmp(kind, "account") == 0 || strcmp(ld->section, "account") == 0)
+		begin_account(ld, ld->section);
+	else if (strcmp(kind, "gate") != 0 && strcmp(kind, "relay") != 0 &&
+		 strcmp(kind, "callback") != 0)
+		fail(ld, "unknown section [%s] (known: [gate], [relay], [callback], [account NAME])", ld->section);
+}
+
 static int on_key(void *user, const char *section, const char *key,
 		  const char *value)
 {
+	(void)section;	/* begin_section has seen it already */
 	struct loader *ld = user;
 	if (ld->failed)
 		return 0;
-	if (strcmp(section, ld->section) != 0) {
-		/* inih reports a section only with its first key; an empty
-		 * section is harmless. */
-		snprintf(ld->section, sizeof ld->section, "%s", section);
-		memset(ld->seen, 0, sizeof ld->seen);
-		ld->account = NULL;
-		const char *kind = section_kind(section);
-		if (strcmp(kind, "account") == 0) {
-			if (begin_account(ld, section) != 0)
-				return 0;
-		} else if (strcmp(kind, "gate") != 0 && strcmp(kind, "relay") != 0 &&
-			   strcmp(kind, "callback") != 0) {
-			return fail(ld, "unknown section [%s] (known: [gate], [relay], [callback], [account NAME])", section);
-		}
-	}
-	const char *kind = section_kind(section);
+	if (!ld->section[0])
+		return fail(ld, "\"%s\" is outside any section; start with [gate]", key);
+	const char *kind = section_kind(ld->section);
 	for (size_t i = 0; i < N_KEYS; i++) {
 		const struct key_row *row = &key_table[i];
 		if (strcmp(row->info.section, kind) != 0 || strcmp(row->info.key, key) != 0)
 			continue;
 		if (ld->seen[i] && !repeatable(row->type))
-			return fail(ld, "%s is set twice in [%s]", key, section);
+			return fail(ld, "%s is set twice in [%s]", key, ld->section);
 		ld->seen[i] = true;
 		void *base = ld->account ? (void *)ld->account : (void *)ld->c;
-		set_value(ld, row, base, value);
-		return 0;
+		/* inih wants non-zero for success. */
+		return set_value(ld, row, base, value) == 0;
 	}
-	return fail(ld, "unknown key \"%s\" in [%s]", key, section);
+	return fail(ld, "unknown key \"%s\" in [%s]", key, ld->section);
 }
 
 /* inih's reader: one line per call, counted, so that on_key knows where it
@@ -656,9 +664,11 @@ static char *read_line(char *str, int num, void *stream)
 		fail(ld, "line longer than %d characters; continue a list on an indented line", num - 2);
 		return NULL;
 	}
-	if (memchr(str, '\0', n) != NULL && strlen(str) != n) {
-		fail(ld, "NUL byte in line");
-		return NULL;
+	const char *start = str + strspn(str, " \t");
+	if (*start == '[') {
+		begin_section(ld, start);
+		if (ld->failed)
+			return NULL;
 	}
 	return str;
 }
@@ -682,6 +692,57 @@ static void set_defaults(struct loader *ld)
 	}
 }
 
+/* Orders accounts by a name or login, then by line; NULL strings last. */
+static const char *unique_field;	/* "name" or "login" while sorting */
+
+static const char *field_of(const struct account *a)
+{
+	return strcmp(unique_field, "name") == 0 ? a->name : a->login;
+}
+
+static int by_field_then_line(const void *x, const void *y)
+{
+	const struct account *a = *(const struct account *const *)x;
+	const struct account *b = *(const struct account *const *)y;
+	const char *fa = field_of(a), *fb = field_of(b);
+	if (!fa || !fb)
+		return !fa - !fb;
+	int d = strcmp(fa, fb);
+	return d ? d : a->line - b->line;
+}
+
+/* Account names and logins are unique. Sorting finds duplicates in
+ * n log n: the handler loads the config on every connection, and a config
+ * with thousands of accounts must not cost a quadratic scan. */
+static int check_unique(struct loader *ld)
+{
+	struct config *c = ld->c;
+	if (c->n_accounts < 2)
+		return 0;
+	const struct account **order = xmalloc(c->n_accounts * sizeof *order);
+	for (size_t i = 0; i < c->n_accounts; i++)
+		order[i] = &c->accounts[i];
+	static const char *const fields[] = { "name", "login" };
+	int rc = 0;
+	for (size_t f = 0; f < 2 && rc == 0; f++) {
+		unique_field = fields[f];
+		qsort(order, c->n_accounts, sizeof *order, by_field_then_line);
+		for (size_t i = 1; i < c->n_accounts && rc == 0; i++) {
+			const struct account *first = order[i - 1], *again = order[i];
+			if (!field_of(again) || strcmp(field_of(first), field_of(again)) != 0)
+				continue;
+			ld->line = again->line;
+			if (f == 0)
+				fail(ld, "[account %s] is defined twice (first at line %d)", again->name, first->line);
+			else
+				fail(ld, "[account %s]: login %s is already used by [account %s]", again->name, again->login, first->name);
+			rc = -1;
+		}
+	}
+	free(order);
+	return rc;
+}
+
 /* Rules that involve more than one key. */
 static int check_accounts(struct loader *ld)
 {
@@ -700,10 +761,9 @@ static int check_accounts(struct loader *ld)
 			if (!found)
 				return fail(ld, "[account %s]: dkim_default_domain %s has no dkim_key", a->name, a->dkim_default_domain);
 		}
-		for (size_t j = 0; j < i && a->login; j++)
-			if (c->accounts[j].login && strcmp(c->accounts[j].login, a->login) == 0)
-				return fail(ld, "[account %s]: login %s is already used by [account %s]", a->name, a->login, c->accounts[j].name);
 	}
+	if (check_unique(ld) != 0)
+		return -1;
 	ld->line = 0;
 	if (!c->tls_certificate != !c->tls_private_key)
 		return fail(ld, "[gate] tls_certificate and tls_private_key go together");

@@ -1,0 +1,486 @@
+/* The config loader: every key, its default, and every kind of error with
+ * its exact "FILE:LINE:" message. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "config.h"
+#include "unit.h"
+
+static char folder[] = "/tmp/smtpgate-test-config-XXXXXX";
+static char conf_path[256];
+static char key_path[256];
+
+static void write_file(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+	fputs(text, f);
+	fclose(f);
+}
+
+/* Writes text as the config and loads it; returns config_load's result. */
+static int load(struct config *c, struct error *err, const char *text)
+{
+	static bool made;
+	if (!made) {
+		made = true;
+		if (!mkdtemp(folder))
+			abort();
+		snprintf(conf_path, sizeof conf_path, "%s/smtpgate.conf", folder);
+		snprintf(key_path, sizeof key_path, "%s/key.pem", folder);
+		write_file(key_path, "not really a key, but readable\n");
+	}
+	write_file(conf_path, text);
+	memset(err, 0, sizeof *err);
+	return config_load(c, conf_path, err);
+}
+
+/* Loads text, expects failure, and compares the message after the path. */
+static void check_error(const char *text, const char *want)
+{
+	struct config c;
+	struct error err;
+	int rc = load(&c, &err, text);
+	CHECK(rc == -1);
+	if (rc == 0) {
+		config_free(&c);
+		fprintf(stderr, "  config loaded but should fail with: %s\n", want);
+		return;
+	}
+	struct buf expected = BUF_INIT;
+	buf_printf(&expected, "%s:%s", conf_path, want);
+	CHECK_STR(err.text, expected.data);
+	buf_free(&expected);
+}
+
+static const char *account_demo =
+	"[account demo]\n"
+	"login = demo.demo@smtpgate\n"
+	"password = $y$j9T$abcdefghijklmnop$0123456789012345678901234567890123456789012\n";
+
+TEST(test_defaults_match_the_spec)
+{
+	struct config c;
+	struct error err;
+	CHECK(load(&c, &err, "[gate]\n") == 0);
+	CHECK(c.hostname && *c.hostname);
+	CHECK_STR(c.queue, "/var/lib/smtpgate/queue");
+	CHECK(c.queue_map_size == 4ull << 30);
+	CHECK(c.max_message_size == 36700160);
+	CHECK(c.max_recipients == 1000);
+	CHECK(c.timeout == 300);
+	CHECK(c.tls_certificate == NULL && c.tls_private_key == NULL);
+	CHECK(c.n_implicit_tls_ports == 1 && c.implicit_tls_ports[0] == 465);
+	CHECK(c.auth_requires_tls);
+	CHECK(c.n_sink_recipients == 1);
+	CHECK_STR(c.sink_recipients[0], "test@test.ru");
+	CHECK(c.reject_incomplete);
+	CHECK(c.max_auth_failures == 5);
+	CHECK(c.auth_failure_window == 600);
+	CHECK(c.log_retention == 30 * 86400);
+	CHECK(c.relay.scheme == RELAY_NONE && c.relay_url_text == NULL);
+	CHECK(c.relay_username == NULL && c.relay_password == NULL);
+	CHECK(c.relay_starttls == RELAY_STARTTLS_OPPORTUNISTIC);
+	CHECK(c.max_queue_lifetime == 432000);
+	CHECK(c.relay_concurrency == 4);
+	CHECK(c.callback_url == NULL && c.callback_secret == NULL);
+	CHECK(c.callback_timeout == 10);
+	CHECK(c.callback_batch == 100);
+	CHECK(c.callback_max_age == 604800);
+	CHECK(c.n_accounts == 0);
+	config_free(&c);
+}
+
+TEST(test_every_gate_key_is_read)
+{
+	struct config c;
+	struct error err;
+	int rc = load(&c, &err,
+		"; a comment\n"
+		"# another\n"
+		"[gate]\n"
+		"hostname = gate.example.com   ; inline comment\n"
+		"queue = spool\n"
+		"queue_map_size = 512M\n"
+		"max_message_size = 35M\n"
+		"max_recipients = 50\n"
+		"timeout = 5m\n"
+		"tls_certificate = tls/cert.pem\n"
+		"tls_private_key = /etc/key.pem\n"
+		"implicit_tls_ports = 465 10465\n"
+		"auth_requires_tls = no\n"
+		"sink_recipients = test@test.ru sink@Example.COM\n"
+		"reject_incomplete = off\n"
+		"max_auth_failures = 3\n"
+		"auth_failure_window = 1h\n"
+		"log_retention = 7d\n");
+	CHECK(rc == 0);
+	if (rc != 0) {
+		fprintf(stderr, "  %s\n", err.text);
+		return;
+	}
+	struct buf want = BUF_INIT;
+	CHECK_STR(c.hostname, "gate.example.com");
+	buf_printf(&want, "%s/spool", folder);
+	CHECK_STR(c.queue, want.data);
+	buf_clear(&want);
+	buf_printf(&want, "%s/tls/cert.pem", folder);
+	CHECK_STR(c.tls_certificate, want.data);
+	CHECK_STR(c.tls_private_key, "/etc/key.pem");
+	CHECK(c.queue_map_size == 512ull << 20);
+	CHECK(c.max_message_size == 35ull << 20);
+	CHECK(c.max_recipients == 50);
+	CHECK(c.timeout == 300);
+	CHECK(c.n_implicit_tls_ports == 2 && c.implicit_tls_ports[1] == 10465);
+	CHECK(!c.auth_requires_tls);
+	CHECK(c.n_sink_recipients == 2);
+	CHECK(config_is_sink(&c, "sink@example.com"));
+	CHECK(config_is_sink(&c, "TEST@test.ru") == false);
+	CHECK(!c.reject_incomplete);
+	CHECK(c.max_auth_failures == 3);
+	CHECK(c.auth_failure_window == 3600);
+	CHECK(c.log_retention == 7 * 86400);
+	buf_free(&want);
+	config_free(&c);
+}
+
+TEST(test_relay_and_callback_keys_are_read)
+{
+	struct config c;
+	struct error err;
+	int rc = load(&c, &err,
+		"[relay]\n"
+		"url = smtp://[::1]:10025\n"
+		"username = relayuser\n"
+		"password = secret\n"
+		"starttls = yes\n"
+		"max_queue_lifetime = 2d\n"
+		"concurrency = 8\n"
+		"[callback]\n"
+		"url = https://hooks.example.com:8443/smtpgate\n"
+		"secret = s3cret\n"
+		"timeout = 30\n"
+		"batch = 1\n"
+		"max_age = 1d\n");
+	CHECK(rc == 0);
+	if (rc != 0) {
+		fprintf(stderr, "  %s\n", err.text);
+		return;
+	}
+	CHECK(c.relay.scheme == RELAY_SMTP);
+	CHECK_STR(c.relay.host, "::1");
+	CHECK(c.relay.port == 10025);
+	CHECK_STR(c.relay_url_text, "smtp://[::1]:10025");
+	CHECK_STR(c.relay_username, "relayuser");
+	CHECK_STR(c.relay_password, "secret");
+	CHECK(c.relay_starttls == RELAY_STARTTLS_YES);
+	CHECK(c.max_queue_lifetime == 2 * 86400);
+	CHECK(c.relay_concurrency == 8);
+	CHECK_STR(c.callback_url, "https://hooks.example.com:8443/smtpgate");
+	CHECK_STR(c.callback_secret, "s3cret");
+	CHECK(c.callback_timeout == 30);
+	CHECK(c.callback_batch == 1);
+	CHECK(c.callback_max_age == 86400);
+	config_free(&c);
+}
+
+TEST(test_relay_urls)
+{
+	struct relay_url u;
+	struct error err;
+	CHECK(relay_url_parse("smtps://relay.example.com", "/etc", &u, &err) == 0);
+	CHECK(u.scheme == RELAY_SMTPS && u.port == 465);
+	CHECK_STR(u.host, "relay.example.com");
+	relay_url_free(&u);
+	CHECK(relay_url_parse("smtp://127.0.0.1", "/etc", &u, &err) == 0);
+	CHECK(u.scheme == RELAY_SMTP && u.port == 25);
+	relay_url_free(&u);
+	CHECK(relay_url_parse("maildir:outbox/", "/srv/run", &u, &err) == 0);
+	CHECK(u.scheme == RELAY_MAILDIR);
+	CHECK_STR(u.path, "/srv/run/outbox");
+	relay_url_free(&u);
+	CHECK(relay_url_parse("discard:", "/etc", &u, &err) == 0);
+	CHECK(u.scheme == RELAY_DISCARD);
+	relay_url_free(&u);
+	CHECK(relay_url_parse("lmtp://x", "/etc", &u, &err) == -1);
+	CHECK(relay_url_parse("smtp://host:0", "/etc", &u, &err) == -1);
+	CHECK(relay_url_parse("smtp://host:70000", "/etc", &u, &err) == -1);
+	CHECK(relay_url_parse("smtp://[::1", "/etc", &u, &err) == -1);
+	CHECK(relay_url_parse("smtp://[nothex]:25", "/etc", &u, &err) == -1);
+	CHECK(relay_url_parse("smtp://bad host", "/etc", &u, &err) == -1);
+	CHECK(relay_url_parse("maildir:", "/etc", &u, &err) == -1);
+}
+
+TEST(test_every_account_key_is_read)
+{
+	struct config c;
+	struct error err;
+	struct buf text = BUF_INIT;
+	buf_printf(&text,
+		"[account shop]\n"
+		"login = shop@smtpgate\n"
+		"password = $6$saltsalt$abcdefghijklmnopqrstuvwxyz\n"
+		"networks = 192.0.2.0/24 2001:db8::/32\n"
+		"networks = 198.51.100.7\n"
+		"dkim_key = Example.COM sel1 %s\n"
+		"dkim_key = example.com sel2 key.pem\n"
+		"dkim_default_domain = example.com\n"
+		"sender = *@example.com active\n"
+		"sender = boss@example.com prohibited\n"
+		"sender = *@Review.example.com moderation\n"
+		"blocked = yes\n"
+		"demo = true\n"
+		"[account office]\n"
+		"networks = 192.0.2.128/25\n", key_path);
+	int rc = load(&c, &err, text.data);
+	buf_free(&text);
+	CHECK(rc == 0);
+	if (rc != 0) {
+		fprintf(stderr, "  %s\n", err.text);
+		return;
+	}
+	CHECK(c.n_accounts == 2);
+	const struct account *a = config_account_by_name(&c, "shop");
+	CHECK(a != NULL);
+	if (!a)
+		return;
+	CHECK(config_account_by_login(&c, "shop@smtpgate") == a);
+	CHECK(config_account_by_login(&c, "SHOP@smtpgate") == NULL);
+	CHECK(strncmp(a->password_hash, "$6$", 3) == 0);
+	CHECK(a->n_networks == 3);
+	CHECK(a->n_dkim_keys == 2);
+	CHECK_STR(a->dkim_keys[0].domain, "example.com");
+	CHECK_STR(a->dkim_keys[0].selector, "sel1");
+	CHECK_STR(a->dkim_keys[1].path, key_path);
+	CHECK(a->dkim_keys[1].line == 7);
+	CHECK_STR(a->dkim_default_domain, "example.com");
+	CHECK(a->n_senders == 3);
+	CHECK(a->blocked && a->demo);
+	CHECK(a->line == 1);
+
+	CHECK(config_sender_verdict(a, "anyone@EXAMPLE.com") == SENDER_IS_ACTIVE);
+	CHECK(config_sender_verdict(a, "boss@example.com") == SENDER_IS_PROHIBITED);
+	CHECK(config_sender_verdict(a, "x@review.example.com") == SENDER_IS_MODERATION);
+	CHECK(config_sender_verdict(a, "x@other.org") == SENDER_UNKNOWN);
+	const struct account *office = config_account_by_name(&c, "office");
+	CHECK(config_sender_verdict(office, "x@other.org") == SENDER_NO_RULES);
+
+	/* The longest prefix wins across accounts. */
+	struct sockaddr_in v4 = { .sin_family = AF_INET };
+	inet_pton(AF_INET, "192.0.2.200", &v4.sin_addr);
+	CHECK(config_account_by_address(&c, (struct sockaddr *)&v4) == office);
+	inet_pton(AF_INET, "192.0.2.10", &v4.sin_addr);
+	CHECK(config_account_by_address(&c, (struct sockaddr *)&v4) == a);
+	inet_pton(AF_INET, "198.51.100.7", &v4.sin_addr);
+	CHECK(config_account_by_address(&c, (struct sockaddr *)&v4) == a);
+	inet_pton(AF_INET, "198.51.100.8", &v4.sin_addr);
+	CHECK(config_account_by_address(&c, (struct sockaddr *)&v4) == NULL);
+	struct sockaddr_in6 v6 = { .sin6_family = AF_INET6 };
+	inet_pton(AF_INET6, "2001:db8:1::5", &v6.sin6_addr);
+	CHECK(config_account_by_address(&c, (struct sockaddr *)&v6) == a);
+	inet_pton(AF_INET6, "::ffff:192.0.2.10", &v6.sin6_addr);
+	CHECK(config_account_by_address(&c, (struct sockaddr *)&v6) == a);
+	inet_pton(AF_INET6, "2001:db9::1", &v6.sin6_addr);
+	CHECK(config_account_by_address(&c, (struct sockaddr *)&v6) == NULL);
+	config_free(&c);
+}
+
+TEST(test_credentials_directory)
+{
+	char creds[300];
+	snprintf(creds, sizeof creds, "%s/creds", folder);
+	mkdir(creds, 0700);
+	char path[400];
+	snprintf(path, sizeof path, "%s/relay-password", creds);
+	write_file(path, "from-credential\n");
+	snprintf(path, sizeof path, "%s/dkim.pem", creds);
+	write_file(path, "key\n");
+	snprintf(path, sizeof path, "%s/hash", creds);
+	write_file(path, "$y$j9T$abcdefghijklmnop$0123456789012345678901234567890123456789012\n");
+	setenv("CREDENTIALS_DIRECTORY", creds, 1);
+
+	struct config c;
+	struct error err;
+	int rc = load(&c, &err,
+		"[relay]\n"
+		"password = credential:relay-password\n"
+		"[account a]\n"
+		"login = a@smtpgate\n"
+		"password = credential:hash\n"
+		"dkim_key = example.com s credential:dkim.pem\n");
+	CHECK(rc == 0);
+	if (rc == 0) {
+		CHECK_STR(c.relay_password, "from-credential");
+		CHECK(strncmp(c.accounts[0].password_hash, "$y$", 3) == 0);
+		CHECK(strchr(c.accounts[0].password_hash, '\n') == NULL);
+		snprintf(path, sizeof path, "%s/dkim.pem", creds);
+		CHECK_STR(c.accounts[0].dkim_keys[0].path, path);
+		config_free(&c);
+	} else {
+		fprintf(stderr, "  %s\n", err.text);
+	}
+
+	struct buf want = BUF_INIT;
+	buf_printf(&want, "2: credential absent: cannot read %s/absent: No such file or directory", creds);
+	check_error("[relay]\npassword = credential:absent\n", want.data);
+	buf_free(&want);
+	check_error("[relay]\npassword = credential:../x\n",
+		    "2: credential name \"../x\" is not a file name");
+	unsetenv("CREDENTIALS_DIRECTORY");
+	check_error("[relay]\npassword = credential:relay-password\n",
+		    "2: credential:relay-password needs $CREDENTIALS_DIRECTORY, which is not set");
+}
+
+TEST(test_syntax_and_structure_errors)
+{
+	check_error("[gate]\nbogus = 1\n", "2: unknown key \"bogus\" in [gate]");
+	check_error("[gate]\n[mystery]\n",
+		    "2: unknown section [mystery] (known: [gate], [relay], [callback], [account NAME])");
+	check_error("[gate]\nthis line has no equals sign\n",
+		    "2: not a section header or key = value line");
+	check_error("[gate]\ntimeout = 10\ntimeout = 20\n", "3: timeout is set twice in [gate]");
+	check_error("timeout = 10\n", "1: \"timeout\" is outside any section; start with [gate]");
+	check_error("[gate\ntimeout = 10\n", "1: a section header needs its closing ]");
+	check_error("[account]\nnetworks = 127.0.0.1\n", "1: [account] needs a name: [account NAME]");
+	check_error("[account a b]\nnetworks = 127.0.0.1\n",
+		    "1: [account a b]: a name may hold letters, digits, '.', '_' and '-'");
+	check_error("[account a]\nnetworks = 10.0.0.0/8\n[account a]\nnetworks = 10.0.0.0/8\n",
+		    "3: [account a] is defined twice (first at line 1)");
+	struct buf longline = BUF_INIT;
+	buf_puts(&longline, "[gate]\nhostname = ");
+	for (int i = 0; i < 300; i++)
+		buf_putc(&longline, 'a');
+	buf_putc(&longline, '\n');
+	check_error(longline.data,
+		    "2: line longer than 198 characters; continue a list on an indented line");
+	buf_free(&longline);
+}
+
+TEST(test_value_errors)
+{
+	check_error("[gate]\nmax_recipients = many\n", "2: max_recipients: \"many\" is not a whole number");
+	check_error("[gate]\nmax_recipients = 0\n", "2: max_recipients: 0 is out of range (1 to 100000)");
+	check_error("[gate]\nmax_recipients = 10k\n", "2: max_recipients: \"10k\" is not a whole number");
+	check_error("[gate]\nmax_message_size = 35X\n",
+		    "2: max_message_size: \"35X\" is not a size (like 35M or 4G)");
+	check_error("[gate]\nmax_message_size = 2G\n",
+		    "2: max_message_size: 2G is out of range (1024 to 1073741824)");
+	check_error("[gate]\nqueue_map_size = 99999999999999999999999\n",
+		    "2: queue_map_size: \"99999999999999999999999\" is not a size (like 35M or 4G)");
+	check_error("[gate]\ntimeout = -1\n",
+		    "2: timeout: \"-1\" is not a duration (seconds, or like 10m, 2h, 5d)");
+	check_error("[gate]\ntimeout = 2w\n",
+		    "2: timeout: \"2w\" is not a duration (seconds, or like 10m, 2h, 5d)");
+	check_error("[gate]\nauth_requires_tls = maybe\n", "2: auth_requires_tls: \"maybe\" is not yes or no");
+	check_error("[gate]\nimplicit_tls_ports = 465 99999\n",
+		    "2: implicit_tls_ports: \"99999\" is not a port number");
+	check_error("[gate]\nsink_recipients = nobody\n",
+		    "2: sink_recipients: \"nobody\" is not an e-mail address");
+	check_error("[gate]\nhostname = bad_host!\n", "2: hostname: \"bad_host!\" is not a host name");
+	check_error("[gate]\ntls_certificate = /c.pem\n",
+		    " [gate] tls_certificate and tls_private_key go together");
+	check_error("[relay]\nurl = ftp://x\n",
+		    "2: url: \"ftp://x\" is not smtp://HOST[:PORT], smtps://HOST[:PORT], maildir:/PATH or discard:");
+	check_error("[relay]\nstarttls = sometimes\n",
+		    "2: starttls: \"sometimes\" is not yes, no or opportunistic");
+	check_error("[relay]\nconcurrency = 65\n", "2: concurrency: 65 is out of range (1 to 64)");
+	check_error("[callback]\nurl = ftp://hooks.example.com/\n",
+		    "2: url: \"ftp://hooks.example.com/\" is not an http:// or https:// URL");
+	check_error("[callback]\nurl = https:///path\n", "2: url: \"https:///path\" has no host");
+	check_error("[callback]\nurl = https://h.example.com:99999/\n",
+		    "2: url: \"https://h.example.com:99999/\" has a bad port");
+}
+
+TEST(test_account_errors)
+{
+	check_error("[account a]\nlogin = a@smtpgate\npassword = plaintext\n",
+		    "3: password: not a crypt(3) hash (yescrypt $y$, sha512-crypt $6$ or bcrypt $2b$); make one with mkpasswd");
+	check_error("[account a]\nlogin = a@smtpgate\n", "1: [account a]: login and password go together");
+	check_error("[account a]\nblocked = no\n", "1: [account a]: needs login and password, or networks");
+	check_error("[account a]\nnetworks = 10.0.0.1/8\n",
+		    "2: networks: \"10.0.0.1/8\" is not an IPv4 or IPv6 network");
+	check_error("[account a]\nnetworks = 2001:db8::/129\n",
+		    "2: networks: \"2001:db8::/129\" is not an IPv4 or IPv6 network");
+	check_error("[account a]\ndkim_key = example.com sel1\n",
+		    "2: dkim_key: expected \"DOMAIN SELECTOR FILE\", got \"example.com sel1\"");
+	check_error("[account a]\ndkim_key = example.com s/1 /k.pem\n",
+		    "2: dkim_key: \"s/1\" is not a selector");
+	struct buf want = BUF_INIT;
+	buf_printf(&want, "2: dkim_key: cannot read %s/absent.pem: No such file or directory", folder);
+	check_error("[account a]\ndkim_key = example.com s absent.pem\n", want.data);
+	buf_free(&want);
+	check_error("[account a]\nnetworks = 10.0.0.0/8\ndkim_default_domain = example.org\n",
+		    "1: [account a]: dkim_default_domain example.org has no dkim_key");
+	check_error("[account a]\nsender = *@example.com sometimes\n",
+		    "2: sender: status \"sometimes\" is not active, moderation or prohibited");
+	check_error("[account a]\nsender = not-an-address active\n",
+		    "2: sender: \"not-an-address\" is not an address or *@domain");
+	check_error("[account a]\nsender = *@x.org active\nsender = *@X.org prohibited\n",
+		    "3: sender: \"*@X.org\" is listed twice");
+	struct buf text = BUF_INIT;
+	buf_printf(&text, "%s[account b]\nlogin = demo.demo@smtpgate\n"
+		   "password = $2b$12$abcdefghijklmnopqrstuvwxyz\n", account_demo);
+	check_error(text.data,
+		    "4: [account b]: login demo.demo@smtpgate is already used by [account demo]");
+	buf_free(&text);
+}
+
+TEST(test_cidr_parse)
+{
+	struct cidr n;
+	CHECK(cidr_parse("127.0.0.1/32", &n) == 0 && n.family == AF_INET && n.prefix == 32);
+	CHECK(cidr_parse("::1", &n) == 0 && n.family == AF_INET6 && n.prefix == 128);
+	CHECK(cidr_parse("0.0.0.0/0", &n) == 0 && n.prefix == 0);
+	CHECK(cidr_parse("10.0.0.0/33", &n) == -1);
+	CHECK(cidr_parse("10.0.0.0/", &n) == -1);
+	CHECK(cidr_parse("/8", &n) == -1);
+	CHECK(cidr_parse("10.0.0.0/8x", &n) == -1);
+	CHECK(cidr_parse("host.example.com", &n) == -1);
+}
+
+TEST(test_key_table_lists_every_key_once)
+{
+	size_t n = 0;
+	for (const struct config_key_info *k; (k = config_key_at(n)); n++)
+		for (size_t j = 0; j < n; j++) {
+			const struct config_key_info *o = config_key_at(j);
+			CHECK(!(strcmp(o->section, k->section) == 0 && strcmp(o->key, k->key) == 0));
+		}
+	CHECK(n == 34);
+}
+
+TEST(test_dump_shows_effective_values_but_no_secrets)
+{
+	struct config c;
+	struct error err;
+	struct buf text = BUF_INIT;
+	buf_printf(&text, "[relay]\nurl = discard:\npassword = hunter2\n%s", account_demo);
+	int rc = load(&c, &err, text.data);
+	buf_free(&text);
+	CHECK(rc == 0);
+	if (rc != 0)
+		return;
+	char *out = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&out, &len);
+	config_dump(&c, f);
+	fclose(f);
+	CHECK(strstr(out, "max_recipients = 1000\n") != NULL);
+	CHECK(strstr(out, "url = discard:\n") != NULL);
+	CHECK(strstr(out, "hunter2") == NULL);
+	CHECK(strstr(out, "$y$") == NULL);
+	CHECK(strstr(out, "[account demo]\nlogin = demo.demo@smtpgate\n") != NULL);
+	free(out);
+	config_free(&c);
+}
+
+UNIT_MAIN(test_defaults_match_the_spec, test_every_gate_key_is_read,
+	  test_relay_and_callback_keys_are_read, test_relay_urls,
+	  test_every_account_key_is_read, test_credentials_directory,
+	  test_syntax_and_structure_errors, test_value_errors,
+	  test_account_errors, test_cidr_parse,
+	  test_key_table_lists_every_key_once,
+	  test_dump_shows_effective_values_but_no_secrets)
