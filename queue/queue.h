@@ -24,8 +24,45 @@ enum {
 	QUEUE_EINVAL = -5,	/* a record that does not parse, a bad argument */
 };
 
-/* Queue ids: fixed-width text that sorts in arrival order. */
-#define QUEUE_ID_SIZE 32	/* including the NUL */
+/* Queue ids: fixed-width text that sorts in arrival order (24 upper-case
+ * hex digits: microseconds, pid, counter; see record.h). */
+#define QUEUE_ID_SIZE 32	/* room for the id and its NUL */
+
+/* The issue of a message without X-Campaign-Id: all gate messages of one
+ * account and one day form the issue "gate" (issue key
+ * YYYY-MM-DD/account/gate). A campaign named "gate" joins it. */
+#define QUEUE_DEFAULT_ISSUE "gate"
+
+/* The per-issue counters, in recipients (issue database). */
+enum queue_counter {
+	QUEUE_COUNTER_ACCEPTED,	/* counted at append */
+	QUEUE_COUNTER_DELIVERED,	/* final outcomes ... */
+	QUEUE_COUNTER_DEFERRED,	/* temporary failures, each one counted */
+	QUEUE_COUNTER_BOUNCED,
+	QUEUE_COUNTER_DROPPED,
+	QUEUE_COUNTER_COUNT
+};
+
+/* "accepted", "delivered", "deferred", "bounced", "dropped". */
+const char *queue_counter_name(enum queue_counter c);
+
+/* Parses an issue record into counts (absent counters are 0). Returns 0
+ * or QUEUE_EINVAL with err set. */
+int queue_counters_parse(const void *data, size_t len,
+			 uint64_t counts[QUEUE_COUNTER_COUNT],
+			 struct error *err);
+
+/* A recipient's state in env (rcpt=ADDRESS STATE). */
+enum queue_rcpt_state {
+	QUEUE_RCPT_PENDING,	/* not tried yet */
+	QUEUE_RCPT_DEFERRED,	/* tried, temporary failure */
+	QUEUE_RCPT_DELIVERED,	/* final from here on */
+	QUEUE_RCPT_BOUNCED,
+	QUEUE_RCPT_DROPPED,
+};
+
+/* "pending", "deferred", ... as written in env. */
+const char *queue_rcpt_state_name(enum queue_rcpt_state s);
 
 struct queue;
 

@@ -1,0 +1,858 @@
+/* The LMDB queue: opening the environment, appending messages, the
+ * handler's lookups. See queue.h; the record formats are in record.h. */
+#include "queue.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "queue_internal.h"
+#include "record.h"
+
+/* Reader slots in lock.mdb: one per process with a read transaction open
+ * (MDB_NOTLS). The first opener sizes the table; every process sets it
+ * because LMDB does not store it. Each slot costs 64 bytes of lock.mdb. */
+#define QUEUE_MAX_READERS 4096
+
+struct queue {
+	MDB_env *env;
+	MDB_dbi dbi[QUEUE_DB_COUNT];
+	bool read_only;
+	char *path;
+};
+
+static const char *const db_names[QUEUE_DB_COUNT] = {
+	[QUEUE_DB_MSG] = "msg",
+	[QUEUE_DB_ENV] = "env",
+	[QUEUE_DB_DUE] = "due",
+	[QUEUE_DB_LOG] = "log",
+	[QUEUE_DB_ISSUE] = "issue",
+	[QUEUE_DB_SUPPRESS] = "suppress",
+	[QUEUE_DB_STOPLIST] = "stoplist",
+	[QUEUE_DB_AUTHFAIL] = "authfail",
+	[QUEUE_DB_META] = "meta",
+};
+
+const char *queue_db_name(enum queue_db db)
+{
+	return db_names[db];
+}
+
+MDB_env *queue_env(struct queue *q)
+{
+	return q->env;
+}
+
+MDB_dbi queue_dbi(struct queue *q, enum queue_db db)
+{
+	return q->dbi[db];
+}
+
+const char *queue_path(struct queue *q)
+{
+	return q->path;
+}
+
+int queue_mdb_error(struct queue *q, int rc, const char *what,
+		    struct error *err)
+{
+	const char *path = q ? q->path : "?";
+	int code = QUEUE_EIO;
+	if (rc == MDB_MAP_FULL || rc == MDB_TXN_FULL || rc == ENOSPC ||
+	    rc == EDQUOT)
+		code = QUEUE_EFULL;
+	else if (rc == MDB_NOTFOUND)
+		code = QUEUE_ENOTFOUND;
+	error_set(err, "queue %s: %s: %s", path, what, mdb_strerror(rc));
+	return code;
+}
+
+int queue_txn_begin(struct queue *q, bool read_only, MDB_txn **txn,
+		    struct error *err)
+{
+	int rc;
+	/* Another process grew the map: adopt its size and try again. */
+	for (int tries = 0; tries < 3; tries++) {
+		rc = mdb_txn_begin(q->env, NULL, read_only ? MDB_RDONLY : 0, txn);
+		if (rc != MDB_MAP_RESIZED)
+			break;
+		rc = mdb_env_set_mapsize(q->env, 0);
+		if (rc != 0)
+			break;
+	}
+	if (rc != 0) {
+		*txn = NULL;
+		return queue_mdb_error(q, rc, "begin transaction", err);
+	}
+	return 0;
+}
+
+int queue_txn_commit(struct queue *q, MDB_txn *txn, struct error *err)
+{
+	int rc = mdb_txn_commit(txn);
+	if (rc != 0)
+		return queue_mdb_error(q, rc, "commit", err);
+	return 0;
+}
+
+/* ---- opening ---- */
+
+/* Creates the folder when missing (mode 0750: the queue's user and its
+ * group, nobody else). Returns 1 when it was created, 0 when it existed. */
+static int make_folder(const char *path, struct error *err)
+{
+	struct stat st;
+	if (stat(path, &st) == 0) {
+		if (!S_ISDIR(st.st_mode))
+			return error_set(err, "queue %s: not a folder", path);
+		return 0;
+	}
+	if (errno != ENOENT)
+		return error_set(err, "queue %s: %s", path, strerror(errno));
+	/* Make the parents too, like mkdir -p. */
+	char *copy = xstrdup(path);
+	for (char *p = copy + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(copy, 0755) != 0 && errno != EEXIST) {
+			error_set(err, "queue %s: cannot create %s: %s", path,
+				  copy, strerror(errno));
+			free(copy);
+			return -1;
+		}
+		*p = '/';
+	}
+	free(copy);
+	if (mkdir(path, 0750) != 0 && errno != EEXIST)
+		return error_set(err, "queue %s: cannot create: %s", path,
+				 strerror(errno));
+	return 1;
+}
+
+/* When root (an administrator running smtpgate-queue) creates the queue,
+ * hand the files to the owner of the folder above, so that the handlers
+ * and smtpgate-flush (user smtpgate, SPEC section 7) can still write
+ * them. */
+static void give_to_parent_owner(const char *path)
+{
+	if (geteuid() != 0)
+		return;
+	char *parent = xstrdup(path);
+	char *slash = strrchr(parent, '/');
+	if (slash && slash != parent)
+		*slash = '\0';
+	else if (slash)
+		slash[1] = '\0';
+	else
+		strcpy(parent, ".");
+	struct stat st;
+	if (stat(parent, &st) == 0 && st.st_uid != 0) {
+		static const char *const files[] = { "", "/data.mdb", "/lock.mdb" };
+		for (size_t i = 0; i < 3; i++) {
+			struct buf f = BUF_INIT;
+			buf_printf(&f, "%s%s", path, files[i]);
+			struct stat fst;
+			if (stat(f.data, &fst) == 0 && fst.st_uid == 0 &&
+			    chown(f.data, st.st_uid, st.st_gid) != 0) {
+				/* best effort: the open itself succeeded */
+			}
+			buf_free(&f);
+		}
+	}
+	free(parent);
+}
+
+/* Opens the named databases; in a read-write open creates those missing
+ * and writes the schema version. */
+static int open_databases(struct queue *q, struct error *err)
+{
+	MDB_txn *txn;
+	int rc = queue_txn_begin(q, true, &txn, err);
+	if (rc)
+		return rc;
+	bool missing = false;
+	for (int i = 0; i < QUEUE_DB_COUNT; i++) {
+		int r = mdb_dbi_open(txn, db_names[i], 0, &q->dbi[i]);
+		if (r == MDB_NOTFOUND) {
+			missing = true;
+			break;
+		}
+		if (r != 0) {
+			mdb_txn_abort(txn);
+			return queue_mdb_error(q, r, db_names[i], err);
+		}
+	}
+	if (!missing) {
+		MDB_val k = { 6, "schema" }, v;
+		int r = mdb_get(txn, q->dbi[QUEUE_DB_META], &k, &v);
+		if (r == 0) {
+			if (v.mv_size != strlen(QUEUE_SCHEMA) ||
+			    memcmp(v.mv_data, QUEUE_SCHEMA, v.mv_size) != 0) {
+				struct buf b = BUF_INIT;
+				xtext_encode(&b, v.mv_data, v.mv_size, 0);
+				mdb_txn_abort(txn);
+				error_set(err, "queue %s: schema version \"%s\" "
+					  "in meta, this smtpgate knows \"%s\"",
+					  q->path, b.data, QUEUE_SCHEMA);
+				buf_free(&b);
+				return QUEUE_ESCHEMA;
+			}
+			/* Commit, not abort: it keeps the handles open. */
+			return queue_txn_commit(q, txn, err);
+		}
+		if (r != MDB_NOTFOUND) {
+			mdb_txn_abort(txn);
+			return queue_mdb_error(q, r, "meta", err);
+		}
+	}
+	mdb_txn_abort(txn);
+	if (q->read_only)
+		return error_set(err, "queue %s: not initialised yet (no "
+				 "schema version)", q->path), QUEUE_ENOTFOUND;
+
+	/* First open of a new environment (or one left half-made): create
+	 * what is missing in one transaction. */
+	rc = queue_txn_begin(q, false, &txn, err);
+	if (rc)
+		return rc;
+	for (int i = 0; i < QUEUE_DB_COUNT; i++) {
+		int r = mdb_dbi_open(txn, db_names[i], MDB_CREATE, &q->dbi[i]);
+		if (r != 0) {
+			mdb_txn_abort(txn);
+			return queue_mdb_error(q, r, db_names[i], err);
+		}
+	}
+	MDB_val k = { 6, "schema" }, v;
+	int r = mdb_get(txn, q->dbi[QUEUE_DB_META], &k, &v);
+	if (r == 0 && (v.mv_size != strlen(QUEUE_SCHEMA) ||
+		       memcmp(v.mv_data, QUEUE_SCHEMA, v.mv_size) != 0)) {
+		mdb_txn_abort(txn);
+		error_set(err, "queue %s: schema version in meta is not \"%s\"",
+			  q->path, QUEUE_SCHEMA);
+		return QUEUE_ESCHEMA;
+	}
+	if (r == MDB_NOTFOUND) {
+		v.mv_size = strlen(QUEUE_SCHEMA);
+		v.mv_data = (void *)QUEUE_SCHEMA;
+		r = mdb_put(txn, q->dbi[QUEUE_DB_META], &k, &v, 0);
+	}
+	if (r != 0) {
+		mdb_txn_abort(txn);
+		return queue_mdb_error(q, r, "write schema version", err);
+	}
+	return queue_txn_commit(q, txn, err);
+}
+
+int queue_open(struct queue **out, const struct config *c, bool read_only,
+	       struct error *err)
+{
+	*out = NULL;
+	if (!c->queue || !*c->queue)
+		return error_set(err, "queue: no folder configured"), QUEUE_EINVAL;
+	struct queue *q = xcalloc(1, sizeof *q);
+	q->path = xstrdup(c->queue);
+	q->read_only = read_only;
+	int created = 0;
+	if (read_only) {
+		struct buf data = BUF_INIT;
+		buf_printf(&data, "%s/data.mdb", q->path);
+		if (access(data.data, F_OK) != 0) {
+			error_set(err, "queue %s: no queue here (%s: %s)",
+				  q->path, data.data, strerror(errno));
+			buf_free(&data);
+			queue_close(q);
+			return QUEUE_ENOTFOUND;
+		}
+		buf_free(&data);
+	} else {
+		created = make_folder(q->path, err);
+		if (created < 0) {
+			queue_close(q);
+			return QUEUE_EIO;
+		}
+	}
+	int rc = mdb_env_create(&q->env);
+	if (rc != 0) {
+		q->env = NULL;
+		rc = queue_mdb_error(q, rc, "create environment", err);
+		queue_close(q);
+		return rc;
+	}
+	size_t map = c->queue_map_size ? (size_t)c->queue_map_size
+				       : (size_t)1 << 30;
+	if ((rc = mdb_env_set_maxdbs(q->env, QUEUE_DB_COUNT + 4)) != 0 ||
+	    (rc = mdb_env_set_maxreaders(q->env, QUEUE_MAX_READERS)) != 0 ||
+	    (rc = mdb_env_set_mapsize(q->env, map)) != 0) {
+		rc = queue_mdb_error(q, rc, "configure environment", err);
+		queue_close(q);
+		return rc;
+	}
+	/* MDB_NOTLS: read transactions are not tied to threads (smtpgate-flush
+	 * may use several). No MDB_NOSYNC/MDB_NOMETASYNC: a commit reaches
+	 * the disk before it returns, which is what "250 queued" promises. */
+	unsigned flags = MDB_NOTLS | (read_only ? MDB_RDONLY : 0);
+	struct stat before;
+	struct buf data = BUF_INIT;
+	buf_printf(&data, "%s/data.mdb", q->path);
+	bool data_existed = stat(data.data, &before) == 0;
+	buf_free(&data);
+	rc = mdb_env_open(q->env, q->path, flags, 0660);
+	if (rc != 0) {
+		rc = queue_mdb_error(q, rc, "open", err);
+		queue_close(q);
+		return rc;
+	}
+	if (!read_only && (created || !data_existed))
+		give_to_parent_owner(q->path);
+	/* Free the reader slots of processes that died in a read
+	 * transaction (a killed handler), so that they neither pin old pages
+	 * nor fill the table. */
+	int dead = 0;
+	mdb_reader_check(q->env, &dead);
+	rc = open_databases(q, err);
+	if (rc != 0) {
+		queue_close(q);
+		return rc;
+	}
+	*out = q;
+	return 0;
+}
+
+void queue_close(struct queue *q)
+{
+	if (!q)
+		return;
+	if (q->env)
+		mdb_env_close(q->env);
+	free(q->path);
+	free(q);
+}
+
+/* ---- keys ---- */
+
+/* Appends address with its domain in lower case (domains compare
+ * case-insensitively, RFC 5321 section 2.4; the local part is exact). */
+static void put_address(struct buf *out, const char *address)
+{
+	const char *at = strrchr(address, '@');
+	size_t local = at ? (size_t)(at - address) : strlen(address);
+	xtext_encode(out, address, local, 0);
+	if (!at)
+		return;
+	struct buf dom = BUF_INIT;
+	buf_puts(&dom, at);
+	for (size_t i = 0; i < dom.len; i++)
+		if (dom.data[i] >= 'A' && dom.data[i] <= 'Z')
+			dom.data[i] = (char)(dom.data[i] - 'A' + 'a');
+	xtext_encode(out, dom.data, dom.len, 0);
+	buf_free(&dom);
+}
+
+void queue_key_address(struct buf *out, const char *account,
+		       const char *address)
+{
+	xtext_encode(out, account, strlen(account), XTEXT_SLASH);
+	buf_putc(out, '/');
+	put_address(out, address);
+}
+
+int queue_key_domain(struct buf *out, const char *account,
+		     const char *address)
+{
+	const char *at = strrchr(address, '@');
+	if (!at)
+		return -1;
+	xtext_encode(out, account, strlen(account), XTEXT_SLASH);
+	buf_putc(out, '/');
+	put_address(out, at);
+	return 0;
+}
+
+void queue_key_issue(struct buf *out, const char *day, const char *account,
+		     const char *issue)
+{
+	buf_puts(out, day);
+	buf_putc(out, '/');
+	xtext_encode(out, account, strlen(account), XTEXT_SLASH);
+	buf_putc(out, '/');
+	xtext_encode(out, issue, strlen(issue), XTEXT_SLASH);
+}
+
+int queue_key_split(const char *key, size_t len, char **account,
+		    char **address)
+{
+	const char *slash = memchr(key, '/', len);
+	*account = *address = NULL;
+	if (!slash)
+		return -1;
+	struct buf a = BUF_INIT, b = BUF_INIT;
+	if (xtext_decode(&a, key, (size_t)(slash - key)) != 0 ||
+	    xtext_decode(&b, slash + 1, len - (size_t)(slash - key) - 1) != 0 ||
+	    a.len == 0 || b.len == 0 || memchr(a.data, '\0', a.len) ||
+	    memchr(b.data, '\0', b.len)) {
+		buf_free(&a);
+		buf_free(&b);
+		return -1;
+	}
+	*account = buf_steal(&a);
+	*address = buf_steal(&b);
+	return 0;
+}
+
+int64_t queue_log_time(struct queue *q, MDB_txn *txn, int64_t now_us)
+{
+	MDB_cursor *cur;
+	if (mdb_cursor_open(txn, q->dbi[QUEUE_DB_LOG], &cur) != 0)
+		return now_us;
+	MDB_val k, v;
+	int64_t last;
+	if (mdb_cursor_get(cur, &k, &v, MDB_LAST) == 0 &&
+	    k.mv_size >= QUEUE_TIME_LEN &&
+	    queue_time_parse(k.mv_data, QUEUE_TIME_LEN, &last) == 0 &&
+	    last >= now_us)
+		now_us = last + 1;
+	mdb_cursor_close(cur);
+	return now_us;
+}
+
+/* ---- issue counters ---- */
+
+static const char *const counter_names[QUEUE_COUNTER_COUNT] = {
+	"accepted", "delivered", "deferred", "bounced", "dropped",
+};
+
+const char *queue_counter_name(enum queue_counter c)
+{
+	return counter_names[c];
+}
+
+int queue_counters_parse(const void *data, size_t len,
+			 uint64_t counts[QUEUE_COUNTER_COUNT],
+			 struct error *err)
+{
+	struct record r;
+	if (record_parse(&r, data, len, err) != 0)
+		return QUEUE_EINVAL;
+	for (int i = 0; i < QUEUE_COUNTER_COUNT; i++) {
+		if (record_get_u64(&r, counter_names[i], false, UINT64_MAX,
+				   &counts[i]) != 0) {
+			record_free(&r);
+			return error_set(err, "bad %s=", counter_names[i]),
+			       QUEUE_EINVAL;
+		}
+	}
+	record_free(&r);
+	return 0;
+}
+
+/* Adds add[] to the counters of issue key in txn. */
+int queue_counters_add(struct queue *q, MDB_txn *txn, const char *key,
+		       const uint64_t add[QUEUE_COUNTER_COUNT],
+		       struct error *err)
+{
+	MDB_val k = { strlen(key), (void *)key }, v;
+	uint64_t counts[QUEUE_COUNTER_COUNT] = { 0 };
+	int rc = mdb_get(txn, q->dbi[QUEUE_DB_ISSUE], &k, &v);
+	if (rc == 0) {
+		struct error e;
+		if (queue_counters_parse(v.mv_data, v.mv_size, counts, &e) != 0)
+			return error_set(err, "queue %s: issue %s: %s", q->path,
+					 key, e.text), QUEUE_EINVAL;
+	} else if (rc != MDB_NOTFOUND) {
+		return queue_mdb_error(q, rc, "read issue", err);
+	}
+	struct buf r = BUF_INIT;
+	for (int i = 0; i < QUEUE_COUNTER_COUNT; i++)
+		record_put_u64(&r, counter_names[i], counts[i] + add[i]);
+	v.mv_size = r.len;
+	v.mv_data = r.data;
+	rc = mdb_put(txn, q->dbi[QUEUE_DB_ISSUE], &k, &v, 0);
+	buf_free(&r);
+	if (rc != 0)
+		return queue_mdb_error(q, rc, "write issue", err);
+	return 0;
+}
+
+/* The issue key of a message that arrived at received_us. */
+static void issue_key_for(struct buf *key, int64_t received_us,
+			  const char *account, const char *issue)
+{
+	char day[QUEUE_DAY_SIZE];
+	queue_day_format(received_us, day);
+	queue_key_issue(key, day, account,
+			issue && *issue ? issue : QUEUE_DEFAULT_ISSUE);
+}
+
+/* ---- append ---- */
+
+static int check_envelope(const struct queue_envelope *env,
+			  struct error *err)
+{
+	if (!env->from || !env->account || !*env->account ||
+	    (env->n_rcpts && !env->rcpts))
+		return error_set(err, "queue: incomplete envelope"), QUEUE_EINVAL;
+	for (size_t i = 0; i < env->n_rcpts; i++)
+		if (!env->rcpts[i] || !*env->rcpts[i])
+			return error_set(err, "queue: empty recipient"),
+			       QUEUE_EINVAL;
+	return 0;
+}
+
+const char *queue_rcpt_state_name(enum queue_rcpt_state s)
+{
+	static const char *const names[] = {
+		[QUEUE_RCPT_PENDING] = "pending",
+		[QUEUE_RCPT_DEFERRED] = "deferred",
+		[QUEUE_RCPT_DELIVERED] = "delivered",
+		[QUEUE_RCPT_BOUNCED] = "bounced",
+		[QUEUE_RCPT_DROPPED] = "dropped",
+	};
+	return names[s];
+}
+
+void queue_env_encode(struct buf *r, const struct queue_envelope *env,
+		      const enum queue_rcpt_state *states, int64_t received_us,
+		      uint64_t attempts, int64_t next_us)
+{
+	char t[QUEUE_TIME_SIZE];
+	record_put(r, "from", env->from);
+	struct buf line = BUF_INIT;
+	for (size_t i = 0; i < env->n_rcpts; i++) {
+		buf_clear(&line);
+		/* The address may not hold a bare space: it separates it
+		 * from the state. */
+		xtext_encode(&line, env->rcpts[i], strlen(env->rcpts[i]), 0);
+		buf_putc(&line, ' ');
+		buf_puts(&line, queue_rcpt_state_name(
+			states ? states[i] : QUEUE_RCPT_PENDING));
+		record_put_raw(r, "rcpt", line.data);
+	}
+	buf_free(&line);
+	record_put(r, "account", env->account);
+	record_put(r, "client", env->client ? env->client : "");
+	record_put(r, "helo", env->helo ? env->helo : "");
+	queue_time_format(received_us, t);
+	record_put(r, "received", t);
+	record_put(r, "issue", env->issue && *env->issue ? env->issue
+							 : QUEUE_DEFAULT_ISSUE);
+	record_put(r, "uniq", env->uniq ? env->uniq : "");
+	record_put_u64(r, "attempts", attempts);
+	queue_time_format(next_us, t);
+	record_put(r, "next", t);
+}
+
+static void due_key(struct buf *key, int64_t when_us, const char *qid)
+{
+	char t[QUEUE_TIME_SIZE];
+	queue_time_format(when_us, t);
+	buf_puts(key, t);
+	buf_putc(key, '/');
+	buf_puts(key, qid);
+}
+
+int queue_append(struct queue *q, const struct queue_envelope *env,
+		 const struct iovec *parts, size_t n_parts,
+		 char qid[QUEUE_ID_SIZE], struct error *err)
+{
+	qid[0] = '\0';
+	int rc = check_envelope(env, err);
+	if (rc)
+		return rc;
+	size_t size = 0;
+	for (size_t i = 0; i < n_parts; i++) {
+		if (parts[i].iov_len > SIZE_MAX - size)
+			return error_set(err, "queue: message too large"),
+			       QUEUE_EINVAL;
+		size += parts[i].iov_len;
+	}
+	MDB_txn *txn;
+	rc = queue_txn_begin(q, false, &txn, err);
+	if (rc)
+		return rc;
+	char id[QUEUE_ID_LEN + 1];
+	int64_t now = queue_id_make(queue_now_us(), id);
+	struct buf envrec = BUF_INIT, due = BUF_INIT, issue = BUF_INIT;
+
+	MDB_val k = { QUEUE_ID_LEN, id }, v = { size, NULL };
+	/* MDB_RESERVE: LMDB hands out the space and the parts are copied
+	 * straight into the map, no intermediate buffer. */
+	int r = mdb_put(txn, q->dbi[QUEUE_DB_MSG], &k, &v,
+			MDB_RESERVE | MDB_NOOVERWRITE);
+	if (r != 0) {
+		rc = queue_mdb_error(q, r, "write msg", err);
+		goto fail;
+	}
+	char *dst = v.mv_data;
+	for (size_t i = 0; i < n_parts; i++) {
+		if (parts[i].iov_len)
+			memcpy(dst, parts[i].iov_base, parts[i].iov_len);
+		dst += parts[i].iov_len;
+	}
+
+	queue_env_encode(&envrec, env, NULL, now, 0, now);
+	v.mv_size = envrec.len;
+	v.mv_data = envrec.data;
+	r = mdb_put(txn, q->dbi[QUEUE_DB_ENV], &k, &v, MDB_NOOVERWRITE);
+	if (r != 0) {
+		rc = queue_mdb_error(q, r, "write env", err);
+		goto fail;
+	}
+
+	due_key(&due, now, id);
+	MDB_val dk = { due.len, due.data }, empty = { 0, "" };
+	r = mdb_put(txn, q->dbi[QUEUE_DB_DUE], &dk, &empty, 0);
+	if (r != 0) {
+		rc = queue_mdb_error(q, r, "write due", err);
+		goto fail;
+	}
+
+	issue_key_for(&issue, now, env->account, env->issue);
+	uint64_t add[QUEUE_COUNTER_COUNT] = { [QUEUE_COUNTER_ACCEPTED] =
+						      env->n_rcpts };
+	rc = queue_counters_add(q, txn, issue.data, add, err);
+	if (rc)
+		goto fail;
+
+	buf_free(&envrec);
+	buf_free(&due);
+	buf_free(&issue);
+	rc = queue_txn_commit(q, txn, err);
+	if (rc == 0)
+		memcpy(qid, id, QUEUE_ID_LEN + 1);
+	return rc;
+fail:
+	mdb_txn_abort(txn);
+	buf_free(&envrec);
+	buf_free(&due);
+	buf_free(&issue);
+	return rc;
+}
+
+/* ---- log events ---- */
+
+void queue_log_key(struct buf *key, int64_t when_us, const char *qid,
+		   size_t n)
+{
+	due_key(key, when_us, qid);
+	buf_printf(key, "/%05zu", n);
+}
+
+int queue_log_put(struct queue *q, MDB_txn *txn, int64_t when_us,
+		  const char *qid, size_t n, const char *status,
+		  const char *to, const char *msg, const char *account,
+		  const char *issue, const char *uniq, struct error *err)
+{
+	struct buf key = BUF_INIT, val = BUF_INIT;
+	char dt[QUEUE_DT_SIZE];
+	queue_log_key(&key, when_us, qid, n);
+	queue_dt_format(when_us, dt);
+	record_put(&val, "status", status);
+	record_put(&val, "to", to);
+	record_put(&val, "dt", dt);
+	record_put(&val, "msg", msg ? msg : "");
+	record_put(&val, "account", account);
+	record_put(&val, "issue", issue && *issue ? issue : QUEUE_DEFAULT_ISSUE);
+	record_put(&val, "uniq", uniq ? uniq : "");
+	MDB_val k = { key.len, key.data }, v = { val.len, val.data };
+	/* Keys grow (queue_log_time), so the append path is always right. */
+	int r = mdb_put(txn, q->dbi[QUEUE_DB_LOG], &k, &v, MDB_APPEND);
+	if (r == MDB_KEYEXIST)
+		r = mdb_put(txn, q->dbi[QUEUE_DB_LOG], &k, &v, 0);
+	buf_free(&key);
+	buf_free(&val);
+	if (r != 0)
+		return queue_mdb_error(q, r, "write log", err);
+	return 0;
+}
+
+int queue_record_rejected(struct queue *q, const struct queue_envelope *env,
+			  const char *reason, char qid[QUEUE_ID_SIZE],
+			  struct error *err)
+{
+	qid[0] = '\0';
+	int rc = check_envelope(env, err);
+	if (rc)
+		return rc;
+	MDB_txn *txn;
+	rc = queue_txn_begin(q, false, &txn, err);
+	if (rc)
+		return rc;
+	char id[QUEUE_ID_LEN + 1];
+	int64_t now = queue_id_make(queue_now_us(), id);
+	int64_t when = queue_log_time(q, txn, now);
+	for (size_t i = 0; i < env->n_rcpts; i++) {
+		rc = queue_log_put(q, txn, when, id, i, "bounced",
+				   env->rcpts[i], reason, env->account,
+				   env->issue, env->uniq, err);
+		if (rc)
+			goto fail;
+	}
+	struct buf issue = BUF_INIT;
+	issue_key_for(&issue, now, env->account, env->issue);
+	uint64_t add[QUEUE_COUNTER_COUNT] = {
+		[QUEUE_COUNTER_ACCEPTED] = env->n_rcpts,
+		[QUEUE_COUNTER_BOUNCED] = env->n_rcpts,
+	};
+	rc = queue_counters_add(q, txn, issue.data, add, err);
+	buf_free(&issue);
+	if (rc)
+		goto fail;
+	rc = queue_txn_commit(q, txn, err);
+	if (rc == 0)
+		memcpy(qid, id, QUEUE_ID_LEN + 1);
+	return rc;
+fail:
+	mdb_txn_abort(txn);
+	return rc;
+}
+
+/* ---- lookups ---- */
+
+/* 1 when key is in db, 0 when not. */
+static int has_key(struct queue *q, MDB_txn *txn, enum queue_db db,
+		   const struct buf *key, struct error *err)
+{
+	MDB_val k = { key->len, key->data }, v;
+	if (key->len > 511)	/* LMDB's default key limit: cannot be there */
+		return 0;
+	int r = mdb_get(txn, q->dbi[db], &k, &v);
+	if (r == 0)
+		return 1;
+	if (r == MDB_NOTFOUND)
+		return 0;
+	return queue_mdb_error(q, r, db_names[db], err);
+}
+
+int queue_is_stoplisted(struct queue *q, const char *account,
+			const char *address, struct error *err)
+{
+	MDB_txn *txn;
+	int rc = queue_txn_begin(q, true, &txn, err);
+	if (rc)
+		return rc;
+	struct buf key = BUF_INIT;
+	queue_key_address(&key, account, address);
+	rc = has_key(q, txn, QUEUE_DB_STOPLIST, &key, err);
+	if (rc == 0) {
+		buf_clear(&key);
+		if (queue_key_domain(&key, account, address) == 0)
+			rc = has_key(q, txn, QUEUE_DB_STOPLIST, &key, err);
+	}
+	mdb_txn_abort(txn);
+	buf_free(&key);
+	return rc;
+}
+
+int queue_is_suppressed(struct queue *q, const char *account,
+			const char *address, struct error *err)
+{
+	MDB_txn *txn;
+	int rc = queue_txn_begin(q, true, &txn, err);
+	if (rc)
+		return rc;
+	struct buf key = BUF_INIT;
+	queue_key_address(&key, account, address);
+	rc = has_key(q, txn, QUEUE_DB_SUPPRESS, &key, err);
+	mdb_txn_abort(txn);
+	buf_free(&key);
+	return rc;
+}
+
+/* ---- auth failures ---- */
+
+/* Reads the authfail record of ip: count and window start (us). A record
+ * that does not parse counts as none (it is rewritten by the next add). */
+static int authfail_read(struct queue *q, MDB_txn *txn, const char *ip,
+			 uint64_t *count, int64_t *since, struct error *err)
+{
+	struct buf key = BUF_INIT;
+	xtext_encode(&key, ip, strlen(ip), 0);
+	MDB_val k = { key.len, key.data }, v;
+	int r = mdb_get(txn, q->dbi[QUEUE_DB_AUTHFAIL], &k, &v);
+	buf_free(&key);
+	*count = 0;
+	*since = 0;
+	if (r == MDB_NOTFOUND)
+		return 0;
+	if (r != 0)
+		return queue_mdb_error(q, r, "read authfail", err);
+	struct record rec;
+	if (record_parse(&rec, v.mv_data, v.mv_size, NULL) != 0)
+		return 0;
+	const char *s = record_get(&rec, "since");
+	if (record_get_u64(&rec, "count", true, UINT32_MAX, count) != 0 || !s ||
+	    queue_time_parse(s, strlen(s), since) != 0)
+		*count = 0;
+	record_free(&rec);
+	return 0;
+}
+
+static bool window_open(int64_t since, unsigned window, time_t now)
+{
+	return (int64_t)now * 1000000 - since < (int64_t)window * 1000000;
+}
+
+int queue_authfail_count(struct queue *q, const char *ip, unsigned window,
+			 time_t now, struct error *err)
+{
+	MDB_txn *txn;
+	int rc = queue_txn_begin(q, true, &txn, err);
+	if (rc)
+		return rc;
+	uint64_t count;
+	int64_t since;
+	rc = authfail_read(q, txn, ip, &count, &since, err);
+	mdb_txn_abort(txn);
+	if (rc)
+		return rc;
+	if (!window_open(since, window, now))
+		return 0;
+	return count > INT_MAX ? INT_MAX : (int)count;
+}
+
+int queue_authfail_add(struct queue *q, const char *ip, unsigned window,
+		       time_t now, struct error *err)
+{
+	MDB_txn *txn;
+	int rc = queue_txn_begin(q, false, &txn, err);
+	if (rc)
+		return rc;
+	uint64_t count;
+	int64_t since;
+	rc = authfail_read(q, txn, ip, &count, &since, err);
+	if (rc) {
+		mdb_txn_abort(txn);
+		return rc;
+	}
+	if (count == 0 || !window_open(since, window, now)) {
+		count = 0;
+		since = (int64_t)now * 1000000;
+	}
+	if (count < UINT32_MAX)
+		count++;
+	struct buf key = BUF_INIT, val = BUF_INIT;
+	char t[QUEUE_TIME_SIZE];
+	queue_time_format(since, t);
+	xtext_encode(&key, ip, strlen(ip), 0);
+	record_put_u64(&val, "count", count);
+	record_put(&val, "since", t);
+	MDB_val k = { key.len, key.data }, v = { val.len, val.data };
+	int r = mdb_put(txn, q->dbi[QUEUE_DB_AUTHFAIL], &k, &v, 0);
+	buf_free(&key);
+	buf_free(&val);
+	if (r != 0) {
+		mdb_txn_abort(txn);
+		return queue_mdb_error(q, r, "write authfail", err);
+	}
+	rc = queue_txn_commit(q, txn, err);
+	if (rc)
+		return rc;
+	return count > INT_MAX ? INT_MAX : (int)count;
+}

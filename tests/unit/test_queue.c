@@ -1,0 +1,523 @@
+/* The queue library on a real LMDB environment in a temporary folder:
+ * open, append, the handler's lookups, auth failures, a full map. */
+#include <lmdb.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "queue/queue.h"
+#include "queue/queue_internal.h"
+#include "queue/record.h"
+#include "unit.h"
+
+static char *temp_folder(void)
+{
+	char tmpl[] = "/tmp/test_queue.XXXXXX";
+	char *d = mkdtemp(tmpl);
+	if (!d) {
+		perror("mkdtemp");
+		exit(2);
+	}
+	return xstrdup(d);
+}
+
+static void remove_folder(const char *dir)
+{
+	struct buf cmd = BUF_INIT;
+	buf_printf(&cmd, "rm -rf '%s'", dir);
+	if (system(cmd.data) != 0)
+		fprintf(stderr, "cannot remove %s\n", dir);
+	buf_free(&cmd);
+}
+
+/* A config naming only what the queue reads. */
+static struct config config_for(char *folder, uint64_t map_size)
+{
+	struct config c;
+	memset(&c, 0, sizeof c);
+	c.queue = folder;
+	c.queue_map_size = map_size;
+	return c;
+}
+
+/* The value of key in the named database, as a new string, or NULL. */
+static char *get(struct queue *q, enum queue_db db, const char *key)
+{
+	MDB_txn *txn;
+	if (queue_txn_begin(q, true, &txn, NULL) != 0)
+		return NULL;
+	MDB_val k = { strlen(key), (void *)key }, v;
+	char *out = NULL;
+	if (mdb_get(txn, queue_dbi(q, db), &k, &v) == 0)
+		out = xstrndup(v.mv_data, v.mv_size);
+	mdb_txn_abort(txn);
+	return out;
+}
+
+static size_t count(struct queue *q, enum queue_db db)
+{
+	MDB_txn *txn;
+	MDB_stat st;
+	if (queue_txn_begin(q, true, &txn, NULL) != 0)
+		return (size_t)-1;
+	mdb_stat(txn, queue_dbi(q, db), &st);
+	mdb_txn_abort(txn);
+	return st.ms_entries;
+}
+
+/* The first key of a database, as a new string, or NULL. */
+static char *first_key(struct queue *q, enum queue_db db)
+{
+	MDB_txn *txn;
+	MDB_cursor *cur;
+	MDB_val k, v;
+	char *out = NULL;
+	if (queue_txn_begin(q, true, &txn, NULL) != 0)
+		return NULL;
+	mdb_cursor_open(txn, queue_dbi(q, db), &cur);
+	if (mdb_cursor_get(cur, &k, &v, MDB_FIRST) == 0)
+		out = xstrndup(k.mv_data, k.mv_size);
+	mdb_cursor_close(cur);
+	mdb_txn_abort(txn);
+	return out;
+}
+
+static const char *const two_rcpts[] = { "a@example.net", "B@Example.NET" };
+
+static struct queue_envelope sample_envelope(void)
+{
+	struct queue_envelope e = {
+		.from = "sender@example.com",
+		.rcpts = two_rcpts,
+		.n_rcpts = 2,
+		.account = "demo",
+		.client = "192.0.2.1",
+		.helo = "client.example.com",
+		.issue = NULL,
+		.uniq = "letter-1",
+	};
+	return e;
+}
+
+TEST(test_open_creates_the_folder_0750_and_every_database)
+{
+	char *dir = temp_folder();
+	struct buf path = BUF_INIT;
+	buf_printf(&path, "%s/sub/queue", dir);
+	struct config c = config_for(path.data, 1 << 20);
+	struct queue *q;
+	struct error err;
+	CHECK(queue_open(&q, &c, false, &err) == 0);
+	struct stat st;
+	CHECK(stat(path.data, &st) == 0 && (st.st_mode & 0777) == 0750);
+	for (int i = 0; i < QUEUE_DB_COUNT; i++)
+		CHECK(count(q, (enum queue_db)i) == (i == QUEUE_DB_META ? 1 : 0));
+	char *schema = get(q, QUEUE_DB_META, "schema");
+	CHECK_STR(schema, QUEUE_SCHEMA);
+	free(schema);
+	queue_close(q);
+	/* A second open, read-only, finds it all. */
+	CHECK(queue_open(&q, &c, true, &err) == 0);
+	queue_close(q);
+	buf_free(&path);
+	remove_folder(dir);
+	free(dir);
+}
+
+TEST(test_read_only_open_of_a_missing_queue_is_notfound_and_creates_nothing)
+{
+	char *dir = temp_folder();
+	struct buf path = BUF_INIT;
+	buf_printf(&path, "%s/absent", dir);
+	struct config c = config_for(path.data, 1 << 20);
+	struct queue *q;
+	struct error err;
+	CHECK(queue_open(&q, &c, true, &err) == QUEUE_ENOTFOUND);
+	CHECK(q == NULL);
+	CHECK(strstr(err.text, path.data) != NULL);
+	CHECK(access(path.data, F_OK) != 0);
+	buf_free(&path);
+	remove_folder(dir);
+	free(dir);
+}
+
+TEST(test_open_refuses_another_schema_version_clearly)
+{
+	char *dir = temp_folder();
+	struct config c = config_for(dir, 1 << 20);
+	struct queue *q;
+	struct error err;
+	CHECK(queue_open(&q, &c, false, &err) == 0);
+	MDB_txn *txn;
+	CHECK(queue_txn_begin(q, false, &txn, &err) == 0);
+	MDB_val k = { 6, "schema" }, v = { 2, "99" };
+	CHECK(mdb_put(txn, queue_dbi(q, QUEUE_DB_META), &k, &v, 0) == 0);
+	CHECK(queue_txn_commit(q, txn, &err) == 0);
+	queue_close(q);
+	CHECK(queue_open(&q, &c, false, &err) == QUEUE_ESCHEMA);
+	CHECK(strstr(err.text, "schema version \"99\"") != NULL);
+	CHECK(strstr(err.text, dir) != NULL);
+	CHECK(queue_open(&q, &c, true, &err) == QUEUE_ESCHEMA);
+	remove_folder(dir);
+	free(dir);
+}
+
+TEST(test_append_writes_msg_env_due_and_issue_in_one_transaction)
+{
+	char *dir = temp_folder();
+	struct config c = config_for(dir, 1 << 22);
+	struct queue *q;
+	struct error err;
+	CHECK(queue_open(&q, &c, false, &err) == 0);
+	struct queue_envelope e = sample_envelope();
+	struct iovec parts[2] = {
+		{ "Received: x\r\n", 13 },
+		{ "Subject: hi\r\n\r\nbody\r\n", 21 },
+	};
+	char qid[QUEUE_ID_SIZE];
+	CHECK(queue_append(q, &e, parts, 2, qid, &err) == 0);
+	CHECK(strlen(qid) == QUEUE_ID_LEN);
+
+	char *msg = get(q, QUEUE_DB_MSG, qid);
+	CHECK_STR(msg, "Received: x\r\nSubject: hi\r\n\r\nbody\r\n");
+	free(msg);
+
+	char *env = get(q, QUEUE_DB_ENV, qid);
+	CHECK(env != NULL);
+	struct record r;
+	CHECK(env && record_parse(&r, env, strlen(env), &err) == 0);
+	CHECK_STR(record_get(&r, "from"), "sender@example.com");
+	CHECK_STR(r.fields[1].value, "a@example.net pending");
+	CHECK_STR(r.fields[2].value, "B@Example.NET pending");
+	CHECK_STR(record_get(&r, "account"), "demo");
+	CHECK_STR(record_get(&r, "client"), "192.0.2.1");
+	CHECK_STR(record_get(&r, "issue"), "gate");
+	CHECK_STR(record_get(&r, "uniq"), "letter-1");
+	CHECK_STR(record_get(&r, "attempts"), "0");
+	const char *received = record_get(&r, "received");
+	CHECK_STR(record_get(&r, "next"), received);
+
+	/* due: TIME/QID, the message due at once. */
+	char *due = first_key(q, QUEUE_DB_DUE);
+	struct buf want = BUF_INIT;
+	buf_printf(&want, "%s/%s", received, qid);
+	CHECK_STR(due, want.data);
+	free(due);
+
+	/* issue: day/account/gate, accepted counted in recipients. */
+	char day[QUEUE_DAY_SIZE];
+	int64_t us;
+	CHECK(queue_time_parse(received, strlen(received), &us) == 0);
+	queue_day_format(us, day);
+	buf_clear(&want);
+	buf_printf(&want, "%s/demo/gate", day);
+	char *issue = get(q, QUEUE_DB_ISSUE, want.data);
+	CHECK_STR(issue, "accepted=2\ndelivered=0\ndeferred=0\nbounced=0\ndropped=0");
+	free(issue);
+	record_free(&r);
+	free(env);
+
+	/* A second message with a campaign counts in its own issue. */
+	e.issue = "spring_sale-1";
+	CHECK(queue_append(q, &e, parts, 1, qid, &err) == 0);
+	buf_clear(&want);
+	buf_printf(&want, "%s/demo/spring_sale-1", day);
+	issue = get(q, QUEUE_DB_ISSUE, want.data);
+	CHECK(issue && strncmp(issue, "accepted=2\n", 11) == 0);
+	free(issue);
+	CHECK(count(q, QUEUE_DB_MSG) == 2 && count(q, QUEUE_DB_ENV) == 2 &&
+	      count(q, QUEUE_DB_DUE) == 2 && count(q, QUEUE_DB_LOG) == 0);
+	buf_free(&want);
+	queue_close(q);
+	remove_folder(dir);
+	free(dir);
+}
+
+TEST(test_envelope_fields_cannot_forge_lines_or_recipients)
+{
+	char *dir = temp_folder();
+	struct config c = config_for(dir, 1 << 22);
+	struct queue *q;
+	struct error err;
+	CHECK(queue_open(&q, &c, false, &err) == 0);
+	static const char *const rcpts[] = { "x y@example.net" };
+	struct queue_envelope e = sample_envelope();
+	e.rcpts = rcpts;
+	e.n_rcpts = 1;
+	e.helo = "evil\nrcpt=victim@example.org pending";
+	e.from = "a=b+c\\d@example.com";
+	struct iovec part = { "x\r\n", 3 };
+	char qid[QUEUE_ID_SIZE];
+	CHECK(queue_append(q, &e, &part, 1, qid, &err) == 0);
+	char *env = get(q, QUEUE_DB_ENV, qid);
+	struct record r;
+	CHECK(env && record_parse(&r, env, strlen(env), &err) == 0);
+	size_t rcpt_lines = 0;
+	for (size_t i = 0; i < r.n; i++)
+		if (strcmp(r.fields[i].key, "rcpt") == 0)
+			rcpt_lines++;
+	CHECK(rcpt_lines == 1);
+	CHECK_STR(record_get(&r, "rcpt"), "x y@example.net pending");
+	CHECK(strstr(env, "rcpt=x+20y@example.net pending") != NULL);
+	CHECK_STR(record_get(&r, "helo"), "evil\nrcpt=victim@example.org pending");
+	CHECK_STR(record_get(&r, "from"), "a=b+c\\d@example.com");
+	for (const char *p = env; *p; p++)
+		CHECK((*p >= ' ' && *p <= '~') || *p == '\n');
+	record_free(&r);
+	free(env);
+	queue_close(q);
+	remove_folder(dir);
+	free(dir);
+}
+
+TEST(test_stoplist_matches_address_or_domain_case_insensitively)
+{
+	char *dir = temp_folder();
+	struct config c = config_for(dir, 1 << 22);
+	struct queue *q;
+	struct error err;
+	CHECK(queue_open(&q, &c, false, &err) == 0);
+	MDB_txn *txn;
+	CHECK(queue_txn_begin(q, false, &txn, &err) == 0);
+	const char *keys[] = { "demo/User@example.net", "demo/@blocked.example",
+			       "other/x@example.net" };
+	for (size_t i = 0; i < 3; i++) {
+		MDB_val k = { strlen(keys[i]), (void *)keys[i] }, v = { 0, "" };
+		CHECK(mdb_put(txn, queue_dbi(q, QUEUE_DB_STOPLIST), &k, &v, 0) == 0);
+	}
+	CHECK(queue_txn_commit(q, txn, &err) == 0);
+	CHECK(queue_is_stoplisted(q, "demo", "User@example.net", &err) == 1);
+	CHECK(queue_is_stoplisted(q, "demo", "User@EXAMPLE.net", &err) == 1);
+	/* The local part is exact (RFC 5321 section 2.4). */
+	CHECK(queue_is_stoplisted(q, "demo", "user@example.net", &err) == 0);
+	CHECK(queue_is_stoplisted(q, "demo", "anyone@Blocked.Example", &err) == 1);
+	CHECK(queue_is_stoplisted(q, "demo", "x@example.net", &err) == 0);
+	CHECK(queue_is_stoplisted(q, "other", "x@example.net", &err) == 1);
+	CHECK(queue_is_stoplisted(q, "other", "User@example.net", &err) == 0);
+	CHECK(queue_is_stoplisted(q, "demo", "postmaster", &err) == 0);
+	queue_close(q);
+	remove_folder(dir);
+	free(dir);
+}
+
+TEST(test_suppressed_matches_only_the_exact_address_of_the_account)
+{
+	char *dir = temp_folder();
+	struct config c = config_for(dir, 1 << 22);
+	struct queue *q;
+	struct error err;
+	CHECK(queue_open(&q, &c, false, &err) == 0);
+	MDB_txn *txn;
+	CHECK(queue_txn_begin(q, false, &txn, &err) == 0);
+	const char *key = "demo/gone@example.net";
+	MDB_val k = { strlen(key), (void *)key }, v = { 0, "" };
+	CHECK(mdb_put(txn, queue_dbi(q, QUEUE_DB_SUPPRESS), &k, &v, 0) == 0);
+	CHECK(queue_txn_commit(q, txn, &err) == 0);
+	CHECK(queue_is_suppressed(q, "demo", "gone@example.net", &err) == 1);
+	CHECK(queue_is_suppressed(q, "demo", "gone@Example.Net", &err) == 1);
+	CHECK(queue_is_suppressed(q, "demo", "other@example.net", &err) == 0);
+	CHECK(queue_is_suppressed(q, "other", "gone@example.net", &err) == 0);
+	queue_close(q);
+	remove_folder(dir);
+	free(dir);
+}
+
+TEST(test_record_rejected_logs_bounces_without_storing_the_message)
+{
+	char *dir = temp_folder();
+	struct config c = config_for(dir, 1 << 22);
+	struct queue *q;
+	struct error err;
+	CHECK(queue_open(&q, &c, false, &err) == 0);
+	struct queue_envelope e = sample_envelope();
+	char qid[QUEUE_ID_SIZE];
+	CHECK(queue_record_rejected(q, &e, "635 6.7.8 no To:", qid, &err) == 0);
+	CHECK(strlen(qid) == QUEUE_ID_LEN);
+	CHECK(count(q, QUEUE_DB_MSG) == 0 && count(q, QUEUE_DB_ENV) == 0 &&
+	      count(q, QUEUE_DB_DUE) == 0 && count(q, QUEUE_DB_LOG) == 2);
+	char *key = first_key(q, QUEUE_DB_LOG);
+	CHECK(key && strlen(key) == QUEUE_TIME_LEN + 1 + QUEUE_ID_LEN + 6);
+	CHECK(key && strncmp(key + QUEUE_TIME_LEN + 1, qid, QUEUE_ID_LEN) == 0);
+	CHECK(key && strcmp(key + QUEUE_TIME_LEN + 1 + QUEUE_ID_LEN, "/00000") == 0);
+	char *val = key ? get(q, QUEUE_DB_LOG, key) : NULL;
+	struct record r;
+	CHECK(val && record_parse(&r, val, strlen(val), &err) == 0);
+	CHECK_STR(record_get(&r, "status"), "bounced");
+	CHECK_STR(record_get(&r, "to"), "a@example.net");
+	CHECK_STR(record_get(&r, "msg"), "635 6.7.8 no To:");
+	CHECK_STR(record_get(&r, "account"), "demo");
+	CHECK_STR(record_get(&r, "issue"), "gate");
+	CHECK_STR(record_get(&r, "uniq"), "letter-1");
+	CHECK(record_get(&r, "dt") && strlen(record_get(&r, "dt")) == 20);
+	record_free(&r);
+	free(val);
+	free(key);
+	char *issue = first_key(q, QUEUE_DB_ISSUE);
+	char *counts = issue ? get(q, QUEUE_DB_ISSUE, issue) : NULL;
+	CHECK_STR(counts, "accepted=2\ndelivered=0\ndeferred=0\nbounced=2\ndropped=0");
+	free(counts);
+	free(issue);
+	queue_close(q);
+	remove_folder(dir);
+	free(dir);
+}
+
+TEST(test_log_keys_grow_in_commit_order_even_when_the_clock_lags)
+{
+	char *dir = temp_folder();
+	struct config c = config_for(dir, 1 << 22);
+	struct queue *q;
+	struct error err;
+	CHECK(queue_open(&q, &c, false, &err) == 0);
+	MDB_txn *txn;
+	CHECK(queue_txn_begin(q, false, &txn, &err) == 0);
+	/* An event stamped an hour ahead (a clock that was stepped back). */
+	int64_t ahead = queue_now_us() + 3600000000LL;
+	CHECK(queue_log_put(q, txn, ahead, "00000000000000000000AAAA", 0,
+			    "delivered", "a@x", "250 ok", "demo", NULL, NULL,
+			    &err) == 0);
+	CHECK(queue_txn_commit(q, txn, &err) == 0);
+	struct queue_envelope e = sample_envelope();
+	char qid[QUEUE_ID_SIZE];
+	CHECK(queue_record_rejected(q, &e, "635 6.7.8 no To:", qid, &err) == 0);
+	/* The newest events come last in key order. */
+	CHECK(queue_txn_begin(q, true, &txn, &err) == 0);
+	MDB_cursor *cur;
+	MDB_val k, v;
+	mdb_cursor_open(txn, queue_dbi(q, QUEUE_DB_LOG), &cur);
+	CHECK(mdb_cursor_get(cur, &k, &v, MDB_LAST) == 0);
+	CHECK(k.mv_size > QUEUE_TIME_LEN + QUEUE_ID_LEN &&
+	      memcmp((char *)k.mv_data + QUEUE_TIME_LEN + 1, qid, QUEUE_ID_LEN) == 0);
+	mdb_cursor_close(cur);
+	mdb_txn_abort(txn);
+	queue_close(q);
+	remove_folder(dir);
+	free(dir);
+}
+
+TEST(test_authfail_counts_within_the_window_then_expires)
+{
+	char *dir = temp_folder();
+	struct config c = config_for(dir, 1 << 22);
+	struct queue *q;
+	struct error err;
+	CHECK(queue_open(&q, &c, false, &err) == 0);
+	time_t t0 = 1800000000;
+	CHECK(queue_authfail_count(q, "192.0.2.7", 600, t0, &err) == 0);
+	CHECK(queue_authfail_add(q, "192.0.2.7", 600, t0, &err) == 1);
+	CHECK(queue_authfail_add(q, "192.0.2.7", 600, t0 + 10, &err) == 2);
+	CHECK(queue_authfail_add(q, "192.0.2.7", 600, t0 + 599, &err) == 3);
+	CHECK(queue_authfail_count(q, "192.0.2.7", 600, t0 + 599, &err) == 3);
+	CHECK(queue_authfail_count(q, "2001:db8::7", 600, t0 + 599, &err) == 0);
+	/* The window runs from the first failure. */
+	CHECK(queue_authfail_count(q, "192.0.2.7", 600, t0 + 600, &err) == 0);
+	CHECK(queue_authfail_add(q, "192.0.2.7", 600, t0 + 600, &err) == 1);
+	CHECK(queue_authfail_count(q, "192.0.2.7", 600, t0 + 601, &err) == 1);
+	char *v = get(q, QUEUE_DB_AUTHFAIL, "192.0.2.7");
+	CHECK(v && strncmp(v, "count=1\nsince=", 14) == 0);
+	free(v);
+	queue_close(q);
+	remove_folder(dir);
+	free(dir);
+}
+
+TEST(test_map_full_is_efull_and_leaves_nothing_half_written)
+{
+	char *dir = temp_folder();
+	/* A map of 256 KiB: the first messages fit, a large one does not. */
+	struct config c = config_for(dir, 256 * 1024);
+	struct queue *q;
+	struct error err;
+	CHECK(queue_open(&q, &c, false, &err) == 0);
+	struct queue_envelope e = sample_envelope();
+	char small[1000];
+	memset(small, 'x', sizeof small);
+	struct iovec part = { small, sizeof small };
+	char qid[QUEUE_ID_SIZE];
+	CHECK(queue_append(q, &e, &part, 1, qid, &err) == 0);
+	char *issue = first_key(q, QUEUE_DB_ISSUE);
+	char *before = issue ? get(q, QUEUE_DB_ISSUE, issue) : NULL;
+
+	size_t big_len = 512 * 1024;
+	char *big = xmalloc(big_len);
+	memset(big, 'y', big_len);
+	struct iovec big_part = { big, big_len };
+	err.text[0] = '\0';
+	CHECK(queue_append(q, &e, &big_part, 1, qid, &err) == QUEUE_EFULL);
+	CHECK(qid[0] == '\0');
+	CHECK(strstr(err.text, dir) != NULL);
+	CHECK(count(q, QUEUE_DB_MSG) == 1 && count(q, QUEUE_DB_ENV) == 1 &&
+	      count(q, QUEUE_DB_DUE) == 1);
+	char *after = issue ? get(q, QUEUE_DB_ISSUE, issue) : NULL;
+	CHECK_STR(after, before);
+	/* The queue still works: no transaction was left open. */
+	CHECK(queue_append(q, &e, &part, 1, qid, &err) == 0);
+	CHECK(count(q, QUEUE_DB_MSG) == 2);
+	free(before);
+	free(after);
+	free(issue);
+	free(big);
+	queue_close(q);
+	remove_folder(dir);
+	free(dir);
+}
+
+TEST(test_concurrent_appending_processes_lose_nothing)
+{
+	char *dir = temp_folder();
+	struct config c = config_for(dir, 1 << 24);
+	struct queue *q;
+	struct error err;
+	CHECK(queue_open(&q, &c, false, &err) == 0);
+	queue_close(q);
+	enum { PROCS = 4, PER = 25 };
+	pid_t pids[PROCS];
+	for (int p = 0; p < PROCS; p++) {
+		pids[p] = fork();
+		if (pids[p] == 0) {
+			struct queue *cq;
+			struct queue_envelope e = sample_envelope();
+			struct iovec part = { "hello\r\n", 7 };
+			char qid[QUEUE_ID_SIZE];
+			if (queue_open(&cq, &c, false, &err) != 0)
+				_exit(1);
+			for (int i = 0; i < PER; i++)
+				if (queue_append(cq, &e, &part, 1, qid, &err) != 0)
+					_exit(2);
+			queue_close(cq);
+			_exit(0);
+		}
+	}
+	for (int p = 0; p < PROCS; p++) {
+		int status;
+		waitpid(pids[p], &status, 0);
+		CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	}
+	CHECK(queue_open(&q, &c, true, &err) == 0);
+	CHECK(count(q, QUEUE_DB_MSG) == PROCS * PER);
+	CHECK(count(q, QUEUE_DB_DUE) == PROCS * PER);
+	char *issue = first_key(q, QUEUE_DB_ISSUE);
+	char *counts = issue ? get(q, QUEUE_DB_ISSUE, issue) : NULL;
+	CHECK(counts && strncmp(counts, "accepted=200\n", 13) == 0);
+	free(counts);
+	free(issue);
+	queue_close(q);
+	remove_folder(dir);
+	free(dir);
+}
+
+UNIT_MAIN(test_open_creates_the_folder_0750_and_every_database,
+	  test_read_only_open_of_a_missing_queue_is_notfound_and_creates_nothing,
+	  test_open_refuses_another_schema_version_clearly,
+	  test_append_writes_msg_env_due_and_issue_in_one_transaction,
+	  test_envelope_fields_cannot_forge_lines_or_recipients,
+	  test_stoplist_matches_address_or_domain_case_insensitively,
+	  test_suppressed_matches_only_the_exact_address_of_the_account,
+	  test_record_rejected_logs_bounces_without_storing_the_message,
+	  test_log_keys_grow_in_commit_order_even_when_the_clock_lags,
+	  test_authfail_counts_within_the_window_then_expires,
+	  test_map_full_is_efull_and_leaves_nothing_half_written,
+	  test_concurrent_appending_processes_lose_nothing)
