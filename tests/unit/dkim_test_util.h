@@ -1,0 +1,66 @@
+/* Helpers shared by the DKIM unit tests. */
+#ifndef SMTPGATE_DKIM_TEST_UTIL_H
+#define SMTPGATE_DKIM_TEST_UTIL_H
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "buf.h"
+
+/* Reads a whole file into b (cleared first); returns 0 or -1. */
+static inline int read_file(const char *path, struct buf *b)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f) {
+		fprintf(stderr, "cannot open %s (run from the repository root)\n",
+			path);
+		return -1;
+	}
+	buf_clear(b);
+	char chunk[4096];
+	size_t n;
+	while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
+		buf_append(b, chunk, n);
+	fclose(f);
+	return 0;
+}
+
+/* The length of the header block of message m (through the CRLF of the
+ * last field, not the empty line), or len when there is no empty line. */
+static inline size_t header_block_len(const char *m, size_t len)
+{
+	if (len >= 2 && m[0] == '\r' && m[1] == '\n')
+		return 0;
+	const char *e = memmem(m, len, "\r\n\r\n", 4);
+	return e ? (size_t)(e - m) + 2 : len;
+}
+
+/* Copies the value of tag name ("b", "bh") from a DKIM-Signature field,
+ * with all white space removed, into out. */
+static inline void tag_value(const char *field, const char *name,
+			     struct buf *out)
+{
+	buf_clear(out);
+	size_t nl = strlen(name);
+	const char *p = field;
+	while (*p) {
+		while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n' ||
+		       *p == ';')
+			p++;
+		if (strncmp(p, name, nl) == 0 && p[nl] == '=') {
+			p += nl + 1;
+			while (*p && *p != ';') {
+				if (*p != ' ' && *p != '\t' && *p != '\r' &&
+				    *p != '\n')
+					buf_putc(out, *p);
+				p++;
+			}
+			return;
+		}
+		while (*p && *p != ';')
+			p++;
+	}
+}
+
+#endif

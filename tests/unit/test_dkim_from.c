@@ -1,0 +1,122 @@
+/* dkim_from_address: the first address of a From: field value. */
+#include <stdlib.h>
+
+#include "dkim/dkim.h"
+#include "unit.h"
+
+/* The address found in value, or "(none)". Caller frees. */
+static char *from(const char *value)
+{
+	struct buf b = BUF_INIT;
+	buf_puts(&b, "garbage");
+	if (dkim_from_address(value, strlen(value), &b) != 0) {
+		buf_free(&b);
+		return strdup("(none)");
+	}
+	return buf_steal(&b);
+}
+
+#define CHECK_FROM(value, want)                                            \
+	do {                                                               \
+		char *got_ = from(value);                                  \
+		CHECK_STR(got_, want);                                     \
+		free(got_);                                                \
+	} while (0)
+
+TEST(test_from_bare_address)
+{
+	CHECK_FROM(" joe@example.com", "joe@example.com");
+	CHECK_FROM("joe@example.com\r\n", "joe@example.com");
+}
+
+TEST(test_from_display_name_and_angle_brackets)
+{
+	CHECK_FROM(" Joe SixPack <joe@football.example.com>",
+		   "joe@football.example.com");
+	CHECK_FROM("<joe@example.com>", "joe@example.com");
+	CHECK_FROM("J. Q. Public <jqp@example.com>", "jqp@example.com");
+}
+
+TEST(test_from_quoted_display_name_with_specials)
+{
+	CHECK_FROM(" \"Smith, John <fake@evil.example>\" <john@example.com>",
+		   "john@example.com");
+	CHECK_FROM(" \"say \\\"hi\\\" @ me\" <a@example.com>", "a@example.com");
+}
+
+TEST(test_from_quoted_local_part_kept_quoted)
+{
+	CHECK_FROM(" \"john smith\"@example.com", "\"john smith\"@example.com");
+}
+
+TEST(test_from_comments_anywhere)
+{
+	CHECK_FROM(" joe@example.com (Joe Bloggs)", "joe@example.com");
+	CHECK_FROM(" (boss <x@evil.example>) <joe@example.com>", "joe@example.com");
+	CHECK_FROM(" Joe (the (nested) one) <joe@example.com>", "joe@example.com");
+	CHECK_FROM(" joe(c)@(c)example.com", "joe@example.com");
+}
+
+TEST(test_from_folded)
+{
+	CHECK_FROM(" Joe\r\n SixPack\r\n\t<joe@example.com>", "joe@example.com");
+	CHECK_FROM("\r\n <joe@example.com>", "joe@example.com");
+}
+
+TEST(test_from_encoded_words)
+{
+	CHECK_FROM(" =?utf-8?q?J=C3=B6rg?= <joerg@example.com>", "joerg@example.com");
+	CHECK_FROM(" =?UTF-8?B?0JjQstCw0L0=?= <ivan@example.ru>", "ivan@example.ru");
+	/* specials inside an encoded word do not split the name */
+	CHECK_FROM(" =?utf-8?q?Smith,_J_<x@evil.example>?= <js@example.com>",
+		   "js@example.com");
+}
+
+TEST(test_from_groups)
+{
+	CHECK_FROM(" Team: a@example.com, b@example.org;", "a@example.com");
+	CHECK_FROM(" Team: Ann <ann@example.com>;", "ann@example.com");
+	CHECK_FROM(" undisclosed-recipients:;", "(none)");
+	CHECK_FROM(" Empty:; real@example.com", "real@example.com");
+}
+
+TEST(test_from_list_takes_the_first)
+{
+	CHECK_FROM(" a@example.com, b@example.org", "a@example.com");
+	CHECK_FROM(" <>, b@example.org", "b@example.org");
+}
+
+TEST(test_from_without_address)
+{
+	CHECK_FROM("", "(none)");
+	CHECK_FROM("   ", "(none)");
+	CHECK_FROM(" Joe SixPack", "(none)");
+	CHECK_FROM(" <>", "(none)");
+	CHECK_FROM(" (just a comment)", "(none)");
+	CHECK_FROM(" joe@", "(none)");
+	CHECK_FROM(" @example.com", "(none)");
+	CHECK_FROM(" <joe>", "(none)");
+	CHECK_FROM(" joe@example.com.", "(none)");
+	CHECK_FROM(" joe..x@example.com", "(none)");
+	CHECK_FROM(" \"unterminated <a@b.c>", "(none)");
+}
+
+TEST(test_from_domain_literal_and_utf8)
+{
+	CHECK_FROM(" <joe@[192.0.2.1]>", "joe@[192.0.2.1]");
+	CHECK_FROM(" J\xc3\xb6rg <j\xc3\xb6rg@b\xc3\xbc" "cher.example>",
+		   "j\xc3\xb6rg@b\xc3\xbc" "cher.example");
+}
+
+TEST(test_from_obsolete_forms)
+{
+	CHECK_FROM(" joe . smith @ example . com", "joe.smith@example.com");
+	CHECK_FROM(" <@relay.example:joe@example.com>", "joe@example.com");
+}
+
+UNIT_MAIN(test_from_bare_address, test_from_display_name_and_angle_brackets,
+	  test_from_quoted_display_name_with_specials,
+	  test_from_quoted_local_part_kept_quoted, test_from_comments_anywhere,
+	  test_from_folded, test_from_encoded_words, test_from_groups,
+	  test_from_list_takes_the_first, test_from_without_address,
+	  test_from_domain_literal_and_utf8, test_from_obsolete_forms)
