@@ -475,10 +475,14 @@ static int set_value(struct loader *ld, const struct key_row *row, void *base,
 		*str = is_blank(value) ? NULL : xstrdup(value);
 		return 0;
 	case T_HOSTNAME:
-		if (!is_blank(value) && !valid_domain(value))
+		/* Empty: keep the default (the host name) that set_defaults
+		 * put there; the greeting always needs a name. */
+		if (is_blank(value))
+			return 0;
+		if (!valid_domain(value))
 			return fail(ld, "%s: \"%s\" is not a host name", row->info.key, value), -1;
 		free(*str);
-		*str = is_blank(value) ? NULL : xstrdup(value);
+		*str = xstrdup(value);
 		return 0;
 	case T_DOMAIN:
 		if (!valid_domain(value))
@@ -488,6 +492,10 @@ static int set_value(struct loader *ld, const struct key_row *row, void *base,
 		lower(*str);
 		return 0;
 	case T_PATH:
+		/* Empty means "none" only where none is allowed (no TLS
+		 * files); the queue folder falls back to its default. */
+		if (is_blank(value))
+			value = row->info.default_text;
 		free(*str);
 		*str = NULL;
 		return is_blank(value) ? 0 : resolve_path(ld, value, str);
