@@ -116,6 +116,42 @@ bench: deps
 	@$(MAKE) --no-print-directory programs
 	@bash bench/run.sh
 
+# ---- fuzz: libFuzzer targets tests/fuzz/fuzz_*.c, built with clang into
+# build-fuzz/ (the library objects with coverage and ASan+UBSan), then each
+# run for FUZZ_SECONDS (0: no limit) or FUZZ_RUNS executions by
+# tests/fuzz/run.sh, which ends with "fuzz: N passed, N failed".
+FUZZ_BUILD := build-fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_RUNS ?=
+FUZZ_CC := clang
+FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=all \
+	-fno-omit-frame-pointer
+FUZZ_CFLAGS := -std=c17 -O1 -g $(WARNINGS) $(FUZZ_SAN) -fsanitize=fuzzer-no-link
+FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_TARGETS := $(FUZZ_SRCS:tests/fuzz/%.c=$(FUZZ_BUILD)/%)
+FUZZ_LIB_OBJS := $(LIB_SRCS:%.c=$(FUZZ_BUILD)/obj/%.o)
+FUZZ_LIB := $(FUZZ_BUILD)/libsmtpgate-fuzz.a
+
+fuzz: deps
+	@$(MAKE) -j2 --no-print-directory fuzz-build
+	@bash tests/fuzz/run.sh $(FUZZ_BUILD) "$(FUZZ_SECONDS)" "$(FUZZ_RUNS)"
+
+fuzz-build: $(FUZZ_TARGETS)
+
+$(FUZZ_BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(CPPFLAGS) $(FUZZ_CFLAGS) -c $< -o $@
+
+$(FUZZ_LIB): $(FUZZ_LIB_OBJS)
+	rm -f $@
+	ar rcs $@ $^
+
+$(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/obj/tests/fuzz/fuzz_%.o $(FUZZ_LIB)
+	$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $^ $(LDLIBS)
+
+.PHONY: fuzz-build
+-include $(FUZZ_LIB_OBJS:.o=.d) $(FUZZ_TARGETS:$(FUZZ_BUILD)/%=$(FUZZ_BUILD)/obj/tests/fuzz/%.d)
+
 clean:
 	rm -rf build build-sanitize build-fuzz
 

@@ -1,0 +1,232 @@
+/* Fuzzes the config loader (common/config.c, SPEC section 3) with whole
+ * files: the input is written to smtpgate.conf in a private folder that
+ * also holds a readable key file and a credentials folder, so that
+ * dkim_key, relative paths and credential:NAME values can succeed.
+ *
+ * Properties:
+ * - a failure leaves the config empty and one error line that starts with
+ *   "FILE:";
+ * - a loaded config keeps the rules the loader promises (login and
+ *   password together, an account has a way in, dkim_default_domain has a
+ *   key, names and logins unique, networks have no host bits, values in
+ *   range), and its own lookups find what it holds;
+ * - what check-config prints (config_dump) is itself a valid config that
+ *   loads to the same effective configuration. */
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "config.h"
+#include "fuzz.h"
+
+static char folder[64];
+static char conf_path[128], dump_path[128];
+
+static void write_file(const char *path, const void *data, size_t n)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	if (fd < 0 || (n && write(fd, data, n) != (ssize_t)n) || close(fd) != 0)
+		abort();
+}
+
+static void remove_folder(void)
+{
+	static const char *const names[] = { "smtpgate.conf", "dump.conf",
+		"key.pem", "secret", "hash" };
+	char path[192];
+	for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+		snprintf(path, sizeof path, "%s/%s", folder, names[i]);
+		unlink(path);
+	}
+	rmdir(folder);
+}
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+	(void)argc;
+	(void)argv;
+	/* tmpfs where there is one: a file written and read per input. */
+	snprintf(folder, sizeof folder, "%s/smtpgate-fuzz-config-XXXXXX",
+		 access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp");
+	if (!mkdtemp(folder))
+		abort();
+	atexit(remove_folder);
+	snprintf(conf_path, sizeof conf_path, "%s/smtpgate.conf", folder);
+	snprintf(dump_path, sizeof dump_path, "%s/dump.conf", folder);
+	char path[192];
+	snprintf(path, sizeof path, "%s/key.pem", folder);
+	write_file(path, "readable\n", 9);
+	snprintf(path, sizeof path, "%s/secret", folder);
+	write_file(path, "s3cret\n", 7);
+	snprintf(path, sizeof path, "%s/hash", folder);
+	const char *hash = "$y$j9T$abcdefghijklmnop$0123456789012345678901234567890123456789012\n";
+	write_file(path, hash, strlen(hash));
+	/* credential:NAME reads from here (systemd LoadCredential=). */
+	setenv("CREDENTIALS_DIRECTORY", folder, 1);
+	return 0;
+}
+
+/* config_dump as a string, without its first line (a comment naming the
+ * file, which differs between the two loads). */
+static char *dump_text(const struct config *c)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+	if (!f)
+		abort();
+	config_dump(c, f);
+	if (fclose(f) != 0)
+		abort();
+	FUZZ_REQUIRE(strncmp(text, "; ", 2) == 0 && strchr(text, '\n'),
+		     "the dump starts with a comment line: %s", text);
+	char *rest = strdup(strchr(text, '\n') + 1);
+	free(text);
+	return rest;
+}
+
+/* The dump shows secrets as "(set)"; an account password must be a crypt
+ * hash, so the reloaded dump names the hash credential instead. */
+static char *reloadable(const char *dump)
+{
+	struct buf b = BUF_INIT;
+	const char *secret = "password = (set)\n";
+	bool in_account = false;
+	for (const char *line = dump; *line;) {
+		const char *end = strchr(line, '\n');
+		size_t n = end ? (size_t)(end - line + 1) : strlen(line);
+		if (*line == '[')
+			in_account = strncmp(line, "[account ", 9) == 0;
+		if (in_account && strncmp(line, secret, strlen(secret)) == 0)
+			buf_puts(&b, "password = credential:hash\n");
+		else
+			buf_append(&b, line, n);
+		line += n;
+	}
+	return buf_steal(&b);
+}
+
+static void check_loaded(const struct config *c)
+{
+	FUZZ_REQUIRE(c->hostname && *c->hostname, "a config always has a hostname");
+	FUZZ_REQUIRE(c->queue && c->queue[0] == '/', "the queue is an absolute path: %s",
+		     c->queue ? c->queue : "(null)");
+	FUZZ_REQUIRE(!c->tls_certificate == !c->tls_private_key,
+		     "certificate and key go together");
+	FUZZ_REQUIRE(c->max_recipients >= 1 && c->timeout >= 1 &&
+		     c->max_message_size >= 1024 && c->queue_map_size >= 65536,
+		     "limits are in range");
+	for (size_t i = 0; i < c->n_implicit_tls_ports; i++)
+		FUZZ_REQUIRE(c->implicit_tls_ports[i] >= 1 && c->implicit_tls_ports[i] <= 65535,
+			     "port %u", c->implicit_tls_ports[i]);
+	for (size_t i = 0; i < c->n_sink_recipients; i++)
+		FUZZ_REQUIRE(config_is_sink(c, c->sink_recipients[i]),
+			     "sink %s is found", c->sink_recipients[i]);
+	switch (c->relay.scheme) {
+	case RELAY_NONE:
+		FUZZ_REQUIRE(!c->relay_url_text, "no scheme, no url");
+		break;
+	case RELAY_SMTP:
+	case RELAY_SMTPS:
+		FUZZ_REQUIRE(c->relay.host && c->relay.port >= 1 && c->relay.port <= 65535,
+			     "smtp relay has host and port");
+		break;
+	case RELAY_MAILDIR:
+		FUZZ_REQUIRE(c->relay.path && c->relay.path[0] == '/',
+			     "maildir path is absolute");
+		break;
+	case RELAY_DISCARD:
+		break;
+	}
+	for (size_t i = 0; i < c->n_accounts; i++) {
+		const struct account *a = &c->accounts[i];
+		FUZZ_REQUIRE(!a->login == !a->password_hash,
+			     "[account %s] login and password together", a->name);
+		FUZZ_REQUIRE(a->login || a->n_networks, "[account %s] has a way in", a->name);
+		FUZZ_REQUIRE(config_account_by_name(c, a->name) == a,
+			     "[account %s] is found by name", a->name);
+		if (a->login)
+			FUZZ_REQUIRE(config_account_by_login(c, a->login) == a,
+				     "[account %s] is found by login", a->name);
+		bool default_has_key = !a->dkim_default_domain;
+		for (size_t k = 0; k < a->n_dkim_keys; k++) {
+			FUZZ_REQUIRE(a->dkim_keys[k].path[0] == '/', "key paths are absolute");
+			if (a->dkim_default_domain &&
+			    strcmp(a->dkim_keys[k].domain, a->dkim_default_domain) == 0)
+				default_has_key = true;
+		}
+		FUZZ_REQUIRE(default_has_key, "[account %s] default domain has a key", a->name);
+		for (size_t k = 0; k < a->n_networks; k++) {
+			const struct cidr *net = &a->networks[k];
+			struct sockaddr_storage ss;
+			memset(&ss, 0, sizeof ss);
+			if (net->family == AF_INET) {
+				struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+				sin->sin_family = AF_INET;
+				memcpy(&sin->sin_addr, net->addr, 4);
+			} else {
+				struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+				sin6->sin6_family = AF_INET6;
+				memcpy(&sin6->sin6_addr, net->addr, 16);
+			}
+			FUZZ_REQUIRE(cidr_contains(net, (struct sockaddr *)&ss),
+				     "a network contains its own address");
+		}
+		for (size_t k = 0; k < a->n_senders; k++) {
+			const struct sender_rule *r = &a->senders[k];
+			enum sender_verdict want = r->status == SENDER_ACTIVE ? SENDER_IS_ACTIVE :
+				r->status == SENDER_MODERATION ? SENDER_IS_MODERATION :
+				SENDER_IS_PROHIBITED;
+			struct buf probe = BUF_INIT;
+			/* No configured local part holds a control byte, so
+			 * only the *@domain rule can match this one. */
+			if (strncmp(r->pattern, "*@", 2) == 0)
+				buf_printf(&probe, "\x01%s", r->pattern + 1);
+			else
+				buf_puts(&probe, r->pattern);
+			FUZZ_REQUIRE(config_sender_verdict(a, probe.data) == want,
+				     "[account %s] sender %s gives its own status", a->name,
+				     r->pattern);
+			buf_free(&probe);
+		}
+	}
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	write_file(conf_path, data, size);
+	struct config c;
+	struct error err;
+	memset(&err, 0, sizeof err);
+	if (config_load(&c, conf_path, &err) != 0) {
+		size_t n = strlen(conf_path);
+		FUZZ_REQUIRE(strncmp(err.text, conf_path, n) == 0 && err.text[n] == ':' &&
+			     err.text[n + 1], "the error names the file: %s", err.text);
+		FUZZ_REQUIRE(!strchr(err.text, '\n'), "the error is one line: %s", err.text);
+		FUZZ_REQUIRE(!c.path && !c.accounts && !c.n_accounts && !c.hostname,
+			     "a failed load leaves the config empty");
+		return 0;
+	}
+	check_loaded(&c);
+
+	char *first = dump_text(&c);
+	char *again = reloadable(first);
+	write_file(dump_path, again, strlen(again));
+	struct config c2;
+	struct error err2;
+	memset(&err2, 0, sizeof err2);
+	FUZZ_REQUIRE(config_load(&c2, dump_path, &err2) == 0,
+		     "the dump of a loaded config loads: %s\n--- dump:\n%s", err2.text, again);
+	char *second = dump_text(&c2);
+	FUZZ_REQUIRE(strcmp(first, second) == 0,
+		     "the dump loads to the same config\n--- first:\n%s--- second:\n%s",
+		     first, second);
+	free(first);
+	free(again);
+	free(second);
+	config_free(&c2);
+	config_free(&c);
+	return 0;
+}
