@@ -20,6 +20,7 @@ Any other string that starts with three digits is sent as the RCPT reply.
 """
 
 import asyncio
+import warnings
 import socket
 import ssl
 import threading
@@ -28,6 +29,10 @@ from dataclasses import dataclass, field
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+
+# The sink offers AUTH in clear text on loopback on purpose (flush allows
+# that); aiosmtpd warns about it.
+warnings.filterwarnings("ignore", "Requiring AUTH while not requiring TLS")
 
 RCPT_REPLIES = {
     "451": "451 4.3.0 Try again later",
@@ -105,9 +110,11 @@ class _Handler:
             return "451 4.3.0 Temporary failure after data"
         if "data554" in actions:
             return "554 5.7.1 Message refused"
-        login = session.login_data
+        login = session.auth_data
         if isinstance(login, LoginPassword):
             login = login.login.decode()
+        elif login is not None:
+            login = str(login)
         with self.sink.lock:
             self.sink.messages.append(Received(
                 envelope.mail_from, list(envelope.rcpt_tos),
@@ -171,7 +178,7 @@ class Sink:
                 ok = (isinstance(data, LoginPassword)
                       and data.login.decode() == login
                       and data.password.decode() == password)
-                return AuthResult(success=ok)
+                return AuthResult(success=ok, handled=False, auth_data=data)
             kwargs["authenticator"] = authenticator
             kwargs["auth_required"] = True
             # Loopback in clear text is allowed by smtpgate-flush.
@@ -189,6 +196,10 @@ class Sink:
 
     def start(self):
         self.controller.start()
+        # Controller.start() makes one connection of its own to check
+        # that the server is up; count only the clients' connections.
+        with self.lock:
+            self.counters.connections = 0
         return self
 
     def stop(self):
