@@ -11,6 +11,9 @@ import pytest
 from conftest import binary, free_port, write_config
 from sink import Sink
 
+# The sink offers AUTH in clear text on loopback on purpose.
+pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+
 MESSAGE = (b"From: <sender@example.com>\r\n"
            b"To: <rcpt@example.net>\r\n"
            b"Subject: dots\r\n"
