@@ -112,6 +112,60 @@ run: deps
 	@$(MAKE) --no-print-directory programs
 	@bash tools/run-demo.sh
 
+# ---- make install / make uninstall (SPEC section 7) ----
+# Paths in the units are substituted here; with DESTDIR empty the user and
+# folders are created at once (systemd-sysusers, systemd-tmpfiles) and a
+# running systemd reloads, so that "systemctl enable --now smtpgate.socket
+# smtpgate-flush.timer" is the only step left.
+LIBEXECDIR := $(PREFIX)/libexec/smtpgate
+SBINDIR := $(PREFIX)/sbin
+UNITDIR := $(PREFIX)/lib/systemd/system
+SYSUSERSDIR := $(PREFIX)/lib/sysusers.d
+TMPFILESDIR := $(PREFIX)/lib/tmpfiles.d
+MANDIR := $(PREFIX)/share/man
+DOCDIR := $(PREFIX)/share/doc/smtpgate
+UNITS := smtpgate.socket smtpgate-tls.socket smtpgate@.service \
+	smtpgate-flush.service smtpgate-flush.timer
+MAN5 := smtpgate.conf.5
+MAN8 := smtpgate.8 smtpgate-handler.8 smtpgate-flush.8 smtpgate-queue.8
+SUBST := sed -e 's|@LIBEXECDIR@|$(LIBEXECDIR)|g' -e 's|@SBINDIR@|$(SBINDIR)|g'
+
+install: $(PROGRAMS:%=$(BUILD)/%)
+	install -d $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(SBINDIR) $(DESTDIR)$(UNITDIR) \
+		$(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(TMPFILESDIR) $(DESTDIR)$(MANDIR)/man5 \
+		$(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(DOCDIR)
+	install -m 0755 $(BUILD)/smtpgate-handler $(BUILD)/smtpgate-flush $(DESTDIR)$(LIBEXECDIR)/
+	install -m 0755 $(BUILD)/smtpgate-queue $(DESTDIR)$(SBINDIR)/
+	for u in $(UNITS); do \
+		$(SUBST) units/$$u > $(DESTDIR)$(UNITDIR)/$$u.tmp && \
+		chmod 0644 $(DESTDIR)$(UNITDIR)/$$u.tmp && \
+		mv $(DESTDIR)$(UNITDIR)/$$u.tmp $(DESTDIR)$(UNITDIR)/$$u || exit 1; \
+	done
+	ln -sf smtpgate@.service $(DESTDIR)$(UNITDIR)/smtpgate-tls@.service
+	install -m 0644 units/sysusers.d/smtpgate.conf $(DESTDIR)$(SYSUSERSDIR)/smtpgate.conf
+	install -m 0644 units/tmpfiles.d/smtpgate.conf $(DESTDIR)$(TMPFILESDIR)/smtpgate.conf
+	install -m 0644 $(MAN5:%=man/%) $(DESTDIR)$(MANDIR)/man5/
+	install -m 0644 $(MAN8:%=man/%) $(DESTDIR)$(MANDIR)/man8/
+	install -m 0644 man/smtpgate.conf.example $(DESTDIR)$(DOCDIR)/smtpgate.conf.example
+	@if [ -z "$(DESTDIR)" ]; then \
+		systemd-sysusers $(SYSUSERSDIR)/smtpgate.conf && \
+		systemd-tmpfiles --create $(TMPFILESDIR)/smtpgate.conf || exit 1; \
+		if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi; \
+	fi
+
+# Leaves the user, /etc/smtpgate and the queue in /var/lib/smtpgate alone.
+uninstall:
+	rm -f $(DESTDIR)$(LIBEXECDIR)/smtpgate-handler $(DESTDIR)$(LIBEXECDIR)/smtpgate-flush
+	-rmdir $(DESTDIR)$(LIBEXECDIR)
+	rm -f $(DESTDIR)$(SBINDIR)/smtpgate-queue
+	rm -f $(UNITS:%=$(DESTDIR)$(UNITDIR)/%) $(DESTDIR)$(UNITDIR)/smtpgate-tls@.service
+	rm -f $(DESTDIR)$(SYSUSERSDIR)/smtpgate.conf $(DESTDIR)$(TMPFILESDIR)/smtpgate.conf
+	rm -f $(MAN5:%=$(DESTDIR)$(MANDIR)/man5/%) $(MAN8:%=$(DESTDIR)$(MANDIR)/man8/%)
+	rm -f $(DESTDIR)$(DOCDIR)/smtpgate.conf.example
+	-rmdir $(DESTDIR)$(DOCDIR)
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
+# ---- end of install / uninstall ----
+
 bench: deps
 	@$(MAKE) --no-print-directory programs
 	@bash bench/run.sh
