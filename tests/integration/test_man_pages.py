@@ -1,0 +1,166 @@
+"""The man pages: lint-clean, renderable, and true to the code.
+
+smtpgate.conf(5) and the example config are compared with the loader's own
+key table (build/tests/tools/config_keys prints it), both ways."""
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import BUILD, ROOT
+
+MAN = ROOT / "man"
+PAGES = sorted(MAN.glob("*.[58]"))
+CONF5 = MAN / "smtpgate.conf.5"
+EXAMPLE = MAN / "smtpgate.conf.example"
+
+
+def test_there_are_the_five_pages():
+    assert [p.name for p in PAGES] == [
+        "smtpgate-flush.8", "smtpgate-handler.8", "smtpgate-queue.8",
+        "smtpgate.8", "smtpgate.conf.5"]
+
+
+@pytest.fixture(scope="module")
+def manpath(tmp_path_factory):
+    """A manpath with our pages and every page they cross-reference, and a
+    mandoc.db for it, so that mandoc can check each .Xr."""
+    root = tmp_path_factory.mktemp("manpath")
+    refs = set()
+    for page in PAGES:
+        section = page.suffix[1:]
+        (root / f"man{section}").mkdir(exist_ok=True)
+        shutil.copy(page, root / f"man{section}" / page.name)
+        refs |= set(re.findall(r"\bXr ([\w.+-]+) (\d)", page.read_text()))
+    for name, section in sorted(refs):
+        folder = root / f"man{section}"
+        folder.mkdir(exist_ok=True)
+        if list(folder.glob(f"{name}.{section}*")):
+            continue
+        found = subprocess.run(["man", "-w", section, name], capture_output=True,
+                               text=True)
+        if found.returncode == 0:
+            shutil.copy(found.stdout.strip(), folder)
+    subprocess.run(["makewhatis", str(root)], check=True)
+    return root
+
+
+def test_pages_are_mandoc_lint_clean_including_style(manpath):
+    r = subprocess.run(["mandoc", "-Tlint", "-Wstyle", *map(str, PAGES)],
+                       capture_output=True, text=True,
+                       env=dict(os.environ, MANPATH=str(manpath)))
+    assert (r.returncode, r.stdout + r.stderr) == (0, "")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_page_renders_with_man_l(page):
+    r = subprocess.run(["man", "-l", str(page)], capture_output=True, text=True,
+                       env=dict(os.environ, MANWIDTH="80", MAN_KEEP_FORMATTING="0",
+                                MANPAGER="cat", PAGER="cat"))
+    assert r.returncode == 0 and r.stderr == ""
+    text = re.sub(r".\x08", "", r.stdout)  # man-db's overstrike bold
+    name = page.name.rsplit(".", 1)[0]
+    assert re.search(rf"^NAME\n\s+{re.escape(name)} \S+ \w", text, re.M)
+    assert "SEE ALSO" in text
+
+
+def loader_keys():
+    out = subprocess.run([str(BUILD / "tests/tools/config_keys")], check=True,
+                         capture_output=True, text=True).stdout
+    keys = {}
+    for line in out.splitlines():
+        section, key, default = (line.split(" ", 2) + [""])[:3]
+        keys[(section, key)] = default
+    assert len(keys) > 20
+    return keys
+
+
+def documented_keys():
+    """{(section, key): item text} from the key lists of smtpgate.conf(5):
+    `.It Ic KEY No = ...` under `.Ss The [SECTION] section`."""
+    items = {}
+    section = None
+    current = None
+    for line in CONF5.read_text().splitlines():
+        m = re.match(r"\.Ss The \[(\w+)(?: NAME)?\] section", line)
+        if m:
+            section, current = m.group(1), None
+            continue
+        if line.startswith((".Ss", ".Sh")):
+            section, current = None, None
+            continue
+        m = re.match(r"\.It Ic (\w+) No = ", line)
+        if section and m:
+            current = (section, m.group(1))
+            assert current not in items, f"{current} documented twice"
+            items[current] = ""
+        elif current:
+            items[current] += line + "\n"
+    return items
+
+
+def test_every_loader_key_is_in_smtpgate_conf_5_and_nothing_else():
+    assert set(documented_keys()) == set(loader_keys())
+
+
+def test_smtpgate_conf_5_gives_each_key_its_loaders_default():
+    documented = documented_keys()
+    for key, default in loader_keys().items():
+        text = documented[key]
+        assert "Default:" in text, f"{key}: no Default:"
+        after = text.split("Default:", 1)[1]
+        if default:
+            assert re.search(rf"^\.(Ql|Pa) {re.escape(default)}( [.,])?$", after, re.M), \
+                f"{key}: default {default} not shown"
+        else:
+            assert re.match(r"\s*(none|empty|the host name)", after), \
+                f"{key}: default should say none/empty"
+
+
+def example_keys():
+    """{(section, key): value} of the example config, commented or not."""
+    keys = {}
+    section = None
+    for line in EXAMPLE.read_text().splitlines():
+        m = re.match(r"^;?\[(\w+)[^\]]*\]$", line)
+        if m:
+            section = m.group(1)
+            continue
+        m = re.match(r"^;?(\w+) = ?(.*?)(\s+;.*)?$", line)
+        if m and section:
+            keys[(section, m.group(1))] = m.group(2).strip()
+    return keys
+
+
+def test_example_config_shows_every_key_with_its_default():
+    example = example_keys()
+    keys = loader_keys()
+    assert set(example) == set(keys)
+    for key, default in keys.items():
+        if default:
+            assert example[key] == default, key
+
+
+def test_example_config_loads(tmp_path):
+    r = subprocess.run([str(BUILD / "tests/tools/config_keys"), "-c", str(EXAMPLE)],
+                       capture_output=True, text=True)
+    assert (r.returncode, r.stdout) == (0, "ok\n")
+    # With the account uncommented (and a real hash) it loads too.
+    text = EXAMPLE.read_text()
+    text = re.sub(r"^;(\[account|login|networks|dkim_default_domain|sender|blocked|demo)",
+                  r"\1", text, flags=re.M)
+    text = text.replace(";password = $y$j9T$...",
+                        "password = $6$saltsalt$" + "a" * 86)
+    (tmp_path / "dkim").mkdir()
+    subprocess.run(["openssl", "genpkey", "-algorithm", "ED25519", "-out",
+                    str(tmp_path / "dkim/example.com.sel1.pem")], check=True)
+    text = text.replace(";dkim_key = example.com sel1 /etc/smtpgate/dkim/",
+                        "dkim_key = example.com sel1 dkim/")
+    (tmp_path / "smtpgate.conf").write_text(text)
+    r = subprocess.run([str(BUILD / "tests/tools/config_keys"), "-c",
+                        str(tmp_path / "smtpgate.conf")], capture_output=True, text=True)
+    assert (r.returncode, r.stdout) == (0, "ok\n")
