@@ -565,6 +565,9 @@ int queue_append(struct queue *q, const struct queue_envelope *env,
 	int rc = check_envelope(env, err);
 	if (rc)
 		return rc;
+	if (env->n_rcpts == 0)
+		return error_set(err, "queue: a message without recipients"),
+		       QUEUE_EINVAL;
 	size_t size = 0;
 	for (size_t i = 0; i < n_parts; i++) {
 		if (parts[i].iov_len > SIZE_MAX - size)

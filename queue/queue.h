@@ -2,7 +2,41 @@
  * keys and values are printable text (xtext-escaped), so that
  * `mdb_dump -p -s NAME` reads them. Functions return 0 on success and a
  * negative QUEUE_E* code on failure with err set; they never leave a
- * transaction open. */
+ * transaction open.
+ *
+ * Who calls what:
+ *
+ *   smtpgate-handler: queue_open, queue_append (or queue_record_rejected),
+ *   queue_is_stoplisted, queue_is_suppressed, queue_authfail_*.
+ *
+ *   smtpgate-flush, once it holds its flock:
+ *
+ *     int64_t start = queue_now_us();        // record.h; fixed for the run
+ *     for (;;) {
+ *         struct queue_batch b;
+ *         queue_claim_due(q, start, 100, 64 << 20, &b, &err);  // read txn,
+ *         if (b.n == 0) break;               //  closed before it returns
+ *         ... deliver b.messages[i] (no transaction open meanwhile) ...
+ *         ... one struct queue_outcome per recipient that is still
+ *             pending or deferred: DELIVERED (2xx), DEFERRED (4xx, no
+ *             connection), BOUNCED (5xx), DROPPED (demo account) ...
+ *         queue_record_outcomes(q, c->max_queue_lifetime, queue_now_us(),
+ *                               outcomes, n, &stats, &err); // ONE write txn
+ *         queue_batch_free(&b);
+ *     }
+ *     queue_prune(q, queue_now_us(), c->log_retention,
+ *                 c->auth_failure_window, &err);
+ *
+ *   Because `start` stays fixed, a message rescheduled by
+ *   queue_record_outcomes (its next attempt is later than start) is not
+ *   claimed again in the same run, and the loop ends. A crash between
+ *   delivery and queue_record_outcomes leaves the message due: it is
+ *   delivered again (at-least-once), never lost. A failure of
+ *   queue_record_outcomes (QUEUE_EFULL, QUEUE_EIO) has changed nothing:
+ *   stop the run rather than claim the same batch again.
+ *
+ *   Callbacks (queue/callback.*): queue_log_read from the cursor kept with
+ *   queue_meta_get / queue_meta_put (key "callback_cursor"). */
 #ifndef SMTPGATE_QUEUE_H
 #define SMTPGATE_QUEUE_H
 
@@ -14,6 +48,7 @@
 
 #include "config.h"
 #include "error.h"
+#include "record.h"	/* queue_now_us, TIME formats, queue ids */
 
 enum {
 	QUEUE_OK = 0,
@@ -119,5 +154,176 @@ int queue_authfail_count(struct queue *q, const char *ip, unsigned window,
 			 time_t now, struct error *err);
 int queue_authfail_add(struct queue *q, const char *ip, unsigned window,
 		       time_t now, struct error *err);
+
+/* ---- Messages as stored, for smtpgate-flush and smtpgate-queue ---- */
+
+struct queue_rcpt {
+	char *address;
+	enum queue_rcpt_state state;
+};
+
+/* One message: its parsed env record and, when loaded, its bytes. Every
+ * string is owned by the message (queue_message_free). */
+struct queue_message {
+	char qid[QUEUE_ID_SIZE];
+	char *from;		/* "" for the null sender */
+	struct queue_rcpt *rcpts;
+	size_t n_rcpts;
+	char *account;
+	char *client;
+	char *helo;
+	char *issue;		/* never empty: the campaign or "gate" */
+	char *uniq;		/* "" when none */
+	int64_t received_us;	/* arrival, us since the epoch */
+	uint64_t attempts;	/* delivery attempts recorded so far */
+	int64_t next_us;	/* next attempt (the due key's time) */
+	char *data;		/* the message as relayed, or NULL */
+	size_t size;		/* its length (set even when data is NULL) */
+};
+
+/* Parses an env record (value of the env database) of message qid into
+ * m (data NULL, size 0). Returns 0, or QUEUE_EINVAL with err saying what
+ * does not parse (m then needs no free). */
+int queue_message_parse(struct queue_message *m, const char *qid,
+			const void *env, size_t len, struct error *err);
+void queue_message_free(struct queue_message *m);
+
+/* True when a state is final (delivered, bounced, dropped). */
+bool queue_rcpt_state_final(enum queue_rcpt_state s);
+
+/* Reads one message: env parsed and, with with_data, a copy of the bytes.
+ * QUEUE_ENOTFOUND when qid is not queued. */
+int queue_message_get(struct queue *q, const char *qid, bool with_data,
+		      struct queue_message *m, struct error *err);
+
+struct queue_batch {
+	struct queue_message *messages;
+	size_t n;
+	/* Due entries skipped because their env is missing or does not
+	 * parse: "QID: reason" lines for the log; they stay where they are
+	 * (smtpgate-queue delete removes them). */
+	char **skipped;
+	size_t n_skipped;
+};
+
+/* Copies out, in one read transaction closed before it returns, the
+ * messages whose next attempt is due at now_us or earlier, oldest first,
+ * with their bytes: at most max_messages, and no more once max_bytes of
+ * message data are reached (but always at least one). Nothing is
+ * locked or changed: only one smtpgate-flush runs at a time (its flock).
+ * An empty batch (n == 0) means nothing more is due. */
+int queue_claim_due(struct queue *q, int64_t now_us, size_t max_messages,
+		    size_t max_bytes, struct queue_batch *batch,
+		    struct error *err);
+void queue_batch_free(struct queue_batch *batch);
+
+/* What happened to one recipient of one message. */
+struct queue_outcome {
+	const char *qid;
+	size_t rcpt;	/* index into the message's rcpts (env order) */
+	enum queue_rcpt_state state;	/* DELIVERED, DEFERRED, BOUNCED or
+					 * DROPPED */
+	const char *msg;	/* the relay's full reply, one line (e.g.
+				 * "550 5.1.1 <a@x>: no such user"), or the
+				 * local reason ("connection refused",
+				 * "demo account: not delivered") */
+};
+
+/* What queue_record_outcomes did, for the log line of a run. */
+struct queue_record_stats {
+	size_t delivered, deferred, bounced, dropped;
+	size_t expired;		/* of bounced: deferred past the lifetime */
+	size_t suppressed;	/* addresses added to suppress */
+	size_t removed;		/* messages done and removed */
+	size_t rescheduled;	/* messages with recipients left */
+	size_t ignored;		/* outcomes for messages or recipients that
+				 * were gone or already final (delete/retry
+				 * by the operator in the meantime) */
+};
+
+/* Records a batch of outcomes in ONE durable write transaction:
+ *  - a log event per outcome (TIME/QID/N: status, to, dt, msg, account,
+ *    issue, uniq), TIME after every earlier event;
+ *  - the issue counters of the message's issue and arrival day:
+ *    delivered, bounced, dropped (final), deferred (each time);
+ *  - a deferral of a message that arrived lifetime seconds ago or more
+ *    becomes a bounce "554 5.4.7 delivery time expired (last reply: ...)"
+ *    (RFC 3463 X.4.7);
+ *  - a bounce that is a mailbox failure (queue_is_mailbox_failure) puts
+ *    account/address into suppress (reason=, time=);
+ *  - the env states; attempts + 1 for each message with outcomes; when
+ *    recipients are left, next = now + back-off (1 min, 5 min, 15 min,
+ *    1 h, then every 4 h; never later than the expiry) and the due key
+ *    moves; when every recipient is final, msg, env and due are removed.
+ * A message's recipients without an outcome keep their state. Outcomes
+ * for messages no longer queued, or recipients already final, are
+ * ignored (counted in stats->ignored). On failure nothing is written.
+ * stats may be NULL. */
+int queue_record_outcomes(struct queue *q, unsigned lifetime, int64_t now_us,
+			  const struct queue_outcome *outcomes, size_t n,
+			  struct queue_record_stats *stats, struct error *err);
+
+/* True when an SMTP reply says the mailbox does not exist or is disabled:
+ * basic code 550, or enhanced code 5.1.x or 5.2.1 (RFC 3463): the address
+ * is then suppressed for the account. */
+bool queue_is_mailbox_failure(const char *reply);
+
+/* The back-off after attempt number attempts (1, 2, ...), in seconds. */
+unsigned queue_backoff(uint64_t attempts);
+
+/* Makes message qid due now (next = now_us), leaving its recipients'
+ * states alone. QUEUE_ENOTFOUND when it is not queued. */
+int queue_retry(struct queue *q, const char *qid, int64_t now_us,
+		struct error *err);
+
+/* Makes every queued message due now; *n receives how many moved. */
+int queue_retry_all(struct queue *q, int64_t now_us, size_t *n,
+		    struct error *err);
+
+/* Removes message qid (msg, env, due). Its recipients not yet final are
+ * logged and counted as dropped with msg = reason. QUEUE_ENOTFOUND when
+ * it is neither in env nor in due. */
+int queue_delete(struct queue *q, const char *qid, int64_t now_us,
+		 const char *reason, struct error *err);
+
+/* Housekeeping (smtpgate-flush calls it after a run): removes log events
+ * older than log_retention seconds and authfail entries whose window has
+ * passed, in bounded write transactions. */
+int queue_prune(struct queue *q, int64_t now_us, unsigned log_retention,
+		unsigned auth_window, struct error *err);
+
+/* ---- The log, for callbacks and smtpgate-queue errors ---- */
+
+/* One log event (a record of the log database) with its key. */
+struct queue_event {
+	char *key;		/* TIME/QID/N, to resume after it */
+	char qid[QUEUE_ID_SIZE];
+	size_t rcpt;		/* N */
+	int64_t time_us;	/* TIME */
+	char *status;		/* delivered, deferred, bounced, dropped */
+	char *to;
+	char *dt;
+	char *msg;
+	char *account;
+	char *issue;
+	char *uniq;
+};
+
+/* Reads, in one read transaction, up to max events whose key sorts after
+ * after (NULL or "": from the oldest), oldest first, into a new array
+ * *events of *n. Records that do not parse are skipped (and counted in
+ * *skipped when it is not NULL). Free with queue_events_free. */
+int queue_log_read(struct queue *q, const char *after, size_t max,
+		   struct queue_event **events, size_t *n, size_t *skipped,
+		   struct error *err);
+void queue_events_free(struct queue_event *events, size_t n);
+
+/* Small named values kept in the meta database (cursors). Keys are
+ * [a-z_]+ and must not be "schema". queue_meta_get sets *value to a new
+ * string, or NULL when the key is absent (and returns 0). */
+int queue_meta_get(struct queue *q, const char *key, char **value,
+		   struct error *err);
+int queue_meta_put(struct queue *q, const char *key, const char *value,
+		   struct error *err);
 
 #endif

@@ -1,0 +1,617 @@
+/* Recording what happened to messages: delivery outcomes, retry, delete,
+ * housekeeping. Every change is one write transaction. See queue.h. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "queue.h"
+#include "queue_internal.h"
+#include "record.h"
+
+#define US_PER_S 1000000LL
+
+unsigned queue_backoff(uint64_t attempts)
+{
+	/* About 1 min, 5 min, 15 min, 1 h, then every 4 h (SPEC section 6). */
+	static const unsigned steps[] = { 60, 300, 900, 3600 };
+	if (attempts >= 1 && attempts <= 4)
+		return steps[attempts - 1];
+	return attempts == 0 ? 60 : 4 * 3600;
+}
+
+bool queue_is_mailbox_failure(const char *reply)
+{
+	if (!reply || strlen(reply) < 3)
+		return false;
+	if (strncmp(reply, "550", 3) == 0)
+		return true;
+	if (reply[0] != '5' || reply[3] == '\0')
+		return false;
+	/* "5yz 5.1.1 ..." or "5yz-5.1.1 ..." (RFC 2034 section 4):
+	 * X.1.x addressing status, X.2.1 mailbox disabled (RFC 3463). */
+	const char *e = reply + 4;
+	if (e[0] != '5' || e[1] != '.')
+		return false;
+	if (e[2] == '1' && e[3] == '.')
+		return true;
+	return e[2] == '2' && e[3] == '.' && e[4] == '1' &&
+	       (e[5] == ' ' || e[5] == '\0');
+}
+
+/* Reads and parses the env of qid in txn (no message bytes). */
+static int env_read(struct queue *q, MDB_txn *txn, const char *qid,
+		    struct queue_message *m, struct error *err)
+{
+	MDB_val k = { strlen(qid), (void *)qid }, v;
+	int rc = mdb_get(txn, queue_dbi(q, QUEUE_DB_ENV), &k, &v);
+	if (rc == MDB_NOTFOUND)
+		return error_set(err, "queue %s: no message %s", queue_path(q),
+				 qid), QUEUE_ENOTFOUND;
+	if (rc != 0)
+		return queue_mdb_error(q, rc, "read env", err);
+	return queue_message_parse(m, qid, v.mv_data, v.mv_size, err);
+}
+
+static void due_key_of(struct buf *key, int64_t when_us, const char *qid)
+{
+	char t[QUEUE_TIME_SIZE];
+	queue_time_format(when_us, t);
+	buf_printf(key, "%s/%s", t, qid);
+}
+
+/* Rewrites env of m and moves its due key from old_next to m->next_us. */
+static int env_write(struct queue *q, MDB_txn *txn, struct queue_message *m,
+		     int64_t old_next, struct error *err)
+{
+	const char **rcpts = xcalloc(m->n_rcpts, sizeof *rcpts);
+	enum queue_rcpt_state *states = xcalloc(m->n_rcpts, sizeof *states);
+	for (size_t i = 0; i < m->n_rcpts; i++) {
+		rcpts[i] = m->rcpts[i].address;
+		states[i] = m->rcpts[i].state;
+	}
+	struct queue_envelope e = {
+		.from = m->from, .rcpts = rcpts, .n_rcpts = m->n_rcpts,
+		.account = m->account, .client = m->client, .helo = m->helo,
+		.issue = m->issue, .uniq = m->uniq,
+	};
+	struct buf val = BUF_INIT, oldk = BUF_INIT, newk = BUF_INIT;
+	queue_env_encode(&val, &e, states, m->received_us, m->attempts,
+			 m->next_us);
+	free(rcpts);
+	free(states);
+	MDB_val k = { QUEUE_ID_LEN, m->qid }, v = { val.len, val.data };
+	int rc = 0;
+	int r = mdb_put(txn, queue_dbi(q, QUEUE_DB_ENV), &k, &v, 0);
+	if (r != 0) {
+		rc = queue_mdb_error(q, r, "write env", err);
+		goto out;
+	}
+	due_key_of(&oldk, old_next, m->qid);
+	due_key_of(&newk, m->next_us, m->qid);
+	if (strcmp(oldk.data, newk.data) != 0) {
+		MDB_val ok = { oldk.len, oldk.data };
+		r = mdb_del(txn, queue_dbi(q, QUEUE_DB_DUE), &ok, NULL);
+		if (r != 0 && r != MDB_NOTFOUND) {
+			rc = queue_mdb_error(q, r, "delete due", err);
+			goto out;
+		}
+	}
+	MDB_val nk = { newk.len, newk.data }, empty = { 0, "" };
+	r = mdb_put(txn, queue_dbi(q, QUEUE_DB_DUE), &nk, &empty, 0);
+	if (r != 0)
+		rc = queue_mdb_error(q, r, "write due", err);
+out:
+	buf_free(&val);
+	buf_free(&oldk);
+	buf_free(&newk);
+	return rc;
+}
+
+/* Deletes every due key of qid: the one env names, or, when env is gone or
+ * unreadable (known_next < 0), any by a scan. */
+static int due_remove(struct queue *q, MDB_txn *txn, const char *qid,
+		      int64_t known_next, bool *found, struct error *err)
+{
+	MDB_dbi dbi = queue_dbi(q, QUEUE_DB_DUE);
+	if (known_next >= 0) {
+		struct buf key = BUF_INIT;
+		due_key_of(&key, known_next, qid);
+		MDB_val k = { key.len, key.data };
+		int r = mdb_del(txn, dbi, &k, NULL);
+		buf_free(&key);
+		if (r == 0)
+			*found = true;
+		if (r == 0 || r == MDB_NOTFOUND)
+			return 0;
+		return queue_mdb_error(q, r, "delete due", err);
+	}
+	/* Collect, then delete: no cursor walks a changing tree. */
+	struct buf keys = BUF_INIT;	/* each key followed by a NUL */
+	MDB_cursor *cur;
+	int r = mdb_cursor_open(txn, dbi, &cur);
+	if (r != 0)
+		return queue_mdb_error(q, r, "due", err);
+	MDB_val k, v;
+	size_t qlen = strlen(qid);
+	for (r = mdb_cursor_get(cur, &k, &v, MDB_FIRST); r == 0;
+	     r = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		if (k.mv_size > qlen &&
+		    memcmp((char *)k.mv_data + k.mv_size - qlen, qid, qlen) == 0) {
+			buf_append(&keys, k.mv_data, k.mv_size);
+			buf_putc(&keys, '\0');
+		}
+	}
+	mdb_cursor_close(cur);
+	if (r == MDB_NOTFOUND)
+		r = 0;
+	for (size_t off = 0; r == 0 && off < keys.len;) {
+		MDB_val dk = { strlen(keys.data + off), keys.data + off };
+		off += dk.mv_size + 1;
+		r = mdb_del(txn, dbi, &dk, NULL);
+		if (r == 0)
+			*found = true;
+	}
+	buf_free(&keys);
+	if (r != 0)
+		return queue_mdb_error(q, r, "delete due", err);
+	return 0;
+}
+
+static int message_remove(struct queue *q, MDB_txn *txn, const char *qid,
+			  int64_t known_next, bool *found, struct error *err)
+{
+	MDB_val k = { strlen(qid), (void *)qid };
+	for (int db = QUEUE_DB_MSG; db <= QUEUE_DB_ENV; db++) {
+		int r = mdb_del(txn, queue_dbi(q, (enum queue_db)db), &k, NULL);
+		if (r == 0)
+			*found = true;
+		else if (r != MDB_NOTFOUND)
+			return queue_mdb_error(q, r, "delete message", err);
+	}
+	return due_remove(q, txn, qid, known_next, found, err);
+}
+
+static int counters_for(struct queue *q, MDB_txn *txn,
+			const struct queue_message *m,
+			const uint64_t add[QUEUE_COUNTER_COUNT],
+			struct error *err)
+{
+	bool any = false;
+	for (int i = 0; i < QUEUE_COUNTER_COUNT; i++)
+		any |= add[i] != 0;
+	if (!any)
+		return 0;
+	char day[QUEUE_DAY_SIZE];
+	struct buf key = BUF_INIT;
+	queue_day_format(m->received_us, day);
+	queue_key_issue(&key, day, m->account, m->issue);
+	int rc = queue_counters_add(q, txn, key.data, add, err);
+	buf_free(&key);
+	return rc;
+}
+
+static int suppress_put(struct queue *q, MDB_txn *txn, const char *account,
+			const char *address, const char *reason,
+			int64_t when_us, struct error *err)
+{
+	struct buf key = BUF_INIT, val = BUF_INIT;
+	char t[QUEUE_TIME_SIZE];
+	queue_time_format(when_us, t);
+	queue_key_address(&key, account, address);
+	record_put(&val, "reason", reason);
+	record_put(&val, "time", t);
+	int rc = 0;
+	if (key.len <= 511) {	/* LMDB's key limit; such an address cannot
+				 * be looked up either */
+		MDB_val k = { key.len, key.data }, v = { val.len, val.data };
+		int r = mdb_put(txn, queue_dbi(q, QUEUE_DB_SUPPRESS), &k, &v, 0);
+		if (r != 0)
+			rc = queue_mdb_error(q, r, "write suppress", err);
+	}
+	buf_free(&key);
+	buf_free(&val);
+	return rc;
+}
+
+static int compare_outcomes(const void *a, const void *b)
+{
+	const struct queue_outcome *const *x = a, *const *y = b;
+	int c = strcmp((*x)->qid, (*y)->qid);
+	if (c)
+		return c;
+	return *x < *y ? -1 : *x > *y;	/* keep the caller's order */
+}
+
+/* Applies the outcomes of one message (group[0..n), all of one qid). */
+static int record_message(struct queue *q, MDB_txn *txn, unsigned lifetime,
+			  int64_t now_us, int64_t when,
+			  const struct queue_outcome *const *group, size_t n,
+			  struct queue_record_stats *st, struct error *err)
+{
+	struct queue_message m;
+	struct error e;
+	int rc = env_read(q, txn, group[0]->qid, &m, &e);
+	if (rc == QUEUE_ENOTFOUND || rc == QUEUE_EINVAL) {
+		st->ignored += n;
+		return 0;
+	}
+	if (rc)
+		return error_set(err, "%s", e.text), rc;
+	uint64_t add[QUEUE_COUNTER_COUNT] = { 0 };
+	int64_t expiry = m.received_us + (int64_t)lifetime * US_PER_S;
+	struct buf text = BUF_INIT;
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		const struct queue_outcome *o = group[i];
+		if (o->rcpt >= m.n_rcpts ||
+		    queue_rcpt_state_final(m.rcpts[o->rcpt].state)) {
+			st->ignored++;
+			continue;
+		}
+		enum queue_rcpt_state state = o->state;
+		const char *msg = o->msg ? o->msg : "";
+		if (state == QUEUE_RCPT_DEFERRED && now_us >= expiry) {
+			/* RFC 3463 X.4.7: delivery time expired. */
+			buf_clear(&text);
+			buf_printf(&text, "554 5.4.7 delivery time expired "
+				   "(last reply: %s)", msg);
+			msg = text.data;
+			state = QUEUE_RCPT_BOUNCED;
+			st->expired++;
+		}
+		const char *address = m.rcpts[o->rcpt].address;
+		switch (state) {
+		case QUEUE_RCPT_DELIVERED:
+			add[QUEUE_COUNTER_DELIVERED]++;
+			st->delivered++;
+			break;
+		case QUEUE_RCPT_DEFERRED:
+			add[QUEUE_COUNTER_DEFERRED]++;
+			st->deferred++;
+			break;
+		case QUEUE_RCPT_BOUNCED:
+			add[QUEUE_COUNTER_BOUNCED]++;
+			st->bounced++;
+			if (o->state == QUEUE_RCPT_BOUNCED &&
+			    queue_is_mailbox_failure(msg)) {
+				rc = suppress_put(q, txn, m.account, address,
+						  msg, when, err);
+				st->suppressed++;
+			}
+			break;
+		case QUEUE_RCPT_DROPPED:
+			add[QUEUE_COUNTER_DROPPED]++;
+			st->dropped++;
+			break;
+		case QUEUE_RCPT_PENDING:
+		default:
+			error_set(err, "queue: outcome for %s rcpt %zu is "
+				  "not a result", m.qid, o->rcpt);
+			rc = QUEUE_EINVAL;
+			break;
+		}
+		if (rc)
+			break;
+		m.rcpts[o->rcpt].state = state;
+		rc = queue_log_put(q, txn, when, m.qid, o->rcpt,
+				   queue_rcpt_state_name(state), address, msg,
+				   m.account, m.issue, m.uniq, err);
+	}
+	buf_free(&text);
+	if (rc == 0)
+		rc = counters_for(q, txn, &m, add, err);
+	if (rc == 0) {
+		bool done = true;
+		for (size_t i = 0; i < m.n_rcpts; i++)
+			done &= queue_rcpt_state_final(m.rcpts[i].state);
+		int64_t old_next = m.next_us;
+		m.attempts++;
+		if (done) {
+			bool found = false;
+			rc = message_remove(q, txn, m.qid, old_next, &found, err);
+			st->removed++;
+		} else {
+			int64_t next = now_us + (int64_t)queue_backoff(m.attempts) * US_PER_S;
+			if (next > expiry)
+				next = expiry > now_us ? expiry : now_us;
+			m.next_us = next;
+			rc = env_write(q, txn, &m, old_next, err);
+			st->rescheduled++;
+		}
+	}
+	queue_message_free(&m);
+	return rc;
+}
+
+int queue_record_outcomes(struct queue *q, unsigned lifetime, int64_t now_us,
+			  const struct queue_outcome *outcomes, size_t n,
+			  struct queue_record_stats *stats, struct error *err)
+{
+	struct queue_record_stats local;
+	struct queue_record_stats *st = stats ? stats : &local;
+	memset(st, 0, sizeof *st);
+	if (n == 0)
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if (!outcomes[i].qid || !queue_id_valid(outcomes[i].qid,
+						       strlen(outcomes[i].qid)))
+			return error_set(err, "queue: outcome %zu has no queue "
+					 "id", i), QUEUE_EINVAL;
+	const struct queue_outcome **sorted = xcalloc(n, sizeof *sorted);
+	for (size_t i = 0; i < n; i++)
+		sorted[i] = &outcomes[i];
+	qsort(sorted, n, sizeof *sorted, compare_outcomes);
+	MDB_txn *txn;
+	int rc = queue_txn_begin(q, false, &txn, err);
+	if (rc) {
+		free(sorted);
+		return rc;
+	}
+	int64_t when = queue_log_time(q, txn, now_us);
+	for (size_t i = 0; i < n && rc == 0;) {
+		size_t j = i + 1;
+		while (j < n && strcmp(sorted[j]->qid, sorted[i]->qid) == 0)
+			j++;
+		rc = record_message(q, txn, lifetime, now_us, when, sorted + i,
+				    j - i, st, err);
+		i = j;
+	}
+	free(sorted);
+	if (rc) {
+		mdb_txn_abort(txn);
+		memset(st, 0, sizeof *st);
+		return rc;
+	}
+	rc = queue_txn_commit(q, txn, err);
+	if (rc)
+		memset(st, 0, sizeof *st);
+	return rc;
+}
+
+/* ---- the operator's commands ---- */
+
+int queue_retry(struct queue *q, const char *qid, int64_t now_us,
+		struct error *err)
+{
+	if (!queue_id_valid(qid, strlen(qid)))
+		return error_set(err, "\"%s\" is not a queue id", qid),
+		       QUEUE_EINVAL;
+	MDB_txn *txn;
+	int rc = queue_txn_begin(q, false, &txn, err);
+	if (rc)
+		return rc;
+	struct queue_message m;
+	rc = env_read(q, txn, qid, &m, err);
+	if (rc == 0) {
+		int64_t old = m.next_us;
+		m.next_us = now_us;
+		rc = env_write(q, txn, &m, old, err);
+		queue_message_free(&m);
+	}
+	if (rc) {
+		mdb_txn_abort(txn);
+		return rc;
+	}
+	return queue_txn_commit(q, txn, err);
+}
+
+int queue_retry_all(struct queue *q, int64_t now_us, size_t *n,
+		    struct error *err)
+{
+	*n = 0;
+	MDB_txn *txn;
+	int rc = queue_txn_begin(q, false, &txn, err);
+	if (rc)
+		return rc;
+	/* Collect first: the due database changes under the loop below. */
+	char limit[QUEUE_TIME_SIZE];
+	queue_time_format(now_us, limit);
+	char (*qids)[QUEUE_ID_LEN + 1] = NULL;
+	size_t count = 0, cap = 0;
+	MDB_cursor *cur;
+	int r = mdb_cursor_open(txn, queue_dbi(q, QUEUE_DB_DUE), &cur);
+	if (r != 0) {
+		mdb_txn_abort(txn);
+		return queue_mdb_error(q, r, "due", err);
+	}
+	MDB_val k, v;
+	for (r = mdb_cursor_get(cur, &k, &v, MDB_FIRST); r == 0;
+	     r = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		const char *key = k.mv_data;
+		if (k.mv_size != QUEUE_TIME_LEN + 1 + QUEUE_ID_LEN ||
+		    memcmp(key, limit, QUEUE_TIME_LEN) <= 0)
+			continue;
+		if (count == cap) {
+			cap = cap ? cap * 2 : 64;
+			qids = xrealloc(qids, cap * sizeof *qids);
+		}
+		memcpy(qids[count], key + QUEUE_TIME_LEN + 1, QUEUE_ID_LEN);
+		qids[count++][QUEUE_ID_LEN] = '\0';
+	}
+	mdb_cursor_close(cur);
+	rc = 0;
+	if (r != MDB_NOTFOUND)
+		rc = queue_mdb_error(q, r, "read due", err);
+	for (size_t i = 0; i < count && rc == 0; i++) {
+		struct queue_message m;
+		struct error e;
+		if (env_read(q, txn, qids[i], &m, &e) != 0)
+			continue;	/* unreadable: left for delete */
+		int64_t old = m.next_us;
+		m.next_us = now_us;
+		rc = env_write(q, txn, &m, old, err);
+		queue_message_free(&m);
+		if (rc == 0)
+			(*n)++;
+	}
+	free(qids);
+	if (rc) {
+		*n = 0;
+		mdb_txn_abort(txn);
+		return rc;
+	}
+	rc = queue_txn_commit(q, txn, err);
+	if (rc)
+		*n = 0;
+	return rc;
+}
+
+int queue_delete(struct queue *q, const char *qid, int64_t now_us,
+		 const char *reason, struct error *err)
+{
+	if (!queue_id_valid(qid, strlen(qid)))
+		return error_set(err, "\"%s\" is not a queue id", qid),
+		       QUEUE_EINVAL;
+	MDB_txn *txn;
+	int rc = queue_txn_begin(q, false, &txn, err);
+	if (rc)
+		return rc;
+	struct queue_message m;
+	struct error e;
+	int64_t known_next = -1;
+	rc = env_read(q, txn, qid, &m, &e);
+	if (rc == QUEUE_EIO || rc == QUEUE_EFULL) {
+		mdb_txn_abort(txn);
+		return error_set(err, "%s", e.text), rc;
+	}
+	if (rc == 0) {
+		/* The recipients not yet done are accounted for as dropped. */
+		int64_t when = queue_log_time(q, txn, now_us);
+		uint64_t add[QUEUE_COUNTER_COUNT] = { 0 };
+		known_next = m.next_us;
+		for (size_t i = 0; i < m.n_rcpts && rc == 0; i++) {
+			if (queue_rcpt_state_final(m.rcpts[i].state))
+				continue;
+			add[QUEUE_COUNTER_DROPPED]++;
+			rc = queue_log_put(q, txn, when, qid, i, "dropped",
+					   m.rcpts[i].address, reason,
+					   m.account, m.issue, m.uniq, err);
+		}
+		if (rc == 0)
+			rc = counters_for(q, txn, &m, add, err);
+		queue_message_free(&m);
+	} else {
+		rc = 0;	/* gone or unreadable: remove whatever is left */
+	}
+	bool found = false;
+	if (rc == 0)
+		rc = message_remove(q, txn, qid, known_next, &found, err);
+	if (rc == 0 && !found)
+	{
+		error_set(err, "queue %s: no message %s", queue_path(q), qid);
+		rc = QUEUE_ENOTFOUND;
+	}
+	if (rc) {
+		mdb_txn_abort(txn);
+		return rc;
+	}
+	return queue_txn_commit(q, txn, err);
+}
+
+/* ---- housekeeping ---- */
+
+/* Deletes up to batch log events older than cutoff; *more says whether
+ * older ones are left. */
+static int prune_log_batch(struct queue *q, const char *cutoff, size_t batch,
+			   bool *more, struct error *err)
+{
+	MDB_txn *txn;
+	*more = false;
+	int rc = queue_txn_begin(q, false, &txn, err);
+	if (rc)
+		return rc;
+	MDB_cursor *cur;
+	int r = mdb_cursor_open(txn, queue_dbi(q, QUEUE_DB_LOG), &cur);
+	if (r != 0) {
+		mdb_txn_abort(txn);
+		return queue_mdb_error(q, r, "log", err);
+	}
+	MDB_val k, v;
+	size_t done = 0;
+	/* The oldest events come first: delete from the front. */
+	while ((r = mdb_cursor_get(cur, &k, &v, MDB_FIRST)) == 0) {
+		if (k.mv_size < QUEUE_TIME_LEN ||
+		    memcmp(k.mv_data, cutoff, QUEUE_TIME_LEN) >= 0)
+			break;
+		if (done == batch) {
+			*more = true;
+			break;
+		}
+		r = mdb_cursor_del(cur, 0);
+		if (r != 0)
+			break;
+		done++;
+	}
+	mdb_cursor_close(cur);
+	if (r != 0 && r != MDB_NOTFOUND) {
+		mdb_txn_abort(txn);
+		return queue_mdb_error(q, r, "prune log", err);
+	}
+	if (done == 0) {
+		mdb_txn_abort(txn);
+		return 0;
+	}
+	return queue_txn_commit(q, txn, err);
+}
+
+int queue_prune(struct queue *q, int64_t now_us, unsigned log_retention,
+		unsigned auth_window, struct error *err)
+{
+	char cutoff[QUEUE_TIME_SIZE];
+	queue_time_format(now_us - (int64_t)log_retention * US_PER_S, cutoff);
+	bool more = true;
+	for (int rounds = 0; more && rounds < 1000; rounds++) {
+		int rc = prune_log_batch(q, cutoff, 10000, &more, err);
+		if (rc)
+			return rc;
+	}
+	/* authfail: one small database (an entry per failing IP). Collect
+	 * the stale keys, then delete them. */
+	MDB_txn *txn;
+	int rc = queue_txn_begin(q, false, &txn, err);
+	if (rc)
+		return rc;
+	MDB_dbi dbi = queue_dbi(q, QUEUE_DB_AUTHFAIL);
+	MDB_cursor *cur;
+	int r = mdb_cursor_open(txn, dbi, &cur);
+	if (r != 0) {
+		mdb_txn_abort(txn);
+		return queue_mdb_error(q, r, "authfail", err);
+	}
+	struct buf stale = BUF_INIT;	/* keys, each followed by a NUL */
+	MDB_val k, v;
+	for (r = mdb_cursor_get(cur, &k, &v, MDB_FIRST); r == 0;
+	     r = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		struct record rec;
+		int64_t since = 0;
+		bool old = true;
+		if (record_parse(&rec, v.mv_data, v.mv_size, NULL) == 0) {
+			const char *s = record_get(&rec, "since");
+			if (s && queue_time_parse(s, strlen(s), &since) == 0)
+				old = now_us - since >= (int64_t)auth_window * US_PER_S;
+			record_free(&rec);
+		}
+		if (old && !memchr(k.mv_data, '\0', k.mv_size)) {
+			buf_append(&stale, k.mv_data, k.mv_size);
+			buf_putc(&stale, '\0');
+		}
+	}
+	mdb_cursor_close(cur);
+	if (r == MDB_NOTFOUND)
+		r = 0;
+	size_t removed = 0;
+	for (size_t off = 0; r == 0 && off < stale.len; removed++) {
+		MDB_val dk = { strlen(stale.data + off), stale.data + off };
+		off += dk.mv_size + 1;
+		r = mdb_del(txn, dbi, &dk, NULL);
+	}
+	buf_free(&stale);
+	if (r != 0) {
+		mdb_txn_abort(txn);
+		return queue_mdb_error(q, r, "prune authfail", err);
+	}
+	if (removed == 0) {
+		mdb_txn_abort(txn);
+		return 0;
+	}
+	return queue_txn_commit(q, txn, err);
+}
