@@ -5,7 +5,8 @@
  *
  * Reads MESSAGE (CRLF line ends), picks the keys of ACCOUNT by the From:
  * domain, and writes the DKIM-Signature fields followed by the message to
- * stdout. -p feeds the body in pieces of that many bytes (default: all at
+ * stdout (a missing final CRLF is added first, as the gateway does).
+ * -p feeds the body in pieces of that many bytes (default: all at
  * once), to exercise the streaming body hash. Exit 0 signed, 1 not signed
  * (the reason on stderr), 2 usage or config error. */
 #include <stdio.h>
@@ -66,6 +67,12 @@ int main(int argc, char **argv)
 		perror(argv[optind]);
 		return 2;
 	}
+	/* What the gateway stores always ends with CRLF (SPEC 4): a message
+	 * whose last line has none gets one, as SMTP would give it. Verifiers
+	 * disagree on a body without one (libopendkim adds no CRLF under
+	 * relaxed, dkimpy does), so no signed message may lack it. */
+	if (msg.len < 2 || memcmp(msg.data + msg.len - 2, "\r\n", 2) != 0)
+		buf_append(&msg, "\r\n", 2);
 	/* The header block ends at the first empty line. */
 	size_t hlen = msg.len, body = msg.len;
 	if (msg.len >= 2 && memcmp(msg.data, "\r\n", 2) == 0) {
