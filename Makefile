@@ -110,7 +110,7 @@ check: deps
 
 run: deps
 	@$(MAKE) --no-print-directory programs
-	@bash tools/run-demo.sh
+	@BUILD=$(BUILD) bash tools/run-demo.sh
 
 # ---- make install / make uninstall (SPEC section 7) ----
 # Paths in the units are substituted here; with DESTDIR empty the user and

@@ -1,0 +1,198 @@
+#!/bin/bash
+# make run: the demo gateway (SPEC section 8).
+#
+# On the first run it makes, under run/: a self-signed certificate, RSA and
+# Ed25519 DKIM keys for example.com, and smtpgate.conf with the account
+# "demo" (login demo.demo@smtpgate, password demo, and networks
+# 127.0.0.1/32). Then it serves 127.0.0.1:2525 with systemd-socket-activate
+# (one smtpgate-handler per connection, as smtpgate.socket does) and runs
+# smtpgate-flush every few seconds into the maildir run/outbox. It stays in
+# the foreground; Ctrl-C (SIGINT) or SIGTERM stops everything it started.
+#
+# Environment: RUN_DIR (default run/ in the source tree), PORT (2525),
+# BUILD (build), FLUSH_INTERVAL (seconds, 3).
+set -eu
+cd "$(dirname "$0")/.."
+top=$PWD
+
+run_dir=${RUN_DIR:-run}
+case $run_dir in /*) ;; *) run_dir=$top/$run_dir ;; esac
+port=${PORT:-2525}
+build=${BUILD:-build}
+case $build in /*) ;; *) build=$top/$build ;; esac
+interval=${FLUSH_INTERVAL:-3}
+conf=$run_dir/smtpgate.conf
+
+for p in smtpgate-handler smtpgate-flush smtpgate-queue; do
+	if [ ! -x "$build/$p" ]; then
+		echo "run-demo: $build/$p is missing; run make first" >&2
+		exit 1
+	fi
+done
+
+say() { printf '%s\n' "$*"; }
+
+# A yescrypt hash made by the system's libxcrypt (crypt_gensalt + crypt);
+# sha512-crypt from openssl where python3 is missing.
+password_hash() {
+	python3 - "$1" 2>/dev/null <<'EOF' || openssl passwd -6 "$1"
+import ctypes, ctypes.util, sys
+lib = ctypes.CDLL(ctypes.util.find_library("crypt"))
+lib.crypt_gensalt.restype = ctypes.c_char_p
+lib.crypt_gensalt.argtypes = [ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p, ctypes.c_int]
+lib.crypt.restype = ctypes.c_char_p
+lib.crypt.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+print(lib.crypt(sys.argv[1].encode(), lib.crypt_gensalt(b"$y$", 0, None, 0)).decode())
+EOF
+}
+
+# The p= value of a key's DKIM DNS record (RFC 6376 3.6.1; RFC 8463 4.2:
+# for Ed25519 the raw 32-byte public key).
+dns_p() {
+	local der
+	der=$(openssl pkey -in "$1" -pubout -outform DER | base64 -w0)
+	if [ "$2" = ed25519 ]; then
+		printf '%s' "$der" | base64 -d | tail -c 32 | base64 -w0
+	else
+		printf '%s' "$der"
+	fi
+}
+
+first_run() {
+	mkdir -p "$run_dir/tls" "$run_dir/dkim" "$run_dir/outbox"
+	umask 077
+	say "run-demo: first run: making a certificate, DKIM keys and $conf"
+	openssl req -x509 -newkey rsa:2048 -nodes -days 365 \
+		-keyout "$run_dir/tls/key.pem" -out "$run_dir/tls/cert.pem" \
+		-subj "/CN=localhost" \
+		-addext "subjectAltName=DNS:localhost,IP:127.0.0.1" 2>/dev/null
+	openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 \
+		-out "$run_dir/dkim/example.com.rsa.pem" 2>/dev/null
+	openssl genpkey -algorithm ED25519 \
+		-out "$run_dir/dkim/example.com.ed25519.pem" 2>/dev/null
+	local hash
+	hash=$(password_hash demo)
+	cat >"$conf.tmp" <<EOF
+; The demo gateway of "make run" (tools/run-demo.sh); see smtpgate.conf(5).
+; Relative paths are relative to this folder.
+
+[gate]
+hostname = localhost
+queue = queue
+queue_map_size = 256M
+tls_certificate = tls/cert.pem
+tls_private_key = tls/key.pem
+
+[relay]
+; Nothing leaves the machine: signed messages land in outbox/new/.
+url = maildir:outbox
+
+[account demo]
+login = demo.demo@smtpgate
+password = $hash
+networks = 127.0.0.1/32
+dkim_key = example.com rsa dkim/example.com.rsa.pem
+dkim_key = example.com ed dkim/example.com.ed25519.pem
+dkim_default_domain = example.com
+EOF
+	mv "$conf.tmp" "$conf"
+	umask 022
+	# What example.com would publish, for a verifier.
+	{
+		printf 'rsa._domainkey.example.com. TXT "v=DKIM1; k=rsa; p=%s"\n' \
+			"$(dns_p "$run_dir/dkim/example.com.rsa.pem" rsa)"
+		printf 'ed._domainkey.example.com. TXT "v=DKIM1; k=ed25519; p=%s"\n' \
+			"$(dns_p "$run_dir/dkim/example.com.ed25519.pem" ed25519)"
+	} >"$run_dir/dkim/dns.txt"
+}
+
+[ -e "$conf" ] || first_run
+mkdir -p "$run_dir/outbox"
+
+activator=""
+sleeper=""
+
+# Lets the handlers finish (bounded), kills what is left, and stops the
+# activator only after it has reaped them: PID 1 here may reap no orphans.
+stop() {
+	trap - INT TERM EXIT
+	set +e
+	if [ -n "$sleeper" ]; then
+		kill "$sleeper" 2>/dev/null || true
+		wait "$sleeper" 2>/dev/null || true
+	fi
+	if [ -n "$activator" ]; then
+		local i
+		for i in $(seq 50); do
+			pgrep -P "$activator" >/dev/null || break
+			sleep 0.1
+		done
+		for pid in $(pgrep -P "$activator"); do
+			kill -KILL "$pid" 2>/dev/null || true
+		done
+		for i in $(seq 50); do
+			pgrep -P "$activator" >/dev/null || break
+			sleep 0.1
+		done
+		kill -TERM "$activator" 2>/dev/null || true
+		wait "$activator" 2>/dev/null || true
+	fi
+	say "run-demo: stopped"
+}
+trap 'stop; exit 130' INT
+trap 'stop; exit 143' TERM
+trap 'stop' EXIT
+
+systemd-socket-activate --accept --fdname=connection -l "127.0.0.1:$port" \
+	"$build/smtpgate-handler" -c "$conf" </dev/null &
+activator=$!
+
+# Up when the port listens (bounded). ss, not a test connection: that
+# would start a session.
+for i in $(seq 100); do
+	if [ -n "$(ss -Hltn "sport = :$port" 2>/dev/null)" ]; then
+		break
+	fi
+	if ! kill -0 "$activator" 2>/dev/null; then
+		activator=""
+		echo "run-demo: systemd-socket-activate could not listen on 127.0.0.1:$port" >&2
+		exit 1
+	fi
+	sleep 0.05
+done
+
+rel() { case $1 in "$top"/*) printf '%s' "${1#"$top"/}" ;; *) printf '%s' "$1" ;; esac; }
+r=$(rel "$run_dir")
+b=$(rel "$build")
+cat <<EOF
+
+smtpgate demo gateway on 127.0.0.1:$port (config $r/smtpgate.conf)
+login demo.demo@smtpgate / demo; 127.0.0.1 needs no login.
+
+Send a message:
+  swaks --server 127.0.0.1:$port --tls --auth-user demo.demo@smtpgate --auth-password demo \\
+    --from sender@example.com --to rcpt@example.net \\
+    --add-header 'MIME-Version: 1.0' --add-header 'Content-Type: text/plain'
+
+Look at the queue:
+  mdb_stat -a $r/queue
+  mdb_dump -p -s env $r/queue
+  mdb_dump -p -s log $r/queue
+  $b/smtpgate-queue -c $r/smtpgate.conf list
+  $b/smtpgate-queue -c $r/smtpgate.conf stat
+
+smtpgate-flush runs every ${interval}s; delivered, DKIM-signed messages appear in
+  $r/outbox/new/
+(the DNS records that would verify them: $r/dkim/dns.txt)
+
+Ctrl-C stops it.
+
+EOF
+
+while :; do
+	sleep "$interval" &
+	sleeper=$!
+	wait "$sleeper" || true
+	sleeper=""
+	"$build/smtpgate-flush" -c "$conf" </dev/null || true
+done
