@@ -1,25 +1,55 @@
 /* smtpgate-handler: one SMTP session on the socket passed as fd 3 by
- * systemd (Accept=yes), or on stdin/stdout. See smtpgate-handler(8). */
+ * systemd (Accept=yes), or on stdin/stdout. See smtpgate-handler(8).
+ *
+ * The client's address comes from getpeername(), or from $REMOTE_ADDR
+ * when the launcher passed a pipe; the local port (for
+ * implicit_tls_ports) from getsockname(). */
+#include <netinet/in.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <systemd/sd-daemon.h>
 
 #include "cli.h"
 #include "config.h"
 #include "log.h"
+#include "reply.h"
+#include "session.h"
 
 static const char usage[] =
-	"usage: smtpgate-handler [-c FILE]\n"
+	"usage: smtpgate-handler [-c FILE] [--list-replies]\n"
 	"Serves one SMTP session on fd 3 (systemd socket activation) or on\n"
 	"stdin/stdout. Options:\n"
-	"  -c FILE     configuration (default $SMTPGATE_CONF or " CONFIG_DEFAULT_PATH ")\n"
-	"  --help      this text\n"
-	"  --version   the version\n";
+	"  -c FILE         configuration (default $SMTPGATE_CONF or " CONFIG_DEFAULT_PATH ")\n"
+	"  --list-replies  print every reply a client can see, and exit\n"
+	"  --help          this text\n"
+	"  --version       the version\n";
+
+static unsigned local_port(int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof ss;
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0)
+		return 0;
+	if (ss.ss_family == AF_INET)
+		return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+	if (ss.ss_family == AF_INET6)
+		return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+	return 0;
+}
 
 int main(int argc, char **argv)
 {
 	const char *config_path;
 	log_init(argv[0]);
 	argc = cli_common(argc, argv, usage, &config_path);
+	if (argc == 2 && strcmp(argv[1], "--list-replies") == 0) {
+		reply_list(stdout);
+		return 0;
+	}
 	if (argc > 1) {
 		fprintf(stderr, "smtpgate-handler: unexpected argument \"%s\"\n", argv[1]);
 		return 2;
@@ -30,6 +60,25 @@ int main(int argc, char **argv)
 		fprintf(stderr, "smtpgate-handler: %s\n", err.text);
 		return 1;
 	}
+	/* A client that goes away makes write() fail with EPIPE, handled
+	 * where it happens. */
+	signal(SIGPIPE, SIG_IGN);
+
+	int in_fd = 0, out_fd = 1;
+	int n = sd_listen_fds(1);
+	if (n >= 1)
+		in_fd = out_fd = SD_LISTEN_FDS_START;
+	struct sockaddr_storage peer;
+	socklen_t peer_len = sizeof peer;
+	const struct sockaddr *peer_sa = (struct sockaddr *)&peer;
+	if (getpeername(in_fd, (struct sockaddr *)&peer, &peer_len) != 0)
+		peer_sa = NULL;
+
+	struct session s;
+	session_init(&s, &config, in_fd, out_fd, peer_sa, peer_len,
+		     getenv("REMOTE_ADDR"), local_port(in_fd));
+	session_run(&s);
+	session_free(&s);
 	config_free(&config);
 	return 0;
 }

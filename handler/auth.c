@@ -1,0 +1,289 @@
+#include "auth.h"
+
+#include <crypt.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <openssl/crypto.h>
+
+#include "log.h"
+#include "queue/queue.h"
+#include "session.h"
+
+/* How long a failed attempt waits before its 535: it slows guessing from
+ * one connection down without holding a process for long. */
+#define AUTH_FAILURE_DELAY_MS 300
+
+static int base64_value(unsigned char c)
+{
+	if (c >= 'A' && c <= 'Z')
+		return c - 'A';
+	if (c >= 'a' && c <= 'z')
+		return c - 'a' + 26;
+	if (c >= '0' && c <= '9')
+		return c - '0' + 52;
+	if (c == '+')
+		return 62;
+	if (c == '/')
+		return 63;
+	return -1;
+}
+
+int base64_decode(const char *text, size_t len, struct buf *out)
+{
+	buf_clear(out);
+	buf_reserve(out, len / 4 * 3 + 1);
+	if (len % 4 != 0)
+		return -1;
+	for (size_t i = 0; i < len; i += 4) {
+		int v[4];
+		int pad = 0;
+		for (int k = 0; k < 4; k++) {
+			unsigned char c = (unsigned char)text[i + k];
+			if (c == '=' && i + 4 == len && k >= 2) {
+				v[k] = 0;
+				pad++;
+			} else {
+				if (pad)
+					return -1;	/* data after padding */
+				v[k] = base64_value(c);
+				if (v[k] < 0)
+					return -1;
+			}
+		}
+		unsigned triple = (unsigned)v[0] << 18 | (unsigned)v[1] << 12 |
+				  (unsigned)v[2] << 6 | (unsigned)v[3];
+		buf_putc(out, (char)(triple >> 16));
+		if (pad < 2)
+			buf_putc(out, (char)(triple >> 8 & 0xff));
+		if (pad < 1)
+			buf_putc(out, (char)(triple & 0xff));
+	}
+	return 0;
+}
+
+int auth_plain_split(char *msg, size_t n, const char **authzid,
+		     const char **authcid, const char **password)
+{
+	char *first = memchr(msg, '\0', n);
+	if (!first)
+		return -1;
+	char *second = memchr(first + 1, '\0', n - (size_t)(first + 1 - msg));
+	if (!second)
+		return -1;
+	/* A third NUL would make the password ambiguous. */
+	if (memchr(second + 1, '\0', n - (size_t)(second + 1 - msg)))
+		return -1;
+	msg[n] = '\0';
+	*authzid = msg;
+	*authcid = first + 1;
+	*password = second + 1;
+	if (!**authcid)
+		return -1;
+	return 0;
+}
+
+/* A hash of the right kind for a login that does not exist, so that a
+ * wrong login costs as much time as a wrong password. */
+static const char *dummy_setting(void)
+{
+	static char setting[CRYPT_GENSALT_OUTPUT_SIZE];
+	if (!setting[0] && !crypt_gensalt_rn("$y$", 0, NULL, 0, setting, sizeof setting))
+		strcpy(setting, "$6$smtpgatesmtpgat");
+	return setting;
+}
+
+bool auth_password_matches(const struct account *a, const char *password)
+{
+	struct crypt_data *cd = xcalloc(1, sizeof *cd);
+	const char *hash = a && a->password_hash ? a->password_hash : dummy_setting();
+	const char *got = crypt_r(password, hash, cd);
+	bool ok = false;
+	if (a && a->password_hash && got && got[0] != '*') {
+		size_t n = strlen(hash);
+		ok = strlen(got) == n && CRYPTO_memcmp(got, hash, n) == 0;
+	}
+	explicit_bzero(cd, sizeof *cd);
+	free(cd);
+	return ok;
+}
+
+bool auth_locked_out(struct session *s)
+{
+	if (!s->queue)
+		return false;
+	struct error err;
+	int n = queue_authfail_count(s->queue, s->client,
+				     s->config->auth_failure_window, time(NULL), &err);
+	if (n < 0) {
+		log_msg(LOG_WARNING, "authfail lookup for %s: %s", s->client, err.text);
+		return false;
+	}
+	return (unsigned)n >= s->config->max_auth_failures;
+}
+
+bool auth_check(struct session *s, const char *arg)
+{
+	if (s->state == STATE_CONNECTED) {
+		session_reply(s, REPLY_NEED_HELO);
+		return false;
+	}
+	if (s->authenticated) {
+		session_reply(s, REPLY_ALREADY_AUTH);
+		return false;
+	}
+	if (s->state != STATE_GREETED) {
+		session_reply(s, REPLY_IN_TRANSACTION);
+		return false;
+	}
+	if (auth_locked_out(s)) {
+		session_reply(s, REPLY_AUTH_LOCKED, s->config->hostname);
+		session_close(s, "auth locked out");
+		return false;
+	}
+	if (s->config->auth_requires_tls && !s->tls) {
+		session_reply(s, REPLY_AUTH_NEEDS_TLS);
+		return false;
+	}
+	if (!*arg) {
+		session_reply(s, REPLY_SYNTAX_AUTH);
+		return false;
+	}
+	size_t mech = strcspn(arg, " ");
+	if (!((mech == 5 && strncasecmp(arg, "PLAIN", 5) == 0) ||
+	      (mech == 5 && strncasecmp(arg, "LOGIN", 5) == 0))) {
+		session_reply(s, REPLY_AUTH_MECHANISM);
+		return false;
+	}
+	const char *ir = arg + mech;
+	if (*ir == ' ' && (!ir[1] || strchr(ir + 1, ' '))) {
+		session_reply(s, REPLY_SYNTAX_AUTH);
+		return false;
+	}
+	return true;
+}
+
+enum response { RESPONSE_OK, RESPONSE_CANCELLED, RESPONSE_BAD, RESPONSE_GONE };
+
+/* Decodes an initial response or a response line: "=" is the empty
+ * initial response (RFC 4954 section 4), "*" cancels. */
+static enum response decode_response(struct session *s, const char *text,
+				     bool initial, struct buf *out)
+{
+	if (strcmp(text, "*") == 0) {
+		session_reply(s, REPLY_AUTH_CANCELLED);
+		return RESPONSE_CANCELLED;
+	}
+	if (initial && strcmp(text, "=") == 0) {
+		buf_clear(out);
+		buf_puts(out, "");
+		return RESPONSE_OK;
+	}
+	if (base64_decode(text, strlen(text), out) != 0) {
+		session_reply(s, REPLY_AUTH_BAD_BASE64);
+		return RESPONSE_BAD;
+	}
+	return RESPONSE_OK;
+}
+
+/* Sends a 334 challenge and reads the client's answer. */
+static enum response challenge(struct session *s, const char *b64,
+			       struct buf *out)
+{
+	session_reply(s, REPLY_AUTH_CHALLENGE, b64);
+	const char *line;
+	size_t len;
+	if (!session_read_line(s, &line, &len))
+		return RESPONSE_GONE;
+	if (len == SIZE_MAX)
+		return RESPONSE_BAD;	/* too long, answered already */
+	char *copy = xstrndup(line, len);
+	enum response r = decode_response(s, copy, false, out);
+	free(copy);
+	return r;
+}
+
+static void sleep_ms(long ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+	while (nanosleep(&ts, &ts) != 0)
+		;
+}
+
+static void auth_failed(struct session *s, const char *login, const char *why)
+{
+	s->auth_failures++;
+	sleep_ms(AUTH_FAILURE_DELAY_MS);
+	int n = -1;
+	if (s->queue) {
+		struct error err;
+		n = queue_authfail_add(s->queue, s->client,
+				       s->config->auth_failure_window, time(NULL), &err);
+		if (n < 0)
+			log_msg(LOG_WARNING, "authfail record for %s: %s", s->client, err.text);
+	}
+	char count[16];
+	snprintf(count, sizeof count, "%d", n);
+	log_event(LOG_NOTICE, "authentication failed", "CLIENT", s->client,
+		  "LOGIN", login, "REASON", why, "FAILURES", count, (const char *)NULL);
+	session_reply(s, REPLY_AUTH_FAILED);
+}
+
+void auth_proceed(struct session *s, const char *arg)
+{
+	bool plain = strncasecmp(arg, "PLAIN", 5) == 0;
+	const char *ir = arg[5] == ' ' ? arg + 6 : NULL;
+	struct buf first = BUF_INIT, second = BUF_INIT;
+	enum response r;
+	const char *login = NULL, *password = NULL, *authzid = "";
+
+	if (ir)
+		r = decode_response(s, ir, true, &first);
+	else
+		r = challenge(s, plain ? "" : "VXNlcm5hbWU6", &first);	/* "Username:" */
+	if (r != RESPONSE_OK)
+		goto done;
+	if (plain) {
+		if (auth_plain_split(first.data ? first.data : "", first.len,
+				     &authzid, &login, &password) != 0) {
+			session_reply(s, REPLY_AUTH_BAD_BASE64);
+			goto done;
+		}
+	} else {
+		r = challenge(s, "UGFzc3dvcmQ6", &second);	/* "Password:" */
+		if (r != RESPONSE_OK)
+			goto done;
+		login = first.data ? first.data : "";
+		password = second.data ? second.data : "";
+		/* NUL inside a LOGIN name or password: never a match. */
+		if (strlen(login) != first.len || strlen(password) != second.len) {
+			auth_failed(s, "", "NUL in LOGIN response");
+			goto done;
+		}
+	}
+	const struct account *a = *login ? config_account_by_login(s->config, login) : NULL;
+	bool ok = auth_password_matches(a, password);
+	if (ok && *authzid && strcmp(authzid, login) != 0) {
+		/* RFC 4616 section 2: acting as another identity is not
+		 * something any account may do here. */
+		auth_failed(s, login, "authorization identity differs from login");
+		goto done;
+	}
+	if (!ok) {
+		auth_failed(s, login, a ? "wrong password" : "unknown login");
+		goto done;
+	}
+	s->account = a;
+	s->authenticated = true;
+	log_event(LOG_INFO, "authenticated", "CLIENT", s->client,
+		  "ACCOUNT", a->name, (const char *)NULL);
+	session_reply(s, REPLY_AUTH_OK);
+done:
+	if (first.data)
+		explicit_bzero(first.data, first.cap);
+	if (second.data)
+		explicit_bzero(second.data, second.cap);
+	buf_free(&first);
+	buf_free(&second);
+}

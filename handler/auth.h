@@ -1,0 +1,41 @@
+/* SMTP AUTH (RFC 4954) with the PLAIN (RFC 4616) and LOGIN mechanisms,
+ * with or without an initial response; "*" cancels. Passwords are checked
+ * with libxcrypt's crypt_r against the account's crypt(3) hash. Failures
+ * are counted per client IP address in the queue's LMDB, across
+ * connections; after max_auth_failures within auth_failure_window the
+ * address is locked out (SPEC section 4). */
+#ifndef SMTPGATE_AUTH_H
+#define SMTPGATE_AUTH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "buf.h"
+#include "config.h"
+
+struct session;
+
+/* The check and proceed functions of the AUTH verb (session.c's table). */
+bool auth_check(struct session *s, const char *arg);
+void auth_proceed(struct session *s, const char *arg);
+
+/* True when the session's client address has reached max_auth_failures
+ * within the window (it then gets 421 4.7.0 and is closed). */
+bool auth_locked_out(struct session *s);
+
+/* Decodes base64 (RFC 4648 section 4, padding required, no white space)
+ * into out (cleared first). Returns 0, or -1 when text is not base64. */
+int base64_decode(const char *text, size_t len, struct buf *out);
+
+/* Splits a PLAIN message "authzid NUL authcid NUL passwd" of n octets
+ * (RFC 4616 section 2) into three NUL-terminated strings inside
+ * msg (which must have room for the NUL after the last octet, as struct
+ * buf has). Returns 0, or -1 when it is malformed. */
+int auth_plain_split(char *msg, size_t n, const char **authzid,
+		     const char **authcid, const char **password);
+
+/* True when password matches the account's hash (constant time in the
+ * comparison; always false for an account without a password). */
+bool auth_password_matches(const struct account *a, const char *password);
+
+#endif

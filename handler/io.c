@@ -1,0 +1,223 @@
+#include "io.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+void io_init(struct io *io, int in_fd, int out_fd, unsigned timeout)
+{
+	memset(io, 0, sizeof *io);
+	io->in_fd = in_fd;
+	io->out_fd = out_fd;
+	io->timeout_ms = timeout > 2000000 ? 2000000000 : (int)timeout * 1000;
+	io->in = xmalloc(IO_BUFFER_SIZE);
+	/* The socket time-outs bound a TLS record that arrives in pieces and
+	 * a client that never reads its replies; poll() bounds the rest.
+	 * Harmless failures on pipes (inetd-style stdin/stdout). */
+	struct timeval tv = { .tv_sec = timeout };
+	setsockopt(in_fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+	setsockopt(out_fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+}
+
+void io_free(struct io *io)
+{
+	free(io->in);
+	io->in = NULL;
+	buf_free(&io->out);
+}
+
+void io_set_tls(struct io *io, SSL *ssl)
+{
+	io->ssl = ssl;
+}
+
+bool io_has_input(const struct io *io)
+{
+	return io->in_start < io->in_end;
+}
+
+size_t io_discard_input(struct io *io)
+{
+	size_t n = io->in_end - io->in_start;
+	io->in_start = io->in_end = 0;
+	return n;
+}
+
+void io_write(struct io *io, const void *p, size_t n)
+{
+	buf_append(&io->out, p, n);
+}
+
+int io_flush(struct io *io)
+{
+	size_t done = 0;
+	while (done < io->out.len && !io->write_failed) {
+		size_t left = io->out.len - done;
+		ssize_t n;
+		if (io->ssl) {
+			int k = SSL_write(io->ssl, io->out.data + done,
+					  left > 1 << 30 ? 1 << 30 : (int)left);
+			n = k > 0 ? k : -1;
+		} else {
+			n = write(io->out_fd, io->out.data + done, left);
+			if (n < 0 && errno == EINTR)
+				continue;
+		}
+		if (n <= 0)
+			io->write_failed = true;
+		else
+			done += (size_t)n;
+	}
+	buf_clear(&io->out);
+	return io->write_failed ? -1 : 0;
+}
+
+/* Reads more input into the buffer, after sending the queued replies: the
+ * moment the input runs dry is the moment a pipelining client waits for
+ * them. */
+static enum io_status fill(struct io *io)
+{
+	if (io->out.len && io_flush(io) != 0)
+		return IO_ERROR;
+	if (io->write_failed)
+		return IO_ERROR;
+	if (io->in_start > 0) {
+		memmove(io->in, io->in + io->in_start, io->in_end - io->in_start);
+		io->in_end -= io->in_start;
+		io->in_start = 0;
+	}
+	size_t room = IO_BUFFER_SIZE - io->in_end;
+	if (room == 0)
+		return IO_ERROR;	/* callers keep lines far shorter */
+	for (;;) {
+		if (!io->ssl || SSL_pending(io->ssl) == 0) {
+			struct pollfd pfd = { .fd = io->in_fd, .events = POLLIN };
+			int r = poll(&pfd, 1, io->timeout_ms);
+			if (r < 0 && errno == EINTR)
+				continue;
+			if (r == 0)
+				return IO_TIMEOUT;
+			if (r < 0)
+				return IO_ERROR;
+		}
+		ssize_t n;
+		if (io->ssl) {
+			int k = SSL_read(io->ssl, io->in + io->in_end,
+					 room > 1 << 30 ? 1 << 30 : (int)room);
+			if (k <= 0) {
+				int e = SSL_get_error(io->ssl, k);
+				if (e == SSL_ERROR_ZERO_RETURN)
+					return IO_EOF;
+				if (e == SSL_ERROR_SYSCALL &&
+				    (errno == EAGAIN || errno == EWOULDBLOCK))
+					return IO_TIMEOUT;
+				if (e == SSL_ERROR_SYSCALL && k == 0)
+					return IO_EOF;
+				return IO_ERROR;
+			}
+			n = k;
+		} else {
+			n = read(io->in_fd, io->in + io->in_end, room);
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+				return IO_TIMEOUT;
+			if (n < 0)
+				return errno == ECONNRESET ? IO_EOF : IO_ERROR;
+			if (n == 0)
+				return IO_EOF;
+		}
+		io->in_end += (size_t)n;
+		io->bytes_in += (unsigned long long)n;
+		return IO_LINE;
+	}
+}
+
+enum io_status io_read_line(struct io *io, size_t max, const char **line,
+			    size_t *len)
+{
+	size_t scanned = io->in_start;
+	for (;;) {
+		char *base = io->in + io->in_start;
+		char *from = io->in + scanned;
+		char *end = io->in + io->in_end;
+		char *nl = memchr(from, '\n', (size_t)(end - from));
+		if (nl) {
+			size_t n = (size_t)(nl - base);
+			/* The LF must follow a CR, and neither CR nor NUL may
+			 * appear anywhere else in the line. */
+			if (n == 0 || base[n - 1] != '\r' ||
+			    memchr(base, '\r', n - 1) || memchr(base, '\0', n - 1))
+				return IO_BARE;
+			io->in_start += n + 1;
+			if (n - 1 > max)
+				return IO_TOO_LONG;	/* already consumed */
+			*line = base;
+			*len = n - 1;
+			return IO_LINE;
+		}
+		/* No line end yet: what is there must still be clean (a CR
+		 * may end the buffer, its LF not having arrived). */
+		size_t have = (size_t)(end - base);
+		if (have && (memchr(base, '\0', have) ||
+			     memchr(base, '\r', have - 1)))
+			return IO_BARE;
+		if (have > max + 1) {
+			io->skipping = true;
+			io->skip_cr = base[have - 1] == '\r';
+			io->in_start = io->in_end = 0;
+			return IO_TOO_LONG;
+		}
+		scanned = io->in_end;
+		size_t offset = scanned - io->in_start;
+		enum io_status st = fill(io);
+		if (st != IO_LINE)
+			return st;
+		scanned = io->in_start + offset;
+	}
+}
+
+enum io_status io_skip_line(struct io *io)
+{
+	while (io->skipping) {
+		if (io->in_start == io->in_end) {
+			enum io_status st = fill(io);
+			if (st != IO_LINE)
+				return st;
+		}
+		while (io->in_start < io->in_end) {
+			char c = io->in[io->in_start++];
+			if (io->skip_cr) {
+				if (c != '\n')
+					return IO_BARE;
+				io->skipping = io->skip_cr = false;
+				return IO_LINE;
+			}
+			if (c == '\r')
+				io->skip_cr = true;
+			else if (c == '\n' || c == '\0')
+				return IO_BARE;
+		}
+	}
+	return IO_LINE;
+}
+
+enum io_status io_read_bytes(struct io *io, size_t max, const char **p,
+			     size_t *n)
+{
+	if (io->in_start == io->in_end) {
+		enum io_status st = fill(io);
+		if (st != IO_LINE)
+			return st;
+	}
+	size_t have = io->in_end - io->in_start;
+	if (have > max)
+		have = max;
+	*p = io->in + io->in_start;
+	*n = have;
+	io->in_start += have;
+	return IO_LINE;
+}

@@ -1,0 +1,269 @@
+#include "policy.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <time.h>
+
+#include "dkim/dkim.h"
+#include "log.h"
+#include "queue/queue.h"
+#include "session.h"
+
+bool policy_valid_id(const char *text)
+{
+	size_t n = strlen(text);
+	if (n < 1 || n > 128)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = text[i];
+		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+		      (c >= '0' && c <= '9') || c == '_' || c == '-'))
+			return false;
+	}
+	return true;
+}
+
+bool policy_valid_helo(const char *text)
+{
+	size_t n = strlen(text);
+	if (n < 1 || n > 255)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = text[i];
+		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+		      (c >= '0' && c <= '9') || strchr(".-_:[]", c)))
+			return false;
+	}
+	return true;
+}
+
+enum reply_id policy_sender(const struct session *s)
+{
+	if (!s->account)
+		return REPLY_NEED_AUTH;	/* no open relay */
+	if (s->account->blocked)
+		return REPLY_BLOCKED;
+	return REPLY_COUNT;
+}
+
+enum reply_id policy_recipient(struct session *s, const char *address,
+			       bool *sink)
+{
+	struct transaction *tx = s->tx;
+	*sink = false;
+	/* Sinks count towards the limit too (SPEC section 4). */
+	if (tx->n_accepted >= s->config->max_recipients)
+		return REPLY_TOO_MANY_RCPTS;
+	if (config_is_sink(s->config, address)) {
+		*sink = true;
+		return REPLY_RCPT_OK;
+	}
+	struct error err;
+	int r = queue_is_stoplisted(s->queue, tx->account->name, address, &err);
+	if (r == 1)
+		return REPLY_STOPLISTED;
+	if (r == 0)
+		r = queue_is_suppressed(s->queue, tx->account->name, address, &err);
+	if (r == 1)
+		return REPLY_SUPPRESSED;
+	if (r < 0) {
+		log_msg(LOG_ERR, "recipient lookup for %s: %s", address, err.text);
+		return REPLY_LOCAL_ERROR;
+	}
+	return REPLY_RCPT_OK;
+}
+
+/* RFC 5321 section 4.4, with the protocol names of RFC 3848 (ESMTPSA:
+ * TLS and AUTH). The client's own words (HELO) come after "from", checked
+ * by policy_valid_helo, so they cannot break the header. */
+static void received_header(const struct session *s, struct buf *out)
+{
+	char date[64];
+	struct tm tm;
+	time_t now = s->tx->msg.time;
+	gmtime_r(&now, &tm);
+	strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S +0000", &tm);
+	const char *proto = s->esmtp ? (s->tls ? (s->authenticated ? "ESMTPSA" : "ESMTPS")
+					       : (s->authenticated ? "ESMTPA" : "ESMTP"))
+				     : "SMTP";
+	buf_printf(out, "Received: from %s ([%s])\r\n\tby %s (smtpgate) with %s",
+		   s->helo ? s->helo : "unknown", s->client, s->config->hostname, proto);
+	if (s->tls)
+		buf_printf(out, " (%s)", SSL_get_version(s->tls));
+	buf_printf(out, "\r\n\t(account %s); %s\r\n", s->tx->account->name, date);
+}
+
+/* One journal entry per message (SPEC section 4). */
+static void log_message(const struct session *s, const char *qid,
+			const char *outcome)
+{
+	char size[24], rcpts[24];
+	snprintf(size, sizeof size, "%llu", (unsigned long long)s->tx->msg.size);
+	snprintf(rcpts, sizeof rcpts, "%zu", s->tx->n_rcpts);
+	log_event(LOG_INFO, "message", "QUEUE_ID", qid,
+		  "ACCOUNT", s->tx->account->name, "CLIENT", s->client,
+		  "SIZE", size, "RCPTS", rcpts, "OUTCOME", outcome,
+		  (const char *)NULL);
+}
+
+/* Replies with a refusal and logs it as the message's outcome. */
+static int refuse(struct session *s, enum reply_id id, const char *arg)
+{
+	const struct reply *r = reply_get(id);
+	char text[300];
+	char outcome[400];
+	snprintf(text, sizeof text, r->text, arg ? arg : "");
+	snprintf(outcome, sizeof outcome, "refused: %d %s %s", r->code, r->enhanced, text);
+	log_message(s, NULL, outcome);
+	session_reply(s, id, arg);
+	return 0;
+}
+
+static void envelope(const struct session *s, struct queue_envelope *env)
+{
+	const struct transaction *tx = s->tx;
+	*env = (struct queue_envelope){
+		.from = tx->from,
+		.rcpts = (const char *const *)tx->rcpts,
+		.n_rcpts = tx->n_rcpts,
+		.account = tx->account->name,
+		.client = s->client,
+		.helo = s->helo ? s->helo : "",
+		.issue = tx->msg.campaign,
+		.uniq = tx->msg.letter,
+	};
+}
+
+static int store_failed(struct session *s, int rc, const struct error *err)
+{
+	log_msg(LOG_ERR, "queue: %s (%d)", err->text, rc);
+	log_message(s, NULL, "deferred: 452 4.3.1 queue unavailable");
+	session_reply(s, REPLY_STORAGE);
+	return 0;
+}
+
+/* reject_incomplete = no: the original service's behaviour, made visible
+ * (SPEC section 4): 250 to the client, a bounce per recipient in the
+ * log. */
+static int record_incomplete(struct session *s, const char *what)
+{
+	if (s->tx->n_rcpts == 0) {
+		log_message(s, NULL, "accepted for sink recipients only");
+		session_reply(s, REPLY_SINK_ONLY);
+		return 0;
+	}
+	char reason[64];
+	snprintf(reason, sizeof reason, "635 6.7.8 %s", what);
+	struct queue_envelope env;
+	envelope(s, &env);
+	char qid[QUEUE_ID_SIZE];
+	struct error err;
+	int rc = queue_record_rejected(s->queue, &env, reason, qid, &err);
+	if (rc != QUEUE_OK)
+		return store_failed(s, rc, &err);
+	char outcome[96];
+	snprintf(outcome, sizeof outcome, "recorded as bounced: %s", reason);
+	log_message(s, qid, outcome);
+	session_reply(s, REPLY_QUEUED, qid);
+	return 0;
+}
+
+static int check_and_queue(struct session *s)
+{
+	struct transaction *tx = s->tx;
+	struct message *m = &tx->msg;
+	const struct config *c = s->config;
+
+	if (m->too_big)
+		return refuse(s, REPLY_TOO_BIG, NULL);
+	if (m->long_line)
+		return refuse(s, REPLY_DATA_LONG_LINE, NULL);
+	if (m->n_from > 1)
+		return refuse(s, REPLY_MULTIPLE_FROM, NULL);
+	if (m->campaign && !policy_valid_id(m->campaign))
+		return refuse(s, REPLY_BAD_ID_HEADER, "X-Campaign-Id");
+	if (m->letter && !policy_valid_id(m->letter))
+		return refuse(s, REPLY_BAD_ID_HEADER, "X-Letter-Id");
+
+	/* The seven required header fields, in the order of the list. */
+	for (int h = 0; h < HEADER_REQUIRED_COUNT; h++) {
+		if (m->required[h])
+			continue;
+		if (c->reject_incomplete)
+			return refuse(s, REPLY_MISSING_HEADER, required_header_names[h]);
+		char what[32];
+		snprintf(what, sizeof what, "no %s:", required_header_names[h]);
+		return record_incomplete(s, what);
+	}
+	if (!m->from_has_address) {
+		if (c->reject_incomplete)
+			return refuse(s, REPLY_NO_FROM_ADDRESS, NULL);
+		return record_incomplete(s, "no email in From:");
+	}
+
+	switch (config_sender_verdict(tx->account, m->from_address.data)) {
+	case SENDER_UNKNOWN:
+		return refuse(s, REPLY_SENDER_UNKNOWN, NULL);
+	case SENDER_IS_MODERATION:
+		return refuse(s, REPLY_SENDER_MODERATION, NULL);
+	case SENDER_IS_PROHIBITED:
+		return refuse(s, REPLY_SENDER_PROHIBITED, NULL);
+	case SENDER_NO_RULES:
+	case SENDER_IS_ACTIVE:
+		break;
+	}
+
+	if (m->sign_failed) {
+		log_msg(LOG_ERR, "DKIM for account %s: %s", tx->account->name, m->sign_note);
+		return refuse(s, REPLY_LOCAL_ERROR, NULL);
+	}
+	if (tx->n_rcpts == 0) {
+		log_message(s, NULL, "accepted for sink recipients only");
+		session_reply(s, REPLY_SINK_ONLY);
+		return 0;
+	}
+
+	struct buf stamp = BUF_INIT;
+	received_header(s, &stamp);
+	struct error err;
+	if (m->signer) {
+		struct dkim_signer *signer = m->signer;
+		m->signer = NULL;	/* dkim_sign_finish frees it */
+		if (dkim_sign_finish(signer, &stamp, &err) != 0) {
+			log_msg(LOG_ERR, "DKIM signing for account %s: %s",
+				tx->account->name, err.text);
+			buf_free(&stamp);
+			return refuse(s, REPLY_LOCAL_ERROR, NULL);
+		}
+	} else {
+		log_event(LOG_WARNING, "message not signed", "ACCOUNT", tx->account->name,
+			  "CLIENT", s->client, "REASON",
+			  m->sign_note[0] ? m->sign_note : "no DKIM key for the From: domain",
+			  (const char *)NULL);
+	}
+
+	/* Received first, then the signatures, then the message as it came:
+	 * three or four pieces written by the queue in place, no copy. */
+	struct iovec parts[4];
+	size_t n = 0;
+	parts[n++] = (struct iovec){ stamp.data, stamp.len };
+	n += message_parts(m, parts + n);
+	struct queue_envelope env;
+	envelope(s, &env);
+	char qid[QUEUE_ID_SIZE];
+	int rc = queue_append(s->queue, &env, parts, n, qid, &err);
+	buf_free(&stamp);
+	if (rc != QUEUE_OK)
+		return store_failed(s, rc, &err);
+	s->messages++;
+	log_message(s, qid, "queued");
+	session_reply(s, REPLY_QUEUED, qid);
+	return 0;
+}
+
+void policy_finish_message(struct session *s)
+{
+	check_and_queue(s);
+	session_drop_transaction(s);
+}

@@ -1,0 +1,23 @@
+#include "reply.h"
+
+static const struct reply replies[REPLY_COUNT] = {
+#define REPLY_ROW(name, code, enh, perr, text) [REPLY_##name] = { code, enh, perr, text },
+	REPLY_LIST(REPLY_ROW)
+#undef REPLY_ROW
+};
+
+const struct reply *reply_get(enum reply_id id)
+{
+	return &replies[id];
+}
+
+void reply_list(FILE *out)
+{
+	for (int i = 0; i < REPLY_COUNT; i++) {
+		const struct reply *r = &replies[i];
+		if (*r->enhanced)
+			fprintf(out, "%d %s %s\n", r->code, r->enhanced, r->text);
+		else
+			fprintf(out, "%d %s\n", r->code, r->text);
+	}
+}

@@ -1,0 +1,801 @@
+#include "session.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "address.h"
+#include "auth.h"
+#include "log.h"
+#include "policy.h"
+#include "queue/queue.h"
+#include "tls.h"
+
+/* RFC 5321 section 4.5.3.1.4: 512 octets with the CRLF. */
+#define COMMAND_MAX 510
+/* Protocol errors a session may make before it is closed. */
+#define MAX_PROTOCOL_ERRORS 10
+
+/* ---- replies ---- */
+
+void session_reply(struct session *s, enum reply_id id, ...)
+{
+	const struct reply *r = reply_get(id);
+	struct buf text = BUF_INIT;
+	va_list ap;
+	va_start(ap, id);
+	buf_vprintf(&text, r->text, ap);
+	va_end(ap);
+	struct buf line = BUF_INIT;
+	if (*r->enhanced)
+		buf_printf(&line, "%d %s %s\r\n", r->code, r->enhanced, text.data);
+	else
+		buf_printf(&line, "%d %s\r\n", r->code, text.data);
+	io_write(&s->io, line.data, line.len);
+	buf_free(&line);
+	buf_free(&text);
+	if (r->protocol_error)
+		s->errors++;
+}
+
+void session_close(struct session *s, const char *why)
+{
+	if (s->state == STATE_CLOSING)
+		return;
+	s->state = STATE_CLOSING;
+	io_flush(&s->io);
+	if (why)
+		log_event(LOG_NOTICE, "session refused", "CLIENT", s->client,
+			  "HELO", s->helo, "ACCOUNT", s->account ? s->account->name : NULL,
+			  "OUTCOME", why, (const char *)NULL);
+}
+
+void session_drop_transaction(struct session *s)
+{
+	struct transaction *tx = s->tx;
+	if (!tx)
+		return;
+	message_free(&tx->msg);
+	for (size_t i = 0; i < tx->n_rcpts; i++)
+		free(tx->rcpts[i]);
+	free(tx->rcpts);
+	free(tx->from);
+	free(tx);
+	s->tx = NULL;
+	if (s->state == STATE_MAIL || s->state == STATE_RCPT || s->state == STATE_BDAT)
+		s->state = STATE_GREETED;
+}
+
+bool session_read_line(struct session *s, const char **line, size_t *len)
+{
+	enum io_status st = io_read_line(&s->io, COMMAND_MAX, line, len);
+	if (st == IO_TOO_LONG) {
+		session_reply(s, REPLY_LINE_TOO_LONG);
+		io_flush(&s->io);	/* answered at once, not after the line */
+		st = io_skip_line(&s->io);
+		*len = SIZE_MAX;
+	}
+	switch (st) {
+	case IO_LINE:
+		return true;
+	case IO_BARE:
+		session_reply(s, REPLY_COMMAND_BARE);
+		session_close(s, "521 5.5.2 bare CR, bare LF or NUL in command");
+		return false;
+	case IO_TIMEOUT:
+		session_reply(s, REPLY_TIMEOUT, s->config->hostname);
+		session_close(s, "421 4.4.2 timeout");
+		return false;
+	case IO_TOO_LONG:
+	case IO_EOF:
+	case IO_ERROR:
+		break;
+	}
+	session_close(s, s->tx ? "client left during a transaction" : NULL);
+	return false;
+}
+
+/* ---- the verbs ---- */
+
+/* Parameters of MAIL (RFC 1870 SIZE, RFC 6152 BODY, RFC 6531 SMTPUTF8,
+ * RFC 4954 AUTH). Returns false after replying. */
+static bool parse_mail_params(struct session *s, const char *p)
+{
+	bool seen_size = false, seen_body = false, seen_utf8 = false, seen_auth = false;
+	s->scratch_utf8 = false;
+	s->scratch_size = 0;
+	while (*p) {
+		if (*p != ' ') {
+			session_reply(s, REPLY_SYNTAX_MAIL);
+			return false;
+		}
+		while (*p == ' ')
+			p++;
+		if (!*p)
+			break;
+		const char *kw = p;
+		while (isalnum((unsigned char)*p) || (*p == '-' && p > kw))
+			p++;
+		size_t kw_len = (size_t)(p - kw);
+		const char *value = NULL;
+		size_t value_len = 0;
+		if (*p == '=') {
+			value = ++p;
+			/* esmtp-value: %d33-60 / %d62-126 */
+			while (*p > 32 && *p < 127 && *p != '=')
+				p++;
+			value_len = (size_t)(p - value);
+		}
+		if (kw_len == 0 || (*p && *p != ' ') || (value && value_len == 0)) {
+			session_reply(s, REPLY_SYNTAX_MAIL);
+			return false;
+		}
+		char name[32];
+		snprintf(name, sizeof name, "%.*s", (int)(kw_len < 31 ? kw_len : 31), kw);
+		if (strcasecmp(name, "SIZE") == 0) {
+			if (seen_size) {
+				session_reply(s, REPLY_DUP_PARAM, "SIZE");
+				return false;
+			}
+			seen_size = true;
+			uint64_t v = 0;
+			bool ok = value && value_len <= 19;
+			for (size_t i = 0; ok && i < value_len; i++) {
+				if (value[i] < '0' || value[i] > '9')
+					ok = false;
+				else
+					v = v * 10 + (uint64_t)(value[i] - '0');
+			}
+			if (!ok) {
+				session_reply(s, REPLY_BAD_PARAM_VALUE, "SIZE");
+				return false;
+			}
+			if (v > s->config->max_message_size) {
+				/* RFC 1870 section 6.1 */
+				session_reply(s, REPLY_TOO_BIG);
+				return false;
+			}
+			s->scratch_size = v;
+		} else if (strcasecmp(name, "BODY") == 0) {
+			if (seen_body) {
+				session_reply(s, REPLY_DUP_PARAM, "BODY");
+				return false;
+			}
+			seen_body = true;
+			if (!value || !((value_len == 4 && strncasecmp(value, "7BIT", 4) == 0) ||
+					(value_len == 8 && strncasecmp(value, "8BITMIME", 8) == 0))) {
+				session_reply(s, REPLY_BAD_PARAM_VALUE, "BODY");
+				return false;
+			}
+		} else if (strcasecmp(name, "SMTPUTF8") == 0) {
+			if (seen_utf8) {
+				session_reply(s, REPLY_DUP_PARAM, "SMTPUTF8");
+				return false;
+			}
+			seen_utf8 = true;
+			if (value) {
+				session_reply(s, REPLY_BAD_PARAM_VALUE, "SMTPUTF8");
+				return false;
+			}
+			s->scratch_utf8 = true;
+		} else if (strcasecmp(name, "AUTH") == 0) {
+			/* RFC 4954 section 5: accepted and not trusted; the
+			 * value (xtext) has been checked for its characters. */
+			if (seen_auth) {
+				session_reply(s, REPLY_DUP_PARAM, "AUTH");
+				return false;
+			}
+			seen_auth = true;
+			if (!value) {
+				session_reply(s, REPLY_BAD_PARAM_VALUE, "AUTH");
+				return false;
+			}
+		} else {
+			session_reply(s, REPLY_UNKNOWN_PARAM, name);
+			return false;
+		}
+	}
+	return true;
+}
+
+/* "FROM:" / "TO:" then the path, with the space some clients put after
+ * the colon tolerated. Returns a pointer past the keyword, or NULL. */
+static const char *after_keyword(const char *arg, const char *kw)
+{
+	size_t n = strlen(kw);
+	if (strncasecmp(arg, kw, n) != 0)
+		return NULL;
+	arg += n;
+	while (*arg == ' ')
+		arg++;
+	return arg;
+}
+
+static bool check_helo(struct session *s, const char *arg)
+{
+	if (!policy_valid_helo(arg)) {
+		session_reply(s, REPLY_SYNTAX_HELO, s->verb_name);
+		return false;
+	}
+	return true;
+}
+
+static void greet(struct session *s, const char *arg, bool esmtp)
+{
+	session_drop_transaction(s);	/* RFC 5321 section 4.1.4 */
+	free(s->helo);
+	s->helo = xstrdup(arg);
+	s->esmtp = esmtp;
+	s->state = STATE_GREETED;
+}
+
+static void proceed_helo(struct session *s, const char *arg)
+{
+	greet(s, arg, false);
+	session_reply(s, REPLY_HELO_OK, s->config->hostname);
+}
+
+static void proceed_ehlo(struct session *s, const char *arg)
+{
+	greet(s, arg, true);
+	const struct config *c = s->config;
+	struct buf b = BUF_INIT;
+	buf_printf(&b, "250-%s\r\n", c->hostname);
+	buf_puts(&b, "250-PIPELINING\r\n");
+	buf_printf(&b, "250-SIZE %llu\r\n", (unsigned long long)c->max_message_size);
+	buf_puts(&b, "250-8BITMIME\r\n250-SMTPUTF8\r\n250-ENHANCEDSTATUSCODES\r\n");
+	bool starttls = c->tls_certificate && !s->tls;
+	bool auth = s->tls || !c->auth_requires_tls;
+	buf_printf(&b, "250%sCHUNKING\r\n", starttls || auth ? "-" : " ");
+	if (starttls)
+		buf_printf(&b, "250%sSTARTTLS\r\n", auth ? "-" : " ");
+	if (auth)
+		buf_puts(&b, "250 AUTH PLAIN LOGIN\r\n");
+	io_write(&s->io, b.data, b.len);
+	buf_free(&b);
+}
+
+static bool check_starttls(struct session *s, const char *arg)
+{
+	if (*arg) {
+		session_reply(s, REPLY_SYNTAX_NO_ARGS, "STARTTLS");
+		return false;
+	}
+	if (s->tls) {
+		session_reply(s, REPLY_ALREADY_TLS);
+		return false;
+	}
+	if (!s->config->tls_certificate) {
+		session_reply(s, REPLY_NO_TLS);
+		return false;
+	}
+	if (s->state == STATE_CONNECTED) {
+		session_reply(s, REPLY_NEED_HELO);
+		return false;
+	}
+	if (s->state != STATE_GREETED) {
+		session_reply(s, REPLY_IN_TRANSACTION);
+		return false;
+	}
+	return true;
+}
+
+/* Starts TLS: RFC 3207 section 4.2 — what the client sent after the
+ * command in plain text is thrown away, and the session starts over. */
+static bool start_tls(struct session *s)
+{
+	struct error err;
+	if (!s->tls_ctx) {
+		s->tls_ctx = tls_context_new(s->config, &err);
+		if (!s->tls_ctx) {
+			log_msg(LOG_ERR, "TLS: %s", err.text);
+			return false;
+		}
+	}
+	s->tls = tls_accept(s->tls_ctx, s->io.in_fd, s->io.out_fd, &err);
+	if (!s->tls) {
+		log_event(LOG_NOTICE, "TLS handshake failed", "CLIENT", s->client,
+			  "REASON", err.text, (const char *)NULL);
+		return false;
+	}
+	io_set_tls(&s->io, s->tls);
+	return true;
+}
+
+static void proceed_starttls(struct session *s, const char *arg)
+{
+	(void)arg;
+	struct error err;
+	if (!s->tls_ctx) {
+		s->tls_ctx = tls_context_new(s->config, &err);
+		if (!s->tls_ctx) {
+			log_msg(LOG_ERR, "TLS: %s", err.text);
+			session_reply(s, REPLY_TLS_UNAVAILABLE);
+			return;
+		}
+	}
+	session_reply(s, REPLY_TLS_READY);
+	if (io_flush(&s->io) != 0) {
+		session_close(s, NULL);
+		return;
+	}
+	size_t dropped = io_discard_input(&s->io);
+	if (dropped) {
+		char n[24];
+		snprintf(n, sizeof n, "%zu", dropped);
+		log_event(LOG_NOTICE, "discarded input pipelined after STARTTLS",
+			  "CLIENT", s->client, "OCTETS", n, (const char *)NULL);
+	}
+	if (!start_tls(s)) {
+		session_close(s, NULL);
+		return;
+	}
+	session_drop_transaction(s);
+	free(s->helo);
+	s->helo = NULL;
+	s->esmtp = false;
+	s->state = STATE_CONNECTED;
+	s->authenticated = false;
+	s->account = s->network_account;
+}
+
+static bool check_mail(struct session *s, const char *arg)
+{
+	if (s->state == STATE_CONNECTED) {
+		session_reply(s, REPLY_NEED_HELO);
+		return false;
+	}
+	if (s->state != STATE_GREETED) {
+		session_reply(s, REPLY_NESTED_MAIL);
+		return false;
+	}
+	enum reply_id refusal = policy_sender(s);
+	if (refusal != REPLY_COUNT) {
+		session_reply(s, refusal);
+		return false;
+	}
+	const char *p = after_keyword(arg, "FROM:");
+	if (!p) {
+		session_reply(s, REPLY_SYNTAX_MAIL);
+		return false;
+	}
+	const char *end;
+	bool non_ascii;
+	if (address_parse_path(p, true, &s->scratch, &end, &non_ascii) != ADDRESS_OK) {
+		session_reply(s, REPLY_BAD_SENDER);
+		return false;
+	}
+	if (!parse_mail_params(s, end))
+		return false;
+	if (non_ascii && !s->scratch_utf8) {
+		session_reply(s, REPLY_NEED_SMTPUTF8);
+		return false;
+	}
+	return true;
+}
+
+static void proceed_mail(struct session *s, const char *arg)
+{
+	(void)arg;
+	struct transaction *tx = xcalloc(1, sizeof *tx);
+	tx->from = xstrdup(s->scratch.data ? s->scratch.data : "");
+	tx->smtputf8 = s->scratch_utf8;
+	tx->size_hint = s->scratch_size;
+	tx->account = s->account;
+	s->tx = tx;
+	s->state = STATE_MAIL;
+	session_reply(s, REPLY_MAIL_OK);
+}
+
+static bool check_rcpt(struct session *s, const char *arg)
+{
+	if (s->state == STATE_CONNECTED) {
+		session_reply(s, REPLY_NEED_HELO);
+		return false;
+	}
+	if (s->state == STATE_GREETED) {
+		session_reply(s, REPLY_NEED_MAIL);
+		return false;
+	}
+	if (s->state == STATE_BDAT) {
+		session_reply(s, REPLY_IN_TRANSACTION);
+		return false;
+	}
+	const char *p = after_keyword(arg, "TO:");
+	if (!p) {
+		session_reply(s, REPLY_SYNTAX_RCPT);
+		return false;
+	}
+	const char *end;
+	bool non_ascii;
+	if (address_parse_path(p, false, &s->scratch, &end, &non_ascii) != ADDRESS_OK) {
+		session_reply(s, REPLY_BAD_RECIPIENT);
+		return false;
+	}
+	while (*end == ' ')
+		end++;
+	if (*end) {
+		/* No RCPT parameter is advertised (no DSN). */
+		char name[32];
+		size_t n = strcspn(end, "= ");
+		snprintf(name, sizeof name, "%.*s", (int)(n < 31 ? n : 31), end);
+		session_reply(s, REPLY_UNKNOWN_PARAM, name);
+		return false;
+	}
+	if (non_ascii && !s->tx->smtputf8) {
+		session_reply(s, REPLY_NEED_SMTPUTF8);
+		return false;
+	}
+	return true;
+}
+
+static void proceed_rcpt(struct session *s, const char *arg)
+{
+	(void)arg;
+	struct transaction *tx = s->tx;
+	const char *address = s->scratch.data;
+	bool sink;
+	enum reply_id r = policy_recipient(s, address, &sink);
+	if (r != REPLY_RCPT_OK) {
+		session_reply(s, r);
+		return;
+	}
+	tx->n_accepted++;
+	s->state = STATE_RCPT;
+	if (!sink) {
+		bool duplicate = false;
+		for (size_t i = 0; i < tx->n_rcpts && !duplicate; i++)
+			duplicate = address_equal(tx->rcpts[i], address);
+		if (!duplicate) {
+			tx->rcpts = xrealloc(tx->rcpts, (tx->n_rcpts + 1) * sizeof *tx->rcpts);
+			tx->rcpts[tx->n_rcpts++] = xstrdup(address);
+		}
+	}
+	session_reply(s, REPLY_RCPT_OK);
+}
+
+static bool check_data(struct session *s, const char *arg)
+{
+	if (*arg) {
+		session_reply(s, REPLY_SYNTAX_NO_ARGS, "DATA");
+		return false;
+	}
+	switch (s->state) {
+	case STATE_CONNECTED:
+		session_reply(s, REPLY_NEED_HELO);
+		return false;
+	case STATE_GREETED:
+		session_reply(s, REPLY_NEED_MAIL);
+		return false;
+	case STATE_MAIL:
+		session_reply(s, REPLY_NEED_RCPT);
+		return false;
+	case STATE_BDAT:
+		session_reply(s, REPLY_DATA_AFTER_BDAT);
+		return false;
+	case STATE_RCPT:
+	case STATE_CLOSING:
+		break;
+	}
+	return true;
+}
+
+/* The message could not be read to its end: says why and ends. */
+static void message_read_failed(struct session *s, enum io_status st)
+{
+	if (st == IO_BARE) {
+		session_reply(s, REPLY_DATA_BARE);
+		log_event(LOG_NOTICE, "message", "ACCOUNT", s->tx->account->name,
+			  "CLIENT", s->client, "OUTCOME",
+			  "refused: 554 5.6.0 bare CR, bare LF or NUL in data", (const char *)NULL);
+		session_close(s, "554 5.6.0 bare CR, bare LF or NUL in data");
+	} else if (st == IO_TIMEOUT) {
+		session_reply(s, REPLY_TIMEOUT, s->config->hostname);
+		session_close(s, "421 4.4.2 timeout during data");
+	} else {
+		session_close(s, "client left during data");
+	}
+	session_drop_transaction(s);
+}
+
+static void proceed_data(struct session *s, const char *arg)
+{
+	(void)arg;
+	struct transaction *tx = s->tx;
+	session_reply(s, REPLY_DATA_GO);
+	message_init(&tx->msg, tx->account, s->config->max_message_size, tx->size_hint);
+	tx->msg_started = true;
+	enum io_status st = data_read(&s->io, &tx->msg);
+	if (st != IO_LINE) {
+		message_read_failed(s, st);
+		return;
+	}
+	policy_finish_message(s);
+}
+
+/* BDAT size [LAST] (RFC 3030 section 2). A BDAT whose size cannot be read
+ * leaves no way to find the next command: the session ends. */
+static bool check_bdat(struct session *s, const char *arg)
+{
+	const char *p = arg;
+	uint64_t size = 0;
+	size_t digits = 0;
+	while (*p >= '0' && *p <= '9' && digits < 19) {
+		size = size * 10 + (uint64_t)(*p - '0');
+		p++;
+		digits++;
+	}
+	bool last = false;
+	if (digits > 0 && *p == ' ' && strcasecmp(p + 1, "LAST") == 0)
+		last = true;
+	else if (digits == 0 || *p)
+		digits = 0;
+	if (digits == 0) {
+		session_reply(s, REPLY_SYNTAX_BDAT);
+		session_close(s, "501 5.5.4 BDAT without a readable size");
+		return false;
+	}
+	s->scratch_size = size;
+	s->scratch_last = last;
+	return true;
+}
+
+static void proceed_bdat(struct session *s, const char *arg)
+{
+	(void)arg;
+	uint64_t size = s->scratch_size;
+	bool last = s->scratch_last;
+	struct transaction *tx = s->tx;
+	enum reply_id refusal = REPLY_COUNT;
+	if (s->state == STATE_CONNECTED)
+		refusal = REPLY_NEED_HELO;
+	else if (s->state == STATE_GREETED)
+		refusal = REPLY_NEED_MAIL;
+	else if (s->state == STATE_MAIL)
+		refusal = REPLY_NEED_RCPT;
+	else if (tx && tx->msg_started && s->state != STATE_BDAT)
+		refusal = REPLY_DATA_AFTER_BDAT;
+	if (refusal != REPLY_COUNT) {
+		/* RFC 3030 section 3: the chunk is read and thrown away. */
+		enum io_status st = bdat_read_chunk(&s->io, NULL, size);
+		if (st != IO_LINE) {
+			session_close(s, st == IO_TIMEOUT ? "421 4.4.2 timeout" : NULL);
+			return;
+		}
+		session_reply(s, refusal);
+		return;
+	}
+	if (s->state == STATE_RCPT) {
+		message_init(&tx->msg, tx->account, s->config->max_message_size, tx->size_hint);
+		tx->msg_started = true;
+		s->state = STATE_BDAT;
+	}
+	enum io_status st = bdat_read_chunk(&s->io, &tx->msg, size);
+	if (st == IO_LINE && last)
+		st = bdat_end(&tx->msg);
+	if (st != IO_LINE) {
+		message_read_failed(s, st);
+		return;
+	}
+	if (last) {
+		policy_finish_message(s);
+		return;
+	}
+	char n[24];
+	snprintf(n, sizeof n, "%llu", (unsigned long long)size);
+	session_reply(s, REPLY_BDAT_CHUNK, n);
+}
+
+static bool check_no_args(struct session *s, const char *arg)
+{
+	if (*arg) {
+		session_reply(s, REPLY_SYNTAX_NO_ARGS, s->verb_name);
+		return false;
+	}
+	return true;
+}
+
+static bool check_any(struct session *s, const char *arg)
+{
+	(void)s;
+	(void)arg;
+	return true;
+}
+
+static void proceed_rset(struct session *s, const char *arg)
+{
+	(void)arg;
+	session_drop_transaction(s);
+	session_reply(s, REPLY_OK);
+}
+
+static void proceed_noop(struct session *s, const char *arg)
+{
+	(void)arg;
+	session_reply(s, REPLY_OK);
+}
+
+static void proceed_quit(struct session *s, const char *arg)
+{
+	(void)arg;
+	session_reply(s, REPLY_BYE);
+	session_close(s, NULL);
+}
+
+static void proceed_vrfy(struct session *s, const char *arg)
+{
+	(void)arg;
+	session_reply(s, REPLY_VRFY);	/* RFC 5321 section 3.5.3 */
+}
+
+static void proceed_help(struct session *s, const char *arg)
+{
+	(void)arg;
+	session_reply(s, REPLY_HELP);
+}
+
+static void proceed_not_implemented(struct session *s, const char *arg)
+{
+	(void)arg;
+	session_reply(s, REPLY_NOT_IMPLEMENTED);
+}
+
+struct verb {
+	const char *name;
+	bool (*check)(struct session *s, const char *arg);
+	void (*proceed)(struct session *s, const char *arg);
+	bool flush;	/* the reply goes out now (RFC 2920 section 3.1) */
+};
+
+static const struct verb verbs[] = {
+	{ "HELO", check_helo, proceed_helo, true },
+	{ "EHLO", check_helo, proceed_ehlo, true },
+	{ "STARTTLS", check_starttls, proceed_starttls, true },
+	{ "AUTH", auth_check, auth_proceed, true },
+	{ "MAIL", check_mail, proceed_mail, false },
+	{ "RCPT", check_rcpt, proceed_rcpt, false },
+	{ "DATA", check_data, proceed_data, true },
+	{ "BDAT", check_bdat, proceed_bdat, false },
+	{ "RSET", check_no_args, proceed_rset, false },
+	{ "NOOP", check_any, proceed_noop, true },
+	{ "QUIT", check_no_args, proceed_quit, true },
+	{ "VRFY", check_any, proceed_vrfy, true },
+	{ "HELP", check_any, proceed_help, true },
+	{ "EXPN", check_any, proceed_not_implemented, true },
+	{ "TURN", check_any, proceed_not_implemented, true },
+	{ "ETRN", check_any, proceed_not_implemented, true },
+};
+
+/* Runs one command line. */
+static void dispatch(struct session *s, const char *line, size_t len)
+{
+	buf_clear(&s->line);
+	buf_append(&s->line, line, len);
+	char *text = s->line.data;
+	/* Trailing spaces are tolerated; what is inside is not. */
+	while (s->line.len > 0 && text[s->line.len - 1] == ' ')
+		text[--s->line.len] = '\0';
+	size_t verb_len = strcspn(text, " ");
+	const char *arg = text[verb_len] == ' ' ? text + verb_len + 1 : "";
+	for (size_t i = 0; i < sizeof verbs / sizeof verbs[0]; i++) {
+		const struct verb *v = &verbs[i];
+		if (strlen(v->name) != verb_len || strncasecmp(text, v->name, verb_len) != 0)
+			continue;
+		s->verb_name = v->name;
+		if (v->check(s, arg))
+			v->proceed(s, arg);
+		if (v->flush)
+			io_flush(&s->io);
+		return;
+	}
+	session_reply(s, REPLY_UNKNOWN_COMMAND);
+}
+
+/* ---- the session ---- */
+
+void session_init(struct session *s, const struct config *c, int in_fd,
+		  int out_fd, const struct sockaddr *peer, socklen_t peer_len,
+		  const char *remote_addr, unsigned local_port)
+{
+	memset(s, 0, sizeof *s);
+	s->config = c;
+	s->state = STATE_CONNECTED;
+	s->local_port = local_port;
+	io_init(&s->io, in_fd, out_fd, c->timeout);
+	snprintf(s->client, sizeof s->client, "unknown");
+	if (peer && peer_len <= sizeof s->peer &&
+	    (peer->sa_family == AF_INET || peer->sa_family == AF_INET6)) {
+		memcpy(&s->peer, peer, peer_len);
+		s->have_peer = true;
+	} else if (remote_addr && *remote_addr) {
+		struct sockaddr_in *v4 = (struct sockaddr_in *)&s->peer;
+		struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&s->peer;
+		if (inet_pton(AF_INET, remote_addr, &v4->sin_addr) == 1) {
+			v4->sin_family = AF_INET;
+			s->have_peer = true;
+		} else if (inet_pton(AF_INET6, remote_addr, &v6->sin6_addr) == 1) {
+			v6->sin6_family = AF_INET6;
+			s->have_peer = true;
+		}
+	}
+	if (s->have_peer) {
+		if (s->peer.ss_family == AF_INET) {
+			inet_ntop(AF_INET, &((struct sockaddr_in *)&s->peer)->sin_addr,
+				  s->client, sizeof s->client);
+		} else {
+			const struct in6_addr *a = &((struct sockaddr_in6 *)&s->peer)->sin6_addr;
+			/* An IPv4 client of a dual-stack socket is named as
+			 * IPv4, so that one host has one authfail key. */
+			if (IN6_IS_ADDR_V4MAPPED(a))
+				inet_ntop(AF_INET, &a->s6_addr[12], s->client, sizeof s->client);
+			else
+				inet_ntop(AF_INET6, a, s->client, sizeof s->client);
+		}
+		s->network_account = config_account_by_address(c, (const struct sockaddr *)&s->peer);
+		s->account = s->network_account;
+	}
+}
+
+static bool implicit_tls(const struct session *s)
+{
+	const struct config *c = s->config;
+	for (size_t i = 0; i < c->n_implicit_tls_ports; i++)
+		if (c->implicit_tls_ports[i] == s->local_port)
+			return c->tls_certificate != NULL;
+	return false;
+}
+
+void session_run(struct session *s)
+{
+	struct error err;
+	if (implicit_tls(s) && !start_tls(s))
+		return;	/* RFC 8314 section 3.3: no TLS, no session */
+	if (queue_open(&s->queue, s->config, false, &err) != QUEUE_OK) {
+		log_msg(LOG_ERR, "queue: %s", err.text);
+		s->queue = NULL;
+		session_reply(s, REPLY_UNAVAILABLE, s->config->hostname);
+		session_close(s, "421 4.3.0 queue unavailable");
+		return;
+	}
+	if (auth_locked_out(s)) {
+		session_reply(s, REPLY_AUTH_LOCKED, s->config->hostname);
+		session_close(s, "421 4.7.0 locked out after authentication failures");
+		return;
+	}
+	session_reply(s, REPLY_GREETING, s->config->hostname);
+	while (s->state != STATE_CLOSING) {
+		if (s->errors >= MAX_PROTOCOL_ERRORS) {
+			session_reply(s, REPLY_TOO_MANY_ERRORS, s->config->hostname);
+			session_close(s, "421 4.7.0 too many protocol errors");
+			break;
+		}
+		const char *line;
+		size_t len;
+		if (!session_read_line(s, &line, &len))
+			break;
+		if (len == SIZE_MAX)
+			continue;
+		dispatch(s, line, len);
+	}
+	io_flush(&s->io);
+}
+
+void session_free(struct session *s)
+{
+	session_drop_transaction(s);
+	if (s->tls)
+		tls_close(s->tls);
+	if (s->tls_ctx)
+		SSL_CTX_free(s->tls_ctx);
+	if (s->queue)
+		queue_close(s->queue);
+	io_free(&s->io);
+	free(s->helo);
+	buf_free(&s->line);
+	buf_free(&s->scratch);
+}

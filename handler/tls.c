@@ -1,0 +1,96 @@
+#include "tls.h"
+
+#include <openssl/err.h>
+
+/* The first queued OpenSSL error as text, for an error message. */
+static const char *openssl_reason(void)
+{
+	unsigned long e = ERR_get_error();
+	const char *r = e ? ERR_reason_error_string(e) : NULL;
+	ERR_clear_error();
+	return r ? r : "unknown OpenSSL error";
+}
+
+SSL_CTX *tls_context_new(const struct config *c, struct error *err)
+{
+	if (!c->tls_certificate || !c->tls_private_key) {
+		error_set(err, "no tls_certificate or tls_private_key configured");
+		return NULL;
+	}
+	/* No openssl.cnf: one process per connection pays for every file it
+	 * reads, and the gateway's TLS settings are made here. */
+	OPENSSL_init_ssl(OPENSSL_INIT_NO_LOAD_CONFIG, NULL);
+	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+	if (!ctx) {
+		error_set(err, "TLS context: %s", openssl_reason());
+		return NULL;
+	}
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	/* A process serves one connection: a session cache or tickets could
+	 * never be used again; renegotiation only widens the attack surface. */
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+	SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET | SSL_OP_NO_RENEGOTIATION |
+			    SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+	SSL_CTX_set_num_tickets(ctx, 0);
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+	if (SSL_CTX_use_certificate_chain_file(ctx, c->tls_certificate) != 1) {
+		error_set(err, "%s: %s", c->tls_certificate, openssl_reason());
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	if (SSL_CTX_use_PrivateKey_file(ctx, c->tls_private_key, SSL_FILETYPE_PEM) != 1) {
+		error_set(err, "%s: %s", c->tls_private_key, openssl_reason());
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	if (SSL_CTX_check_private_key(ctx) != 1) {
+		error_set(err, "%s: does not match %s", c->tls_private_key,
+			  c->tls_certificate);
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	return ctx;
+}
+
+SSL *tls_accept(SSL_CTX *ctx, int in_fd, int out_fd, struct error *err)
+{
+	SSL *ssl = SSL_new(ctx);
+	if (!ssl) {
+		error_set(err, "TLS: %s", openssl_reason());
+		return NULL;
+	}
+	if (SSL_set_rfd(ssl, in_fd) != 1 || SSL_set_wfd(ssl, out_fd) != 1) {
+		error_set(err, "TLS: %s", openssl_reason());
+		SSL_free(ssl);
+		return NULL;
+	}
+	int r = SSL_accept(ssl);
+	if (r != 1) {
+		int e = SSL_get_error(ssl, r);
+		if (e == SSL_ERROR_SYSCALL)
+			error_set(err, "TLS handshake: connection closed or timed out");
+		else
+			error_set(err, "TLS handshake: %s", openssl_reason());
+		SSL_free(ssl);
+		return NULL;
+	}
+	return ssl;
+}
+
+const char *tls_version(const SSL *ssl)
+{
+	return SSL_get_version(ssl);
+}
+
+const char *tls_cipher(const SSL *ssl)
+{
+	return SSL_get_cipher_name(ssl);
+}
+
+void tls_close(SSL *ssl)
+{
+	if (!ssl)
+		return;
+	SSL_shutdown(ssl);
+	SSL_free(ssl);
+}
