@@ -183,6 +183,9 @@ class Gate:
             "timeout": "30",
         }
         gate.update(gate_keys or {})
+        # "{port}" names the gate's own port (implicit_tls_ports tests).
+        gate = {k: (v.replace("{port}", str(self.port)) if isinstance(v, str) else v)
+                for k, v in gate.items()}
         sections = {"gate": gate,
                     "relay": relay or {"url": "discard:"}}
         if callback:

@@ -1,0 +1,135 @@
+"""STARTTLS (RFC 3207) and implicit TLS (RFC 8314)."""
+
+import socket
+import ssl
+
+from smtp_raw import Raw
+
+
+def client_context(**kw):
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    for k, v in kw.items():
+        setattr(ctx, k, v)
+    return ctx
+
+
+def test_starttls_is_220_2_0_0_and_negotiates_tls_1_2_or_later(gate):
+    g = gate()
+    with Raw(g) as c:
+        c.greeting()
+        c.ehlo()
+        c.starttls()
+        assert c.sock.version() in ("TLSv1.2", "TLSv1.3")
+        assert c.ehlo()[0] == "gate.example.com"
+
+
+def test_tls_1_2_client_is_served(gate):
+    g = gate()
+    with Raw(g) as c:
+        c.greeting()
+        c.ehlo()
+        assert c.cmd("STARTTLS").startswith("220 2.0.0 ")
+        c.sock = client_context(maximum_version=ssl.TLSVersion.TLSv1_2).wrap_socket(c.sock)
+        assert c.sock.version() == "TLSv1.2"
+        assert c.cmd("NOOP") == "250 2.0.0 Ok"
+
+
+def test_command_pipelined_after_starttls_is_discarded(gate):
+    g = gate()
+    with Raw(g) as c:
+        c.greeting()
+        c.ehlo()
+        # One write: STARTTLS and a command that must never run.
+        c.send("STARTTLS\r\nNOOP\r\n")
+        assert c.reply_line().startswith("220 2.0.0 ")
+        c.sock = client_context().wrap_socket(c.sock)
+        c.buffer = b""
+        # Had the NOOP been run after the handshake, its "250 2.0.0 Ok"
+        # would come before the answer to EHLO.
+        code, texts = c.reply_after("EHLO client.example")
+        assert code == 250 and texts[0] == "gate.example.com"
+        assert c.cmd("NOOP") == "250 2.0.0 Ok"
+    assert "discarded input pipelined after STARTTLS" in g.log_text()
+
+
+def test_starttls_resets_helo_so_mail_needs_a_new_ehlo(gate):
+    g = gate(accounts={"net": {"networks": "127.0.0.1/32"}})
+    with Raw(g) as c:
+        c.greeting()
+        c.ehlo()
+        c.starttls()
+        assert c.cmd("MAIL FROM:<a@example.com>").startswith("503 5.5.1 ")
+        c.ehlo()
+        assert c.cmd("MAIL FROM:<a@example.com>") == "250 2.1.0 Ok"
+
+
+def test_starttls_resets_authentication(gate):
+    g = gate(gate_keys={"auth_requires_tls": "no"})
+    with Raw(g) as c:
+        c.greeting()
+        c.ehlo()
+        assert c.auth_plain().startswith("235 ")
+        c.starttls()
+        c.ehlo()
+        assert c.cmd("MAIL FROM:<a@example.com>").startswith("530 5.7.0 ")
+        assert c.auth_plain().startswith("235 ")
+
+
+def test_second_starttls_is_503_5_5_1(gate):
+    g = gate()
+    with Raw(g) as c:
+        c.greeting()
+        c.ehlo()
+        c.starttls()
+        c.ehlo()
+        assert c.cmd("STARTTLS").startswith("503 5.5.1 ")
+
+
+def test_starttls_without_certificate_is_refused(gate):
+    g = gate(gate_keys={"tls_certificate": None, "tls_private_key": None})
+    with Raw(g) as c:
+        c.greeting()
+        c.ehlo()
+        assert c.cmd("STARTTLS").startswith("502 5.5.1 ")
+
+
+def test_starttls_with_argument_is_501(gate):
+    g = gate()
+    with Raw(g) as c:
+        c.greeting()
+        c.ehlo()
+        assert c.cmd("STARTTLS now").startswith("501 5.5.4 ")
+
+
+def test_implicit_tls_port_starts_with_tls(gate):
+    g = gate(gate_keys={"implicit_tls_ports": "{port}"})
+    raw = socket.create_connection((g.host, g.port), timeout=10)
+    with client_context().wrap_socket(raw) as tls:
+        data = b""
+        while not data.endswith(b"\r\n"):
+            data += tls.recv(4096)
+        assert data == b"220 gate.example.com ESMTP smtpgate\r\n"
+        tls.sendall(b"EHLO client.example\r\n")
+        data = b""
+        while b"250 " not in data:
+            data += tls.recv(4096)
+        assert b"250-STARTTLS" not in data and b"AUTH PLAIN LOGIN" in data
+
+
+def test_plain_client_on_implicit_tls_port_gets_no_greeting(gate):
+    g = gate(gate_keys={"implicit_tls_ports": "{port}"})
+    with Raw(g) as c:
+        c.send("EHLO client.example\r\n")
+        c.sock.settimeout(5)
+        data = b""
+        try:
+            while True:
+                chunk = c.sock.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+        except (ConnectionResetError, socket.timeout):
+            pass
+        assert b"220 " not in data
