@@ -100,9 +100,10 @@ int queue_log_put(struct queue *q, MDB_txn *txn, int64_t when_us,
 		  const char *issue, const char *uniq, struct error *err);
 
 /* Parses one log record (key TIME/QID/N and its value) into ev. Returns
- * 0, or -1 when either does not parse. Free with queue_events_free(ev, 1)
- * semantics: the strings are ev's own. */
+ * 0, or -1 when either does not parse. The strings are ev's own:
+ * queue_event_clear frees them. */
 int queue_event_parse(struct queue_event *ev, const void *key, size_t klen,
 		      const void *val, size_t vlen);
+void queue_event_clear(struct queue_event *ev);
 
 #endif

@@ -7,18 +7,23 @@
 #include "queue_internal.h"
 #include "record.h"
 
+void queue_event_clear(struct queue_event *ev)
+{
+	free(ev->key);
+	free(ev->status);
+	free(ev->to);
+	free(ev->dt);
+	free(ev->msg);
+	free(ev->account);
+	free(ev->issue);
+	free(ev->uniq);
+	memset(ev, 0, sizeof *ev);
+}
+
 void queue_events_free(struct queue_event *ev, size_t n)
 {
-	for (size_t i = 0; i < n; i++) {
-		free(ev[i].key);
-		free(ev[i].status);
-		free(ev[i].to);
-		free(ev[i].dt);
-		free(ev[i].msg);
-		free(ev[i].account);
-		free(ev[i].issue);
-		free(ev[i].uniq);
-	}
+	for (size_t i = 0; i < n; i++)
+		queue_event_clear(&ev[i]);
 	free(ev);
 }
 

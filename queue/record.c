@@ -21,7 +21,8 @@ static bool xtext_plain(unsigned char c, int flags)
 void xtext_encode(struct buf *out, const void *data, size_t len, int flags)
 {
 	const unsigned char *p = data;
-	buf_reserve(out, len);
+	if (len)	/* (a reservation alone leaves no NUL behind) */
+		buf_reserve(out, len);
 	for (size_t i = 0; i < len; i++) {
 		if (xtext_plain(p[i], flags)) {
 			buf_putc(out, (char)p[i]);
@@ -44,7 +45,8 @@ static int hex_value(char c)
 
 int xtext_decode(struct buf *out, const char *text, size_t len)
 {
-	buf_reserve(out, len);
+	if (len)
+		buf_reserve(out, len);
 	for (size_t i = 0; i < len; i++) {
 		unsigned char c = (unsigned char)text[i];
 		if (c == '+') {
@@ -148,13 +150,12 @@ int record_parse(struct record *r, const void *data, size_t len,
 			goto fail;
 		}
 		buf_clear(&value);
-		buf_reserve(&value, 0);
 		if (xtext_decode(&value, eq + 1, (size_t)(line_end - eq - 1)) != 0) {
 			error_set(err, "line %zu: bad xtext in %.*s=", line_no,
 				  (int)(eq - s), s);
 			goto fail;
 		}
-		if (memchr(value.data, '\0', value.len)) {
+		if (value.len && memchr(value.data, '\0', value.len)) {
 			error_set(err, "line %zu: NUL in %.*s=", line_no,
 				  (int)(eq - s), s);
 			goto fail;
@@ -164,7 +165,8 @@ int record_parse(struct record *r, const void *data, size_t len,
 			r->fields = xrealloc(r->fields, cap * sizeof *r->fields);
 		}
 		r->fields[r->n].key = xstrndup(s, (size_t)(eq - s));
-		r->fields[r->n].value = xstrndup(value.data, value.len);
+		r->fields[r->n].value = xstrndup(value.len ? value.data : "",
+						 value.len);
 		r->n++;
 		if (!nl)
 			break;

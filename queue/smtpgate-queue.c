@@ -1,35 +1,1199 @@
-/* smtpgate-queue: one SMTP session on the socket passed as fd 3 by
- * systemd (Accept=yes), or on stdin/stdout. See smtpgate-queue(8). */
+/* smtpgate-queue: inspect and manage the queue (SPEC section 6,
+ * smtpgate-queue(8)).
+ *
+ *   smtpgate-queue [-c FILE] COMMAND [ARG...] [--json]
+ *
+ * Reading commands open the environment read-only and copy what they show
+ * out of one read transaction before printing, so that a slow terminal
+ * never pins old pages while handlers and smtpgate-flush keep writing.
+ * Changing commands use one short write transaction each (stoplist import:
+ * one per 100,000 lines).
+ *
+ * Output: aligned columns with UTC dates for people; with --json an array
+ * of objects for listings ([] when empty) and one object otherwise, the
+ * field names those of the queue records. Exit status: 0 done, 1 an error
+ * (named on stderr), 2 a usage error. */
+#include <errno.h>
+#include <inttypes.h>
+#include <lmdb.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
+#include "buf.h"
 #include "cli.h"
 #include "config.h"
+#include "dkim/dkim.h"
 #include "log.h"
+#include "queue/queue.h"
+#include "queue/queue_internal.h"
+#include "queue/record.h"
 
 static const char usage[] =
-	"usage: smtpgate-queue [-c FILE]\n"
-	"Serves one SMTP session on fd 3 (systemd socket activation) or on\n"
-	"stdin/stdout. Options:\n"
+	"usage: smtpgate-queue [-c FILE] COMMAND [ARG...] [--json]\n"
+	"Inspects and manages the smtpgate queue. Commands:\n"
+	"  list [--due] [--account A]          queued messages\n"
+	"  show QID [--raw]                     one message (--raw: its bytes)\n"
+	"  stat [--day YYYY-MM-DD]              counters per issue\n"
+	"  errors [-n 100]                      the latest bounces, newest first\n"
+	"  retry QID | --all                    make due now\n"
+	"  delete QID                           remove (recipients count as dropped)\n"
+	"  suppress list [ACCOUNT]              hard-bounced addresses\n"
+	"  suppress add|remove ACCOUNT ADDRESS\n"
+	"  stoplist list [ACCOUNT]              refused addresses and @domains\n"
+	"  stoplist add|remove ACCOUNT ADDRESS\n"
+	"  stoplist import ACCOUNT FILE         one address or @domain a line\n"
+	"  check-config                         load config and keys, print it\n"
+	"Options:\n"
 	"  -c FILE     configuration (default $SMTPGATE_CONF or " CONFIG_DEFAULT_PATH ")\n"
+	"  --json      JSON output: an array of objects ([] when empty)\n"
 	"  --help      this text\n"
 	"  --version   the version\n";
+
+#define PROGRAM "smtpgate-queue"
+
+static bool json;
+
+static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int fail(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	fputs(PROGRAM ": ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+	va_end(ap);
+	return 1;
+}
+
+static int usage_error(const char *fmt, const char *arg)
+{
+	fprintf(stderr, PROGRAM ": ");
+	fprintf(stderr, fmt, arg);
+	fprintf(stderr, "\n(see " PROGRAM " --help)\n");
+	return 2;
+}
+
+/* ---- JSON ---- */
+
+/* Length of the valid UTF-8 sequence at p (at most n bytes), or 0. */
+static size_t utf8_len(const unsigned char *p, size_t n)
+{
+	size_t len;
+	unsigned min;
+	unsigned cp;
+	if (p[0] < 0x80)
+		return 1;
+	if ((p[0] & 0xE0) == 0xC0) {
+		len = 2, min = 0x80, cp = p[0] & 0x1F;
+	} else if ((p[0] & 0xF0) == 0xE0) {
+		len = 3, min = 0x800, cp = p[0] & 0x0F;
+	} else if ((p[0] & 0xF8) == 0xF0) {
+		len = 4, min = 0x10000, cp = p[0] & 0x07;
+	} else {
+		return 0;
+	}
+	if (len > n)
+		return 0;
+	for (size_t i = 1; i < len; i++) {
+		if ((p[i] & 0xC0) != 0x80)
+			return 0;
+		cp = cp << 6 | (p[i] & 0x3F);
+	}
+	if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+		return 0;
+	return len;
+}
+
+/* Appends s as a JSON string (RFC 8259 section 7); bytes that are not
+ * UTF-8 become U+FFFD. */
+static void json_string(struct buf *b, const char *s, size_t n)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	buf_putc(b, '"');
+	for (size_t i = 0; i < n;) {
+		unsigned char c = p[i];
+		if (c == '"' || c == '\\') {
+			buf_putc(b, '\\');
+			buf_putc(b, (char)c);
+			i++;
+		} else if (c < 0x20 || c == 0x7F) {
+			buf_printf(b, "\\u%04x", c);
+			i++;
+		} else {
+			size_t len = utf8_len(p + i, n - i);
+			if (len == 0) {
+				buf_puts(b, "\\ufffd");
+				i++;
+			} else {
+				buf_append(b, p + i, len);
+				i += len;
+			}
+		}
+	}
+	buf_putc(b, '"');
+}
+
+/* A JSON object being built: json_field(o, "name", "value") ... */
+static void json_key(struct buf *o, const char *name)
+{
+	if (o->len > 1)
+		buf_putc(o, ',');
+	json_string(o, name, strlen(name));
+	buf_putc(o, ':');
+}
+
+static void json_str(struct buf *o, const char *name, const char *value)
+{
+	json_key(o, name);
+	json_string(o, value ? value : "", value ? strlen(value) : 0);
+}
+
+static void json_u64(struct buf *o, const char *name, uint64_t value)
+{
+	json_key(o, name);
+	buf_printf(o, "%" PRIu64, value);
+}
+
+/* ---- a table of text or JSON rows, printed after the read transaction
+ * has ended ---- */
+
+struct table {
+	size_t n_cols;
+	const char *const *headers;
+	char **cells;		/* n_rows * n_cols, plain text */
+	char **objects;		/* n_rows JSON objects */
+	size_t n_rows, cap;
+};
+
+static void table_add(struct table *t, char **cells, char *object)
+{
+	if (t->n_rows == t->cap) {
+		t->cap = t->cap ? t->cap * 2 : 64;
+		t->cells = xrealloc(t->cells, t->cap * t->n_cols * sizeof *t->cells);
+		t->objects = xrealloc(t->objects, t->cap * sizeof *t->objects);
+	}
+	for (size_t i = 0; i < t->n_cols; i++)
+		t->cells[t->n_rows * t->n_cols + i] = cells[i];
+	t->objects[t->n_rows] = object;
+	t->n_rows++;
+}
+
+/* Display width of a cell: its UTF-8 characters. */
+static size_t text_width(const char *s)
+{
+	size_t w = 0;
+	for (; *s; s++)
+		if (((unsigned char)*s & 0xC0) != 0x80)
+			w++;
+	return w;
+}
+
+/* Prints the table (columns aligned, the last one not padded) or, with
+ * --json, the array of objects; frees it. */
+static void table_print(struct table *t)
+{
+	if (json) {
+		fputc('[', stdout);
+		for (size_t r = 0; r < t->n_rows; r++)
+			printf("%s\n%s", r ? "," : "", t->objects[r]);
+		fputs(t->n_rows ? "\n]\n" : "]\n", stdout);
+	} else if (t->n_rows) {
+		size_t *width = xcalloc(t->n_cols, sizeof *width);
+		for (size_t c = 0; c < t->n_cols; c++)
+			width[c] = text_width(t->headers[c]);
+		for (size_t r = 0; r < t->n_rows; r++)
+			for (size_t c = 0; c < t->n_cols; c++) {
+				size_t w = text_width(t->cells[r * t->n_cols + c]);
+				if (w > width[c])
+					width[c] = w;
+			}
+		for (size_t r = 0; r <= t->n_rows; r++) {
+			struct buf line = BUF_INIT;
+			for (size_t c = 0; c < t->n_cols; c++) {
+				const char *cell = r == 0 ? t->headers[c]
+					: t->cells[(r - 1) * t->n_cols + c];
+				buf_puts(&line, cell);
+				if (c + 1 < t->n_cols)
+					for (size_t w = text_width(cell); w < width[c] + 2; w++)
+						buf_putc(&line, ' ');
+			}
+			while (line.len && line.data[line.len - 1] == ' ')
+				line.data[--line.len] = '\0';
+			puts(line.data);
+			buf_free(&line);
+		}
+		free(width);
+	}
+	for (size_t i = 0; i < t->n_rows * t->n_cols; i++)
+		free(t->cells[i]);
+	for (size_t i = 0; i < t->n_rows; i++)
+		free(t->objects[i]);
+	free(t->cells);
+	free(t->objects);
+}
+
+/* Printable text for a terminal: control bytes and invalid UTF-8 shown
+ * as "?" so that no stored field can drive the terminal. */
+static char *printable(const char *s)
+{
+	struct buf b = BUF_INIT;
+	const unsigned char *p = (const unsigned char *)s;
+	size_t n = strlen(s);
+	for (size_t i = 0; i < n;) {
+		size_t len = p[i] < 0x20 || p[i] == 0x7F ? 0 : utf8_len(p + i, n - i);
+		if (len == 0) {
+			buf_putc(&b, '?');
+			i++;
+		} else {
+			buf_append(&b, p + i, len);
+			i += len;
+		}
+	}
+	return buf_steal(&b);
+}
+
+/* "2026-11-26 05:55:46" (UTC) */
+static char *human_time(int64_t us)
+{
+	char dt[QUEUE_DT_SIZE];
+	queue_dt_format(us, dt);
+	dt[10] = ' ';
+	dt[19] = '\0';
+	return xstrdup(dt);
+}
+
+static char *format_u64(uint64_t n)
+{
+	struct buf b = BUF_INIT;
+	buf_printf(&b, "%" PRIu64, n);
+	return buf_steal(&b);
+}
+
+/* ---- opening ---- */
+
+/* Opens the queue; a missing queue is no error for reading commands
+ * (*q = NULL: nothing to show). */
+static int open_queue(const struct config *c, bool read_only,
+		      struct queue **q)
+{
+	struct error err;
+	int rc = queue_open(q, c, read_only, &err);
+	if (rc == QUEUE_ENOTFOUND && read_only) {
+		*q = NULL;
+		return 0;
+	}
+	if (rc != 0)
+		return fail("%s", err.text);
+	return 0;
+}
+
+/* ---- list, show ---- */
+
+static void message_json(struct buf *o, const struct queue_message *m)
+{
+	char t[QUEUE_TIME_SIZE];
+	buf_putc(o, '{');
+	json_str(o, "qid", m->qid);
+	json_str(o, "from", m->from);
+	json_key(o, "rcpt");
+	buf_putc(o, '[');
+	for (size_t i = 0; i < m->n_rcpts; i++) {
+		buf_puts(o, i ? ",{" : "{");
+		size_t start = o->len;
+		(void)start;
+		json_string(o, "address", 7);
+		buf_putc(o, ':');
+		json_string(o, m->rcpts[i].address, strlen(m->rcpts[i].address));
+		buf_puts(o, ",\"state\":");
+		const char *st = queue_rcpt_state_name(m->rcpts[i].state);
+		json_string(o, st, strlen(st));
+		buf_putc(o, '}');
+	}
+	buf_putc(o, ']');
+	json_str(o, "account", m->account);
+	json_str(o, "client", m->client);
+	json_str(o, "helo", m->helo);
+	queue_time_format(m->received_us, t);
+	json_str(o, "received", t);
+	json_str(o, "issue", m->issue);
+	json_str(o, "uniq", m->uniq);
+	json_u64(o, "attempts", m->attempts);
+	queue_time_format(m->next_us, t);
+	json_str(o, "next", t);
+	json_u64(o, "size", m->size);
+}
+
+static char *rcpt_summary(const struct queue_message *m)
+{
+	struct buf b = BUF_INIT;
+	for (size_t i = 0; i < m->n_rcpts; i++) {
+		char *a = printable(m->rcpts[i].address);
+		buf_printf(&b, "%s%s (%s)", i ? ", " : "", a,
+			   queue_rcpt_state_name(m->rcpts[i].state));
+		free(a);
+	}
+	return buf_steal(&b);
+}
+
+static const char *const list_headers[] = {
+	"QID", "RECEIVED", "NEXT", "TRIES", "SIZE", "ACCOUNT", "FROM",
+	"RECIPIENTS",
+};
+
+static void list_add(struct table *t, const struct queue_message *m)
+{
+	char *cells[8] = {
+		xstrdup(m->qid), human_time(m->received_us),
+		human_time(m->next_us), format_u64(m->attempts),
+		format_u64(m->size), printable(m->account),
+		printable(*m->from ? m->from : "<>"), rcpt_summary(m),
+	};
+	struct buf o = BUF_INIT;
+	message_json(&o, m);
+	buf_putc(&o, '}');
+	table_add(t, cells, buf_steal(&o));
+}
+
+static int cmd_list(const struct config *c, int argc, char **argv)
+{
+	bool due_only = false;
+	const char *account = NULL;
+	for (int i = 0; i < argc; i++) {
+		if (strcmp(argv[i], "--due") == 0)
+			due_only = true;
+		else if (strcmp(argv[i], "--account") == 0 && i + 1 < argc)
+			account = argv[++i];
+		else
+			return usage_error("list: unexpected \"%s\"", argv[i]);
+	}
+	struct queue *q;
+	if (open_queue(c, true, &q))
+		return 1;
+	struct table t = { .n_cols = 8, .headers = list_headers };
+	size_t bad = 0;
+	int status = 0;
+	if (q) {
+		MDB_txn *txn;
+		struct error err;
+		if (queue_txn_begin(q, true, &txn, &err) != 0) {
+			queue_close(q);
+			return fail("%s", err.text);
+		}
+		/* All messages in arrival order (env), or those due now in
+		 * due order. */
+		enum queue_db db = due_only ? QUEUE_DB_DUE : QUEUE_DB_ENV;
+		char limit[QUEUE_TIME_SIZE];
+		queue_time_format(queue_now_us(), limit);
+		MDB_cursor *cur;
+		MDB_val k, v;
+		int r = mdb_cursor_open(txn, queue_dbi(q, db), &cur);
+		for (r = r ? r : mdb_cursor_get(cur, &k, &v, MDB_FIRST); r == 0;
+		     r = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+			char qid[QUEUE_ID_LEN + 1];
+			const char *key = k.mv_data;
+			if (due_only) {
+				if (k.mv_size != QUEUE_TIME_LEN + 1 + QUEUE_ID_LEN) {
+					bad++;
+					continue;
+				}
+				if (memcmp(key, limit, QUEUE_TIME_LEN) > 0)
+					break;
+				key += QUEUE_TIME_LEN + 1;
+			} else if (k.mv_size != QUEUE_ID_LEN) {
+				bad++;
+				continue;
+			}
+			memcpy(qid, key, QUEUE_ID_LEN);
+			qid[QUEUE_ID_LEN] = '\0';
+			MDB_val ek = { QUEUE_ID_LEN, qid }, ev, mv;
+			struct queue_message m;
+			if (mdb_get(txn, queue_dbi(q, QUEUE_DB_ENV), &ek, &ev) != 0 ||
+			    queue_message_parse(&m, qid, ev.mv_data, ev.mv_size,
+						&err) != 0) {
+				bad++;
+				continue;
+			}
+			if (mdb_get(txn, queue_dbi(q, QUEUE_DB_MSG), &ek, &mv) == 0)
+				m.size = mv.mv_size;
+			if (!account || strcmp(account, m.account) == 0)
+				list_add(&t, &m);
+			queue_message_free(&m);
+		}
+		if (r != 0 && r != MDB_NOTFOUND) {
+			queue_mdb_error(q, r, "list", &err);
+			status = fail("%s", err.text);
+		}
+		mdb_cursor_close(cur);
+		mdb_txn_abort(txn);
+		queue_close(q);
+	}
+	table_print(&t);
+	if (bad)
+		fail("%zu queue entries do not parse (see mdb_dump -p -s env)", bad);
+	return status;
+}
+
+static int cmd_show(const struct config *c, int argc, char **argv)
+{
+	const char *qid = NULL;
+	bool raw = false;
+	for (int i = 0; i < argc; i++) {
+		if (strcmp(argv[i], "--raw") == 0)
+			raw = true;
+		else if (!qid)
+			qid = argv[i];
+		else
+			return usage_error("show: unexpected \"%s\"", argv[i]);
+	}
+	if (!qid)
+		return usage_error("%s", "show: which QID?");
+	struct queue *q;
+	if (open_queue(c, true, &q))
+		return 1;
+	if (!q)
+		return fail("no message %s: the queue is empty", qid);
+	struct queue_message m;
+	struct error err;
+	int rc = queue_message_get(q, qid, raw, &m, &err);
+	queue_close(q);
+	if (rc)
+		return fail("%s", err.text);
+	if (raw && !json) {
+		fwrite(m.data, 1, m.size, stdout);
+	} else if (json) {
+		struct buf o = BUF_INIT;
+		message_json(&o, &m);
+		if (raw) {
+			json_key(&o, "message");
+			json_string(&o, m.data, m.size);
+		}
+		buf_puts(&o, "}\n");
+		fputs(o.data, stdout);
+		buf_free(&o);
+	} else {
+		char *p;
+		printf("qid:       %s\n", m.qid);
+		p = printable(*m.from ? m.from : "<>");
+		printf("from:      %s\n", p);
+		free(p);
+		for (size_t i = 0; i < m.n_rcpts; i++) {
+			p = printable(m.rcpts[i].address);
+			printf("rcpt:      %s %s\n", p,
+			       queue_rcpt_state_name(m.rcpts[i].state));
+			free(p);
+		}
+		const char *const fields[][2] = {
+			{ "account:   ", m.account }, { "client:    ", m.client },
+			{ "helo:      ", m.helo }, { "issue:     ", m.issue },
+			{ "uniq:      ", m.uniq },
+		};
+		for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+			p = printable(fields[i][1]);
+			printf("%s%s\n", fields[i][0], p);
+			free(p);
+		}
+		p = human_time(m.received_us);
+		printf("received:  %s UTC\n", p);
+		free(p);
+		p = human_time(m.next_us);
+		printf("next:      %s UTC\n", p);
+		free(p);
+		printf("attempts:  %" PRIu64 "\n", m.attempts);
+		printf("size:      %zu\n", m.size);
+	}
+	queue_message_free(&m);
+	return 0;
+}
+
+/* ---- stat, errors ---- */
+
+static const char *const stat_headers[] = {
+	"DAY", "ACCOUNT", "ISSUE", "ACCEPTED", "DELIVERED", "DEFERRED",
+	"BOUNCED", "DROPPED",
+};
+
+static bool valid_day(const char *d)
+{
+	if (strlen(d) != 10 || d[4] != '-' || d[7] != '-')
+		return false;
+	for (int i = 0; i < 10; i++)
+		if (i != 4 && i != 7 && (d[i] < '0' || d[i] > '9'))
+			return false;
+	return true;
+}
+
+/* Splits an issue key DAY/ACCOUNT/ISSUE. */
+static int issue_key_split(const char *key, size_t len, char *day,
+			   char **account, char **issue)
+{
+	if (len < 12 || key[10] != '/')
+		return -1;
+	memcpy(day, key, 10);
+	day[10] = '\0';
+	if (!valid_day(day))
+		return -1;
+	return queue_key_split(key + 11, len - 11, account, issue);
+}
+
+static int cmd_stat(const struct config *c, int argc, char **argv)
+{
+	const char *day = NULL;
+	for (int i = 0; i < argc; i++) {
+		if (strcmp(argv[i], "--day") == 0 && i + 1 < argc)
+			day = argv[++i];
+		else
+			return usage_error("stat: unexpected \"%s\"", argv[i]);
+	}
+	if (day && !valid_day(day))
+		return usage_error("stat: --day \"%s\" is not YYYY-MM-DD", day);
+	struct queue *q;
+	if (open_queue(c, true, &q))
+		return 1;
+	struct table t = { .n_cols = 8, .headers = stat_headers };
+	int status = 0;
+	size_t bad = 0;
+	if (q) {
+		MDB_txn *txn;
+		struct error err;
+		if (queue_txn_begin(q, true, &txn, &err) != 0) {
+			queue_close(q);
+			return fail("%s", err.text);
+		}
+		MDB_cursor *cur;
+		MDB_val k, v;
+		int r = mdb_cursor_open(txn, queue_dbi(q, QUEUE_DB_ISSUE), &cur);
+		if (r == 0 && day) {
+			k.mv_size = 10;
+			k.mv_data = (void *)day;
+			r = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+		} else if (r == 0) {
+			r = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+		}
+		for (; r == 0; r = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+			char d[11];
+			char *account, *issue;
+			uint64_t n[QUEUE_COUNTER_COUNT];
+			if (day && (k.mv_size < 10 || memcmp(k.mv_data, day, 10) != 0))
+				break;
+			if (issue_key_split(k.mv_data, k.mv_size, d, &account,
+					    &issue) != 0) {
+				bad++;
+				continue;
+			}
+			if (queue_counters_parse(v.mv_data, v.mv_size, n, &err) != 0) {
+				bad++;
+				free(account);
+				free(issue);
+				continue;
+			}
+			struct buf o = BUF_INIT;
+			buf_putc(&o, '{');
+			json_str(&o, "day", d);
+			json_str(&o, "account", account);
+			json_str(&o, "issue", issue);
+			char *cells[8] = { xstrdup(d), printable(account),
+					   printable(issue) };
+			for (int i = 0; i < QUEUE_COUNTER_COUNT; i++) {
+				json_u64(&o, queue_counter_name((enum queue_counter)i), n[i]);
+				cells[3 + i] = format_u64(n[i]);
+			}
+			buf_putc(&o, '}');
+			table_add(&t, cells, buf_steal(&o));
+			free(account);
+			free(issue);
+		}
+		if (r != 0 && r != MDB_NOTFOUND) {
+			queue_mdb_error(q, r, "stat", &err);
+			status = fail("%s", err.text);
+		}
+		mdb_cursor_close(cur);
+		mdb_txn_abort(txn);
+		queue_close(q);
+	}
+	table_print(&t);
+	if (bad)
+		fail("%zu issue records do not parse (see mdb_dump -p -s issue)", bad);
+	return status;
+}
+
+static const char *const errors_headers[] = { "DT", "TO", "MSG" };
+
+static int parse_count(const char *s, unsigned long *out)
+{
+	char *end;
+	errno = 0;
+	unsigned long n = strtoul(s, &end, 10);
+	if (errno || end == s || *end || *s == '-' || n == 0 || n > 10000000)
+		return -1;
+	*out = n;
+	return 0;
+}
+
+static int cmd_errors(const struct config *c, int argc, char **argv)
+{
+	unsigned long max = 100;
+	for (int i = 0; i < argc; i++) {
+		if (strcmp(argv[i], "-n") == 0 && i + 1 < argc) {
+			if (parse_count(argv[++i], &max) != 0)
+				return usage_error("errors: -n \"%s\" is not a count",
+						   argv[i]);
+		} else {
+			return usage_error("errors: unexpected \"%s\"", argv[i]);
+		}
+	}
+	struct queue *q;
+	if (open_queue(c, true, &q))
+		return 1;
+	struct table t = { .n_cols = 3, .headers = errors_headers };
+	int status = 0;
+	if (q) {
+		MDB_txn *txn;
+		struct error err;
+		if (queue_txn_begin(q, true, &txn, &err) != 0) {
+			queue_close(q);
+			return fail("%s", err.text);
+		}
+		/* Newest first: the log's keys start with the event time. */
+		MDB_cursor *cur;
+		MDB_val k, v;
+		int r = mdb_cursor_open(txn, queue_dbi(q, QUEUE_DB_LOG), &cur);
+		size_t found = 0;
+		for (r = r ? r : mdb_cursor_get(cur, &k, &v, MDB_LAST);
+		     r == 0 && found < max;
+		     r = mdb_cursor_get(cur, &k, &v, MDB_PREV)) {
+			/* Cheap test before parsing: only bounces. */
+			if (!memmem(v.mv_data, v.mv_size, "status=bounced", 14))
+				continue;
+			struct queue_event ev;
+			if (queue_event_parse(&ev, k.mv_data, k.mv_size, v.mv_data,
+					      v.mv_size) != 0)
+				continue;
+			if (strcmp(ev.status, "bounced") == 0) {
+				struct buf o = BUF_INIT;
+				buf_putc(&o, '{');
+				json_str(&o, "to", ev.to);
+				json_str(&o, "dt", ev.dt);
+				json_str(&o, "msg", ev.msg);
+				json_str(&o, "account", ev.account);
+				json_str(&o, "issue", ev.issue);
+				json_str(&o, "uniq", ev.uniq);
+				json_str(&o, "qid", ev.qid);
+				buf_putc(&o, '}');
+				char *dt = human_time(ev.time_us);
+				char *cells[3] = { dt, printable(ev.to),
+						   printable(ev.msg) };
+				table_add(&t, cells, buf_steal(&o));
+				found++;
+			}
+			queue_event_clear(&ev);
+		}
+		if (r != 0 && r != MDB_NOTFOUND) {
+			queue_mdb_error(q, r, "errors", &err);
+			status = fail("%s", err.text);
+		}
+		mdb_cursor_close(cur);
+		mdb_txn_abort(txn);
+		queue_close(q);
+	}
+	table_print(&t);
+	return status;
+}
+
+/* ---- retry, delete ---- */
+
+static int cmd_retry(const struct config *c, int argc, char **argv)
+{
+	if (argc != 1)
+		return usage_error("%s", "retry: give one QID or --all");
+	struct queue *q;
+	if (open_queue(c, false, &q))
+		return 1;
+	struct error err;
+	int rc;
+	if (strcmp(argv[0], "--all") == 0) {
+		size_t n;
+		rc = queue_retry_all(q, queue_now_us(), &n, &err);
+		if (rc == 0) {
+			if (json)
+				printf("{\"retried\":%zu}\n", n);
+			else
+				printf("%zu message%s due now\n", n, n == 1 ? "" : "s");
+		}
+	} else {
+		rc = queue_retry(q, argv[0], queue_now_us(), &err);
+		if (rc == 0) {
+			if (json)
+				printf("{\"qid\":\"%s\",\"retried\":1}\n", argv[0]);
+			else
+				printf("%s: due now\n", argv[0]);
+		}
+	}
+	queue_close(q);
+	return rc ? fail("%s", err.text) : 0;
+}
+
+static int cmd_delete(const struct config *c, int argc, char **argv)
+{
+	if (argc != 1)
+		return usage_error("%s", "delete: give one QID");
+	struct queue *q;
+	if (open_queue(c, false, &q))
+		return 1;
+	struct error err;
+	int rc = queue_delete(q, argv[0], queue_now_us(),
+			      "deleted by the administrator", &err);
+	queue_close(q);
+	if (rc)
+		return fail("%s", err.text);
+	if (json)
+		printf("{\"qid\":\"%s\",\"deleted\":1}\n", argv[0]);
+	else
+		printf("%s: deleted\n", argv[0]);
+	return 0;
+}
+
+/* ---- suppress, stoplist ---- */
+
+/* An address (local@domain) or, when domain_ok, @domain: no spaces or
+ * control bytes, at most 254 octets (RFC 5321 section 4.5.3.1.3). */
+static bool valid_entry(const char *a, bool domain_ok)
+{
+	size_t n = strlen(a);
+	const char *at = strrchr(a, '@');
+	if (n == 0 || n > 254 || !at || at[1] == '\0')
+		return false;
+	if (at == a && !domain_ok)
+		return false;
+	for (const char *p = a; *p; p++)
+		if ((unsigned char)*p <= ' ' || *p == 0x7F || *p == '<' || *p == '>')
+			return false;
+	return true;
+}
+
+static bool valid_account_name(const char *a)
+{
+	return *a && !strchr(a, '/') && strlen(a) < 200;
+}
+
+static const char *const list_db_headers[] = {
+	"ACCOUNT", "ADDRESS", "TIME", "REASON",
+};
+
+static int list_db(const struct config *c, enum queue_db db,
+		   const char *account)
+{
+	struct queue *q;
+	if (open_queue(c, true, &q))
+		return 1;
+	struct table t = { .n_cols = 4, .headers = list_db_headers };
+	int status = 0;
+	size_t bad = 0;
+	if (q) {
+		MDB_txn *txn;
+		struct error err;
+		if (queue_txn_begin(q, true, &txn, &err) != 0) {
+			queue_close(q);
+			return fail("%s", err.text);
+		}
+		struct buf prefix = BUF_INIT;
+		if (account) {
+			xtext_encode(&prefix, account, strlen(account), XTEXT_SLASH);
+			buf_putc(&prefix, '/');
+		}
+		MDB_cursor *cur;
+		MDB_val k, v;
+		int r = mdb_cursor_open(txn, queue_dbi(q, db), &cur);
+		if (r == 0 && account) {
+			k.mv_size = prefix.len;
+			k.mv_data = prefix.data;
+			r = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+		} else if (r == 0) {
+			r = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+		}
+		for (; r == 0; r = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+			if (account && (k.mv_size < prefix.len ||
+					memcmp(k.mv_data, prefix.data, prefix.len) != 0))
+				break;
+			char *acct, *addr;
+			struct record rec;
+			if (queue_key_split(k.mv_data, k.mv_size, &acct, &addr) != 0) {
+				bad++;
+				continue;
+			}
+			if (record_parse(&rec, v.mv_data, v.mv_size, NULL) != 0) {
+				bad++;
+				free(acct);
+				free(addr);
+				continue;
+			}
+			const char *time_text = record_get(&rec, "time");
+			const char *reason = record_get(&rec, "reason");
+			int64_t us = 0;
+			char *when = time_text && queue_time_parse(time_text,
+					strlen(time_text), &us) == 0
+				? human_time(us) : xstrdup("-");
+			struct buf o = BUF_INIT;
+			buf_putc(&o, '{');
+			json_str(&o, "account", acct);
+			json_str(&o, "address", addr);
+			json_str(&o, "time", time_text ? time_text : "");
+			json_str(&o, "reason", reason ? reason : "");
+			buf_putc(&o, '}');
+			char *cells[4] = { printable(acct), printable(addr), when,
+					   printable(reason ? reason : "") };
+			table_add(&t, cells, buf_steal(&o));
+			record_free(&rec);
+			free(acct);
+			free(addr);
+		}
+		if (r != 0 && r != MDB_NOTFOUND) {
+			queue_mdb_error(q, r, queue_db_name(db), &err);
+			status = fail("%s", err.text);
+		}
+		mdb_cursor_close(cur);
+		mdb_txn_abort(txn);
+		buf_free(&prefix);
+		queue_close(q);
+	}
+	table_print(&t);
+	if (bad)
+		fail("%zu %s entries do not parse", bad, queue_db_name(db));
+	return status;
+}
+
+/* Puts (add) or deletes (remove) account/address in db within txn.
+ * Returns 0, 1 when there was nothing to remove / it was there already,
+ * or a QUEUE_E* code. */
+static int change_entry(struct queue *q, MDB_txn *txn, enum queue_db db,
+			const char *account, const char *address, bool add,
+			const char *reason, const char *when,
+			struct error *err)
+{
+	struct buf key = BUF_INIT, val = BUF_INIT;
+	if (address[0] == '@')
+		queue_key_domain(&key, account, address);
+	else
+		queue_key_address(&key, account, address);
+	int rc = 0;
+	if (key.len > 511) {
+		buf_free(&key);
+		return error_set(err, "%s/%s: too long", account, address),
+		       QUEUE_EINVAL;
+	}
+	MDB_val k = { key.len, key.data };
+	if (add) {
+		record_put(&val, "time", when);
+		record_put(&val, "reason", reason);
+		MDB_val v = { val.len, val.data };
+		int r = mdb_put(txn, queue_dbi(q, db), &k, &v, MDB_NOOVERWRITE);
+		if (r == MDB_KEYEXIST)
+			rc = 1;
+		else if (r != 0)
+			rc = queue_mdb_error(q, r, queue_db_name(db), err);
+	} else {
+		int r = mdb_del(txn, queue_dbi(q, db), &k, NULL);
+		if (r == MDB_NOTFOUND)
+			rc = 1;
+		else if (r != 0)
+			rc = queue_mdb_error(q, r, queue_db_name(db), err);
+	}
+	buf_free(&key);
+	buf_free(&val);
+	return rc;
+}
+
+static int add_remove(const struct config *c, enum queue_db db, bool add,
+		      const char *account, const char *address)
+{
+	const char *name = queue_db_name(db);
+	if (!valid_account_name(account))
+		return usage_error("\"%s\" is not an account name", account);
+	if (!config_account_by_name(c, account))
+		fprintf(stderr, PROGRAM ": warning: no [account %s] in %s\n",
+			account, c->path);
+	if (!valid_entry(address, db == QUEUE_DB_STOPLIST))
+		return usage_error(db == QUEUE_DB_STOPLIST
+				   ? "\"%s\" is neither an address nor @domain"
+				   : "\"%s\" is not an address", address);
+	struct queue *q;
+	if (open_queue(c, false, &q))
+		return 1;
+	MDB_txn *txn;
+	struct error err;
+	char when[QUEUE_TIME_SIZE];
+	queue_time_format(queue_now_us(), when);
+	int rc = queue_txn_begin(q, false, &txn, &err);
+	if (rc == 0) {
+		rc = change_entry(q, txn, db, account, address, add,
+				  "added by smtpgate-queue", when, &err);
+		if (rc < 0)
+			mdb_txn_abort(txn);
+		else if (rc == 1)
+			mdb_txn_abort(txn);
+		else
+			rc = queue_txn_commit(q, txn, &err);
+	}
+	queue_close(q);
+	if (rc < 0)
+		return fail("%s", err.text);
+	if (rc == 1 && !add)
+		return fail("%s/%s is not in %s", account, address, name);
+	const char *what = add ? (rc == 1 ? "already there" : "added") : "removed";
+	if (json) {
+		struct buf o = BUF_INIT;
+		buf_putc(&o, '{');
+		json_str(&o, "account", account);
+		json_str(&o, "address", address);
+		json_str(&o, "result", what);
+		buf_puts(&o, "}\n");
+		fputs(o.data, stdout);
+		buf_free(&o);
+	} else {
+		printf("%s %s/%s: %s\n", name, account, address, what);
+	}
+	return 0;
+}
+
+/* Reads FILE one line at a time (never the whole file), one write
+ * transaction per IMPORT_BATCH lines, so that a million lines take one
+ * pass and handlers are held up only for one batch at a time. */
+#define IMPORT_BATCH 100000
+
+static int stoplist_import(const struct config *c, const char *account,
+			   const char *path)
+{
+	if (!valid_account_name(account))
+		return usage_error("\"%s\" is not an account name", account);
+	if (!config_account_by_name(c, account))
+		fprintf(stderr, PROGRAM ": warning: no [account %s] in %s\n",
+			account, c->path);
+	FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
+	if (!f)
+		return fail("%s: %s", path, strerror(errno));
+	struct queue *q;
+	if (open_queue(c, false, &q)) {
+		if (f != stdin)
+			fclose(f);
+		return 1;
+	}
+	struct buf reason = BUF_INIT;
+	buf_printf(&reason, "imported from %s", path);
+	char when[QUEUE_TIME_SIZE];
+	queue_time_format(queue_now_us(), when);
+	char *line = NULL;
+	size_t cap = 0, line_no = 0, added = 0, present = 0, invalid = 0;
+	size_t in_txn = 0;
+	ssize_t len;
+	MDB_txn *txn = NULL;
+	struct error err;
+	int rc = 0;
+	while (rc == 0 && (len = getline(&line, &cap, f)) != -1) {
+		line_no++;
+		/* Trim the line end and surrounding blanks; skip blank lines
+		 * and # comments. */
+		while (len && (line[len - 1] == '\n' || line[len - 1] == '\r' ||
+			       line[len - 1] == ' ' || line[len - 1] == '\t'))
+			line[--len] = '\0';
+		char *s = line;
+		while (*s == ' ' || *s == '\t')
+			s++;
+		if (*s == '\0' || *s == '#')
+			continue;
+		if ((size_t)len != strlen(line) || !valid_entry(s, true)) {
+			if (invalid++ < 10)
+				fprintf(stderr, PROGRAM ": %s:%zu: neither an "
+					"address nor @domain\n", path, line_no);
+			continue;
+		}
+		if (!txn && (rc = queue_txn_begin(q, false, &txn, &err)) != 0)
+			break;
+		int r = change_entry(q, txn, QUEUE_DB_STOPLIST, account, s, true,
+				     reason.data, when, &err);
+		if (r < 0 && r != QUEUE_EINVAL) {
+			rc = r;
+			break;
+		}
+		if (r == QUEUE_EINVAL) {
+			if (invalid++ < 10)
+				fprintf(stderr, PROGRAM ": %s:%zu: %s\n", path,
+					line_no, err.text);
+			continue;
+		}
+		if (r == 1)
+			present++;
+		else
+			added++;
+		if (++in_txn == IMPORT_BATCH) {
+			rc = queue_txn_commit(q, txn, &err);
+			txn = NULL;
+			in_txn = 0;
+		}
+	}
+	if (rc == 0 && ferror(f))
+		rc = error_set(&err, "%s: %s", path, strerror(errno));
+	if (txn) {
+		if (rc == 0)
+			rc = queue_txn_commit(q, txn, &err);
+		else
+			mdb_txn_abort(txn);
+	}
+	free(line);
+	buf_free(&reason);
+	if (f != stdin)
+		fclose(f);
+	queue_close(q);
+	if (rc)
+		return fail("%s (lines before %zu were imported)", err.text, line_no);
+	if (json) {
+		struct buf o = BUF_INIT;
+		buf_putc(&o, '{');
+		json_str(&o, "account", account);
+		json_u64(&o, "added", added);
+		json_u64(&o, "present", present);
+		json_u64(&o, "invalid", invalid);
+		buf_puts(&o, "}\n");
+		fputs(o.data, stdout);
+		buf_free(&o);
+	} else {
+		printf("stoplist %s: %zu added, %zu already there, %zu invalid "
+		       "lines\n", account, added, present, invalid);
+	}
+	return invalid ? 1 : 0;
+}
+
+static int cmd_list_db(const struct config *c, enum queue_db db, int argc,
+		       char **argv)
+{
+	const char *name = queue_db_name(db);
+	if (argc < 1)
+		return usage_error("%s: list, add or remove?", name);
+	if (strcmp(argv[0], "list") == 0) {
+		if (argc > 2)
+			return usage_error("%s list: unexpected argument", name);
+		return list_db(c, db, argc == 2 ? argv[1] : NULL);
+	}
+	if (strcmp(argv[0], "add") == 0 || strcmp(argv[0], "remove") == 0) {
+		if (argc != 3)
+			return usage_error("%s: give ACCOUNT ADDRESS", name);
+		return add_remove(c, db, argv[0][0] == 'a', argv[1], argv[2]);
+	}
+	if (db == QUEUE_DB_STOPLIST && strcmp(argv[0], "import") == 0) {
+		if (argc != 3)
+			return usage_error("%s", "stoplist import: give ACCOUNT FILE");
+		return stoplist_import(c, argv[1], argv[2]);
+	}
+	return usage_error("unknown subcommand \"%s\"", argv[0]);
+}
+
+/* ---- check-config ---- */
+
+static int cmd_check_config(const struct config *c, int argc)
+{
+	if (argc)
+		return usage_error("%s", "check-config takes no argument");
+	struct error err;
+	if (dkim_check_keys(c, &err) != 0) {
+		if (json) {
+			struct buf o = BUF_INIT;
+			buf_putc(&o, '{');
+			json_str(&o, "config", c->path);
+			buf_puts(&o, ",\"ok\":false");
+			json_str(&o, "error", err.text);
+			buf_puts(&o, "}\n");
+			fputs(o.data, stdout);
+			buf_free(&o);
+		}
+		return fail("%s", err.text);
+	}
+	if (json) {
+		char *dump = NULL;
+		size_t size = 0;
+		FILE *m = open_memstream(&dump, &size);
+		if (!m)
+			return fail("out of memory");
+		config_dump(c, m);
+		fclose(m);
+		struct buf o = BUF_INIT;
+		buf_putc(&o, '{');
+		json_str(&o, "config", c->path);
+		buf_puts(&o, ",\"ok\":true");
+		json_str(&o, "effective", dump);
+		buf_puts(&o, "}\n");
+		fputs(o.data, stdout);
+		buf_free(&o);
+		free(dump);
+	} else {
+		config_dump(c, stdout);
+	}
+	return 0;
+}
 
 int main(int argc, char **argv)
 {
 	const char *config_path;
 	log_init(argv[0]);
 	argc = cli_common(argc, argv, usage, &config_path);
-	if (argc > 1) {
-		fprintf(stderr, "smtpgate-queue: unexpected argument \"%s\"\n", argv[1]);
-		return 2;
+	/* --json may come anywhere. */
+	int n = 1;
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--json") == 0)
+			json = true;
+		else
+			argv[n++] = argv[i];
 	}
+	argc = n;
+	argv[argc] = NULL;
 	struct config config;
 	struct error err;
 	if (config_load(&config, config_path, &err) != 0) {
-		fprintf(stderr, "smtpgate-queue: %s\n", err.text);
+		if (argc > 1 && strcmp(argv[1], "check-config") == 0 && json) {
+			struct buf o = BUF_INIT;
+			buf_putc(&o, '{');
+			json_str(&o, "config", config_path);
+			buf_puts(&o, ",\"ok\":false");
+			json_str(&o, "error", err.text);
+			buf_puts(&o, "}\n");
+			fputs(o.data, stdout);
+			buf_free(&o);
+		}
+		fprintf(stderr, PROGRAM ": %s\n", err.text);
 		return 1;
 	}
+	int status;
+	if (argc < 2) {
+		status = usage_error("%s", "which command?");
+	} else {
+		const char *cmd = argv[1];
+		int sub_argc = argc - 2;
+		char **sub_argv = argv + 2;
+		if (strcmp(cmd, "list") == 0)
+			status = cmd_list(&config, sub_argc, sub_argv);
+		else if (strcmp(cmd, "show") == 0)
+			status = cmd_show(&config, sub_argc, sub_argv);
+		else if (strcmp(cmd, "stat") == 0)
+			status = cmd_stat(&config, sub_argc, sub_argv);
+		else if (strcmp(cmd, "errors") == 0)
+			status = cmd_errors(&config, sub_argc, sub_argv);
+		else if (strcmp(cmd, "retry") == 0)
+			status = cmd_retry(&config, sub_argc, sub_argv);
+		else if (strcmp(cmd, "delete") == 0)
+			status = cmd_delete(&config, sub_argc, sub_argv);
+		else if (strcmp(cmd, "suppress") == 0)
+			status = cmd_list_db(&config, QUEUE_DB_SUPPRESS, sub_argc,
+					     sub_argv);
+		else if (strcmp(cmd, "stoplist") == 0)
+			status = cmd_list_db(&config, QUEUE_DB_STOPLIST, sub_argc,
+					     sub_argv);
+		else if (strcmp(cmd, "check-config") == 0)
+			status = cmd_check_config(&config, sub_argc);
+		else
+			status = usage_error("unknown command \"%s\"", cmd);
+	}
 	config_free(&config);
-	return 0;
+	fflush(stdout);
+	if (ferror(stdout))
+		return fail("writing the output: %s", strerror(errno));
+	return status;
 }
