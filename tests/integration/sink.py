@@ -14,6 +14,7 @@ Actions, per recipient (the default for unlisted ones is `default`):
              arrived and before any reply (the message is not kept)
   "stall"    RCPT accepted, the end-of-data reply never comes (until the
              sink is stopped): a flush stuck in the middle of a batch
+  "slow"     RCPT accepted, the end-of-data reply comes after 0.05 s
   "data451"  RCPT accepted, 451 4.3.0 to the end of data
   "data554"  RCPT accepted, 554 5.7.1 to the end of data
 Any other string that starts with three digits is sent as the RCPT reply.
@@ -102,10 +103,12 @@ class _Handler:
         if "stall" in actions:
             with self.sink.lock:
                 self.sink.stalled += 1
-            while not self.sink.stopping:
-                await asyncio.sleep(0.05)
+            while not (self.sink.stopping or self.sink.released):
+                await asyncio.sleep(0.02)
             server.transport.abort()
             return "421 4.4.2 stopped"
+        if "slow" in actions:
+            await asyncio.sleep(0.05)
         if "data451" in actions:
             return "451 4.3.0 Temporary failure after data"
         if "data554" in actions:
@@ -154,6 +157,7 @@ class Sink:
         self.counters = Counters()
         self.stalled = 0
         self.stopping = False
+        self.released = False
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         with socket.socket(family, socket.SOCK_STREAM) as s:
             s.bind((host, 0))
@@ -212,6 +216,10 @@ class Sink:
 
     def __exit__(self, *exc):
         self.stop()
+
+    def release(self):
+        """Ends every stalled transaction (its connection is dropped)."""
+        self.released = True
 
     def wait_stalled(self, count=1, timeout=10.0):
         deadline = time.monotonic() + timeout
