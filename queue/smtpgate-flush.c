@@ -105,7 +105,7 @@ struct job {
 	bool drop;			/* demo account: never sent */
 	struct relay_result *results;	/* n_rcpts, filled by a worker */
 	bool attempted;			/* a worker tried to deliver it */
-	bool reached;			/* the relay answered for it */
+	bool reached;			/* a relay connection was up for it */
 };
 
 /* ---- the delivery workers ----
@@ -179,11 +179,11 @@ static void deliver_job(struct pool *p, struct relay **conn, struct job *j)
 			log_event(LOG_DEBUG, "relay connected", "RELAY",
 				  relay_name(*conn), NULL);
 	}
+	/* A connection was up: the relay is reachable, whatever it says
+	 * or however this transaction ends. */
+	j->reached = true;
 	int rc = relay_send(*conn, j->from, j->rcpts, j->n_rcpts, j->data,
 			    j->len, j->results);
-	for (size_t i = 0; i < j->n_rcpts; i++)
-		if (!j->results[i].connection_failed)
-			j->reached = true;
 	if (rc != 0) {
 		/* The connection is gone; the next job opens a new one. */
 		relay_close(*conn);
@@ -229,15 +229,26 @@ static int pool_start(struct pool *p, const struct config *c, struct error *err)
 	pthread_cond_init(&p->done, NULL);
 	p->n_threads = c->relay_concurrency ? c->relay_concurrency : 1;
 	p->threads = xcalloc(p->n_threads, sizeof *p->threads);
+	/* SIGTERM and SIGINT go to the main thread only: a worker's read
+	 * interrupted by a signal would look like a relay timeout under
+	 * OpenSSL. The workers inherit this mask. */
+	sigset_t stop, old;
+	sigemptyset(&stop);
+	sigaddset(&stop, SIGTERM);
+	sigaddset(&stop, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &stop, &old);
+	int rc = 0;
 	for (unsigned i = 0; i < p->n_threads; i++) {
-		int rc = pthread_create(&p->threads[i], NULL, worker_main, p);
+		rc = pthread_create(&p->threads[i], NULL, worker_main, p);
 		if (rc != 0) {
 			p->n_threads = i;
-			return error_set(err, "cannot start a delivery thread: %s",
-					 strerror(rc));
+			error_set(err, "cannot start a delivery thread: %s",
+				  strerror(rc));
+			break;
 		}
 	}
-	return 0;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return rc == 0 ? 0 : -1;
 }
 
 /* Hands a batch to the workers and waits until all of them are done. */
@@ -556,7 +567,7 @@ static int flush_run(const struct config *c, double max_time,
 		if (rc != 0)
 			break;
 		if (attempted > 0 && reached == 0) {
-			/* Not one message got an answer: the relay is down.
+			/* Not one connection could be set up: the relay is down.
 			 * Its batch is deferred; leave the rest due for the
 			 * next run instead of deferring the whole queue. */
 			log_event(LOG_WARNING, "relay unreachable; stopping this run",

@@ -20,11 +20,16 @@ def message_ids(messages):
             for m in messages]
 
 
-def kill_when_stalled(q, sink, stalls=1):
+def kill_when_stalled(q, sink, delivered=0):
+    """Runs a flush, waits until the sink holds it in a stalled
+    transaction and has kept `delivered` messages, then SIGKILLs it."""
     p = subprocess.Popen([binary("smtpgate-flush"), "-c", str(q.config)],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        sink.wait_stalled(stalls, timeout=60)
+        sink.wait_stalled(1, timeout=60)
+        deadline = time.monotonic() + 30
+        while len(sink.messages) < delivered and time.monotonic() < deadline:
+            time.sleep(0.02)
     finally:
         os.kill(p.pid, signal.SIGKILL)
         p.wait(timeout=10)
@@ -36,7 +41,7 @@ def test_sigkill_mid_batch_loses_nothing(tmp_path, keys):
         q = Queue(tmp_path, keys, smtp_relay(sink, concurrency="2"))
         fine = q.inject("a@example.net", n=10)
         [stuck] = q.inject("stuck@example.net")
-        kill_when_stalled(q, sink)
+        kill_when_stalled(q, sink, delivered=10)
         first_run = len(sink.messages)
         # Delivered by the relay, but the batch was never recorded: all
         # eleven are still queued and due, and no log event exists.
@@ -114,3 +119,27 @@ def test_appends_while_flushing_are_all_delivered(tmp_path, keys):
         ids = message_ids(sink.messages)
         assert len(set(ids)) == 450
         assert runs >= 1
+
+
+def test_sigterm_finishes_and_records_the_batch_in_hand(tmp_path, keys):
+    with Sink(script={"stuck@example.net": "stall"}) as sink:
+        q = Queue(tmp_path, keys, smtp_relay(sink, concurrency="2"))
+        q.inject("a@example.net", n=5)
+        [stuck] = q.inject("stuck@example.net")
+        p = subprocess.Popen([binary("smtpgate-flush"), "-c", str(q.config)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True)
+        sink.wait_stalled(1, timeout=60)
+        deadline = time.monotonic() + 30
+        while len(sink.messages) < 5 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        p.send_signal(signal.SIGTERM)
+        time.sleep(0.2)
+        assert p.poll() is None      # it finishes the batch first
+        sink.release()               # the stalled transaction breaks off
+        _, err = p.communicate(timeout=30)
+        assert p.returncode == 0, err
+        assert "stopping on a signal" in err
+        statuses = sorted(e["status"] for _, e in q.log())
+        assert statuses == ["deferred"] + ["delivered"] * 5
+        assert list(k.decode() for k in q.db("env")) == [stuck]
