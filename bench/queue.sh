@@ -1,0 +1,51 @@
+#!/bin/bash
+# The queue's part of `make bench`: durable append throughput next to its
+# floor, and lookup cost against list size. Prints a Markdown section.
+#
+#   bash bench/queue.sh [BUILD]      (COUNT=500 commits per run by default)
+#
+# The floor is what the disk allows: the fdatasync rate of one 4 KiB write,
+# and the rate of LMDB durable commits of one 8-byte record (each LMDB
+# commit syncs the data pages, then the meta page). queue_append should
+# stay within 1.5x of that floor: it writes msg (via MDB_RESERVE), env, due
+# and the issue counter in the same single commit. LMDB lets one writer in
+# at a time, so more writer processes queue up behind the lock rather than
+# add throughput.
+set -eu
+cd "$(dirname "$0")/.."
+build=${1:-build}
+bench=$build/bench/queue_bench
+count=${COUNT:-500}
+lookups=${LOOKUPS:-200000}
+[ -x "$bench" ] || { echo "bench/queue.sh: $bench missing: run make" >&2; exit 1; }
+work=$(mktemp -d "${TMPDIR:-/var/tmp}/smtpgate-bench.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+
+run() { "$bench" "$@" | sed 's/^/    /'; }
+
+echo "## queue: durable appends and lookups"
+echo
+echo "$(date -u +%FT%TZ), $(nproc) CPUs, $(uname -r), filesystem of $work:" \
+	"$(df -T "$work" | awk 'NR==2 { print $2 }')"
+echo
+echo "Floor (what one durable commit can cost at least on this disk):"
+echo
+run fdatasync "$work/sync" "$count"
+run floor "$work/floor" "$count"
+echo
+echo "queue_append, 10 KiB messages, one durable commit each:"
+echo
+for procs in 1 4 16; do
+	run append "$work/append$procs" "$procs" "$count" 10240
+done
+echo
+echo "queue_append with 10 and with 100,000 messages already queued:"
+echo
+run append "$work/pre10" 1 "$count" 10240 10
+run append "$work/pre100k" 1 "$count" 10240 100000
+echo
+echo "queue_is_stoplisted (two B-tree lookups: address, then @domain):"
+echo
+run lookup "$work/stop10" 10 "$lookups"
+run lookup "$work/stop1m" 1000000 "$lookups"
+echo

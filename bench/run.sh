@@ -1,0 +1,25 @@
+#!/bin/bash
+# make bench: runs every part bench/*.sh in name order (helpers named
+# make_*.sh are not parts) and writes what they print to bench/results.md
+# as well as to the terminal. Parts take the build folder as $1.
+set -u
+cd "$(dirname "$0")/.."
+build=${BUILD:-build}
+out=bench/results.md
+{
+	echo "# smtpgate benchmarks"
+	echo
+} > "$out"
+status=0
+for part in bench/*.sh; do
+	case "$(basename "$part")" in
+	run.sh | make_*.sh) continue ;;
+	esac
+	echo "== $part" >&2
+	if ! bash "$part" "$build" | tee -a "$out"; then
+		echo "$part: failed" | tee -a "$out" >&2
+		status=1
+	fi
+done
+echo "results: $out" >&2
+exit $status
