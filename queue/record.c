@@ -299,6 +299,13 @@ int queue_time_parse(const char *t, size_t len, int64_t *us)
 	time_t s = timegm(&tm);
 	if (s == (time_t)-1)
 		return -1;
+	/* timegm normalises 31 February to 3 March: a TIME is valid only
+	 * as the one text of its instant, so that keys sort as time and no
+	 * instant has two spellings. */
+	char canonical[QUEUE_TIME_SIZE];
+	queue_time_format((int64_t)s * 1000000 + frac, canonical);
+	if (memcmp(canonical, t, QUEUE_TIME_LEN) != 0)
+		return -1;
 	*us = (int64_t)s * 1000000 + frac;
 	return 0;
 }

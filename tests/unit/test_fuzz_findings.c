@@ -6,6 +6,7 @@
 
 #include "buf.h"
 #include "config.h"
+#include "queue/record.h"
 #include "unit.h"
 
 static char folder[] = "/tmp/smtpgate-test-fuzz-findings-XXXXXX";
@@ -56,6 +57,21 @@ TEST(test_config_empty_tls_files_mean_no_tls)
 	config_free(&c);
 }
 
+/* fuzz_queue_record, regressions/queue_record/time-february-31: a TIME
+ * of a day that does not exist parsed (timegm moved it to 3 March), so
+ * one instant had two spellings in keys that must sort as time. */
+TEST(test_queue_time_of_a_day_that_does_not_exist_is_refused)
+{
+	int64_t us = -1;
+	CHECK(queue_time_parse("20260231T000000.000000Z", 23, &us) == -1);
+	CHECK(queue_time_parse("20250229T120000.000000Z", 23, &us) == -1);
+	CHECK(queue_time_parse("20261126T235960.000000Z", 23, &us) == -1);
+	CHECK(queue_time_parse("20240229T120000.000001Z", 23, &us) == 0);
+	char t[QUEUE_TIME_SIZE];
+	queue_time_format(us, t);
+	CHECK_STR(t, "20240229T120000.000001Z");
+}
+
 static void remove_folder(void)
 {
 	rmdir(folder);
@@ -68,4 +84,5 @@ static void setup(void)
 }
 
 UNIT_MAIN(test_config_empty_hostname_and_queue_take_their_defaults,
-	  test_config_empty_tls_files_mean_no_tls)
+	  test_config_empty_tls_files_mean_no_tls,
+	  test_queue_time_of_a_day_that_does_not_exist_is_refused)
