@@ -13,7 +13,15 @@
  * - a TIME that parses is the canonical text of its time (no second
  *   spelling of one instant in a sorted key);
  * - an account/address key that splits is rebuilt and split to the same
- *   parts. */
+ *   parts;
+ * - an env record that parses (queue_message_parse, what smtpgate-flush
+ *   and smtpgate-queue read) is written again by queue_env_encode, the
+ *   writer of queue_append, and parses to the same message;
+ * - a log event (key on the first line, record after it) that parses is
+ *   written again with queue_log_key and record_put and parses to the
+ *   same event. */
+#include <stdbool.h>
+
 #include "buf.h"
 #include "error.h"
 #include "fuzz.h"
@@ -158,12 +166,105 @@ static void check_key(const uint8_t *data, size_t size)
 	buf_free(&key);
 }
 
+static const char test_qid[] = "0197A5B3C2D4E5000F2A0001";
+
+static bool same_str(const char *a, const char *b)
+{
+	return a && b && strcmp(a, b) == 0;
+}
+
+static void check_env(const uint8_t *data, size_t size)
+{
+	struct queue_message m;
+	struct error err = { "" };
+	if (queue_message_parse(&m, test_qid, data, size, &err) != 0) {
+		FUZZ_REQUIRE(err.text[0] && !m.rcpts && !m.from, "a refused env says why, holds nothing");
+		return;
+	}
+	FUZZ_REQUIRE(m.n_rcpts > 0 && m.from && m.account && *m.account && m.issue && *m.issue,
+		     "a parsed env has recipients, a sender, an account and an issue");
+	const char **rcpts = malloc(m.n_rcpts * sizeof *rcpts);
+	enum queue_rcpt_state *states = malloc(m.n_rcpts * sizeof *states);
+	for (size_t i = 0; i < m.n_rcpts; i++) {
+		FUZZ_REQUIRE(m.rcpts[i].address && *m.rcpts[i].address, "rcpt %zu has an address", i);
+		rcpts[i] = m.rcpts[i].address;
+		states[i] = m.rcpts[i].state;
+	}
+	struct queue_envelope env = {
+		.from = m.from, .rcpts = rcpts, .n_rcpts = m.n_rcpts,
+		.account = m.account, .client = m.client, .helo = m.helo,
+		.issue = m.issue, .uniq = m.uniq,
+	};
+	struct buf r = BUF_INIT;
+	queue_env_encode(&r, &env, states, m.received_us, m.attempts, m.next_us);
+	struct queue_message m2;
+	FUZZ_REQUIRE(queue_message_parse(&m2, test_qid, r.data, r.len, &err) == 0,
+		     "a rewritten env parses: %s\n%s", err.text, r.data);
+	FUZZ_REQUIRE(same_str(m.from, m2.from) && same_str(m.account, m2.account) &&
+		     same_str(m.client, m2.client) && same_str(m.helo, m2.helo) &&
+		     same_str(m.issue, m2.issue) && same_str(m.uniq, m2.uniq) &&
+		     m.received_us == m2.received_us && m.next_us == m2.next_us &&
+		     m.attempts == m2.attempts && m.n_rcpts == m2.n_rcpts,
+		     "a rewritten env is the same message:\n%s", r.data);
+	for (size_t i = 0; i < m.n_rcpts; i++)
+		FUZZ_REQUIRE(same_str(m.rcpts[i].address, m2.rcpts[i].address) &&
+			     m.rcpts[i].state == m2.rcpts[i].state, "rcpt %zu is the same", i);
+	queue_message_free(&m2);
+	queue_message_free(&m);
+	buf_free(&r);
+	free(rcpts);
+	free(states);
+}
+
+static void check_event(const uint8_t *data, size_t size)
+{
+	const uint8_t *nl = memchr(data, '\n', size);
+	if (!nl)
+		return;
+	size_t klen = (size_t)(nl - data);
+	/* queue_events_free frees the array too: events live on the heap. */
+	struct queue_event *e1 = malloc(sizeof *e1), *e2 = malloc(sizeof *e2);
+	if (queue_event_parse(e1, data, klen, nl + 1, size - klen - 1) != 0) {
+		free(e1);
+		free(e2);
+		return;
+	}
+	struct queue_event ev = *e1;
+	struct buf key = BUF_INIT, val = BUF_INIT;
+	queue_log_key(&key, ev.time_us, ev.qid, ev.rcpt);
+	FUZZ_REQUIRE(key.len == klen && memcmp(key.data, data, klen) == 0,
+		     "the log key \"%.*s\" is written back as itself: \"%s\"",
+		     (int)klen, (const char *)data, key.data);
+	record_put(&val, "status", ev.status);
+	record_put(&val, "to", ev.to);
+	record_put(&val, "dt", ev.dt);
+	record_put(&val, "msg", ev.msg);
+	record_put(&val, "account", ev.account);
+	record_put(&val, "issue", ev.issue);
+	record_put(&val, "uniq", ev.uniq);
+	FUZZ_REQUIRE(queue_event_parse(e2, key.data, key.len, val.data, val.len) == 0,
+		     "a rewritten event parses");
+	struct queue_event ev2 = *e2;
+	FUZZ_REQUIRE(same_str(ev.key, ev2.key) && same_str(ev.qid, ev2.qid) &&
+		     ev.rcpt == ev2.rcpt && ev.time_us == ev2.time_us &&
+		     same_str(ev.status, ev2.status) && same_str(ev.to, ev2.to) &&
+		     same_str(ev.dt, ev2.dt) && same_str(ev.msg, ev2.msg) &&
+		     same_str(ev.account, ev2.account) && same_str(ev.issue, ev2.issue) &&
+		     same_str(ev.uniq, ev2.uniq), "a rewritten event is the same");
+	queue_events_free(e1, 1);
+	queue_events_free(e2, 1);
+	buf_free(&key);
+	buf_free(&val);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	check_xtext(data, size);
 	check_record(data, size);
 	check_time(data, size);
 	check_key(data, size);
+	check_env(data, size);
+	check_event(data, size);
 	(void)queue_id_valid((const char *)data, size);
 	return 0;
 }
