@@ -164,3 +164,38 @@ def test_example_config_loads(tmp_path):
     r = subprocess.run([str(BUILD / "tests/tools/config_keys"), "-c",
                         str(tmp_path / "smtpgate.conf")], capture_output=True, text=True)
     assert (r.returncode, r.stdout) == (0, "ok\n")
+
+
+def documented_replies():
+    """The `.It Ql "..."` lines of the REPLIES section of smtpgate.conf(5),
+    as plain text."""
+    text = CONF5.read_text()
+    section = text.split("\n.Sh REPLIES\n", 1)[1].split("\n.Sh ", 1)[0]
+    replies = []
+    for line in section.splitlines():
+        m = re.match(r'^\.It Ql "?(.*?)"?$', line)
+        if m:
+            replies.append(m.group(1).replace("\\&", "").replace("\\e", "\\"))
+    return replies
+
+
+def handler_replies():
+    out = subprocess.run([str(BUILD / "smtpgate-handler"), "--list-replies"],
+                         check=True, capture_output=True, text=True).stdout
+    return out.splitlines()
+
+
+def test_every_reply_the_handler_can_send_is_in_smtpgate_conf_5_and_back():
+    listed = handler_replies()
+    documented = documented_replies()
+    assert len(listed) > 40
+    # "%s" is what the page writes as hostname, ID, NAME, N and the like.
+    patterns = [re.compile(re.escape(r).replace("%s", r"[\w.:-]+") + "$") for r in listed]
+    undocumented = [r for r, p in zip(listed, patterns)
+                    if not any(p.match(d) for d in documented)]
+    assert undocumented == []
+    unknown = [d for d in documented if not any(p.match(d) for p in patterns)]
+    assert unknown == []
+    # One entry per reply of the table, in its order.
+    assert len(documented) == len(listed)
+    assert all(p.match(d) for p, d in zip(patterns, documented))
