@@ -59,6 +59,9 @@ void buf_reserve(struct buf *b, size_t extra)
 		cap *= 2;
 	b->data = xrealloc(b->data, cap);
 	b->cap = cap;
+	/* A first allocation must hold the promised NUL too: a caller may
+	 * reserve and then find nothing to append. */
+	b->data[b->len] = '\0';
 }
 
 void buf_append(struct buf *b, const void *p, size_t n)

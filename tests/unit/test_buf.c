@@ -40,5 +40,16 @@ TEST(test_buf_steal_leaves_empty)
 	free(s);
 }
 
+TEST(test_buf_reserve_alone_leaves_an_empty_string)
+{
+	struct buf b = BUF_INIT;
+	buf_reserve(&b, 10);
+	CHECK(b.data != NULL && b.len == 0 && b.data[0] == '\0');
+	char *s = buf_steal(&b);
+	CHECK_STR(s, "");
+	free(s);
+}
+
 UNIT_MAIN(test_buf_append_grows_and_stays_nul_terminated,
+	  test_buf_reserve_alone_leaves_an_empty_string,
 	  test_buf_printf_and_consume, test_buf_steal_leaves_empty)
