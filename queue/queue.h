@@ -288,7 +288,9 @@ int queue_delete(struct queue *q, const char *qid, int64_t now_us,
 
 /* Housekeeping (smtpgate-flush calls it after a run): removes log events
  * older than log_retention seconds and authfail entries whose window has
- * passed, in bounded write transactions. */
+ * passed, in bounded write transactions. While callbacks are on (meta
+ * callback_cursor present, see callback.h) log events after the cursor
+ * are kept however old: the endpoint has not acknowledged them yet. */
 int queue_prune(struct queue *q, int64_t now_us, unsigned log_retention,
 		unsigned auth_window, struct error *err);
 

@@ -509,8 +509,19 @@ int queue_delete(struct queue *q, const char *qid, int64_t now_us,
 
 /* ---- housekeeping ---- */
 
-/* Deletes up to batch log events older than cutoff; *more says whether
- * older ones are left. */
+/* The callback cursor (meta callback_cursor, xtext) into keep, when
+ * callbacks are on: log events after it are not acknowledged yet.
+ * Returns 1 when there is one, 0 when not, -1 when it does not parse. */
+static int callback_cursor(struct queue *q, MDB_txn *txn, struct buf *keep)
+{
+	MDB_val k = { 15, "callback_cursor" }, v;
+	if (mdb_get(txn, queue_dbi(q, QUEUE_DB_META), &k, &v) != 0)
+		return 0;
+	return xtext_decode(keep, v.mv_data, v.mv_size) == 0 ? 1 : -1;
+}
+
+/* Deletes up to batch log events older than cutoff, but none after the
+ * callback cursor; *more says whether more are left to delete. */
 static int prune_log_batch(struct queue *q, const char *cutoff, size_t batch,
 			   bool *more, struct error *err)
 {
@@ -519,10 +530,19 @@ static int prune_log_batch(struct queue *q, const char *cutoff, size_t batch,
 	int rc = queue_txn_begin(q, false, &txn, err);
 	if (rc)
 		return rc;
+	struct buf keep = BUF_INIT;
+	int bounded = callback_cursor(q, txn, &keep);
+	if (bounded < 0) {
+		mdb_txn_abort(txn);
+		buf_free(&keep);
+		return error_set(err, "queue %s: meta callback_cursor does not parse",
+				 queue_path(q)), QUEUE_EINVAL;
+	}
 	MDB_cursor *cur;
 	int r = mdb_cursor_open(txn, queue_dbi(q, QUEUE_DB_LOG), &cur);
 	if (r != 0) {
 		mdb_txn_abort(txn);
+		buf_free(&keep);
 		return queue_mdb_error(q, r, "log", err);
 	}
 	MDB_val k, v;
@@ -532,6 +552,14 @@ static int prune_log_batch(struct queue *q, const char *cutoff, size_t batch,
 		if (k.mv_size < QUEUE_TIME_LEN ||
 		    memcmp(k.mv_data, cutoff, QUEUE_TIME_LEN) >= 0)
 			break;
+		/* Not yet acknowledged by the callback endpoint (LMDB's
+		 * order: bytes, then length). */
+		if (bounded) {
+			size_t m = k.mv_size < keep.len ? k.mv_size : keep.len;
+			int cmp = m ? memcmp(k.mv_data, keep.data, m) : 0;
+			if (cmp > 0 || (cmp == 0 && k.mv_size > keep.len))
+				break;
+		}
 		if (done == batch) {
 			*more = true;
 			break;
@@ -542,6 +570,7 @@ static int prune_log_batch(struct queue *q, const char *cutoff, size_t batch,
 		done++;
 	}
 	mdb_cursor_close(cur);
+	buf_free(&keep);
 	if (r != 0 && r != MDB_NOTFOUND) {
 		mdb_txn_abort(txn);
 		return queue_mdb_error(q, r, "prune log", err);
