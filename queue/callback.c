@@ -2,6 +2,7 @@
  * the cursor-driven run. See callback.h. */
 #include "callback.h"
 
+#include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -451,82 +452,102 @@ int callback_post(const struct config *c, const char *body, size_t len,
 
 /* ---- the cursor and the run ---- */
 
-/* The callback state, one record under the meta key "callback" so that it
- * changes in one put:
- *   cursor=LOG KEY      the last event acknowledged (or given up)
- *   failures=N          consecutive failed requests
- *   next_try=TIME       no request before this time (0: none pending)
- *   sent=N given_up=N   totals, for smtpgate-queue events
- * Absent: nothing acknowledged yet, no failures. */
-#define META_KEY "callback"
-
+/* The callback state lives in the meta database, one xtext value per key
+ * (as queue_meta_get reads them), so that `mdb_dump -p -s meta` shows it:
+ *   callback_cursor     the key of the last event acknowledged by a 2xx
+ *                       (or given up); "" before the first. Present only
+ *                       while callbacks are configured: queue_prune keeps
+ *                       every log event after it.
+ *   callback_failures   failed requests in a row
+ *   callback_next_try   no request before this TIME ("0": none pending)
+ *   callback_sent       events acknowledged, in total
+ *   callback_given_up   events given up (too old, unreadable), in total */
 struct callback_state {
-	struct buf cursor;	/* empty: before the first event */
+	char *cursor;		/* NULL: absent (callbacks were off) */
 	uint64_t failures, sent, given_up;
 	int64_t next_try_us;	/* 0: none */
 };
 
 static void state_free(struct callback_state *st)
 {
-	buf_free(&st->cursor);
+	free(st->cursor);
+	st->cursor = NULL;
 }
 
-static int state_read(struct queue *q, MDB_txn *txn, struct callback_state *st,
+static const char *cursor_text(const struct callback_state *st)
+{
+	return st->cursor ? st->cursor : "";
+}
+
+/* Reads a meta value as a number; absent is 0. */
+static int meta_number(struct queue *q, const char *key, uint64_t *out,
+		       struct error *err)
+{
+	char *v;
+	*out = 0;
+	int rc = queue_meta_get(q, key, &v, err);
+	if (rc || !v)
+		return rc;
+	char *end;
+	unsigned long long n = strtoull(v, &end, 10);
+	if (!*v || *end) {
+		error_set(err, "queue %s: meta %s: \"%s\" is not a number",
+			  queue_path(q), key, v);
+		rc = QUEUE_EINVAL;
+	}
+	*out = n;
+	free(v);
+	return rc;
+}
+
+static int state_read(struct queue *q, struct callback_state *st,
 		      struct error *err)
 {
-	*st = (struct callback_state){ .cursor = BUF_INIT };
-	MDB_val k = { sizeof META_KEY - 1, (void *)META_KEY }, v;
-	int rc = mdb_get(txn, queue_dbi(q, QUEUE_DB_META), &k, &v);
-	if (rc == MDB_NOTFOUND)
-		return 0;
-	if (rc != 0)
-		return queue_mdb_error(q, rc, "read meta " META_KEY, err);
-	struct record r;
-	struct error perr;
-	if (record_parse(&r, v.mv_data, v.mv_size, &perr) != 0)
-		return error_set(err, "queue %s: meta " META_KEY ": %s",
-				 queue_path(q), perr.text), QUEUE_EINVAL;
-	const char *cursor = record_get(&r, "cursor");
-	const char *next = record_get(&r, "next_try");
-	int bad = record_get_u64(&r, "failures", false, UINT32_MAX, &st->failures) ||
-		  record_get_u64(&r, "sent", false, UINT64_MAX, &st->sent) ||
-		  record_get_u64(&r, "given_up", false, UINT64_MAX, &st->given_up);
-	if (next && *next && strcmp(next, "0") != 0 &&
-	    queue_time_parse(next, strlen(next), &st->next_try_us) != 0)
-		bad = 1;
-	if (cursor)
-		buf_puts(&st->cursor, cursor);
-	record_free(&r);
-	if (bad) {
-		state_free(st);
-		return error_set(err, "queue %s: meta " META_KEY ": a field does not parse",
-				 queue_path(q)), QUEUE_EINVAL;
+	*st = (struct callback_state){ 0 };
+	char *next = NULL;
+	int rc = queue_meta_get(q, "callback_cursor", &st->cursor, err);
+	if (!rc)
+		rc = meta_number(q, "callback_failures", &st->failures, err);
+	if (!rc)
+		rc = meta_number(q, "callback_sent", &st->sent, err);
+	if (!rc)
+		rc = meta_number(q, "callback_given_up", &st->given_up, err);
+	if (!rc)
+		rc = queue_meta_get(q, "callback_next_try", &next, err);
+	if (!rc && next && strcmp(next, "0") != 0 &&
+	    queue_time_parse(next, strlen(next), &st->next_try_us) != 0) {
+		error_set(err, "queue %s: meta callback_next_try: \"%s\" is not a TIME",
+			  queue_path(q), next);
+		rc = QUEUE_EINVAL;
 	}
-	return 0;
+	free(next);
+	if (rc)
+		state_free(st);
+	return rc;
 }
 
-static int state_write(struct queue *q, MDB_txn *txn,
-		       const struct callback_state *st, struct error *err)
+/* Writes one meta value, xtext-escaped as queue_meta_put does; value NULL
+ * deletes the key. */
+static int meta_put_in(struct queue *q, MDB_txn *txn, const char *key,
+		       const char *value, struct error *err)
 {
-	struct buf r = BUF_INIT;
-	char next[QUEUE_TIME_SIZE] = "0";
-	if (st->next_try_us)
-		queue_time_format(st->next_try_us, next);
-	record_put(&r, "cursor", st->cursor.len ? st->cursor.data : "");
-	record_put_u64(&r, "failures", st->failures);
-	record_put(&r, "next_try", next);
-	record_put_u64(&r, "sent", st->sent);
-	record_put_u64(&r, "given_up", st->given_up);
-	MDB_val k = { sizeof META_KEY - 1, (void *)META_KEY }, v = { r.len, r.data };
-	int rc = mdb_put(txn, queue_dbi(q, QUEUE_DB_META), &k, &v, 0);
-	buf_free(&r);
-	return rc ? queue_mdb_error(q, rc, "write meta " META_KEY, err) : 0;
+	MDB_val k = { strlen(key), (void *)key };
+	if (!value) {
+		int r = mdb_del(txn, queue_dbi(q, QUEUE_DB_META), &k, NULL);
+		return r && r != MDB_NOTFOUND ? queue_mdb_error(q, r, "write meta", err) : 0;
+	}
+	struct buf val = BUF_INIT;
+	xtext_encode(&val, value, strlen(value), XTEXT_SPACE);
+	MDB_val v = { val.len, val.data ? val.data : "" };
+	int r = mdb_put(txn, queue_dbi(q, QUEUE_DB_META), &k, &v, 0);
+	buf_free(&val);
+	return r ? queue_mdb_error(q, r, "write meta", err) : 0;
 }
 
 /* Replaces the stored state with *next in one short write transaction,
- * but only when the stored cursor is still expected: two senders must
- * never move one cursor (the flush lock should make that impossible; this
- * makes it certain). */
+ * but only when the stored cursor is still expected (NULL: absent): two
+ * senders must never move one cursor. The flush lock should make that
+ * impossible; this makes it certain. */
 static int state_update(struct queue *q, const char *expected,
 			const struct callback_state *next, struct error *err)
 {
@@ -534,16 +555,36 @@ static int state_update(struct queue *q, const char *expected,
 	int rc = queue_txn_begin(q, false, &txn, err);
 	if (rc)
 		return rc;
-	struct callback_state now;
-	rc = state_read(q, txn, &now, err);
-	if (rc == 0 && strcmp(now.cursor.len ? now.cursor.data : "", expected) != 0) {
+	MDB_val k = { 15, "callback_cursor" }, v;
+	int r = mdb_get(txn, queue_dbi(q, QUEUE_DB_META), &k, &v);
+	struct buf now = BUF_INIT;
+	if (r == 0 && xtext_decode(&now, v.mv_data, v.mv_size) != 0)
+		r = EINVAL;
+	bool same = r == MDB_NOTFOUND ? expected == NULL
+		    : r == 0 && expected && strcmp(now.data ? now.data : "", expected) == 0;
+	buf_free(&now);
+	if (!same) {
+		mdb_txn_abort(txn);
 		error_set(err, "queue %s: the callback cursor moved under us "
-			  "(another sender is running?)", queue_path(q));
-		rc = QUEUE_EIO;
+			  "(another sender running?)", queue_path(q));
+		return QUEUE_EIO;
 	}
-	state_free(&now);
-	if (rc == 0)
-		rc = state_write(q, txn, next, err);
+	char failures[24], sent[24], given_up[24], next_try[QUEUE_TIME_SIZE] = "0";
+	snprintf(failures, sizeof failures, "%llu", (unsigned long long)next->failures);
+	snprintf(sent, sizeof sent, "%llu", (unsigned long long)next->sent);
+	snprintf(given_up, sizeof given_up, "%llu", (unsigned long long)next->given_up);
+	if (next->next_try_us)
+		queue_time_format(next->next_try_us, next_try);
+	bool on = next->cursor != NULL;
+	rc = meta_put_in(q, txn, "callback_cursor", next->cursor, err);
+	if (!rc)
+		rc = meta_put_in(q, txn, "callback_failures", on ? failures : NULL, err);
+	if (!rc)
+		rc = meta_put_in(q, txn, "callback_next_try", on ? next_try : NULL, err);
+	if (!rc)
+		rc = meta_put_in(q, txn, "callback_sent", sent, err);
+	if (!rc)
+		rc = meta_put_in(q, txn, "callback_given_up", given_up, err);
 	if (rc) {
 		mdb_txn_abort(txn);
 		return rc;
@@ -551,64 +592,37 @@ static int state_update(struct queue *q, const char *expected,
 	return queue_txn_commit(q, txn, err);
 }
 
-/* One log entry copied out of a read transaction. */
+/* One log entry copied out of a read transaction: an event, or only its
+ * key when the record does not parse (queue_event_parse). */
 struct log_entry {
 	char *key;
-	char *key_qid;		/* the key's QID, when the record has no qid= */
-	struct record rec;	/* empty when unreadable */
-	bool unreadable;
-	struct callback_event ev;
+	struct queue_event *ev;	/* NULL when unreadable */
 };
 
 static void entries_free(struct log_entry *e, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
 		free(e[i].key);
-		free(e[i].key_qid);
-		record_free(&e[i].rec);
+		if (e[i].ev)
+			queue_events_free(e[i].ev, 1);
 	}
 	free(e);
 }
 
-/* Fills e from a log key and value. A value that does not parse, or lacks
- * status= or to=, or a key that is not TIME/QID/N, leaves it unreadable. */
-static void entry_load(struct log_entry *e, const MDB_val *k, const MDB_val *v)
+/* The callback's view of an event. */
+static struct callback_event event_of(const struct queue_event *ev)
 {
-	*e = (struct log_entry){ .key = xstrndup(k->mv_data, k->mv_size) };
-	struct error perr;
-	const char *slash = strchr(e->key, '/');
-	const char *last = strrchr(e->key, '/');
-	int64_t us;
-	if (!slash || last == slash || strlen(e->key) != k->mv_size ||
-	    queue_time_parse(e->key, (size_t)(slash - e->key), &us) != 0 ||
-	    record_parse(&e->rec, v->mv_data, v->mv_size, &perr) != 0) {
-		e->unreadable = true;
-		return;
-	}
-	e->ev = (struct callback_event){
-		.id = e->key,
-		.queue_id = record_get(&e->rec, "qid"),
-		.status = record_get(&e->rec, "status"),
-		.to = record_get(&e->rec, "to"),
-		.dt = record_get(&e->rec, "dt"),
-		.msg = record_get(&e->rec, "msg"),
-		.account = record_get(&e->rec, "account"),
-		.issue = record_get(&e->rec, "issue"),
-		.uniq = record_get(&e->rec, "uniq"),
+	return (struct callback_event){
+		.id = ev->key, .queue_id = ev->qid, .status = ev->status,
+		.to = ev->to, .dt = ev->dt, .msg = ev->msg,
+		.account = ev->account, .issue = ev->issue, .uniq = ev->uniq,
 	};
-	if (!e->ev.status || !e->ev.to) {
-		e->unreadable = true;
-		return;
-	}
-	if (!e->ev.queue_id) {
-		/* the QID component of the key */
-		e->key_qid = xstrndup(slash + 1, (size_t)(last - slash - 1));
-		e->ev.queue_id = e->key_qid;
-	}
 }
 
-/* Reads the entries after the key after ("" : from the first), at most
- * max, in a read transaction. Returns 0 or a QUEUE_E* code. */
+/* Reads the entries after the key after ("": from the first), at most
+ * max, in one read transaction. Unlike queue_log_read it keeps the keys of
+ * records that do not parse, so that the cursor can move past them and
+ * the listing can show them. Returns 0 or a QUEUE_E* code. */
 static int log_read(struct queue *q, const char *after, size_t max,
 		    struct log_entry **out, size_t *n, struct error *err)
 {
@@ -619,29 +633,35 @@ static int log_read(struct queue *q, const char *after, size_t max,
 	if (rc)
 		return rc;
 	MDB_cursor *cur;
-	rc = mdb_cursor_open(txn, queue_dbi(q, QUEUE_DB_LOG), &cur);
-	if (rc) {
+	int r = mdb_cursor_open(txn, queue_dbi(q, QUEUE_DB_LOG), &cur);
+	if (r) {
 		mdb_txn_abort(txn);
-		return queue_mdb_error(q, rc, "read log", err);
+		return queue_mdb_error(q, r, "read log", err);
 	}
 	struct log_entry *e = xcalloc(max ? max : 1, sizeof *e);
 	size_t got = 0;
 	MDB_val k = { strlen(after), (void *)after }, v;
-	rc = *after ? mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE)
-		    : mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+	r = *after ? mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE)
+		   : mdb_cursor_get(cur, &k, &v, MDB_FIRST);
 	/* SET_RANGE lands on the cursor key itself when it still exists. */
-	if (rc == 0 && *after && k.mv_size == strlen(after) &&
+	if (r == 0 && *after && k.mv_size == strlen(after) &&
 	    memcmp(k.mv_data, after, k.mv_size) == 0)
-		rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
-	while (rc == 0 && got < max) {
-		entry_load(&e[got++], &k, &v);
-		rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+		r = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+	for (; r == 0 && got < max; got++) {
+		struct queue_event *ev = xmalloc(sizeof *ev);
+		if (queue_event_parse(ev, k.mv_data, k.mv_size, v.mv_data, v.mv_size) == 0) {
+			e[got].ev = ev;
+		} else {
+			free(ev);
+		}
+		e[got].key = xstrndup(k.mv_data, k.mv_size);
+		r = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
 	}
 	mdb_cursor_close(cur);
 	mdb_txn_abort(txn);
-	if (rc != 0 && rc != MDB_NOTFOUND) {
+	if (r != 0 && r != MDB_NOTFOUND) {
 		entries_free(e, got);
-		return queue_mdb_error(q, rc, "read log", err);
+		return queue_mdb_error(q, r, "read log", err);
 	}
 	*out = e;
 	*n = got;
@@ -653,83 +673,14 @@ static int log_read(struct queue *q, const char *after, size_t max,
  * finishing. */
 #define CALLBACK_MAX_REQUESTS 100
 
-/* Log entries deleted per write transaction while pruning, so that the
- * handlers, which append under the same write lock, never wait long. */
-#define PRUNE_CHUNK 1000
-
 /* True when the entry cannot be sent: it does not parse, or it is older
  * than max_age. */
 static bool entry_given_up(const struct log_entry *e, const struct config *c,
 			   time_t now)
 {
-	if (e->unreadable)
+	if (!e->ev)
 		return true;
-	time_t t = callback_key_time(e->key);
-	return t == (time_t)-1 || now - t > (time_t)c->callback_max_age;
-}
-
-/* Deletes the log entries older than log_retention and, when callbacks
- * are on, at or behind the cursor. */
-static int log_prune(struct queue *q, const struct config *c, time_t now,
-		     const char *cursor, size_t *pruned, struct error *err)
-{
-	char cutoff[QUEUE_TIME_SIZE];
-	int64_t cut_s = (int64_t)now - (int64_t)c->log_retention;
-	if (cut_s <= 0)
-		return 0;
-	queue_time_format(cut_s * 1000000, cutoff);
-	bool bounded = c->callback_url != NULL;
-	if (bounded && !*cursor)
-		return 0;	/* nothing acknowledged yet */
-	size_t cursor_len = strlen(cursor);
-	for (;;) {
-		MDB_txn *txn;
-		int rc = queue_txn_begin(q, false, &txn, err);
-		if (rc)
-			return rc;
-		MDB_cursor *cur;
-		rc = mdb_cursor_open(txn, queue_dbi(q, QUEUE_DB_LOG), &cur);
-		if (rc) {
-			mdb_txn_abort(txn);
-			return queue_mdb_error(q, rc, "prune log", err);
-		}
-		size_t deleted = 0;
-		MDB_val k, v;
-		while (deleted < PRUNE_CHUNK &&
-		       (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST)) == 0) {
-			/* LMDB's default order: memcmp, then length. */
-			size_t n = k.mv_size < QUEUE_TIME_LEN ? k.mv_size : QUEUE_TIME_LEN;
-			int old = memcmp(k.mv_data, cutoff, n) < 0 ||
-				  (memcmp(k.mv_data, cutoff, n) == 0 && k.mv_size < QUEUE_TIME_LEN);
-			if (old && bounded) {
-				size_t m = k.mv_size < cursor_len ? k.mv_size : cursor_len;
-				int cmp = memcmp(k.mv_data, cursor, m);
-				old = cmp < 0 || (cmp == 0 && k.mv_size <= cursor_len);
-			}
-			if (!old)
-				break;
-			rc = mdb_cursor_del(cur, 0);
-			if (rc == 0)
-				deleted++;
-		}
-		if (rc == MDB_NOTFOUND)
-			rc = 0;
-		mdb_cursor_close(cur);
-		if (rc) {
-			mdb_txn_abort(txn);
-			return queue_mdb_error(q, rc, "prune log", err);
-		}
-		if (deleted == 0) {
-			mdb_txn_abort(txn);
-			return 0;
-		}
-		rc = queue_txn_commit(q, txn, err);
-		if (rc)
-			return rc;
-		*pruned += deleted;
-		if (deleted < PRUNE_CHUNK)
-			return 0;
-	}
+	return (int64_t)now - e->ev->time_us / 1000000 > (int64_t)c->callback_max_age;
 }
 
 static void log_given_up(const struct log_entry *e, size_t n,
@@ -737,20 +688,83 @@ static void log_given_up(const struct log_entry *e, size_t n,
 {
 	size_t unreadable = 0;
 	for (size_t i = 0; i < n; i++)
-		unreadable += e[i].unreadable;
-	char count[24], bad[24], age[24];
+		unreadable += e[i].ev == NULL;
+	char count[24], bad[24];
 	snprintf(count, sizeof count, "%zu", n);
 	snprintf(bad, sizeof bad, "%zu", unreadable);
-	snprintf(age, sizeof age, "%u", c->callback_max_age);
-	log_msg(LOG_WARNING, "callback: gave up %zu event%s (%zu unreadable, the "
-		"rest older than max_age %u s): %s .. %s", n, n == 1 ? "" : "s",
-		unreadable, c->callback_max_age, e[0].key, e[n - 1].key);
-	log_event(LOG_WARNING, "callback events given up", "EVENTS", count,
-		  "UNREADABLE", bad, "MAX_AGE", age, "FIRST", e[0].key,
-		  "LAST", e[n - 1].key, NULL);
+	struct buf text = BUF_INIT;
+	buf_printf(&text, "callback: gave up %zu event%s (%zu unreadable, the "
+		   "rest older than max_age %u s)", n, n == 1 ? "" : "s",
+		   unreadable, c->callback_max_age);
+	log_event(LOG_WARNING, text.data, "EVENTS", count, "UNREADABLE", bad,
+		  "FIRST", e[0].key, "LAST", e[n - 1].key, NULL);
+	buf_free(&text);
 }
 
-/* Sends (or gives up) the events after the cursor. */
+/* One step of send_events for the entries e[0..k), all of one kind.
+ * Fills *next with the state to store and returns 0, or a QUEUE_E* code
+ * on a storage error. */
+static int send_or_give_up(struct queue *q, const struct config *c, CURL *h,
+			   struct buf *body, const struct log_entry *e,
+			   size_t k, bool give_up,
+			   const struct callback_state *st,
+			   struct callback_state *next,
+			   struct callback_result *res, struct error *err)
+{
+	*next = *st;
+	next->cursor = xstrdup(e[k - 1].key);
+	if (give_up) {
+		next->given_up += k;
+		int rc = state_update(q, st->cursor, next, err);
+		if (rc == 0) {
+			log_given_up(e, k, c);
+			res->given_up += k;
+		}
+		return rc;
+	}
+	struct callback_event *evs = xcalloc(k, sizeof *evs);
+	for (size_t i = 0; i < k; i++)
+		evs[i] = event_of(e[i].ev);
+	buf_clear(body);
+	callback_body(body, evs, k, c->callback_batch);
+	free(evs);
+	long status;
+	struct error perr;
+	res->requests++;
+	/* No transaction is open here: handlers and queue tools go on while
+	 * the endpoint thinks. */
+	if (post_with(h, c, body->data, body->len, time(NULL), &status, &perr) == 0) {
+		next->failures = 0;
+		next->next_try_us = 0;
+		next->sent += k;
+		int rc = state_update(q, st->cursor, next, err);
+		if (rc == 0) {
+			res->sent += k;
+			char count[24], code[24];
+			snprintf(count, sizeof count, "%zu", k);
+			snprintf(code, sizeof code, "%ld", status);
+			log_event(LOG_INFO, "callback: events acknowledged", "EVENTS", count,
+				  "HTTP_STATUS", code, "CURSOR", e[k - 1].key, NULL);
+		}
+		return rc;
+	}
+	/* Keep the cursor: the same events go again after the back-off. */
+	free(next->cursor);
+	next->cursor = xstrdup(cursor_text(st));
+	next->failures = st->failures + 1;
+	unsigned wait = callback_backoff((unsigned)next->failures);
+	next->next_try_us = ((int64_t)time(NULL) + wait) * 1000000;
+	res->failed = true;
+	char tries[24], delay[24];
+	snprintf(tries, sizeof tries, "%llu", (unsigned long long)next->failures);
+	snprintf(delay, sizeof delay, "%u", wait);
+	log_event(LOG_WARNING, perr.text, "FAILURES", tries, "RETRY_IN", delay,
+		  "CURSOR", cursor_text(st), NULL);
+	return state_update(q, st->cursor, next, err);
+}
+
+/* Sends (or gives up) the events after the cursor, batch by batch, until
+ * none is left, a request fails, or CALLBACK_MAX_REQUESTS were made. */
 static int send_events(struct queue *q, const struct config *c, time_t now,
 		       struct callback_state *st, struct callback_result *res,
 		       struct error *err)
@@ -759,92 +773,34 @@ static int send_events(struct queue *q, const struct config *c, time_t now,
 	int rc = 0;
 	struct buf body = BUF_INIT;
 	unsigned batch = c->callback_batch ? c->callback_batch : 1;
-	while (res->requests < CALLBACK_MAX_REQUESTS) {
+	while (rc == 0 && !res->failed && res->requests < CALLBACK_MAX_REQUESTS) {
 		struct log_entry *e;
 		size_t n;
-		rc = log_read(q, st->cursor.len ? st->cursor.data : "", batch, &e, &n, err);
-		if (rc || n == 0) {
-			free(n == 0 && rc == 0 ? e : NULL);
+		rc = log_read(q, cursor_text(st), batch, &e, &n, err);
+		if (rc)
+			break;
+		if (n == 0) {
+			free(e);
 			break;
 		}
 		/* The longest prefix of one kind: to send, or to give up. */
-		bool skip = entry_given_up(&e[0], c, now);
+		bool give_up = entry_given_up(&e[0], c, now);
 		size_t k = 1;
-		while (k < n && entry_given_up(&e[k], c, now) == skip)
+		while (k < n && entry_given_up(&e[k], c, now) == give_up)
 			k++;
-		struct callback_state next = *st;
-		next.cursor = (struct buf)BUF_INIT;
-		buf_puts(&next.cursor, e[k - 1].key);
-		char *expected = xstrdup(st->cursor.len ? st->cursor.data : "");
-		if (skip) {
-			next.given_up += k;
-			rc = state_update(q, expected, &next, err);
-			if (rc == 0) {
-				log_given_up(e, k, c);
-				res->given_up += k;
-			}
-		} else {
-			struct callback_event *evs = xcalloc(k, sizeof *evs);
-			for (size_t i = 0; i < k; i++)
-				evs[i] = e[i].ev;
-			buf_clear(&body);
-			callback_body(&body, evs, k, batch);
-			free(evs);
-			if (!h && !(h = poster_new(err))) {
-				rc = QUEUE_EIO;
-			} else {
-				long status;
-				struct error perr;
-				res->requests++;
-				/* No transaction is open here: the handlers and
-				 * queue tools go on while the endpoint thinks. */
-				int posted = post_with(h, c, body.data, body.len,
-						       time(NULL), &status, &perr);
-				if (posted == 0) {
-					next.failures = 0;
-					next.next_try_us = 0;
-					next.sent += k;
-					rc = state_update(q, expected, &next, err);
-					if (rc == 0) {
-						res->sent += k;
-						char count[24], code[24];
-						snprintf(count, sizeof count, "%zu", k);
-						snprintf(code, sizeof code, "%ld", status);
-						log_event(LOG_INFO, "callback sent", "EVENTS", count,
-							  "HTTP_STATUS", code, "CURSOR",
-							  e[k - 1].key, NULL);
-					}
-				} else {
-					/* Keep the cursor: the same events go again
-					 * after the back-off. */
-					buf_free(&next.cursor);
-					buf_puts(&next.cursor, expected);
-					next.failures = st->failures + 1;
-					unsigned wait = callback_backoff((unsigned)next.failures);
-					next.next_try_us = ((int64_t)time(NULL) + wait) * 1000000;
-					rc = state_update(q, expected, &next, err);
-					res->failed = true;
-					char tries[24], delay[24];
-					snprintf(tries, sizeof tries, "%llu",
-						 (unsigned long long)next.failures);
-					snprintf(delay, sizeof delay, "%u", wait);
-					log_msg(LOG_WARNING, "%s (failure %s; next try in %u s)",
-						perr.text, tries, wait);
-					log_event(LOG_WARNING, "callback failed", "ERROR", perr.text,
-						  "FAILURES", tries, "RETRY_IN", delay, NULL);
-				}
-			}
-		}
-		free(expected);
+		if (!give_up && !h && !(h = poster_new(err)))
+			rc = QUEUE_EIO;
+		struct callback_state next = { 0 };
+		if (rc == 0)
+			rc = send_or_give_up(q, c, h, &body, e, k, give_up, st,
+					     &next, res, err);
 		entries_free(e, n);
 		if (rc == 0) {
-			buf_free(&st->cursor);
+			state_free(st);
 			*st = next;
 		} else {
-			buf_free(&next.cursor);
+			state_free(&next);
 		}
-		if (rc || res->failed)
-			break;
 	}
 	if (h)
 		curl_easy_cleanup(h);
@@ -856,24 +812,33 @@ int callback_run(struct queue *q, const struct config *c, time_t now,
 		 bool force, struct callback_result *res, struct error *err)
 {
 	*res = (struct callback_result){ 0 };
-	MDB_txn *txn;
-	int rc = queue_txn_begin(q, true, &txn, err);
-	if (rc)
-		return rc;
 	struct callback_state st;
-	rc = state_read(q, txn, &st, err);
-	mdb_txn_abort(txn);
+	int rc = state_read(q, &st, err);
 	if (rc)
 		return rc;
-	if (c->callback_url) {
+	if (!c->callback_url) {
+		/* Callbacks off: drop the cursor, so that queue_prune no longer
+		 * keeps events for a sender that will not come. */
+		if (st.cursor) {
+			struct callback_state off = st;
+			off.cursor = NULL;
+			rc = state_update(q, st.cursor, &off, err);
+		}
+	} else if (!st.cursor) {
+		/* Callbacks on, nothing acknowledged yet: an empty cursor keeps
+		 * every event from queue_prune until it is sent. */
+		struct callback_state on = st;
+		on.cursor = "";
+		rc = state_update(q, NULL, &on, err);
+		if (rc == 0)
+			st.cursor = xstrdup("");
+	}
+	if (rc == 0 && c->callback_url) {
 		if (!force && st.next_try_us > (int64_t)now * 1000000)
 			res->waiting = true;
 		else
 			rc = send_events(q, c, now, &st, res, err);
 	}
-	if (rc == 0)
-		rc = log_prune(q, c, now, st.cursor.len ? st.cursor.data : "",
-			       &res->pruned, err);
 	state_free(&st);
 	return rc;
 }
@@ -886,28 +851,55 @@ static const char events_usage[] =
 /* True when key is at or behind the cursor. */
 static bool acknowledged(const char *key, const char *cursor)
 {
-	return *cursor && strcmp(key, cursor) <= 0;
+	return cursor && *cursor && strcmp(key, cursor) <= 0;
 }
 
 static void print_event_text(FILE *out, const struct log_entry *e,
 			     const char *cursor, struct buf *tmp)
 {
 	const char *mark = acknowledged(e->key, cursor) ? "sent" : "new";
-	if (e->unreadable) {
-		fprintf(out, "%s %s unreadable\n", e->key, mark);
+	if (!e->ev) {
+		buf_clear(tmp);
+		callback_json_string(tmp, e->key, strlen(e->key));
+		fprintf(out, "%s %s unreadable\n", tmp->data, mark);
 		return;
 	}
 	/* Values are quoted JSON strings: a control character in a bounce
 	 * text cannot forge a line of this listing. */
+	const struct queue_event *ev = e->ev;
 	buf_clear(tmp);
-	callback_json_string(tmp, e->ev.to, strlen(e->ev.to));
+	callback_json_string(tmp, ev->to, strlen(ev->to));
 	buf_puts(tmp, " issue=");
-	json_string_or_null(tmp, e->ev.issue);
+	callback_json_string(tmp, ev->issue, strlen(ev->issue));
 	buf_puts(tmp, " uniq=");
-	json_string_or_null(tmp, e->ev.uniq && *e->ev.uniq ? e->ev.uniq : NULL);
+	json_string_or_null(tmp, *ev->uniq ? ev->uniq : NULL);
 	buf_puts(tmp, " msg=");
-	json_string_or_null(tmp, e->ev.msg ? e->ev.msg : "");
-	fprintf(out, "%s %s %s %s\n", e->key, mark, e->ev.status, tmp->data);
+	callback_json_string(tmp, ev->msg, strlen(ev->msg));
+	fprintf(out, "%s %s %s %s\n", e->key, mark, ev->status, tmp->data);
+}
+
+static void print_state(FILE *out, const struct config *c,
+			const struct callback_state *st)
+{
+	if (!c->callback_url) {
+		fprintf(out, "# callbacks: off (no [callback] url)\n");
+	} else {
+		struct buf url = BUF_INIT;
+		redacted_url(&url, c->callback_url);
+		fprintf(out, "# callbacks: %s\n", url.data);
+		buf_free(&url);
+	}
+	fprintf(out, "# cursor: %s\n", st->cursor && *st->cursor ? st->cursor
+		: "(none: nothing acknowledged)");
+	fprintf(out, "# sent: %llu, given up: %llu, failures in a row: %llu",
+		(unsigned long long)st->sent, (unsigned long long)st->given_up,
+		(unsigned long long)st->failures);
+	if (st->next_try_us) {
+		char t[QUEUE_DT_SIZE];
+		queue_dt_format(st->next_try_us, t);
+		fprintf(out, ", next try: %s", t);
+	}
+	fputc('\n', out);
 }
 
 int callback_events_command(struct queue *q, const struct config *c,
@@ -929,42 +921,18 @@ int callback_events_command(struct queue *q, const struct config *c,
 		}
 	}
 	struct error err;
-	MDB_txn *txn;
 	struct callback_state st;
-	int rc = queue_txn_begin(q, true, &txn, &err);
-	if (rc == 0) {
-		rc = state_read(q, txn, &st, &err);
-		mdb_txn_abort(txn);
-	}
-	if (rc) {
+	if (state_read(q, &st, &err) != 0) {
 		fprintf(stderr, "smtpgate-queue: %s\n", err.text);
 		return 1;
 	}
-	const char *cursor = st.cursor.len ? st.cursor.data : "";
-	if (!json) {
-		if (!c->callback_url) {
-			fprintf(out, "# callbacks: off (no [callback] url)\n");
-		} else {
-			struct buf url = BUF_INIT;
-			redacted_url(&url, c->callback_url);
-			fprintf(out, "# callbacks: %s\n", url.data);
-			buf_free(&url);
-		}
-		fprintf(out, "# cursor: %s\n", *cursor ? cursor : "(none: nothing acknowledged)");
-		fprintf(out, "# sent: %llu, given up: %llu, failures in a row: %llu",
-			(unsigned long long)st.sent, (unsigned long long)st.given_up,
-			(unsigned long long)st.failures);
-		if (st.next_try_us) {
-			char t[QUEUE_DT_SIZE];
-			queue_dt_format(st.next_try_us, t);
-			fprintf(out, ", next try: %s", t);
-		}
-		fputc('\n', out);
-	}
+	if (!json)
+		print_state(out, c, &st);
 	/* Page through the log in read transactions of a bounded size. */
 	struct buf after = BUF_INIT, tmp = BUF_INIT;
 	buf_puts(&after, since);
 	bool first = true;
+	int rc;
 	if (json)
 		fputc('[', out);
 	for (;;) {
@@ -977,20 +945,21 @@ int callback_events_command(struct queue *q, const struct config *c,
 		}
 		for (size_t i = 0; i < n; i++) {
 			if (!json) {
-				print_event_text(out, &e[i], cursor, &tmp);
+				print_event_text(out, &e[i], st.cursor, &tmp);
 				continue;
 			}
 			buf_clear(&tmp);
-			if (e[i].unreadable) {
+			if (e[i].ev) {
+				struct callback_event ev = event_of(e[i].ev);
+				callback_event_json(&tmp, &ev);
+				tmp.len--;	/* reopen the object */
+			} else {
 				buf_puts(&tmp, "{\"id\":");
 				callback_json_string(&tmp, e[i].key, strlen(e[i].key));
-				buf_puts(&tmp, ",\"unreadable\":true}");
-			} else {
-				callback_event_json(&tmp, &e[i].ev);
+				buf_puts(&tmp, ",\"unreadable\":true");
 			}
-			tmp.len--;	/* reopen the object */
 			buf_printf(&tmp, ",\"acknowledged\":%s}",
-				   acknowledged(e[i].key, cursor) ? "true" : "false");
+				   acknowledged(e[i].key, st.cursor) ? "true" : "false");
 			fprintf(out, "%s%s", first ? "" : ",", tmp.data);
 			first = false;
 		}
