@@ -465,6 +465,46 @@ TEST(test_map_full_is_efull_and_leaves_nothing_half_written)
 	free(dir);
 }
 
+TEST(test_a_map_grown_by_another_process_is_adopted)
+{
+	char *dir = temp_folder();
+	struct config small = config_for(dir, 256 * 1024);
+	struct queue *q;
+	struct error err;
+	CHECK(queue_open(&q, &small, false, &err) == 0);
+	/* Another process, configured with a larger map, fills the queue
+	 * beyond what this one has mapped (MDB_MAP_RESIZED here). */
+	pid_t pid = fork();
+	if (pid == 0) {
+		struct config big = config_for(dir, 8 << 20);
+		struct queue *bq;
+		struct queue_envelope e = sample_envelope();
+		char *data = xcalloc(1, 1 << 20);
+		struct iovec part = { data, 1 << 20 };
+		char qid[QUEUE_ID_SIZE];
+		if (queue_open(&bq, &big, false, &err) != 0)
+			_exit(1);
+		for (int i = 0; i < 2; i++)
+			if (queue_append(bq, &e, &part, 1, qid, &err) != 0)
+				_exit(2);
+		queue_close(bq);
+		_exit(0);
+	}
+	int status;
+	waitpid(pid, &status, 0);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	/* This process still works, reading and writing. */
+	CHECK(count(q, QUEUE_DB_MSG) == 2);
+	struct queue_envelope e = sample_envelope();
+	struct iovec part = { "x\r\n", 3 };
+	char qid[QUEUE_ID_SIZE];
+	CHECK(queue_append(q, &e, &part, 1, qid, &err) == 0);
+	CHECK(count(q, QUEUE_DB_MSG) == 3);
+	queue_close(q);
+	remove_folder(dir);
+	free(dir);
+}
+
 TEST(test_concurrent_appending_processes_lose_nothing)
 {
 	char *dir = temp_folder();
@@ -520,4 +560,5 @@ UNIT_MAIN(test_open_creates_the_folder_0750_and_every_database,
 	  test_log_keys_grow_in_commit_order_even_when_the_clock_lags,
 	  test_authfail_counts_within_the_window_then_expires,
 	  test_map_full_is_efull_and_leaves_nothing_half_written,
+	  test_a_map_grown_by_another_process_is_adopted,
 	  test_concurrent_appending_processes_lose_nothing)
