@@ -36,7 +36,27 @@
  *   stop the run rather than claim the same batch again.
  *
  *   Callbacks (queue/callback.*): queue_log_read from the cursor kept with
- *   queue_meta_get / queue_meta_put (key "callback_cursor"). */
+ *   queue_meta_get / queue_meta_put (key "callback_cursor").
+ *
+ * Record formats (SPEC section 6; escaping and times in record.h):
+ *   msg       QID -> the message bytes
+ *   env       QID -> from=, rcpt=ADDRESS STATE (one a recipient, in order;
+ *             a space in ADDRESS is escaped +20), account=, client=,
+ *             helo=, received=TIME, issue=, uniq=, attempts=N, next=TIME
+ *   due       TIME/QID -> "" (TIME = env's next=)
+ *   log       TIME/QID/N -> status=, to=, dt=, msg=, account=, issue=,
+ *             uniq=; N: the recipient's position in env, from 0, five
+ *             digits; dt: the event time as YYYY-MM-DDTHH:MM:SSZ; TIME
+ *             grows in commit order (queue_log_time)
+ *   issue     YYYY-MM-DD/ACCOUNT/ISSUE -> accepted=, delivered=,
+ *             deferred=, bounced=, dropped= (the day the message arrived)
+ *   suppress  ACCOUNT/ADDRESS -> reason=, time=TIME
+ *   stoplist  ACCOUNT/ADDRESS or ACCOUNT/@DOMAIN -> time=TIME, reason=
+ *   authfail  IP -> count=N, since=TIME (the window's start)
+ *   meta      schema -> "1"; callback_cursor -> a log key
+ * In keys, ACCOUNT and ISSUE are xtext with "/" escaped as well, and the
+ * domain of an ADDRESS is lower case (RFC 5321 section 2.4), the local
+ * part as given. */
 #ifndef SMTPGATE_QUEUE_H
 #define SMTPGATE_QUEUE_H
 
