@@ -102,13 +102,11 @@ int maildir_deliver(const char *path, const char *data, size_t len,
 		if (*h == '/' || *h == ':')
 			*h = '_';
 
-	struct buf base = BUF_INIT, tmp = BUF_INIT, dst = BUF_INIT,
-		   newdir = BUF_INIT;
+	struct buf base = BUF_INIT, tmp = BUF_INIT, dst = BUF_INIT;
 	buf_printf(&base, "%lld.M%ldP%ldQ%lu.%s", (long long)tv.tv_sec,
 		   (long)tv.tv_usec, (long)getpid(), seq, host);
 	buf_printf(&tmp, "%s/tmp/%s", path, base.data);
 	buf_printf(&dst, "%s/new/%s", path, base.data);
-	buf_printf(&newdir, "%s/new", path);
 
 	int rc = -1;
 	int fd = open(tmp.data, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
@@ -136,14 +134,6 @@ int maildir_deliver(const char *path, const char *data, size_t len,
 		unlink(tmp.data);
 		goto out;
 	}
-	if (sync_folder(newdir.data) != 0) {
-		/* The file is in new/ but maybe not durably: report failure,
-		 * so that it is deferred and delivered again (at-least-once)
-		 * rather than recorded as delivered and perhaps lost. */
-		error_set(err, "maildir %s: cannot sync: %s", newdir.data,
-			  strerror(errno));
-		goto out;
-	}
 	if (name)
 		buf_puts(name, base.data);
 	rc = 0;
@@ -151,6 +141,17 @@ out:
 	buf_free(&base);
 	buf_free(&tmp);
 	buf_free(&dst);
+	return rc;
+}
+
+int maildir_sync(const char *path, struct error *err)
+{
+	struct buf newdir = BUF_INIT;
+	buf_printf(&newdir, "%s/new", path);
+	int rc = 0;
+	if (sync_folder(newdir.data) != 0)
+		rc = error_set(err, "maildir %s: cannot sync: %s", newdir.data,
+			       strerror(errno));
 	buf_free(&newdir);
 	return rc;
 }

@@ -62,6 +62,7 @@ struct relay {
 	bool auth_plain, auth_login;
 	uint64_t size_max;	/* 0: no limit announced */
 	bool used;		/* a transaction has been started: RSET first */
+	bool unsynced;		/* maildir: renamed into new/ since the last sync */
 	bool broken;
 };
 
@@ -739,6 +740,14 @@ void relay_close(struct relay *r)
 	relay_free(r);
 }
 
+int relay_sync(struct relay *r, struct error *err)
+{
+	if (r->c->relay.scheme != RELAY_MAILDIR || !r->unsynced)
+		return 0;
+	r->unsynced = false;
+	return maildir_sync(r->c->relay.path, err);
+}
+
 void relay_results_free(struct relay_result *results, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
@@ -859,6 +868,7 @@ int relay_send(struct relay *r, const char *from, const char *const *rcpts,
 		struct buf name = BUF_INIT, text = BUF_INIT;
 		struct error err;
 		if (maildir_deliver(c->relay.path, data, len, &name, &err) == 0) {
+			r->unsynced = true;
 			buf_printf(&text, "250 2.0.0 Ok: new/%s", name.data);
 			for (size_t i = 0; i < n_rcpts; i++)
 				set_result(&results[i], 250, "2.0.0", text.data);

@@ -57,10 +57,20 @@ int relay_open(struct relay **r, const struct config *c, struct error *err);
  *
  * Returns 0 when the connection can carry another message, -1 when it
  * failed (the results say which recipients it took with it); the caller
- * then relay_close()s it and opens a new one for the next message. */
+ * then relay_close()s it and opens a new one for the next message.
+ *
+ * A 2xx result is final only after relay_sync() has succeeded. */
 int relay_send(struct relay *r, const char *from, const char *const *rcpts,
 	       size_t n_rcpts, const char *data, size_t len,
 	       struct relay_result *results);
+
+/* Makes every message relay_send accepted on this connection durable:
+ * for maildir: an fsync of new/ (done once for many messages rather than
+ * once each); for smtp, smtps and discard there is nothing to do (an SMTP
+ * relay's 250 is its own promise, RFC 5321 section 6.1). Returns 0, or -1
+ * with err set: the messages accepted since the last relay_sync must then
+ * be treated as not delivered (deferred). */
+int relay_sync(struct relay *r, struct error *err);
 
 /* Frees the texts of n results (not the array). */
 void relay_results_free(struct relay_result *results, size_t n);

@@ -151,6 +151,21 @@ static void fail_job(struct job *j, const char *why)
 	}
 }
 
+/* The relay accepted these recipients but could not make that durable:
+ * they are deferred and delivered again. */
+static void unsync_job(struct job *j, const char *why)
+{
+	for (size_t i = 0; i < j->n_rcpts; i++) {
+		if (j->results[i].code / 100 != 2 || j->results[i].connection_failed)
+			continue;
+		free(j->results[i].text);
+		struct buf text = BUF_INIT;
+		buf_printf(&text, "451 4.3.0 %s", why);
+		j->results[i] = (struct relay_result){ .code = 451, .text = buf_steal(&text) };
+		snprintf(j->results[i].enhanced, sizeof j->results[i].enhanced, "4.3.0");
+	}
+}
+
 static void deliver_job(struct pool *p, struct relay **conn, struct job *j)
 {
 	j->attempted = true;
@@ -196,6 +211,7 @@ static void *worker_main(void *arg)
 	struct pool *p = arg;
 	struct relay *conn = NULL;
 	unsigned seen = 0;
+	struct buf mine = BUF_INIT;	/* the indexes of this worker's jobs */
 	pthread_mutex_lock(&p->lock);
 	for (;;) {
 		while (!p->quit && p->generation == seen)
@@ -205,10 +221,23 @@ static void *worker_main(void *arg)
 		seen = p->generation;
 		pthread_mutex_unlock(&p->lock);
 		size_t i;
+		mine.len = 0;
 		while ((i = atomic_fetch_add(&p->next, 1)) < p->n_jobs) {
 			struct job *j = &p->jobs[i];
-			if (!j->drop && j->n_rcpts > 0)
-				deliver_job(p, &conn, j);
+			if (j->drop || j->n_rcpts == 0)
+				continue;
+			deliver_job(p, &conn, j);
+			buf_append(&mine, &i, sizeof i);
+		}
+		/* Before the batch is recorded, what this worker's connection
+		 * accepted must be durable (maildir: one folder fsync for the
+		 * whole share). If it cannot be, nothing it accepted counts. */
+		struct error err;
+		if (conn && relay_sync(conn, &err) != 0) {
+			log_event(LOG_WARNING, "relay sync failed", "REASON", err.text, NULL);
+			const size_t *idx = (const size_t *)(void *)mine.data;
+			for (size_t k = 0; k < mine.len / sizeof i; k++)
+				unsync_job(&p->jobs[idx[k]], err.text);
 		}
 		pthread_mutex_lock(&p->lock);
 		if (--p->busy == 0)
@@ -216,6 +245,7 @@ static void *worker_main(void *arg)
 	}
 	pthread_mutex_unlock(&p->lock);
 	relay_close(conn);
+	buf_free(&mine);
 	return NULL;
 }
 
@@ -581,8 +611,10 @@ static int flush_run(const struct config *c, double max_time,
 	if (pool_up)
 		pool_stop(&pool);
 
-	if (totals.messages > 0 || verbose)
-		log_msg(LOG_INFO, "flush: %zu messages in %.3f s: %zu delivered, "
+	if (totals.messages == 0 && verbose && status == 0)
+		log_msg(LOG_INFO, "nothing due");
+	else if (totals.messages > 0)
+		log_msg(LOG_INFO, "%zu messages in %.3f s: %zu delivered, "
 			"%zu deferred, %zu bounced (%zu expired, %zu suppressed), "
 			"%zu dropped; %u connections", totals.messages,
 			now_seconds() - started, totals.delivered, totals.deferred,

@@ -62,6 +62,10 @@ int main(int argc, char **argv)
 		}
 		int rc = relay_send(r, from, rcpts, n_rcpts, msg.data ? msg.data : "",
 				    msg.len, res);
+		if (relay_sync(r, &err) != 0) {
+			fprintf(stderr, "relay_send: %s\n", err.text);
+			status = 1;
+		}
 		for (size_t j = 0; j < n_rcpts; j++) {
 			for (char *p = res[j].text; *p; p++)
 				if (*p == '\n')
