@@ -95,10 +95,21 @@ struct dkim_key {
 	int bits;
 };
 
-/* Loads a private key file (PEM: PKCS#8 RSA or Ed25519, or traditional
- * RSA). RSA keys under 1024 bits are refused. Returns 0, or -1 with err
- * set to "PATH: what is wrong". */
+/* Reads a private key file (PEM: PKCS#8 RSA or Ed25519, or traditional
+ * RSA; anything else OpenSSL reads, more slowly). RSA keys under 1024
+ * bits are refused. Returns 0, or -1 with err set to "PATH: what is
+ * wrong". */
+int dkim_key_read(const char *path, struct dkim_key *out, struct error *err);
+
+/* dkim_key_read, remembered for the life of the process by path: a key
+ * is read once however many messages a session signs. out holds its own
+ * reference; dkim_key_free it. */
 int dkim_key_load(const char *path, struct dkim_key *out, struct error *err);
+
+/* Forgets the remembered keys (tests; a process that reloads its
+ * configuration). */
+void dkim_key_cache_clear(void);
+
 void dkim_key_free(struct dkim_key *k);
 
 /* ---- signing (sign.c) ---- */
