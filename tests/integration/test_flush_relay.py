@@ -5,6 +5,8 @@ AUTH, SIZE, IPv6, maildir and discard."""
 
 import socket
 import subprocess
+import threading
+import time
 
 import pytest
 
@@ -25,11 +27,11 @@ MESSAGE = (b"From: <sender@example.com>\r\n"
            b"caf\xc3\xa9 8-bit\r\n")
 
 
-def relay_send(tmp_path, relay, *args, message=MESSAGE, count=1):
+def relay_send(tmp_path, relay, *args, message=MESSAGE, count=1, timeout=10):
     conf = tmp_path / "relay.conf"
     write_config(conf, {"gate": {"queue": str(tmp_path / "queue"),
                                  "hostname": "gate.example.com",
-                                 "timeout": "10"},
+                                 "timeout": str(timeout)},
                         "relay": relay})
     r = subprocess.run([binary("tests/tools/relay_send"), "-c", str(conf),
                         "-n", str(count), *args], input=message,
@@ -271,3 +273,174 @@ def test_discard_accepts_everything(tmp_path):
                                 "s@example.com", "a@example.net")
     assert rc == 0
     assert results[0]["code"] == 250
+
+
+# ---- what aiosmtpd cannot do: a relay written by hand ----
+
+class RawRelay:
+    """Listens on 127.0.0.1; each connection runs script(conn, log) in a
+    thread, where log is a list the script may append to."""
+
+    def __init__(self, script):
+        self.script = script
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        self.connections = []
+        self.threads = []
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            log = []
+            self.connections.append(log)
+            t = threading.Thread(target=self.run, args=(conn, log), daemon=True)
+            t.start()
+            self.threads.append(t)
+
+    def run(self, conn, log):
+        conn.settimeout(10)
+        try:
+            self.script(conn, log)
+        except OSError as e:
+            log.append(f"error: {e}")
+        finally:
+            conn.close()
+
+    def close(self):
+        self.sock.close()
+        for t in self.threads:
+            t.join(timeout=10)
+
+    @property
+    def url(self):
+        return f"smtp://127.0.0.1:{self.port}"
+
+
+def read_until(conn, marker, buf=b""):
+    while marker not in buf:
+        chunk = conn.recv(65536)
+        if not chunk:
+            raise OSError("closed")
+        buf += chunk
+    return buf
+
+
+def test_pipelining_sends_mail_rcpt_and_data_without_waiting(tmp_path):
+    def script(conn, log):
+        conn.sendall(b"220 raw ESMTP\r\n")
+        read_until(conn, b"\r\n")
+        conn.sendall(b"250-raw\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
+        # No reply until DATA has arrived: a client that waited for the
+        # reply to MAIL would stall here until its timeout.
+        got = read_until(conn, b"DATA\r\n")
+        log.append(got)
+        conn.sendall(b"250 2.1.0 ok\r\n250 2.1.5 ok\r\n250 2.1.5 ok\r\n354 go\r\n")
+        read_until(conn, b"\r\n.\r\n")
+        conn.sendall(b"250 2.0.0 kept\r\n")
+        read_until(conn, b"QUIT\r\n")
+        conn.sendall(b"221 bye\r\n")
+
+    relay = RawRelay(script)
+    rc, results, err = relay_send(tmp_path, {"url": relay.url, "starttls": "no"},
+                                  "s@example.com", "a@example.net",
+                                  "b@example.net", timeout=3)
+    relay.close()
+    assert rc == 0, err
+    assert [r["code"] for r in results] == [250, 250]
+    [[group]] = relay.connections
+    assert group.startswith(b"MAIL FROM:<s@example.com>")
+    assert b"RCPT TO:<a@example.net>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n" in group
+
+
+def test_data_injected_after_the_starttls_reply_is_refused(tmp_path):
+    def script(conn, log):
+        conn.sendall(b"220 raw ESMTP\r\n")
+        read_until(conn, b"\r\n")
+        conn.sendall(b"250-raw\r\n250 STARTTLS\r\n")
+        read_until(conn, b"STARTTLS\r\n")
+        # The reply and a forged one in the same packet (CVE-2011-0411
+        # turned around): the second must never be read as coming over TLS.
+        conn.sendall(b"220 go ahead\r\n250 injected\r\n")
+        time.sleep(0.5)
+
+    relay = RawRelay(script)
+    rc, _, err = relay_send(tmp_path, {"url": relay.url, "starttls": "yes"},
+                            "s@example.com", "a@example.net", timeout=3)
+    relay.close()
+    assert rc == 75
+    assert "sent data after its STARTTLS reply" in err
+
+
+def test_opportunistic_tls_falls_back_to_clear_text_after_a_failed_handshake(tmp_path):
+    def script(conn, log):
+        conn.sendall(b"220 raw ESMTP\r\n")
+        read_until(conn, b"\r\n")
+        conn.sendall(b"250-raw\r\n250 STARTTLS\r\n")
+        first = conn.recv(65536)
+        log.append(first)
+        if first.startswith(b"STARTTLS"):
+            conn.sendall(b"220 go ahead\r\n")
+            conn.recv(65536)                 # the ClientHello
+            conn.sendall(b"this is not TLS\r\n")
+            return
+        got = read_until(conn, b"\r\n.\r\n" if b"DATA" in first else b"\r\n", first)
+        # Not pipelined: answer command by command.
+        conn.sendall(b"250 ok\r\n")
+        read_until(conn, b"\r\n")
+        conn.sendall(b"250 ok\r\n")
+        read_until(conn, b"DATA\r\n")
+        conn.sendall(b"354 go\r\n")
+        read_until(conn, b"\r\n.\r\n")
+        conn.sendall(b"250 2.0.0 kept in clear\r\n")
+        log.append(got)
+
+    relay = RawRelay(script)
+    rc, results, err = relay_send(
+        tmp_path, {"url": relay.url, "starttls": "opportunistic"},
+        "s@example.com", "a@example.net", timeout=3)
+    relay.close()
+    assert rc == 0, err
+    assert results[0]["text"] == "250 2.0.0 kept in clear"
+    assert len(relay.connections) == 2
+    assert relay.connections[0][0].startswith(b"STARTTLS")
+    assert relay.connections[1][0].startswith(b"MAIL FROM:")
+
+
+def test_failed_handshake_with_starttls_yes_is_a_connection_failure(tmp_path):
+    def script(conn, log):
+        conn.sendall(b"220 raw ESMTP\r\n")
+        read_until(conn, b"\r\n")
+        conn.sendall(b"250-raw\r\n250 STARTTLS\r\n")
+        read_until(conn, b"STARTTLS\r\n")
+        conn.sendall(b"220 go ahead\r\n")
+        conn.recv(65536)
+        conn.sendall(b"this is not TLS\r\n")
+
+    relay = RawRelay(script)
+    rc, _, err = relay_send(tmp_path, {"url": relay.url, "starttls": "yes"},
+                            "s@example.com", "a@example.net", timeout=3)
+    relay.close()
+    assert rc == 75
+    assert "TLS handshake failed" in err
+    assert len(relay.connections) == 1
+
+
+def test_a_silent_relay_times_out(tmp_path):
+    def script(conn, log):
+        time.sleep(4)       # no greeting
+
+    relay = RawRelay(script)
+    started = time.monotonic()
+    rc, _, err = relay_send(tmp_path, {"url": relay.url, "starttls": "no"},
+                            "s@example.com", "a@example.net", timeout=1)
+    elapsed = time.monotonic() - started
+    relay.close()
+    assert rc == 75
+    assert "no reply within 1 s" in err
+    assert elapsed < 3.5
