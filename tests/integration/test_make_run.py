@@ -1,0 +1,158 @@
+"""`make run`, the README's first command, end to end: it makes its keys
+and config, serves SMTP, flushes into its maildir, and Ctrl-C stops all of
+it. Run in its own RUN_DIR and on a free port, so that it never meets a
+demo someone has running."""
+
+import os
+import re
+import signal
+import smtplib
+import ssl
+import subprocess
+import time
+from pathlib import Path
+
+import dkim
+import pytest
+
+from conftest import BUILD, ROOT, DEMO_LOGIN, DEMO_PASSWORD, free_port, message
+
+
+def start_demo(run_dir: Path, port: int, log: Path):
+    env = dict(os.environ, RUN_DIR=str(run_dir), PORT=str(port),
+               FLUSH_INTERVAL="1")
+    for k in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL"):
+        env.pop(k, None)
+    # A session of its own: SIGINT to the group is what Ctrl-C does.
+    return subprocess.Popen(["make", "--no-print-directory", "-C", str(ROOT),
+                             f"BUILD={BUILD}", "run"],
+                            stdin=subprocess.DEVNULL, stdout=log.open("wb"),
+                            stderr=subprocess.STDOUT, env=env,
+                            start_new_session=True)
+
+
+def wait_until(what, predicate, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise TimeoutError(what)
+
+
+def ready(log: Path):
+    return "Ctrl-C stops it." in log.read_text()
+
+
+def listening(port):
+    out = subprocess.run(["ss", "-Hltn", f"sport = :{port}"],
+                         capture_output=True, text=True).stdout
+    return out.strip() != ""
+
+
+def group_processes(pgid):
+    out = subprocess.run(["pgrep", "-g", str(pgid)], capture_output=True,
+                         text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def dns_records(run_dir: Path):
+    """The records run/dkim/dns.txt says example.com would publish."""
+    records = {}
+    for line in (run_dir / "dkim/dns.txt").read_text().splitlines():
+        m = re.match(r'^(\S+) TXT "(.*)"$', line)
+        assert m, line
+        records[m.group(1).encode()] = m.group(2).encode()
+
+    def lookup(name, timeout=5):
+        if isinstance(name, str):
+            name = name.encode()
+        return records.get(name if name.endswith(b".") else name + b".")
+    return lookup
+
+
+@pytest.fixture
+def demo(tmp_path):
+    run_dir = tmp_path / "run"
+    port = free_port()
+    log = tmp_path / "make-run.log"
+    p = start_demo(run_dir, port, log)
+    try:
+        wait_until("make run is ready", lambda: ready(log) or p.poll() is not None, 120)
+        assert p.poll() is None, log.read_text()
+        assert listening(port)
+        yield p, run_dir, port, log
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGINT)
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+
+
+def test_make_run_delivers_a_signed_message_to_its_outbox_and_stops_on_ctrl_c(demo):
+    p, run_dir, port, log = demo
+    text = log.read_text()
+    assert f"swaks --server 127.0.0.1:{port}" in text
+    assert f"mdb_dump -p -s env {run_dir}/queue" in text
+    assert f"{run_dir}/outbox/new/" in text
+
+    conf = (run_dir / "smtpgate.conf").read_text()
+    assert "login = demo.demo@smtpgate" in conf
+    assert "networks = 127.0.0.1/32" in conf
+    assert "url = maildir:outbox" in conf
+    assert not re.search(r"^demo = yes", conf, re.M)
+
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
+        s.ehlo("client.example.com")
+        s.starttls(context=ssl._create_unverified_context())
+        s.ehlo("client.example.com")
+        s.login(DEMO_LOGIN, DEMO_PASSWORD)
+        s.sendmail("sender@example.com", ["rcpt@example.net"],
+                   message(subject="from make run"))
+
+    new = run_dir / "outbox/new"
+    files = wait_until("a message in outbox/new",
+                       lambda: list(new.glob("*")) if new.exists() else [], 60)
+    assert len(files) == 1
+    raw = files[0].read_bytes()
+    assert b"Subject: from make run" in raw
+    lookup = dns_records(run_dir)
+    n = len(re.findall(rb"^DKIM-Signature:", raw, re.M | re.I))
+    assert n == 2  # RSA and Ed25519 for example.com
+    algorithms = set()
+    for i in range(n):
+        d = dkim.DKIM(raw)
+        assert d.verify(idx=i, dnsfunc=lookup), f"signature {i}"
+        algorithms.add(d.signature_fields[b"a"])
+    assert algorithms == {b"rsa-sha256", b"ed25519-sha256"}
+
+    # Ctrl-C: everything it started is gone, the port is free.
+    os.killpg(p.pid, signal.SIGINT)
+    p.wait(timeout=30)
+    wait_until("the demo's processes exit", lambda: not group_processes(p.pid), 10)
+    assert not listening(port)
+    assert "run-demo: stopped" in log.read_text()
+
+
+def test_make_run_keeps_its_keys_and_config_across_runs(tmp_path):
+    run_dir = tmp_path / "run"
+    first = None
+    for attempt in range(2):
+        port = free_port()
+        log = tmp_path / f"run{attempt}.log"
+        p = start_demo(run_dir, port, log)
+        try:
+            wait_until("make run is ready", lambda: ready(log) or p.poll() is not None, 120)
+            assert p.poll() is None, log.read_text()
+        finally:
+            os.killpg(p.pid, signal.SIGINT)
+            p.wait(timeout=30)
+        keys = (run_dir / "dkim/example.com.rsa.pem").read_bytes()
+        assert ("first run" in log.read_text()) == (attempt == 0)
+        if first is None:
+            first = keys
+        assert keys == first
