@@ -17,6 +17,10 @@ import pytest
 
 from conftest import BUILD, ROOT, DEMO_LOGIN, DEMO_PASSWORD, free_port, message
 
+# The sanitizer build is made with SANITIZE=1; make must know, or it would
+# rebuild stale objects there without it.
+SANITIZE = ["SANITIZE=1"] if "sanitize" in BUILD.name else []
+
 
 def start_demo(run_dir: Path, port: int, log: Path):
     env = dict(os.environ, RUN_DIR=str(run_dir), PORT=str(port),
@@ -25,7 +29,7 @@ def start_demo(run_dir: Path, port: int, log: Path):
         env.pop(k, None)
     # A session of its own: SIGINT to the group is what Ctrl-C does.
     return subprocess.Popen(["make", "--no-print-directory", "-C", str(ROOT),
-                             f"BUILD={BUILD}", "run"],
+                             f"BUILD={BUILD}", *SANITIZE, "run"],
                             stdin=subprocess.DEVNULL, stdout=log.open("wb"),
                             stderr=subprocess.STDOUT, env=env,
                             start_new_session=True)

@@ -17,6 +17,10 @@ import pytest
 
 from conftest import BUILD, ROOT
 
+# The sanitizer build is made with SANITIZE=1; make must know, or it would
+# rebuild stale objects there without it.
+SANITIZE = ["SANITIZE=1"] if "sanitize" in BUILD.name else []
+
 UNITDIR = "usr/local/lib/systemd/system"
 UNITS = ["smtpgate.socket", "smtpgate-tls.socket", "smtpgate@.service",
          "smtpgate-flush.service", "smtpgate-flush.timer"]
@@ -28,7 +32,7 @@ def make(*args, check=True):
     env.pop("MAKEFLAGS", None)
     env.pop("MFLAGS", None)
     return subprocess.run(["make", "--no-print-directory", "-C", str(ROOT),
-                           f"BUILD={BUILD}", *args], capture_output=True,
+                           f"BUILD={BUILD}", *SANITIZE, *args], capture_output=True,
                           text=True, check=check, env=env, timeout=300)
 
 

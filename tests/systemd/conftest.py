@@ -37,6 +37,10 @@ integration = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(integration)
 BUILD, Keys, free_port = integration.BUILD, integration.Keys, integration.free_port
 
+# The sanitizer build is made with SANITIZE=1; make must know, or it would
+# rebuild stale objects there without it.
+SANITIZE = ["SANITIZE=1"] if "sanitize" in BUILD.name else []
+
 PREFIX = "/usr/local"
 
 
@@ -163,7 +167,7 @@ def make(*args):
     env = {k: v for k, v in os.environ.items()
            if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
     subprocess.run(["make", "--no-print-directory", "-C", str(ROOT),
-                    f"BUILD={BUILD}", *args], check=True, env=env,
+                    f"BUILD={BUILD}", *SANITIZE, *args], check=True, env=env,
                    capture_output=True, timeout=300)
 
 
