@@ -84,7 +84,7 @@ def test_installed_units_have_their_paths_substituted(destdir):
     handler = (destdir / UNITDIR / "smtpgate@.service").read_text()
     assert "ExecStart=/usr/local/libexec/smtpgate/smtpgate-handler\n" in handler
     flush = (destdir / UNITDIR / "smtpgate-flush.service").read_text()
-    assert "ExecStart=/usr/local/libexec/smtpgate/smtpgate-flush\n" in flush
+    assert "ExecStart=/usr/local/libexec/smtpgate/smtpgate-flush --max-time 1500\n" in flush
 
 
 def test_install_follows_prefix(tmp_path):
