@@ -766,6 +766,7 @@ static int send_or_give_up(struct queue *q, const struct config *c, CURL *h,
 /* Sends (or gives up) the events after the cursor, batch by batch, until
  * none is left, a request fails, or CALLBACK_MAX_REQUESTS were made. */
 static int send_events(struct queue *q, const struct config *c, time_t now,
+		       const volatile sig_atomic_t *stop,
 		       struct callback_state *st, struct callback_result *res,
 		       struct error *err)
 {
@@ -773,7 +774,8 @@ static int send_events(struct queue *q, const struct config *c, time_t now,
 	int rc = 0;
 	struct buf body = BUF_INIT;
 	unsigned batch = c->callback_batch ? c->callback_batch : 1;
-	while (rc == 0 && !res->failed && res->requests < CALLBACK_MAX_REQUESTS) {
+	while (rc == 0 && !res->failed && res->requests < CALLBACK_MAX_REQUESTS &&
+	       !(stop && *stop)) {
 		struct log_entry *e;
 		size_t n;
 		rc = log_read(q, cursor_text(st), batch, &e, &n, err);
@@ -809,7 +811,8 @@ static int send_events(struct queue *q, const struct config *c, time_t now,
 }
 
 int callback_run(struct queue *q, const struct config *c, time_t now,
-		 bool force, struct callback_result *res, struct error *err)
+		 bool force, const volatile sig_atomic_t *stop,
+		 struct callback_result *res, struct error *err)
 {
 	*res = (struct callback_result){ 0 };
 	struct callback_state st;
@@ -837,10 +840,35 @@ int callback_run(struct queue *q, const struct config *c, time_t now,
 		if (!force && st.next_try_us > (int64_t)now * 1000000)
 			res->waiting = true;
 		else
-			rc = send_events(q, c, now, &st, res, err);
+			rc = send_events(q, c, now, stop, &st, res, err);
 	}
 	state_free(&st);
 	return rc;
+}
+
+int callback_step(const struct config *c, bool force,
+		  const volatile sig_atomic_t *stop)
+{
+	struct queue *q;
+	struct error err;
+	if (queue_open(&q, c, false, &err) != 0) {
+		log_msg(LOG_ERR, "%s", err.text);
+		return 1;
+	}
+	struct callback_result res;
+	int rc = callback_run(q, c, time(NULL), force, stop, &res, &err);
+	queue_close(q);
+	if (rc) {
+		log_msg(LOG_ERR, "%s", err.text);
+		return 1;
+	}
+	if (res.requests || res.given_up || (force && c->callback_url))
+		log_msg(res.failed ? LOG_WARNING : LOG_INFO,
+			"callbacks: %zu event%s acknowledged in %zu request%s, "
+			"%zu given up%s", res.sent, res.sent == 1 ? "" : "s",
+			res.requests, res.requests == 1 ? "" : "s", res.given_up,
+			res.failed ? "; the endpoint failed, the rest waits" : "");
+	return res.failed ? 75 : 0;
 }
 
 /* ---- smtpgate-queue events ---- */
@@ -902,12 +930,14 @@ static void print_state(FILE *out, const struct config *c,
 	fputc('\n', out);
 }
 
-int callback_events_command(struct queue *q, const struct config *c,
-			    int argc, char **argv, FILE *out)
+static int events_list(struct queue *q, const struct config *c,
+		       const char *since, bool json, FILE *out);
+
+int callback_events_command(const struct config *c, int argc, char **argv,
+			    bool json, FILE *out)
 {
 	const char *since = "";
-	bool json = false;
-	for (int i = 1; i < argc; i++) {
+	for (int i = 0; i < argc; i++) {
 		if (strcmp(argv[i], "--json") == 0) {
 			json = true;
 		} else if (strcmp(argv[i], "--since") == 0 && i + 1 < argc) {
@@ -920,6 +950,30 @@ int callback_events_command(struct queue *q, const struct config *c,
 			return 2;
 		}
 	}
+	struct queue *q;
+	struct error err;
+	int rc = queue_open(&q, c, true, &err);
+	if (rc == QUEUE_ENOTFOUND) {
+		/* No queue yet: nothing has happened. */
+		struct callback_state none = { 0 };
+		if (json)
+			fputs("[]\n", out);
+		else
+			print_state(out, c, &none);
+		return 0;
+	}
+	if (rc) {
+		fprintf(stderr, "smtpgate-queue: %s\n", err.text);
+		return 1;
+	}
+	rc = events_list(q, c, since, json, out);
+	queue_close(q);
+	return rc;
+}
+
+static int events_list(struct queue *q, const struct config *c,
+		       const char *since, bool json, FILE *out)
+{
 	struct error err;
 	struct callback_state st;
 	if (state_read(q, &st, &err) != 0) {

@@ -14,6 +14,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <signal.h>
 #include <stdio.h>
 #include <time.h>
 
@@ -102,22 +103,35 @@ struct callback_result {
 	bool waiting;		/* nothing sent: still within the back-off */
 };
 
-/* One callback run, as smtpgate-flush does after each flush: sends the
- * events after the cursor (honouring the back-off unless force), then
- * prunes the log. Without [callback] url it only prunes (entries older
- * than [gate] log_retention); with one, only entries that are also at or
- * behind the cursor. The caller holds the flush lock, so that no two runs
- * send at once. Returns 0 (a failed request included: see res->failed), or
- * a negative QUEUE_E* code on a storage error. */
+/* One callback run: sends the events after the cursor (honouring the
+ * back-off unless force) until none is left, a request fails, *stop
+ * becomes true (a signal; stop may be NULL) or 100 requests were made.
+ * Without [callback] url it only drops the cursor, so that queue_prune
+ * goes by age alone again; with one, a missing cursor is created empty,
+ * so that queue_prune keeps every event until it is acknowledged. The
+ * caller holds the flush lock, so that no two runs send at once. Returns
+ * 0 (a failed request included: see res->failed), or a negative QUEUE_E*
+ * code on a storage error. */
 int callback_run(struct queue *q, const struct config *c, time_t now,
-		 bool force, struct callback_result *res, struct error *err);
+		 bool force, const volatile sig_atomic_t *stop,
+		 struct callback_result *res, struct error *err);
 
-/* `smtpgate-queue events [--since ID] [--json]`: argv[0] is "events".
- * Prints the cursor and the events after ID (a log key or any prefix of
- * one, e.g. a day "20261126"), or all; with --json an array of event
- * objects, each with "acknowledged": true when it is at or behind the
- * cursor. Returns the exit status. */
-int callback_events_command(struct queue *q, const struct config *c,
-			    int argc, char **argv, FILE *out);
+/* The callback step of smtpgate-flush: opens the queue, runs
+ * callback_run, logs what it did and closes the queue. force: for
+ * --callbacks-only (by hand), which ignores the back-off. Returns the
+ * exit status of a callbacks-only run: 0 done (or nothing to do), 75
+ * (EX_TEMPFAIL) a request failed, 1 a local error. */
+int callback_step(const struct config *c, bool force,
+		  const volatile sig_atomic_t *stop);
+
+/* `smtpgate-queue events [--since ID] [--json]`: argv holds the arguments
+ * after "events". Prints the callback state (url, cursor, totals, next
+ * try) and the events after ID (a log key or any prefix of one, e.g. a
+ * day "20261126"), or all, marked "sent" (at or behind the cursor) or
+ * "new"; with json an array of event objects, each with "acknowledged".
+ * Opens the queue read-only itself. Returns the exit status: 0, 1 on an
+ * error, 2 on a usage error. */
+int callback_events_command(const struct config *c, int argc, char **argv,
+			    bool json, FILE *out);
 
 #endif

@@ -2,6 +2,7 @@
  *
  * SYNOPSIS
  *	smtpgate-flush [-c FILE] [--max-time SECONDS] [-v]
+ *	smtpgate-flush [-c FILE] --callbacks-only
  *
  * Started by smtpgate-flush.timer (smtpgate-flush.service, Type=oneshot)
  * or by hand. One run:
@@ -56,6 +57,7 @@
 #include "cli.h"
 #include "config.h"
 #include "log.h"
+#include "queue/callback.h"
 #include "queue/queue.h"
 #include "queue/relay.h"
 
@@ -69,12 +71,15 @@
 
 static const char usage[] =
 	"usage: smtpgate-flush [-c FILE] [--max-time SECONDS] [-v]\n"
+	"       smtpgate-flush [-c FILE] --callbacks-only\n"
 	"Delivers the due messages of the queue to [relay] url, records what\n"
 	"became of every recipient, and exits. Options:\n"
 	"  -c FILE               configuration (default $SMTPGATE_CONF or "
 	CONFIG_DEFAULT_PATH ")\n"
 	"  --max-time SECONDS    claim no new batch after this long\n"
 	"  -v                    also log connections, batches and a summary\n"
+	"  --callbacks-only      only post the new log events to [callback] url,\n"
+	"                        now, whatever the back-off (exit 75: it failed)\n"
 	"  --help                this text\n"
 	"  --version             the version\n"
 	"Exit status: 0 done (deferrals included, or another run is active),\n"
@@ -89,6 +94,7 @@ static void on_stop_signal(int sig)
 }
 
 static bool verbose;
+static bool callbacks_only;	/* --callbacks-only: no flush, see callback.h */
 
 /* ---- one message of a batch, as the workers see it ---- */
 
@@ -639,6 +645,10 @@ static int parse_args(int argc, char **argv, double *max_time)
 			verbose = true;
 			continue;
 		}
+		if (strcmp(a, "--callbacks-only") == 0) {
+			callbacks_only = true;
+			continue;
+		}
 		if (strcmp(a, "--max-time") == 0) {
 			if (i + 1 >= argc) {
 				fprintf(stderr, "smtpgate-flush: --max-time needs a number of seconds\n");
@@ -678,7 +688,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "smtpgate-flush: %s\n", err.text);
 		return 1;
 	}
-	if (config.relay.scheme == RELAY_NONE) {
+	if (config.relay.scheme == RELAY_NONE && !callbacks_only) {
 		fprintf(stderr, "smtpgate-flush: %s: [relay] url is not set: "
 			"smtpgate-flush needs to know where to deliver "
 			"(smtp://, smtps://, maildir: or discard:)\n", config.path);
@@ -706,12 +716,17 @@ int main(int argc, char **argv)
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
 
-	int status = flush_run(&config, max_time, &err);
+	int status = callbacks_only ? 0 : flush_run(&config, max_time, &err);
 
 	/* After the flush: the delivery callbacks of [callback] url (SPEC
 	 * section 6) POST the log events this run recorded. They run here,
 	 * once the lock is held and the flush is done, and also when the
-	 * flush could not reach the relay. */
+	 * flush could not reach the relay. Their failure is logged and
+	 * retried later; it changes the exit status of --callbacks-only
+	 * only. */
+	int callbacks = callback_step(&config, callbacks_only, &stop_requested);
+	if (callbacks_only)
+		status = callbacks;
 
 	close(lock_fd);
 	config_free(&config);

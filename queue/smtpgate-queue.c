@@ -26,6 +26,7 @@
 #include "config.h"
 #include "dkim/dkim.h"
 #include "log.h"
+#include "queue/callback.h"
 #include "queue/queue.h"
 #include "queue/queue_internal.h"
 #include "queue/record.h"
@@ -37,6 +38,7 @@ static const char usage[] =
 	"  show QID [--raw]                     one message (--raw: its bytes)\n"
 	"  stat [--day YYYY-MM-DD]              counters per issue\n"
 	"  errors [-n 100]                      the latest bounces, newest first\n"
+	"  events [--since ID]                  log events and the callback cursor\n"
 	"  retry QID | --all                    make due now\n"
 	"  delete QID                           remove (recipients count as dropped)\n"
 	"  suppress list [ACCOUNT]              hard-bounced addresses\n"
@@ -1176,6 +1178,9 @@ int main(int argc, char **argv)
 			status = cmd_stat(&config, sub_argc, sub_argv);
 		else if (strcmp(cmd, "errors") == 0)
 			status = cmd_errors(&config, sub_argc, sub_argv);
+		else if (strcmp(cmd, "events") == 0)	/* queue/callback.c */
+			status = callback_events_command(&config, sub_argc,
+							 sub_argv, json, stdout);
 		else if (strcmp(cmd, "retry") == 0)
 			status = cmd_retry(&config, sub_argc, sub_argv);
 		else if (strcmp(cmd, "delete") == 0)
