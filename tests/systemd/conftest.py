@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -194,11 +195,15 @@ def prepared(tmp_path_factory):
     preset = work / "preset"
     preset.mkdir()
     (preset / "00-smtpgate-test.preset").write_text("disable smtpgate*\n")
-    port = free_port()
-    socket_d = work / "smtpgate.socket.d"
-    socket_d.mkdir()
-    (socket_d / "test-port.conf").write_text(
-        f"[Socket]\nListenStream=\nListenStream=127.0.0.1:{port}\n")
+    # Free high ports instead of 25, 587 and 465, by drop-ins.
+    port, tls_port = free_port(), free_port()
+    sockets = {}
+    for unit, p in (("smtpgate.socket", port), ("smtpgate-tls.socket", tls_port)):
+        d = work / f"{unit}.d"
+        d.mkdir()
+        (d / "test-port.conf").write_text(
+            f"[Socket]\nListenStream=\nListenStream=127.0.0.1:{p}\n")
+        sockets[unit] = d
     # The Ed25519 key comes as a credential, the RSA key as a file.
     credentials = "[Service]\nLoadCredential=dkim-ed:/etc/smtpgate/dkim/example.com.ed.pem\n"
     dropins = {}
@@ -209,17 +214,16 @@ def prepared(tmp_path_factory):
         dropins[unit] = d
     binds = [(etc / "passwd", "/etc/passwd"), (etc / "group", "/etc/group"),
              (dest / PREFIX.lstrip("/"), PREFIX),
-             (preset, "/etc/systemd/system-preset"),
-             (socket_d, "/etc/systemd/system/smtpgate.socket.d")]
-    binds += [(d, f"/etc/systemd/system/{unit}.d") for unit, d in dropins.items()]
-    keys = Keys(work / "keys")
-    return work, binds, port, keys, etc
+             (preset, "/etc/systemd/system-preset")]
+    binds += [(d, f"/etc/systemd/system/{unit}.d")
+              for unit, d in {**sockets, **dropins}.items()]
+    return SimpleNamespace(work=work, binds=binds, port=port, tls_port=tls_port,
+                           keys=Keys(work / "keys"), etc=etc)
 
 
 @pytest.fixture(scope="session")
 def container(prepared):
-    work, binds, _, _, _ = prepared
-    c = Container(work, f"smtpgate-test-{os.getpid()}", binds)
+    c = Container(prepared.work, f"smtpgate-test-{os.getpid()}", prepared.binds)
     c.start()
     try:
         c.enabled_at_boot = c.run("systemctl", "is-enabled", "smtpgate.socket",
@@ -233,17 +237,24 @@ def container(prepared):
 def enabled(container, prepared):
     """What the administrator does after make install: a config, keys,
     and the one systemctl command."""
-    keys = prepared[3]
-    write_config(container, keys)
+    write_config(container, prepared)
     container.run("systemctl", "enable", "--now", "smtpgate.socket",
                   "smtpgate-flush.timer")
     assert container.run("systemctl", "is-active", "smtpgate.socket",
                          "smtpgate-flush.timer").stdout.split() == ["active", "active"]
     return container
 
-def write_config(container, keys):
-    """What an administrator writes: config and keys in /etc/smtpgate."""
+
+def write_config(container, prepared):
+    """What an administrator writes: config, keys and certificate in
+    /etc/smtpgate."""
+    keys = prepared.keys
     gid = int(container.run("getent", "group", "smtpgate").stdout.split(":")[2])
+    tls = container.path("/etc/smtpgate/tls")
+    for src, name in ((keys.cert, "cert.pem"), (keys.key, "key.pem")):
+        shutil.copy(src, tls / name)
+        os.chown(tls / name, 0, gid)
+        os.chmod(tls / name, 0o640)
     dkim = container.path("/etc/smtpgate/dkim")
     shutil.copy(keys.rsa, dkim / "example.com.rsa.pem")
     os.chown(dkim / "example.com.rsa.pem", 0, gid)
@@ -255,6 +266,9 @@ def write_config(container, keys):
     conf.write_text(
         "[gate]\n"
         "hostname = gate.example.com\n"
+        "tls_certificate = /etc/smtpgate/tls/cert.pem\n"
+        "tls_private_key = /etc/smtpgate/tls/key.pem\n"
+        f"implicit_tls_ports = {prepared.tls_port}\n"
         "\n[relay]\n"
         "url = maildir:/var/lib/smtpgate/outbox\n"
         "\n[account app]\n"

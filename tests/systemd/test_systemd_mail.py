@@ -12,7 +12,7 @@ def test_enabled_socket_and_timer_take_mail_sign_it_and_flush_the_queue(enabled,
     import dkim
 
     container = enabled
-    port, keys = prepared[2], prepared[3]
+    port, keys = prepared.port, prepared.keys
 
     # Mail from the host, through the container's socket.
     swaks = subprocess.run(

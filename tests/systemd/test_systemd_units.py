@@ -4,13 +4,13 @@ the helpers are in conftest.py beside this file."""
 
 import re
 import socket
+import ssl
 
 from conftest import wait_until
 
 
 def test_boot_made_the_smtpgate_user_and_folders(container, prepared):
-    etc = prepared[4]
-    uid = re.search(r"^smtpgate:x:(\d+):(\d+):", (etc / "passwd").read_text(), re.M)
+    uid = re.search(r"^smtpgate:x:(\d+):(\d+):", (prepared.etc / "passwd").read_text(), re.M)
     assert uid
     out = container.run("stat", "-c", "%U:%G %a %n", "/etc/smtpgate/dkim",
                         "/var/lib/smtpgate/queue").stdout.splitlines()
@@ -21,7 +21,7 @@ def test_boot_made_the_smtpgate_user_and_folders(container, prepared):
 
 
 def test_each_connection_gets_an_instance_that_ends_and_is_collected(enabled, prepared):
-    port = prepared[2]
+    port = prepared.port
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
         client_port = s.getsockname()[1]
         s.settimeout(5)
@@ -51,3 +51,34 @@ def test_live_systemd_rates_the_flush_sandbox_ok(container):
                         "smtpgate-flush.service").stdout
     m = re.search(r"Overall exposure level for \S+: (\d+\.\d) (\w+)", out)
     assert m and float(m.group(1)) <= 2.0, out
+
+
+def test_implicit_tls_socket_runs_the_same_service_with_tls_first(enabled, prepared):
+    """smtpgate-tls.socket: its instances are smtpgate-tls@, the alias of
+    smtpgate@.service, and the handler starts TLS because the local port
+    is in implicit_tls_ports."""
+    enabled.run("systemctl", "enable", "--now", "smtpgate-tls.socket")
+    context = ssl.create_default_context(cafile=str(prepared.keys.cert))
+    context.check_hostname = False
+    with socket.create_connection(("127.0.0.1", prepared.tls_port), timeout=10) as raw:
+        client_port = raw.getsockname()[1]
+        with context.wrap_socket(raw) as s:
+            f = s.makefile("rwb")
+            assert f.readline() == b"220 gate.example.com ESMTP smtpgate\r\n"
+            f.write(b"EHLO client.example.org\r\n")
+            f.flush()
+            ehlo = []
+            while not ehlo or ehlo[-1][3:4] == b"-":
+                ehlo.append(f.readline())
+            assert b"250 AUTH PLAIN LOGIN\r\n" in ehlo or b"250-AUTH PLAIN LOGIN\r\n" in ehlo
+            assert not any(b"STARTTLS" in line for line in ehlo)
+            f.write(b"QUIT\r\n")
+            f.flush()
+            assert f.readline().startswith(b"221 ")
+
+    def ended():
+        j = enabled.journal("_PID=1", "--grep", f"127.0.0.1:{client_port}")
+        return "Deactivated successfully" in j and j
+    journal = wait_until("the TLS session's instance to end", ended, 30)
+    assert re.search(r"Started smtpgate(-tls)?@\d+-127\.0\.0\.1:"
+                     rf"{prepared.tls_port}-127\.0\.0\.1:{client_port}\.service", journal)
