@@ -1,5 +1,6 @@
 /* Callback payloads: JSON string escaping of every byte, the event
  * object, batch shapes, times, the HMAC-SHA256 signature, back-off. */
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -252,6 +253,54 @@ TEST(test_backoff_doubles_from_30_seconds_up_to_15_minutes)
 	CHECK(callback_backoff(0) == 30);
 }
 
+/* The sample request of smtpgate-flush(8): the body callback_body makes of
+ * its two events, folded there, and the signature printed with it. */
+TEST(test_sample_payload_of_smtpgate_flush_8_is_what_is_sent)
+{
+	struct callback_event ev[2] = {
+		{ .id = "20261126T100000.482113Z/066128AB31C7D200A3F10001/00000",
+		  .queue_id = "066128AB31C7D200A3F10001", .status = "delivered",
+		  .to = "anna@example.net", .dt = "2026-11-26T10:00:00Z",
+		  .msg = "250 2.0.0 Ok: queued as 4Fh2Kx", .account = "shop",
+		  .issue = "spring-sale", .uniq = "order-1001" },
+		{ .id = "20261126T100000.482114Z/066128AB31C7D200A3F10001/00001",
+		  .queue_id = "066128AB31C7D200A3F10001", .status = "bounced",
+		  .to = "nobody@example.org", .dt = "2026-11-26T10:00:00Z",
+		  .msg = "550 5.1.1 <nobody@example.org>: no such user",
+		  .account = "shop", .issue = "spring-sale", .uniq = "order-1001" },
+	};
+	struct buf body = BUF_INIT;
+	callback_body(&body, ev, 2, 100);
+	char sig[CALLBACK_SIGNATURE_SIZE];
+	CHECK(callback_signature("example-secret", "1795687201", body.data,
+				 body.len, sig) == 0);
+	/* The page shows the body folded: compare without the folding. */
+	FILE *f = fopen("man/smtpgate-flush.8", "r");
+	CHECK(f != NULL);
+	struct buf page = BUF_INIT, folded = BUF_INIT;
+	char line[512];
+	bool in_body = false;
+	while (f && fgets(line, sizeof line, f)) {
+		buf_puts(&page, line);
+		if (line[0] == '[' && line[1] == '{')
+			in_body = true;
+		if (!in_body)
+			continue;
+		if (strncmp(line, ".Ed", 3) == 0)
+			break;
+		for (const char *p = line; *p; p++)
+			if (*p != '\n' && !(*p == ' ' && (p == line || p[-1] == ' ' || p[-1] == ',')))
+				buf_putc(&folded, *p);
+	}
+	if (f)
+		fclose(f);
+	CHECK_STR(folded.data, body.data);
+	CHECK(page.data && strstr(page.data, sig) != NULL);
+	buf_free(&body);
+	buf_free(&page);
+	buf_free(&folded);
+}
+
 UNIT_MAIN(test_json_plain_ascii_is_quoted_unchanged,
 	  test_json_quote_and_backslash_are_escaped,
 	  test_json_control_characters_are_escaped,
@@ -268,4 +317,5 @@ UNIT_MAIN(test_json_plain_ascii_is_quoted_unchanged,
 	  test_batch_1_is_a_bare_object_and_more_an_array,
 	  test_signature_matches_rfc4231_test_case_7,
 	  test_signature_covers_timestamp_and_body,
-	  test_backoff_doubles_from_30_seconds_up_to_15_minutes)
+	  test_backoff_doubles_from_30_seconds_up_to_15_minutes,
+	  test_sample_payload_of_smtpgate_flush_8_is_what_is_sent)
