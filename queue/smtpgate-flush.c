@@ -442,41 +442,39 @@ static void free_jobs(struct job *jobs, size_t n)
 
 /* Logs each outcome once it is recorded: the journal then never claims
  * more than the queue holds. A deferral past max_queue_lifetime was
- * turned into a bounce by queue_record_outcomes; say so here too. */
+ * turned into a bounce by queue_record_outcomes (with the same now_us);
+ * the log line says so too. */
 static void log_outcomes(const struct config *c, const struct job *jobs,
-			 size_t n_jobs, const char *relay, int64_t now_us,
-			 struct run_totals *t)
+			 size_t n_jobs, const char *relay, int64_t now_us)
 {
+	struct buf expired_text = BUF_INIT;
 	for (size_t i = 0; i < n_jobs; i++) {
 		const struct job *j = &jobs[i];
-		bool expired = now_us - j->m->received_us >=
+		bool expired = now_us >= j->m->received_us +
 			       (int64_t)c->max_queue_lifetime * 1000000;
 		for (size_t r = 0; r < j->n_rcpts; r++) {
-			const char *status, *text;
-			int priority = LOG_INFO;
-			if (j->drop) {
-				status = "dropped";
-				text = demo_reason;
-				t->dropped++;
-			} else {
-				enum queue_rcpt_state s = classify(&j->results[r]);
+			enum queue_rcpt_state s = QUEUE_RCPT_DROPPED;
+			const char *text = demo_reason;
+			if (!j->drop) {
+				s = classify(&j->results[r]);
 				text = j->results[r].text;
-				if (s == QUEUE_RCPT_DEFERRED && expired)
-					s = QUEUE_RCPT_BOUNCED, t->expired++;
-				status = queue_rcpt_state_name(s);
-				if (s == QUEUE_RCPT_DELIVERED)
-					t->delivered++;
-				else if (s == QUEUE_RCPT_DEFERRED)
-					t->deferred++, priority = LOG_NOTICE;
-				else
-					t->bounced++, priority = LOG_NOTICE;
 			}
-			log_event(priority, status, "QUEUE_ID", j->qid,
-				  "ACCOUNT", j->account, "RCPT", j->rcpts[r],
-				  "STATUS", status, "RELAY", j->drop ? NULL : relay,
-				  "REPLY", text, NULL);
+			if (s == QUEUE_RCPT_DEFERRED && expired) {
+				s = QUEUE_RCPT_BOUNCED;
+				buf_clear(&expired_text);
+				buf_printf(&expired_text, "554 5.4.7 delivery time "
+					   "expired (last reply: %s)", text);
+				text = expired_text.data;
+			}
+			const char *status = queue_rcpt_state_name(s);
+			log_event(s == QUEUE_RCPT_DELIVERED || s == QUEUE_RCPT_DROPPED
+				  ? LOG_INFO : LOG_NOTICE, status,
+				  "QUEUE_ID", j->qid, "ACCOUNT", j->account,
+				  "RCPT", j->rcpts[r], "STATUS", status,
+				  "RELAY", j->drop ? NULL : relay, "REPLY", text, NULL);
 		}
 	}
+	buf_free(&expired_text);
 }
 
 /* The flush loop: claim, deliver, record, until nothing is due. Returns
@@ -588,8 +586,13 @@ static int flush_run(const struct config *c, double max_time,
 				"(they will be delivered again): %s", b.n, err->text);
 			status = 1;
 		} else {
-			log_outcomes(c, jobs, b.n, relay.data, now_us, &totals);
+			log_outcomes(c, jobs, b.n, relay.data, now_us);
 			totals.messages += b.n;
+			totals.delivered += stats.delivered;
+			totals.deferred += stats.deferred;
+			totals.bounced += stats.bounced;
+			totals.dropped += stats.dropped;
+			totals.expired += stats.expired;
 			totals.suppressed += stats.suppressed;
 			if (verbose)
 				log_msg(LOG_INFO, "batch %zu: %zu messages, %zu removed, "

@@ -336,6 +336,11 @@ def test_deferral_past_max_queue_lifetime_bounces(tmp_path, keys):
         assert "5.4.7" in event["msg"]
         assert "451 4.3.0 Try again later" in event["msg"]
         assert q.env(qid) is None
+        assert f"bounced queue_id={qid} account=demo rcpt=later@example.net " \
+               f"status=bounced" in r.stderr
+        assert "reply=554 5.4.7 delivery time expired (last reply: 451 4.3.0" \
+            in r.stderr
+        assert "1 bounced (1 expired, 0 suppressed)" in r.stderr
         # An expired message is not a mailbox failure.
         assert q.db("suppress") == {}
 
@@ -449,3 +454,16 @@ def test_bad_arguments_exit_2(tmp_path, keys, args):
     r = q.flush(*args)
     assert r.returncode == 2
     assert r.stderr.startswith("smtpgate-flush: ")
+
+
+def test_verbose_run_reports_batches_and_a_summary(tmp_path, keys):
+    q = Queue(tmp_path, keys, {"url": "discard:", "concurrency": "1"})
+    r = q.flush("-v")
+    assert r.returncode == 0 and "nothing due" in r.stderr
+    q.inject("a@example.net", n=3)
+    r = q.flush("-v")
+    assert r.returncode == 0
+    assert "batch 1: 3 messages, 3 removed, 0 rescheduled" in r.stderr
+    assert re.search(r"3 messages in [0-9.]+ s: 3 delivered, 0 deferred, "
+                     r"0 bounced \(0 expired, 0 suppressed\), 0 dropped; "
+                     r"1 connections", r.stderr)
