@@ -78,7 +78,9 @@ static bool account_has_key(const struct account *a, const char *domain)
  * chosen now, the body hash is computed as the body streams in). */
 static void headers_done(struct message *m)
 {
-	const char *p = m->headers.data, *end = p + m->headers.len;
+	/* An empty header block has no buffer: NULL + 0 is undefined. */
+	const char *p = m->headers.data;
+	const char *end = p ? p + m->headers.len : NULL;
 	while (p && p < end) {
 		/* One field: its first line and every continuation line. */
 		const char *colon = memchr(p, ':', (size_t)(end - p));
