@@ -168,8 +168,13 @@ void message_add_line(struct message *m, const char *line, size_t len)
 			separator = len == 0;
 			m->in_body = true;
 			m->has_separator = separator;
-			if (separator)
+			if (separator) {
+				/* The empty line is stored too, so it counts
+				 * towards max_message_size like any line. */
 				m->size += 2;
+				if (m->size > m->max_size)
+					m->too_big = true;
+			}
 			headers_done(m);
 			if (separator)
 				return;

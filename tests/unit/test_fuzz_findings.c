@@ -6,6 +6,7 @@
 
 #include "buf.h"
 #include "config.h"
+#include "handler/data.h"
 #include "queue/record.h"
 #include "unit.h"
 
@@ -72,6 +73,51 @@ TEST(test_queue_time_of_a_day_that_does_not_exist_is_refused)
 	CHECK_STR(t, "20240229T120000.000001Z");
 }
 
+/* fuzz_data_reader, regressions/data_reader/empty-message-null-headers:
+ * DATA followed at once by "." left the header block without a buffer,
+ * and headers_done computed NULL + 0 (undefined; UBSan in clang aborts
+ * the sanitizer build there). */
+TEST(test_data_empty_message_has_no_headers_and_no_from)
+{
+	struct message m;
+	message_init(&m, NULL, 1024, 0);
+	message_end(&m);
+	CHECK(m.headers.len == 0 && m.body.len == 0);
+	CHECK(m.n_from == 0 && !m.from_has_address && !m.too_big);
+	message_free(&m);
+}
+
+/* fuzz_data_reader, regressions/data_reader/separator-over-max-size: the
+ * empty line after the header block was stored but not counted against
+ * max_message_size, so a message two octets over the limit was kept. */
+TEST(test_data_empty_line_counts_towards_max_message_size)
+{
+	struct message m;
+	char line[252];
+	memset(line, 'a', sizeof line);
+	memcpy(line, "X: ", 3);
+	message_init(&m, NULL, 256, 0);
+	message_add_line(&m, line, sizeof line);	/* 254 octets with CRLF */
+	CHECK(!m.too_big);
+	message_add_line(&m, "", 0);			/* 256: still fits */
+	message_end(&m);
+	CHECK(!m.too_big);
+	message_free(&m);
+
+	message_init(&m, NULL, 256, 0);
+	message_add_line(&m, line, sizeof line);
+	message_add_line(&m, "X", 1);			/* 257 */
+	CHECK(m.too_big);
+	message_free(&m);
+
+	message_init(&m, NULL, 255, 0);
+	message_add_line(&m, line, sizeof line);	/* 254 */
+	message_add_line(&m, "", 0);			/* 256 > 255 */
+	message_end(&m);
+	CHECK(m.too_big);
+	message_free(&m);
+}
+
 static void remove_folder(void)
 {
 	rmdir(folder);
@@ -85,4 +131,6 @@ static void setup(void)
 
 UNIT_MAIN(test_config_empty_hostname_and_queue_take_their_defaults,
 	  test_config_empty_tls_files_mean_no_tls,
-	  test_queue_time_of_a_day_that_does_not_exist_is_refused)
+	  test_queue_time_of_a_day_that_does_not_exist_is_refused,
+	  test_data_empty_message_has_no_headers_and_no_from,
+	  test_data_empty_line_counts_towards_max_message_size)
