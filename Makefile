@@ -200,8 +200,10 @@ $(FUZZ_LIB): $(FUZZ_LIB_OBJS)
 	rm -f $@
 	ar rcs $@ $^
 
+# tests/fuzz/NAME.ldflags: extra link flags of one target (-Wl,--wrap=...).
 $(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/obj/tests/fuzz/fuzz_%.o $(FUZZ_LIB)
-	$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $^ $(LDLIBS)
+	$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $^ $(LDLIBS) \
+		$(shell cat tests/fuzz/$*.ldflags 2>/dev/null)
 
 .PHONY: fuzz-build
 -include $(FUZZ_LIB_OBJS:.o=.d) $(FUZZ_TARGETS:$(FUZZ_BUILD)/%=$(FUZZ_BUILD)/obj/tests/fuzz/%.d)

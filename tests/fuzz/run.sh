@@ -50,7 +50,7 @@ for bin in "$build"/fuzz_*; do
 		fi
 	fi
 
-	flags=(-timeout=10 -rss_limit_mb=2048 -print_final_stats=1
+	flags=(-timeout=10 -rss_limit_mb=2048 -print_final_stats=1 -print_funcs=0
 	       -artifact_prefix="$artifacts/")
 	[ "$seconds" != 0 ] && flags+=(-max_total_time="$seconds")
 	[ -n "$runs" ] && flags+=(-runs="$runs")
