@@ -228,7 +228,7 @@ static char *make_body(size_t size, size_t *len)
 {
 	static const char *const words[] = { "the", "offer", "of", "this",
 		"week:", "shoes,", "coats", "and", "a", "discount", "for",
-		"you.", "Prices", "include", "VAT", "\xe2\x82\xac" "49.99" };
+		"you.", "Prices", "include", "VAT", "\342\202\25449.99" };
 	struct buf b = BUF_INIT;
 	unsigned w = 1;
 	while (b.len < size) {
@@ -328,6 +328,7 @@ int main(int argc, char **argv)
 		double t = now();
 		if (!k)
 			return 1;
+		EVP_PKEY_free(k);
 		printf("%.1f\n", (t - t0) * 1e6);
 		return 0;
 	}
@@ -364,6 +365,12 @@ int main(int argc, char **argv)
 	}
 	dkim_key_free(&rk);
 	dkim_key_free(&ek);
-	bench_loading(argv[0][0] == '/' ? argv[0] : realpath(argv[0], NULL), rsa, ed, seconds);
+	char *self = realpath(argv[0], NULL);
+	if (!self) {
+		perror(argv[0]);
+		return 1;
+	}
+	bench_loading(self, rsa, ed, seconds);
+	free(self);
 	return 0;
 }
