@@ -230,10 +230,11 @@ def test_mdb_dump_shows_the_log_readably(tmp_path, keys, sink):
 
 def test_parallel_connections_up_to_concurrency(tmp_path, keys):
     with Sink(default="slow") as sink:
+        # Each message takes the sink 50 ms: every worker gets one.
         q = Queue(tmp_path, keys, smtp_relay(sink, concurrency="4"))
-        q.inject("rcpt@example.net", n=12)
+        q.inject("rcpt@example.net", n=24)
         assert q.flush().returncode == 0
-        assert len(sink.messages) == 12
+        assert len(sink.messages) == 24
         assert sink.counters.connections == 4
 
 
@@ -435,8 +436,9 @@ def test_relay_url_is_required(tmp_path, keys):
 
 
 def test_max_time_stops_claiming_new_batches(tmp_path, keys):
+    # 50 ms a message over 4 connections: a batch takes longer than 1 s.
     with Sink(default="slow") as sink:
-        q = Queue(tmp_path, keys, smtp_relay(sink, concurrency="1"))
+        q = Queue(tmp_path, keys, smtp_relay(sink, concurrency="4"))
         q.inject("a@example.net", n=300, size=200)
         started = time.monotonic()
         r = q.flush("--max-time", "1")
