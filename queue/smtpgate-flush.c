@@ -349,19 +349,26 @@ static void one_line(char *text)
 
 /* ---- the lock ---- */
 
-/* Returns the locked fd, -2 when another run holds the lock, -1 on error. */
+/* Returns the locked fd, -2 when another run holds the lock, -1 on error.
+ * The queue folder must exist (prepare_queue). The file is opened
+ * read-only, which is all flock(2) needs, so that a lock file made by
+ * root (an administrator flushing by hand) does not shut out the
+ * smtpgate user of smtpgate-flush.service; root also hands the file to
+ * the folder's owner, as queue_open does with the LMDB files. */
 static int take_lock(const char *queue_dir, struct error *err)
 {
-	if (mkdir(queue_dir, 0750) != 0 && errno != EEXIST)
-		return error_set(err, "queue %s: cannot create: %s", queue_dir,
-				 strerror(errno));
 	struct buf path = BUF_INIT;
 	buf_printf(&path, "%s/flush.lock", queue_dir);
-	int fd = open(path.data, O_RDWR | O_CREAT | O_CLOEXEC, 0660);
+	int fd = open(path.data, O_RDONLY | O_CREAT | O_CLOEXEC, 0644);
 	if (fd < 0) {
 		error_set(err, "%s: cannot open: %s", path.data, strerror(errno));
 		buf_free(&path);
 		return -1;
+	}
+	struct stat dir, file;
+	if (geteuid() == 0 && stat(queue_dir, &dir) == 0 && fstat(fd, &file) == 0 &&
+	    file.st_uid != dir.st_uid && fchown(fd, dir.st_uid, dir.st_gid) != 0) {
+		/* best effort: root can lock it anyway */
 	}
 	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
 		int e = errno;
@@ -378,6 +385,22 @@ static int take_lock(const char *queue_dir, struct error *err)
 	}
 	buf_free(&path);
 	return fd;
+}
+
+/* Creates the queue (folder and LMDB files, owned as queue_open decides)
+ * when it does not exist yet, so that the lock file has a folder. */
+static int prepare_queue(const struct config *c, struct error *err)
+{
+	struct stat st;
+	if (stat(c->queue, &st) == 0)
+		return 0;
+	if (errno != ENOENT)
+		return error_set(err, "queue %s: %s", c->queue, strerror(errno));
+	struct queue *q;
+	if (queue_open(&q, c, false, err) != 0)
+		return -1;
+	queue_close(q);
+	return 0;
 }
 
 /* ---- main ---- */
@@ -699,7 +722,8 @@ int main(int argc, char **argv)
 		return 1;
 	}
 
-	int lock_fd = take_lock(config.queue, &err);
+	int lock_fd = prepare_queue(&config, &err) == 0
+		      ? take_lock(config.queue, &err) : -1;
 	if (lock_fd == -2) {
 		fprintf(stderr, "smtpgate-flush: %s\n", err.text);
 		config_free(&config);
