@@ -206,11 +206,22 @@ static bool pem_block(const char *text, size_t len, struct buf *label,
 	return ok;
 }
 
+/* No passphrase: without this callback OpenSSL would ask on the terminal. */
+static int no_passphrase(char *buf, int size, int rwflag, void *u)
+{
+	(void)buf;
+	(void)size;
+	(void)rwflag;
+	(void)u;
+	return -1;
+}
+
 /* Any other key OpenSSL can read (the slow, general way). */
 static EVP_PKEY *generic_decode(const char *text, size_t len)
 {
 	BIO *bio = BIO_new_mem_buf(text, (int)len);
-	EVP_PKEY *k = bio ? PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL) : NULL;
+	EVP_PKEY *k = bio ? PEM_read_bio_PrivateKey(bio, NULL, no_passphrase,
+						    NULL) : NULL;
 	BIO_free(bio);
 	return k;
 }
@@ -246,7 +257,10 @@ int dkim_key_read(const char *path, struct dkim_key *out, struct error *err)
 		else if (strcmp(label.data, "RSA PRIVATE KEY") == 0)
 			pkey = rsa_from_pkcs1(d);
 	}
-	bool encrypted = label.data && strstr(label.data, "ENCRYPTED") != NULL;
+	/* PKCS#8 "ENCRYPTED PRIVATE KEY", or a traditional key with
+	 * "Proc-Type: 4,ENCRYPTED" (RFC 1421 4.6.1.1) */
+	bool encrypted = (label.data && strstr(label.data, "ENCRYPTED")) ||
+			 (text.data && memmem(text.data, text.len, "4,ENCRYPTED", 11));
 	if (!pkey && !encrypted)
 		pkey = generic_decode(text.data ? text.data : "", text.len);
 	if (der.data)
