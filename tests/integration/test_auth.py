@@ -183,3 +183,49 @@ def test_smtplib_login_over_starttls(gate):
         s.ehlo("client.example")
         code, _ = s.login(DEMO_LOGIN, DEMO_PASSWORD)
         assert code == 235
+
+
+def fail_once(g):
+    c = tls_session(g)
+    assert c.auth_plain(password="wrong").startswith("535 5.7.8 ")
+    return c
+
+
+def test_lockout_after_max_failures_in_one_session_is_421_and_close(gate):
+    g = gate(gate_keys={"max_auth_failures": "2"})
+    with fail_once(g) as c:
+        # The failure that reaches the limit is still answered 535.
+        assert c.auth_plain(password="wrong").startswith("535 5.7.8 ")
+        # Then even the right password gets 421 4.7.0 and the close.
+        assert c.auth_plain().startswith("421 4.7.0 ")
+        assert c.closed()
+
+
+def test_lockout_counts_failures_across_connections(gate):
+    g = gate(gate_keys={"max_auth_failures": "2"})
+    fail_once(g).close()
+    with fail_once(g) as c:
+        assert c.cmd("QUIT") == "221 2.0.0 Bye"
+    # A new connection from the same address: 421 before any greeting.
+    with Raw(g) as c:
+        assert c.reply_line().startswith("421 4.7.0 ")
+        assert c.closed()
+    assert list(g.db("authfail")) == [b"127.0.0.1"]
+
+
+def test_failures_below_the_limit_do_not_lock_out(gate):
+    g = gate(gate_keys={"max_auth_failures": "3"})
+    fail_once(g).close()
+    with fail_once(g) as c:
+        assert c.auth_plain().startswith("235 2.7.0 ")
+
+
+def test_lockout_ends_with_the_window(gate):
+    g = gate(gate_keys={"max_auth_failures": "1", "auth_failure_window": "1"})
+    fail_once(g).close()
+    with Raw(g) as c:
+        assert c.reply_line().startswith("421 4.7.0 ")
+    import time
+    time.sleep(2.1)
+    with tls_session(g) as c:
+        assert c.auth_plain().startswith("235 2.7.0 ")

@@ -1,0 +1,105 @@
+"""SMTP smuggling (SEC Consult, December 2023): a message whose data holds
+an end-of-data sequence that some server might take for the real one,
+with a second message hidden behind it. The gateway refuses a bare CR,
+bare LF or NUL anywhere, closes the connection without trying to
+resynchronise, and queues nothing (SPEC section 4)."""
+
+import pytest
+
+from conftest import message
+from smtp_raw import Raw, queued_id
+
+# Each variant would end the data for some lenient server.
+VARIANTS = {
+    "lf-dot-lf": b"\n.\n",
+    "cr-dot-cr": b"\r.\r",
+    "lf-dot-crlf": b"\n.\r\n",
+    "crlf-dot-lf": b"\r\n.\n",
+    "crlf-dot-cr": b"\r\n.\r",
+    "cr-dot-crlf": b"\r.\r\n",
+    "nul": b"\r\n.\0\r\n",
+    "bare-lf-in-body": b"\r\nline\nmore\r\n",
+    "nul-in-body": b"\r\nli\0ne\r\n",
+}
+
+HIDDEN = (b"MAIL FROM:<ceo@example.com>\r\n"
+          b"RCPT TO:<victim@example.net>\r\n"
+          b"DATA\r\n"
+          b"From: CEO <ceo@example.com>\r\nTo: <victim@example.net>\r\n"
+          b"Subject: smuggled\r\nDate: Thu, 26 Nov 2026 10:00:00 +0000\r\n"
+          b"Message-Id: <smuggled@example.com>\r\nMIME-Version: 1.0\r\n"
+          b"Content-Type: text/plain\r\n\r\nsmuggled\r\n")
+
+
+def open_data(g):
+    c = Raw(g)
+    c.login()
+    assert c.cmd("MAIL FROM:<sender@example.com>") == "250 2.1.0 Ok"
+    assert c.cmd("RCPT TO:<rcpt@example.net>") == "250 2.1.5 Ok"
+    return c
+
+
+def assert_queue_empty(g):
+    assert g.db("msg") == {}
+    assert g.db("env") == {}
+    assert g.db("due") == {}
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=list(VARIANTS))
+def test_smuggling_in_data_is_refused_closed_and_nothing_queued(gate, variant):
+    g = gate()
+    c = open_data(g)
+    assert c.cmd("DATA").startswith("354 ")
+    body = message(body="first message").rstrip(b"\r\n")
+    c.send(body + VARIANTS[variant] + HIDDEN + b".\r\n" + b"QUIT\r\n")
+    assert c.reply_line() == \
+        "554 5.6.0 Bare CR, bare LF or NUL in message data; closing"
+    assert c.closed()
+    c.close()
+    assert_queue_empty(g)
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=list(VARIANTS))
+def test_smuggling_in_bdat_is_refused_closed_and_nothing_queued(gate, variant):
+    g = gate()
+    c = open_data(g)
+    data = message(body="first message").rstrip(b"\r\n") + VARIANTS[variant] + \
+        HIDDEN + b".\r\n"
+    c.send(f"BDAT {len(data)} LAST\r\n".encode() + data)
+    assert c.reply_line().startswith("554 5.6.0 ")
+    assert c.closed()
+    c.close()
+    assert_queue_empty(g)
+
+
+def test_the_same_message_without_smuggling_is_queued(gate):
+    """The control: the checks above can fail, because this is queued."""
+    g = gate()
+    c = open_data(g)
+    assert c.cmd("DATA").startswith("354 ")
+    c.send(message(body="first message\r\n") + b".\r\n")
+    qid = queued_id(c.reply_line())
+    c.close()
+    assert list(g.db("msg")) == [qid.encode()]
+
+
+def test_dot_line_with_only_crlf_ends_data_and_hidden_text_is_a_command(gate):
+    """<CRLF>.<CRLF> is the end: what follows is read as commands, and the
+    commands of a smuggled message need their own authentication."""
+    g = gate()
+    c = open_data(g)
+    assert c.cmd("DATA").startswith("354 ")
+    c.send(message() + b".\r\n")
+    queued_id(c.reply_line())
+    c.close()
+    assert len(g.db("msg")) == 1
+
+
+def test_bare_lf_in_command_before_data_queues_nothing(gate):
+    g = gate()
+    c = open_data(g)
+    c.send(b"DATA\n" + message() + b".\r\n")
+    assert c.reply_line().startswith("521 5.5.2 ")
+    assert c.closed()
+    c.close()
+    assert_queue_empty(g)
