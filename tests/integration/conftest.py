@@ -212,6 +212,15 @@ class Gate:
         self.stderr = open(self.stderr_path, "wb")
         self.process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
                                         stderr=self.stderr)
+        # Our own activator must hold the port: another test run may have
+        # taken it between free_port() and the bind, and then the checks
+        # below would talk to a foreign gate.
+        deadline = time.monotonic() + 10
+        while b"Listening on" not in self.stderr_path.read_bytes():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"systemd-socket-activate could not listen on "
+                                   f"port {self.port}: {self.log_text()}")
+            time.sleep(0.01)
         wait_for_port(self.host, self.port)
         return self
 
