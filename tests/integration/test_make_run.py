@@ -5,6 +5,7 @@ demo someone has running."""
 
 import os
 import re
+import shlex
 import signal
 import smtplib
 import ssl
@@ -53,6 +54,13 @@ def listening(port):
     out = subprocess.run(["ss", "-Hltn", f"sport = :{port}"],
                          capture_output=True, text=True).stdout
     return out.strip() != ""
+
+
+def printed_swaks(text):
+    """The swaks command under "Send a message:", continuation lines
+    joined, as an argument list."""
+    block = text.split("Send a message:\n", 1)[1].split("\n\n", 1)[0]
+    return shlex.split(block.replace("\\\n", " "))
 
 
 def group_processes(pgid):
@@ -133,6 +141,12 @@ def test_make_run_delivers_a_signed_message_to_its_outbox_and_stops_on_ctrl_c(de
         assert d.verify(idx=i, dnsfunc=lookup), f"signature {i}"
         algorithms.add(d.signature_fields[b"a"])
     assert algorithms == {b"rsa-sha256", b"ed25519-sha256"}
+
+    # The swaks line it prints works as printed.
+    swaks = printed_swaks(log.read_text())
+    r = subprocess.run(swaks, capture_output=True, text=True, timeout=60)
+    assert re.search(r"<~  250 2\.0\.0 Ok: queued as", r.stdout), r.stdout + r.stderr
+    wait_until("the swaks message in outbox/new", lambda: len(list(new.glob("*"))) == 2, 60)
 
     # Ctrl-C: everything it started is gone, the port is free.
     os.killpg(p.pid, signal.SIGINT)
