@@ -273,6 +273,14 @@ int dkim_from_address(const char *value, size_t len, struct buf *out)
 			    (t.kind == TOK_END || is_special(t, ',') ||
 			     is_special(t, ';')))
 				found = 0;
+			if (is_special(t, '<')) {
+				/* "joe@example.com <joe@example.com>": an
+				 * unquoted address used as the display name;
+				 * the angle-addr is the address. */
+				t = next_token(&l);
+				if (parse_angle_addr(&l, &t, &addr))
+					found = 0;
+			}
 			skip_mailbox(&l, &t);
 			continue;
 		}

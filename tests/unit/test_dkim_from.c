@@ -86,6 +86,13 @@ TEST(test_from_list_takes_the_first)
 	CHECK_FROM(" <>, b@example.org", "b@example.org");
 }
 
+TEST(test_from_unquoted_address_as_display_name)
+{
+	CHECK_FROM(" joe@example.com <joe@example.com>", "joe@example.com");
+	CHECK_FROM(" spoof@bank.example <real@example.com>", "real@example.com");
+	CHECK_FROM(" Joe@Work <joe@example.com>", "joe@example.com");
+}
+
 TEST(test_from_without_address)
 {
 	CHECK_FROM("", "(none)");
@@ -114,9 +121,34 @@ TEST(test_from_obsolete_forms)
 	CHECK_FROM(" <@relay.example:joe@example.com>", "joe@example.com");
 }
 
-UNIT_MAIN(test_from_bare_address, test_from_display_name_and_angle_brackets,
+TEST(test_from_survives_random_input)
+{
+	/* Random mixtures of the characters that steer the parser: it must
+	 * neither crash nor read outside the value (ASan build), and any
+	 * address it returns has an @ with something on both sides. */
+	static const char alphabet[] = "<>@,;:.\"\\()[] \t\r\n=?aZ\x80";
+	unsigned seed = 7;
+	for (int round = 0; round < 20000; round++) {
+		size_t n = (size_t)(round % 64);
+		char *v = malloc(n ? n : 1);
+		for (size_t i = 0; i < n; i++) {
+			seed = seed * 1103515245u + 12345u;
+			v[i] = alphabet[(seed >> 16) % (sizeof alphabet - 1)];
+		}
+		struct buf out = BUF_INIT;
+		if (dkim_from_address(v, n, &out) == 0) {
+			const char *at = strrchr(out.data, '@');
+			CHECK(at && at > out.data && at[1] != '\0');
+		}
+		buf_free(&out);
+		free(v);
+	}
+}
+
+UNIT_MAIN(test_from_survives_random_input, test_from_bare_address, test_from_display_name_and_angle_brackets,
 	  test_from_quoted_display_name_with_specials,
 	  test_from_quoted_local_part_kept_quoted, test_from_comments_anywhere,
 	  test_from_folded, test_from_encoded_words, test_from_groups,
-	  test_from_list_takes_the_first, test_from_without_address,
+	  test_from_list_takes_the_first,
+	  test_from_unquoted_address_as_display_name, test_from_without_address,
 	  test_from_domain_literal_and_utf8, test_from_obsolete_forms)
