@@ -5,6 +5,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 void io_init(struct io *io, int in_fd, int out_fd, unsigned timeout)
@@ -75,9 +76,24 @@ int io_flush(struct io *io)
 	return io->write_failed ? -1 : 0;
 }
 
+static long long now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The timeout bounds a whole line, not each read: a client that trickles
+ * one byte every few seconds would otherwise hold its handler for ever
+ * (slowloris; Postfix's smtpd_per_record_deadline does the same). */
+static void start_deadline(struct io *io)
+{
+	io->deadline_ms = now_ms() + io->timeout_ms;
+}
+
 /* Reads more input into the buffer, after sending the queued replies: the
  * moment the input runs dry is the moment a pipelining client waits for
- * them. */
+ * them. Gives up at the deadline set by the caller. */
 static enum io_status fill(struct io *io)
 {
 	if (io->out.len && io_flush(io) != 0)
@@ -95,7 +111,10 @@ static enum io_status fill(struct io *io)
 	for (;;) {
 		if (!io->ssl || SSL_pending(io->ssl) == 0) {
 			struct pollfd pfd = { .fd = io->in_fd, .events = POLLIN };
-			int r = poll(&pfd, 1, io->timeout_ms);
+			long long left = io->deadline_ms - now_ms();
+			if (left <= 0)
+				return IO_TIMEOUT;
+			int r = poll(&pfd, 1, (int)left);
 			if (r < 0 && errno == EINTR)
 				continue;
 			if (r == 0)
@@ -140,6 +159,7 @@ enum io_status io_read_line(struct io *io, size_t max, const char **line,
 			    size_t *len)
 {
 	size_t scanned = io->in_start;
+	start_deadline(io);
 	for (;;) {
 		char *base = io->in + io->in_start;
 		char *from = io->in + scanned;
@@ -182,6 +202,7 @@ enum io_status io_read_line(struct io *io, size_t max, const char **line,
 
 enum io_status io_skip_line(struct io *io)
 {
+	start_deadline(io);
 	while (io->skipping) {
 		if (io->in_start == io->in_end) {
 			enum io_status st = fill(io);
@@ -209,6 +230,7 @@ enum io_status io_read_bytes(struct io *io, size_t max, const char **p,
 			     size_t *n)
 {
 	if (io->in_start == io->in_end) {
+		start_deadline(io);
 		enum io_status st = fill(io);
 		if (st != IO_LINE)
 			return st;

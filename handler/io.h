@@ -32,6 +32,7 @@ struct io {
 	int in_fd, out_fd;
 	SSL *ssl;		/* NULL: plain text */
 	int timeout_ms;
+	long long deadline_ms;	/* CLOCK_MONOTONIC: the current line's end */
 	char *in;		/* IO_BUFFER_SIZE octets */
 	size_t in_start, in_end;
 	bool skipping;		/* inside a line too long to keep */
@@ -48,7 +49,8 @@ void io_init(struct io *io, int in_fd, int out_fd, unsigned timeout);
 /* Frees the buffers (not the descriptors, not the TLS object). */
 void io_free(struct io *io);
 
-/* Reads one line. On IO_LINE, *line points to its len octets without the
+/* Reads one line, which must be complete within the timeout (however the
+ * client spaces its bytes). On IO_LINE, *line points to its len octets without the
  * CRLF, valid until the next call. A line whose content exceeds max octets
  * gives IO_TOO_LONG; the rest of it is then still unread, and
  * io_skip_line discards it. */
