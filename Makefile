@@ -208,6 +208,25 @@ $(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/obj/tests/fuzz/fuzz_%.o $(FUZZ_LIB)
 .PHONY: fuzz-build
 -include $(FUZZ_LIB_OBJS:.o=.d) $(FUZZ_TARGETS:$(FUZZ_BUILD)/%=$(FUZZ_BUILD)/obj/tests/fuzz/%.d)
 
+# ---- stress: the reliability and abuse suites of issue 8
+# (tests/integration/test_reliability_*.py, test_abuse_*.py) with the long
+# sizes; `make check` runs the same tests short. Each prints "STRESS name:
+# figures" lines, collected in $(BUILD)/stress.log. Other sizes:
+# make stress STRESS_SIZES="STRESS_SESSIONS=2000 ...".
+STRESS_SIZES ?= STRESS_SESSIONS=500 STRESS_CLIENTS=8 STRESS_FLUSH_MESSAGES=2000 \
+	STRESS_FLUSH_KILLS=40 STRESS_DISK_MESSAGES=2000 STRESS_LOAD_SESSIONS=200 \
+	STRESS_LOAD_MESSAGES=5 STRESS_SLOW_CLIENTS=50 STRESS_STRIDE=1 \
+	STRESS_RCPTS=100000 STRESS_BRUTE_ATTACKERS=50
+
+stress: deps
+	@$(MAKE) --no-print-directory programs
+	@{ env $(STRESS_SIZES) SMTPGATE_BUILD=$(BUILD) /usr/bin/python3 -m pytest \
+		-p no:cacheprovider -q -s -rfEs tests/integration/test_reliability_*.py \
+		tests/integration/test_abuse_*.py; echo $$? > $(BUILD)/stress.rc; } 2>&1 \
+		| tee $(BUILD)/stress.log; echo "== figures"; \
+		grep '^STRESS ' $(BUILD)/stress.log; exit $$(cat $(BUILD)/stress.rc)
+# ---- end of stress
+
 clean:
 	rm -rf build build-sanitize build-fuzz
 
