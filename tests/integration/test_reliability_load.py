@@ -36,7 +36,7 @@ def slow_client(g, results, i):
         started = time.monotonic()
         text = f"EHLO slow{i}.example" * 10
         for ch in text:
-            if time.monotonic() - started > TIMEOUT * 6:
+            if time.monotonic() - started > TIMEOUT * 8:
                 break
             try:
                 conn.send(ch)
@@ -107,8 +107,8 @@ def test_load_with_slow_clients(gate, keys):
         assert reply is not None and reply.startswith("421 4.4.2 "), (i, reply, took)
         # (Under load the 421 may come a little late; a handler that
         # restarted its clock at every byte would wait for the client to
-        # stop, TIMEOUT * 6 and more.)
-        assert TIMEOUT - 1 <= took <= TIMEOUT + TRICKLE + 3, (i, reply, took)
+        # stop, TIMEOUT * 8 and more.)
+        assert TIMEOUT - 1 <= took <= 2 * TIMEOUT + TRICKLE, (i, reply, took)
     assert len(slow_results) == slow
     # Bounded memory, nothing left running.
     assert 0 < sampler.peak_kb <= PEAK_LIMIT_KB, sampler.peak_kb
