@@ -91,6 +91,8 @@ static void headers_done(struct message *m)
 		} while (field_end < end && (*field_end == ' ' || *field_end == '\t'));
 		if (colon && colon < field_end) {
 			size_t name_len = (size_t)(colon - p);
+			while (name_len > 0 && (p[name_len - 1] == ' ' || p[name_len - 1] == '\t'))
+				name_len--;	/* obs-optional, see starts_field */
 			const char *value = colon + 1;
 			size_t value_len = (size_t)(field_end - value);
 			for (int h = 0; h < HEADER_REQUIRED_COUNT; h++)
@@ -149,7 +151,13 @@ static bool starts_field(const char *line, size_t len)
 	size_t i = 0;
 	while (i < len && line[i] != ':' && line[i] > 32 && line[i] < 127)
 		i++;
-	return i > 0 && i < len && line[i] == ':';
+	size_t name = i;
+	/* RFC 5322 section 4.5.3 (obs-optional): WSP may come before the
+	 * colon, and readers take "From :" for a From: field; so does the
+	 * DKIM signer. Here too, or a second From: could hide in it. */
+	while (i < len && (line[i] == ' ' || line[i] == '\t'))
+		i++;
+	return name > 0 && i < len && line[i] == ':';
 }
 
 void message_add_line(struct message *m, const char *line, size_t len)

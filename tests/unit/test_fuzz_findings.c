@@ -118,6 +118,28 @@ TEST(test_data_empty_line_counts_towards_max_message_size)
 	message_free(&m);
 }
 
+/* fuzz_session, regressions/session/second-from-with-space-before-colon:
+ * "From : x" (RFC 5322 obs-optional, WSP before the colon) was not taken
+ * for a header field: it silently started the body without an empty
+ * line, so a second From: that readers and DKIM verifiers see got past
+ * the "more than one From:" check. */
+TEST(test_data_from_with_space_before_colon_is_a_from_field)
+{
+	struct message m;
+	message_init(&m, NULL, 65536, 0);
+	message_add_line(&m, "From: Sender <sender@example.com>", 33);
+	message_add_line(&m, "X-Campaign-Id\t: spring", 23);
+	message_add_line(&m, "From : Boss <boss@evil.example>", 31);
+	message_add_line(&m, "", 0);
+	message_add_line(&m, "body", 4);
+	message_end(&m);
+	CHECK(m.n_from == 2);
+	CHECK_STR(m.campaign, "spring");
+	CHECK(m.has_separator);
+	CHECK(m.body.len == 6);
+	message_free(&m);
+}
+
 static void remove_folder(void)
 {
 	rmdir(folder);
@@ -133,4 +155,5 @@ UNIT_MAIN(test_config_empty_hostname_and_queue_take_their_defaults,
 	  test_config_empty_tls_files_mean_no_tls,
 	  test_queue_time_of_a_day_that_does_not_exist_is_refused,
 	  test_data_empty_message_has_no_headers_and_no_from,
-	  test_data_empty_line_counts_towards_max_message_size)
+	  test_data_empty_line_counts_towards_max_message_size,
+	  test_data_from_with_space_before_colon_is_a_from_field)
