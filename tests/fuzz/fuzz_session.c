@@ -19,8 +19,10 @@
  * - every "250 2.0.0 Ok: queued as ID" names a message in the queue, and
  *   the queue holds no other message: nothing is queued without its 250;
  * - every queued message ends with CRLF, holds no NUL, bare CR or bare
- *   LF, starts with the gateway's DKIM-Signature and Received: fields and
- *   has no line over 998 octets;
+ *   LF, starts with the gateway's DKIM-Signature and Received: fields,
+ *   has no line over 998 octets, and has exactly one From: field in its
+ *   header section as a reader sees it (to the first empty line, the
+ *   obsolete "From :" included);
  * - no log event holds a CR or LF in any field (log injection).
  * Separately, the envelope address parser is given the input as text:
  * what it accepts has no control or space octet outside a quoted local
@@ -41,6 +43,7 @@
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdbool.h>
+#include <strings.h>
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
@@ -345,6 +348,33 @@ static bool message_is_clean(const char *p, size_t n, char *why, size_t why_size
 		return snprintf(why, why_size, "starts with neither DKIM-Signature nor Received"), false;
 	if (!memmem(p, n, "\r\nReceived:", 11) && strncmp(p, "Received:", 9) != 0)
 		return snprintf(why, why_size, "has no Received: field"), false;
+	/* SPEC 4 refuses more than one From:. Count them in the header
+	 * section: up to the first empty line, or the first line that is
+	 * neither a field (WSP before the colon allowed: RFC 5322 4.5.3,
+	 * obs-fields, which readers and DKIM verifiers take as fields) nor
+	 * the continuation of one. */
+	size_t froms = 0;
+	for (size_t i = 0; i < n;) {
+		const char *line = p + i, *crlf = memmem(line, n - i, "\r\n", 2);
+		size_t len = (size_t)(crlf - line);
+		if (len == 0)
+			break;
+		i += len + 2;
+		if (line[0] == ' ' || line[0] == '\t')
+			continue;
+		size_t k = 0;
+		while (k < len && line[k] != ':' && line[k] > ' ' && line[k] < 127)
+			k++;
+		size_t name = k;
+		while (k < len && (line[k] == ' ' || line[k] == '\t'))
+			k++;
+		if (name == 0 || k >= len || line[k] != ':')
+			break;
+		if (name == 4 && strncasecmp(line, "from", 4) == 0)
+			froms++;
+	}
+	if (froms != 1)
+		return snprintf(why, why_size, "has %zu From: fields in its header section", froms), false;
 	return true;
 }
 
