@@ -122,16 +122,17 @@ stop() {
 		wait "$sleeper" 2>/dev/null || true
 	fi
 	if [ -n "$activator" ]; then
-		local i
-		for i in $(seq 50); do
-			pgrep -P "$activator" >/dev/null || break
+		# Deadlines in wall-clock seconds, not loop counts: on a busy
+		# machine each pgrep alone can take a good part of a second.
+		local deadline=$((SECONDS + 5))
+		while pgrep -P "$activator" >/dev/null && [ "$SECONDS" -lt "$deadline" ]; do
 			sleep 0.1
 		done
 		for pid in $(pgrep -P "$activator"); do
 			kill -KILL "$pid" 2>/dev/null || true
 		done
-		for i in $(seq 50); do
-			pgrep -P "$activator" >/dev/null || break
+		deadline=$((SECONDS + 5))
+		while pgrep -P "$activator" >/dev/null && [ "$SECONDS" -lt "$deadline" ]; do
 			sleep 0.1
 		done
 		kill -TERM "$activator" 2>/dev/null || true

@@ -99,7 +99,7 @@ def demo(tmp_path):
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGINT)
             try:
-                p.wait(timeout=30)
+                p.wait(timeout=90)
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
@@ -150,7 +150,7 @@ def test_make_run_delivers_a_signed_message_to_its_outbox_and_stops_on_ctrl_c(de
 
     # Ctrl-C: everything it started is gone, the port is free.
     os.killpg(p.pid, signal.SIGINT)
-    p.wait(timeout=30)
+    p.wait(timeout=90)
     wait_until("the demo's processes exit", lambda: not group_processes(p.pid), 10)
     assert not listening(port)
     assert "run-demo: stopped" in log.read_text()
@@ -168,7 +168,7 @@ def test_make_run_keeps_its_keys_and_config_across_runs(tmp_path):
             assert p.poll() is None, log.read_text()
         finally:
             os.killpg(p.pid, signal.SIGINT)
-            p.wait(timeout=30)
+            p.wait(timeout=90)
         keys = (run_dir / "dkim/example.com.rsa.pem").read_bytes()
         assert ("first run" in log.read_text()) == (attempt == 0)
         if first is None:
