@@ -199,3 +199,31 @@ def test_every_reply_the_handler_can_send_is_in_smtpgate_conf_5_and_back():
     # One entry per reply of the table, in its order.
     assert len(documented) == len(listed)
     assert all(p.match(d) for p, d in zip(patterns, documented))
+
+
+def help_text(program):
+    return subprocess.run([str(BUILD / program), "--help"], check=True,
+                          capture_output=True, text=True).stdout
+
+
+@pytest.mark.parametrize("program", ["smtpgate-handler", "smtpgate-flush",
+                                     "smtpgate-queue"])
+def test_every_option_in_help_is_in_the_programs_page(program):
+    page = (MAN / f"{program}.8").read_text()
+    options = set(re.findall(r"(?<![\w-])(--?[a-z][a-z-]*)", help_text(program)))
+    assert {"-c", "--help", "--version"} <= options
+    missing = [o for o in sorted(options)
+               if not re.search(rf"\bFl {re.escape(o[1:])}(?![\w-])", page)]
+    assert missing == []
+
+
+def test_every_smtpgate_queue_command_is_in_its_page():
+    text = help_text("smtpgate-queue")
+    commands = text.split("Commands:\n", 1)[1].split("Options:\n", 1)[0]
+    names = {line.split()[0] for line in commands.splitlines() if line.strip()}
+    assert {"list", "show", "stat", "errors", "retry", "delete", "suppress",
+            "stoplist", "check-config"} <= names
+    page = (MAN / "smtpgate-queue.8").read_text()
+    missing = [n for n in sorted(names)
+               if not re.search(rf"^\.It Cm {re.escape(n)}\b", page, re.M)]
+    assert missing == []
