@@ -158,27 +158,38 @@ static void json_u64(struct buf *o, const char *name, uint64_t value)
 	buf_printf(o, "%" PRIu64, value);
 }
 
-/* ---- a table of text or JSON rows, printed after the read transaction
- * has ended ---- */
+/* ---- tables: rows of text cells or JSON objects, printed a chunk at a
+ * time after the read transaction that produced them has ended ---- */
+
+/* Rows read per read transaction: bounds memory and the time a
+ * transaction stays open, however long the list (ten million stoplist
+ * entries). */
+#define CHUNK_ROWS 10000
 
 struct table {
 	size_t n_cols;
 	const char *const *headers;
-	char **cells;		/* n_rows * n_cols, plain text */
-	char **objects;		/* n_rows JSON objects */
+	char **rows;		/* n_rows rows: n_cols cells, or one JSON object */
 	size_t n_rows, cap;
+	size_t *width;		/* column widths, fixed by the first chunk */
+	size_t printed;		/* rows printed so far */
 };
 
+/* Adds a row: with --json one object (cells NULL), else n_cols cells
+ * (object NULL). The table takes the strings. */
 static void table_add(struct table *t, char **cells, char *object)
 {
+	size_t per = json ? 1 : t->n_cols;
 	if (t->n_rows == t->cap) {
 		t->cap = t->cap ? t->cap * 2 : 64;
-		t->cells = xrealloc(t->cells, t->cap * t->n_cols * sizeof *t->cells);
-		t->objects = xrealloc(t->objects, t->cap * sizeof *t->objects);
+		t->rows = xrealloc(t->rows, t->cap * per * sizeof *t->rows);
 	}
-	for (size_t i = 0; i < t->n_cols; i++)
-		t->cells[t->n_rows * t->n_cols + i] = cells[i];
-	t->objects[t->n_rows] = object;
+	if (json) {
+		t->rows[t->n_rows] = object;
+	} else {
+		for (size_t i = 0; i < t->n_cols; i++)
+			t->rows[t->n_rows * per + i] = cells[i];
+	}
 	t->n_rows++;
 }
 
@@ -192,48 +203,99 @@ static size_t text_width(const char *s)
 	return w;
 }
 
-/* Prints the table (columns aligned, the last one not padded) or, with
- * --json, the array of objects; frees it. */
-static void table_print(struct table *t)
+static void print_line(const struct table *t, const char *const *cells)
+{
+	struct buf line = BUF_INIT;
+	for (size_t c = 0; c < t->n_cols; c++) {
+		buf_puts(&line, cells[c]);
+		if (c + 1 < t->n_cols) {
+			/* Two spaces at least, also after a cell wider than
+			 * the first chunk's. */
+			size_t w = text_width(cells[c]);
+			size_t pad = w < t->width[c] ? t->width[c] - w + 2 : 2;
+			while (pad--)
+				buf_putc(&line, ' ');
+		}
+	}
+	while (line.len && line.data[line.len - 1] == ' ')
+		line.data[--line.len] = '\0';
+	puts(line.len ? line.data : "");
+	buf_free(&line);
+}
+
+/* Prints the rows gathered so far and frees them. Plain text: aligned
+ * columns (the last one not padded), the widths taken from the first
+ * chunk; JSON: the elements of one array. */
+static void table_flush(struct table *t)
 {
 	if (json) {
-		fputc('[', stdout);
-		for (size_t r = 0; r < t->n_rows; r++)
-			printf("%s\n%s", r ? "," : "", t->objects[r]);
-		fputs(t->n_rows ? "\n]\n" : "]\n", stdout);
-	} else if (t->n_rows) {
-		size_t *width = xcalloc(t->n_cols, sizeof *width);
-		for (size_t c = 0; c < t->n_cols; c++)
-			width[c] = text_width(t->headers[c]);
-		for (size_t r = 0; r < t->n_rows; r++)
-			for (size_t c = 0; c < t->n_cols; c++) {
-				size_t w = text_width(t->cells[r * t->n_cols + c]);
-				if (w > width[c])
-					width[c] = w;
-			}
-		for (size_t r = 0; r <= t->n_rows; r++) {
-			struct buf line = BUF_INIT;
-			for (size_t c = 0; c < t->n_cols; c++) {
-				const char *cell = r == 0 ? t->headers[c]
-					: t->cells[(r - 1) * t->n_cols + c];
-				buf_puts(&line, cell);
-				if (c + 1 < t->n_cols)
-					for (size_t w = text_width(cell); w < width[c] + 2; w++)
-						buf_putc(&line, ' ');
-			}
-			while (line.len && line.data[line.len - 1] == ' ')
-				line.data[--line.len] = '\0';
-			puts(line.data);
-			buf_free(&line);
+		for (size_t r = 0; r < t->n_rows; r++) {
+			printf("%s\n%s", t->printed++ ? "," : "[", t->rows[r]);
+			free(t->rows[r]);
 		}
-		free(width);
+	} else if (t->n_rows) {
+		if (!t->width) {
+			t->width = xcalloc(t->n_cols, sizeof *t->width);
+			for (size_t c = 0; c < t->n_cols; c++)
+				t->width[c] = text_width(t->headers[c]);
+			for (size_t i = 0; i < t->n_rows * t->n_cols; i++) {
+				size_t w = text_width(t->rows[i]);
+				if (w > t->width[i % t->n_cols])
+					t->width[i % t->n_cols] = w;
+			}
+			print_line(t, t->headers);
+		}
+		for (size_t r = 0; r < t->n_rows; r++)
+			print_line(t, (const char *const *)t->rows + r * t->n_cols);
+		for (size_t i = 0; i < t->n_rows * t->n_cols; i++)
+			free(t->rows[i]);
+		t->printed += t->n_rows;
 	}
-	for (size_t i = 0; i < t->n_rows * t->n_cols; i++)
-		free(t->cells[i]);
-	for (size_t i = 0; i < t->n_rows; i++)
-		free(t->objects[i]);
-	free(t->cells);
-	free(t->objects);
+	t->n_rows = 0;
+}
+
+/* Prints the rest and ends the output ("[]" for an empty JSON list). */
+static void table_finish(struct table *t)
+{
+	table_flush(t);
+	if (json)
+		fputs(t->printed ? "\n]\n" : "[]\n", stdout);
+	free(t->rows);
+	free(t->width);
+}
+
+/* Where a chunked scan resumes: after the last key it handled. */
+struct scan {
+	struct buf last;	/* the last key handled, empty at first */
+	bool started;
+};
+
+/* Positions cur for the next chunk: at from (or the first key) at first,
+ * then just after the last key handled. */
+static int scan_start(struct scan *sc, MDB_cursor *cur, const char *from,
+		      size_t from_len, MDB_val *k, MDB_val *v)
+{
+	if (!sc->started) {
+		sc->started = true;
+		if (!from_len)
+			return mdb_cursor_get(cur, k, v, MDB_FIRST);
+		k->mv_size = from_len;
+		k->mv_data = (void *)from;
+		return mdb_cursor_get(cur, k, v, MDB_SET_RANGE);
+	}
+	k->mv_size = sc->last.len;
+	k->mv_data = sc->last.data;
+	int r = mdb_cursor_get(cur, k, v, MDB_SET_RANGE);
+	if (r == 0 && k->mv_size == sc->last.len &&
+	    memcmp(k->mv_data, sc->last.data, sc->last.len) == 0)
+		r = mdb_cursor_get(cur, k, v, MDB_NEXT);
+	return r;
+}
+
+static void scan_note(struct scan *sc, const MDB_val *k)
+{
+	buf_clear(&sc->last);
+	buf_append(&sc->last, k->mv_data, k->mv_size);
 }
 
 /* Printable text for a terminal: control bytes and invalid UTF-8 shown
@@ -346,16 +408,83 @@ static const char *const list_headers[] = {
 
 static void list_add(struct table *t, const struct queue_message *m)
 {
+	if (json) {
+		struct buf o = BUF_INIT;
+		message_json(&o, m);
+		buf_putc(&o, '}');
+		table_add(t, NULL, buf_steal(&o));
+		return;
+	}
 	char *cells[8] = {
 		xstrdup(m->qid), human_time(m->received_us),
 		human_time(m->next_us), format_u64(m->attempts),
 		format_u64(m->size), printable(m->account),
 		printable(*m->from ? m->from : "<>"), rcpt_summary(m),
 	};
-	struct buf o = BUF_INIT;
-	message_json(&o, m);
-	buf_putc(&o, '}');
-	table_add(t, cells, buf_steal(&o));
+	table_add(t, cells, NULL);
+}
+
+/* One chunk of list: up to CHUNK_ROWS messages after sc. Sets *done at
+ * the end. */
+static int list_chunk(struct queue *q, bool due_only, const char *account,
+		      const char *limit, struct scan *sc, struct table *t,
+		      size_t *bad, bool *done, struct error *err)
+{
+	MDB_txn *txn;
+	int rc = queue_txn_begin(q, true, &txn, err);
+	if (rc)
+		return rc;
+	/* All messages in arrival order (env), or those due now in due
+	 * order. */
+	enum queue_db db = due_only ? QUEUE_DB_DUE : QUEUE_DB_ENV;
+	MDB_cursor *cur = NULL;
+	MDB_val k, v;
+	size_t n = 0;
+	int r = mdb_cursor_open(txn, queue_dbi(q, db), &cur);
+	for (r = r ? r : scan_start(sc, cur, NULL, 0, &k, &v);
+	     r == 0 && n < CHUNK_ROWS;
+	     r = mdb_cursor_get(cur, &k, &v, MDB_NEXT), n++) {
+		scan_note(sc, &k);
+		char qid[QUEUE_ID_LEN + 1];
+		const char *key = k.mv_data;
+		if (due_only) {
+			if (k.mv_size != QUEUE_TIME_LEN + 1 + QUEUE_ID_LEN) {
+				(*bad)++;
+				continue;
+			}
+			if (memcmp(key, limit, QUEUE_TIME_LEN) > 0) {
+				r = MDB_NOTFOUND;
+				break;
+			}
+			key += QUEUE_TIME_LEN + 1;
+		} else if (k.mv_size != QUEUE_ID_LEN) {
+			(*bad)++;
+			continue;
+		}
+		memcpy(qid, key, QUEUE_ID_LEN);
+		qid[QUEUE_ID_LEN] = '\0';
+		MDB_val ek = { QUEUE_ID_LEN, qid }, ev, mv;
+		struct queue_message m;
+		struct error e;
+		if (mdb_get(txn, queue_dbi(q, QUEUE_DB_ENV), &ek, &ev) != 0 ||
+		    queue_message_parse(&m, qid, ev.mv_data, ev.mv_size, &e) != 0) {
+			(*bad)++;
+			continue;
+		}
+		if (mdb_get(txn, queue_dbi(q, QUEUE_DB_MSG), &ek, &mv) == 0)
+			m.size = mv.mv_size;
+		if (!account || strcmp(account, m.account) == 0)
+			list_add(t, &m);
+		queue_message_free(&m);
+	}
+	if (r == MDB_NOTFOUND)
+		*done = true;
+	else if (r != 0)
+		rc = queue_mdb_error(q, r, "list", err);
+	if (cur)
+		mdb_cursor_close(cur);
+	mdb_txn_abort(txn);
+	return rc;
 }
 
 static int cmd_list(const struct config *c, int argc, char **argv)
@@ -377,61 +506,22 @@ static int cmd_list(const struct config *c, int argc, char **argv)
 	size_t bad = 0;
 	int status = 0;
 	if (q) {
-		MDB_txn *txn;
-		struct error err;
-		if (queue_txn_begin(q, true, &txn, &err) != 0) {
-			queue_close(q);
-			return fail("%s", err.text);
-		}
-		/* All messages in arrival order (env), or those due now in
-		 * due order. */
-		enum queue_db db = due_only ? QUEUE_DB_DUE : QUEUE_DB_ENV;
 		char limit[QUEUE_TIME_SIZE];
 		queue_time_format(queue_now_us(), limit);
-		MDB_cursor *cur;
-		MDB_val k, v;
-		int r = mdb_cursor_open(txn, queue_dbi(q, db), &cur);
-		for (r = r ? r : mdb_cursor_get(cur, &k, &v, MDB_FIRST); r == 0;
-		     r = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-			char qid[QUEUE_ID_LEN + 1];
-			const char *key = k.mv_data;
-			if (due_only) {
-				if (k.mv_size != QUEUE_TIME_LEN + 1 + QUEUE_ID_LEN) {
-					bad++;
-					continue;
-				}
-				if (memcmp(key, limit, QUEUE_TIME_LEN) > 0)
-					break;
-				key += QUEUE_TIME_LEN + 1;
-			} else if (k.mv_size != QUEUE_ID_LEN) {
-				bad++;
-				continue;
+		struct scan sc = { BUF_INIT, false };
+		struct error err;
+		for (bool done = false; !done;) {
+			if (list_chunk(q, due_only, account, limit, &sc, &t, &bad,
+				       &done, &err) != 0) {
+				status = fail("%s", err.text);
+				break;
 			}
-			memcpy(qid, key, QUEUE_ID_LEN);
-			qid[QUEUE_ID_LEN] = '\0';
-			MDB_val ek = { QUEUE_ID_LEN, qid }, ev, mv;
-			struct queue_message m;
-			if (mdb_get(txn, queue_dbi(q, QUEUE_DB_ENV), &ek, &ev) != 0 ||
-			    queue_message_parse(&m, qid, ev.mv_data, ev.mv_size,
-						&err) != 0) {
-				bad++;
-				continue;
-			}
-			if (mdb_get(txn, queue_dbi(q, QUEUE_DB_MSG), &ek, &mv) == 0)
-				m.size = mv.mv_size;
-			if (!account || strcmp(account, m.account) == 0)
-				list_add(&t, &m);
-			queue_message_free(&m);
+			table_flush(&t);
 		}
-		if (r != 0 && r != MDB_NOTFOUND) {
-			queue_mdb_error(q, r, "list", &err);
-			status = fail("%s", err.text);
-		}
-		mdb_cursor_close(cur);
-		mdb_txn_abort(txn);
+		buf_free(&sc.last);
 		queue_close(q);
 	}
-	table_print(&t);
+	table_finish(&t);
 	if (bad)
 		fail("%zu queue entries do not parse (see mdb_dump -p -s env)", bad);
 	return status;
@@ -539,6 +629,68 @@ static int issue_key_split(const char *key, size_t len, char *day,
 	return queue_key_split(key + 11, len - 11, account, issue);
 }
 
+/* One chunk of stat: up to CHUNK_ROWS issue records after sc. */
+static int stat_chunk(struct queue *q, const char *day, struct scan *sc,
+		      struct table *t, size_t *bad, bool *done,
+		      struct error *err)
+{
+	MDB_txn *txn;
+	int rc = queue_txn_begin(q, true, &txn, err);
+	if (rc)
+		return rc;
+	MDB_cursor *cur = NULL;
+	MDB_val k, v;
+	size_t n = 0;
+	int r = mdb_cursor_open(txn, queue_dbi(q, QUEUE_DB_ISSUE), &cur);
+	for (r = r ? r : scan_start(sc, cur, day, day ? 10 : 0, &k, &v);
+	     r == 0 && n < CHUNK_ROWS;
+	     r = mdb_cursor_get(cur, &k, &v, MDB_NEXT), n++) {
+		scan_note(sc, &k);
+		char d[11];
+		char *account, *issue;
+		uint64_t counts[QUEUE_COUNTER_COUNT];
+		struct error e;
+		if (day && (k.mv_size < 10 || memcmp(k.mv_data, day, 10) != 0)) {
+			r = MDB_NOTFOUND;
+			break;
+		}
+		if (issue_key_split(k.mv_data, k.mv_size, d, &account, &issue) != 0) {
+			(*bad)++;
+			continue;
+		}
+		if (queue_counters_parse(v.mv_data, v.mv_size, counts, &e) != 0) {
+			(*bad)++;
+		} else if (json) {
+			struct buf o = BUF_INIT;
+			buf_putc(&o, '{');
+			json_str(&o, "day", d);
+			json_str(&o, "account", account);
+			json_str(&o, "issue", issue);
+			for (int i = 0; i < QUEUE_COUNTER_COUNT; i++)
+				json_u64(&o, queue_counter_name((enum queue_counter)i),
+					 counts[i]);
+			buf_putc(&o, '}');
+			table_add(t, NULL, buf_steal(&o));
+		} else {
+			char *cells[8] = { xstrdup(d), printable(account),
+					   printable(issue) };
+			for (int i = 0; i < QUEUE_COUNTER_COUNT; i++)
+				cells[3 + i] = format_u64(counts[i]);
+			table_add(t, cells, NULL);
+		}
+		free(account);
+		free(issue);
+	}
+	if (r == MDB_NOTFOUND)
+		*done = true;
+	else if (r != 0)
+		rc = queue_mdb_error(q, r, "stat", err);
+	if (cur)
+		mdb_cursor_close(cur);
+	mdb_txn_abort(txn);
+	return rc;
+}
+
 static int cmd_stat(const struct config *c, int argc, char **argv)
 {
 	const char *day = NULL;
@@ -557,64 +709,19 @@ static int cmd_stat(const struct config *c, int argc, char **argv)
 	int status = 0;
 	size_t bad = 0;
 	if (q) {
-		MDB_txn *txn;
+		struct scan sc = { BUF_INIT, false };
 		struct error err;
-		if (queue_txn_begin(q, true, &txn, &err) != 0) {
-			queue_close(q);
-			return fail("%s", err.text);
-		}
-		MDB_cursor *cur;
-		MDB_val k, v;
-		int r = mdb_cursor_open(txn, queue_dbi(q, QUEUE_DB_ISSUE), &cur);
-		if (r == 0 && day) {
-			k.mv_size = 10;
-			k.mv_data = (void *)day;
-			r = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
-		} else if (r == 0) {
-			r = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
-		}
-		for (; r == 0; r = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-			char d[11];
-			char *account, *issue;
-			uint64_t n[QUEUE_COUNTER_COUNT];
-			if (day && (k.mv_size < 10 || memcmp(k.mv_data, day, 10) != 0))
+		for (bool done = false; !done;) {
+			if (stat_chunk(q, day, &sc, &t, &bad, &done, &err) != 0) {
+				status = fail("%s", err.text);
 				break;
-			if (issue_key_split(k.mv_data, k.mv_size, d, &account,
-					    &issue) != 0) {
-				bad++;
-				continue;
 			}
-			if (queue_counters_parse(v.mv_data, v.mv_size, n, &err) != 0) {
-				bad++;
-				free(account);
-				free(issue);
-				continue;
-			}
-			struct buf o = BUF_INIT;
-			buf_putc(&o, '{');
-			json_str(&o, "day", d);
-			json_str(&o, "account", account);
-			json_str(&o, "issue", issue);
-			char *cells[8] = { xstrdup(d), printable(account),
-					   printable(issue) };
-			for (int i = 0; i < QUEUE_COUNTER_COUNT; i++) {
-				json_u64(&o, queue_counter_name((enum queue_counter)i), n[i]);
-				cells[3 + i] = format_u64(n[i]);
-			}
-			buf_putc(&o, '}');
-			table_add(&t, cells, buf_steal(&o));
-			free(account);
-			free(issue);
+			table_flush(&t);
 		}
-		if (r != 0 && r != MDB_NOTFOUND) {
-			queue_mdb_error(q, r, "stat", &err);
-			status = fail("%s", err.text);
-		}
-		mdb_cursor_close(cur);
-		mdb_txn_abort(txn);
+		buf_free(&sc.last);
 		queue_close(q);
 	}
-	table_print(&t);
+	table_finish(&t);
 	if (bad)
 		fail("%zu issue records do not parse (see mdb_dump -p -s issue)", bad);
 	return status;
@@ -631,6 +738,76 @@ static int parse_count(const char *s, unsigned long *out)
 		return -1;
 	*out = n;
 	return 0;
+}
+
+/* One chunk of errors, newest first: up to CHUNK_ROWS log records before
+ * the last one handled; *found counts the bounces shown. */
+static int errors_chunk(struct queue *q, unsigned long max, struct scan *sc,
+			struct table *t, unsigned long *found, bool *done,
+			struct error *err)
+{
+	MDB_txn *txn;
+	int rc = queue_txn_begin(q, true, &txn, err);
+	if (rc)
+		return rc;
+	MDB_cursor *cur = NULL;
+	MDB_val k, v;
+	size_t n = 0;
+	int r = mdb_cursor_open(txn, queue_dbi(q, QUEUE_DB_LOG), &cur);
+	if (r == 0 && !sc->started) {
+		sc->started = true;
+		r = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+	} else if (r == 0) {
+		/* The key before the last one handled (which pruning may
+		 * have removed meanwhile). */
+		k.mv_size = sc->last.len;
+		k.mv_data = sc->last.data;
+		r = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+		r = r == 0 ? mdb_cursor_get(cur, &k, &v, MDB_PREV)
+			   : mdb_cursor_get(cur, &k, &v, MDB_LAST);
+	}
+	/* The log's keys start with the event time. */
+	for (; r == 0 && n < CHUNK_ROWS && *found < max;
+	     r = mdb_cursor_get(cur, &k, &v, MDB_PREV), n++) {
+		scan_note(sc, &k);
+		/* A cheap test before parsing: only bounces. */
+		if (!memmem(v.mv_data, v.mv_size, "status=bounced", 14))
+			continue;
+		struct queue_event ev;
+		if (queue_event_parse(&ev, k.mv_data, k.mv_size, v.mv_data,
+				      v.mv_size) != 0)
+			continue;
+		if (strcmp(ev.status, "bounced") == 0) {
+			if (json) {
+				struct buf o = BUF_INIT;
+				buf_putc(&o, '{');
+				json_str(&o, "to", ev.to);
+				json_str(&o, "dt", ev.dt);
+				json_str(&o, "msg", ev.msg);
+				json_str(&o, "account", ev.account);
+				json_str(&o, "issue", ev.issue);
+				json_str(&o, "uniq", ev.uniq);
+				json_str(&o, "qid", ev.qid);
+				buf_putc(&o, '}');
+				table_add(t, NULL, buf_steal(&o));
+			} else {
+				char *cells[3] = { human_time(ev.time_us),
+						   printable(ev.to),
+						   printable(ev.msg) };
+				table_add(t, cells, NULL);
+			}
+			(*found)++;
+		}
+		queue_event_clear(&ev);
+	}
+	if (r == MDB_NOTFOUND || *found >= max)
+		*done = true;
+	else if (r != 0)
+		rc = queue_mdb_error(q, r, "errors", err);
+	if (cur)
+		mdb_cursor_close(cur);
+	mdb_txn_abort(txn);
+	return rc;
 }
 
 static int cmd_errors(const struct config *c, int argc, char **argv)
@@ -651,55 +828,20 @@ static int cmd_errors(const struct config *c, int argc, char **argv)
 	struct table t = { .n_cols = 3, .headers = errors_headers };
 	int status = 0;
 	if (q) {
-		MDB_txn *txn;
+		struct scan sc = { BUF_INIT, false };
 		struct error err;
-		if (queue_txn_begin(q, true, &txn, &err) != 0) {
-			queue_close(q);
-			return fail("%s", err.text);
-		}
-		/* Newest first: the log's keys start with the event time. */
-		MDB_cursor *cur;
-		MDB_val k, v;
-		int r = mdb_cursor_open(txn, queue_dbi(q, QUEUE_DB_LOG), &cur);
-		size_t found = 0;
-		for (r = r ? r : mdb_cursor_get(cur, &k, &v, MDB_LAST);
-		     r == 0 && found < max;
-		     r = mdb_cursor_get(cur, &k, &v, MDB_PREV)) {
-			/* Cheap test before parsing: only bounces. */
-			if (!memmem(v.mv_data, v.mv_size, "status=bounced", 14))
-				continue;
-			struct queue_event ev;
-			if (queue_event_parse(&ev, k.mv_data, k.mv_size, v.mv_data,
-					      v.mv_size) != 0)
-				continue;
-			if (strcmp(ev.status, "bounced") == 0) {
-				struct buf o = BUF_INIT;
-				buf_putc(&o, '{');
-				json_str(&o, "to", ev.to);
-				json_str(&o, "dt", ev.dt);
-				json_str(&o, "msg", ev.msg);
-				json_str(&o, "account", ev.account);
-				json_str(&o, "issue", ev.issue);
-				json_str(&o, "uniq", ev.uniq);
-				json_str(&o, "qid", ev.qid);
-				buf_putc(&o, '}');
-				char *dt = human_time(ev.time_us);
-				char *cells[3] = { dt, printable(ev.to),
-						   printable(ev.msg) };
-				table_add(&t, cells, buf_steal(&o));
-				found++;
+		unsigned long found = 0;
+		for (bool done = false; !done;) {
+			if (errors_chunk(q, max, &sc, &t, &found, &done, &err) != 0) {
+				status = fail("%s", err.text);
+				break;
 			}
-			queue_event_clear(&ev);
+			table_flush(&t);
 		}
-		if (r != 0 && r != MDB_NOTFOUND) {
-			queue_mdb_error(q, r, "errors", &err);
-			status = fail("%s", err.text);
-		}
-		mdb_cursor_close(cur);
-		mdb_txn_abort(txn);
+		buf_free(&sc.last);
 		queue_close(q);
 	}
-	table_print(&t);
+	table_finish(&t);
 	return status;
 }
 
@@ -783,6 +925,75 @@ static const char *const list_db_headers[] = {
 	"ACCOUNT", "ADDRESS", "TIME", "REASON",
 };
 
+/* One chunk of suppress or stoplist entries after sc, within prefix. */
+static int list_db_chunk(struct queue *q, enum queue_db db,
+			 const struct buf *prefix, struct scan *sc,
+			 struct table *t, size_t *bad, bool *done,
+			 struct error *err)
+{
+	MDB_txn *txn;
+	int rc = queue_txn_begin(q, true, &txn, err);
+	if (rc)
+		return rc;
+	MDB_cursor *cur = NULL;
+	MDB_val k, v;
+	size_t n = 0;
+	int r = mdb_cursor_open(txn, queue_dbi(q, db), &cur);
+	for (r = r ? r : scan_start(sc, cur, prefix->data, prefix->len, &k, &v);
+	     r == 0 && n < CHUNK_ROWS;
+	     r = mdb_cursor_get(cur, &k, &v, MDB_NEXT), n++) {
+		scan_note(sc, &k);
+		if (prefix->len && (k.mv_size < prefix->len ||
+				    memcmp(k.mv_data, prefix->data, prefix->len) != 0)) {
+			r = MDB_NOTFOUND;
+			break;
+		}
+		char *acct, *addr;
+		struct record rec;
+		if (queue_key_split(k.mv_data, k.mv_size, &acct, &addr) != 0) {
+			(*bad)++;
+			continue;
+		}
+		if (record_parse(&rec, v.mv_data, v.mv_size, NULL) != 0) {
+			(*bad)++;
+			free(acct);
+			free(addr);
+			continue;
+		}
+		const char *time_text = record_get(&rec, "time");
+		const char *reason = record_get(&rec, "reason");
+		if (json) {
+			struct buf o = BUF_INIT;
+			buf_putc(&o, '{');
+			json_str(&o, "account", acct);
+			json_str(&o, "address", addr);
+			json_str(&o, "time", time_text ? time_text : "");
+			json_str(&o, "reason", reason ? reason : "");
+			buf_putc(&o, '}');
+			table_add(t, NULL, buf_steal(&o));
+		} else {
+			int64_t us = 0;
+			char *when = time_text && queue_time_parse(time_text,
+					strlen(time_text), &us) == 0
+				? human_time(us) : xstrdup("-");
+			char *cells[4] = { printable(acct), printable(addr), when,
+					   printable(reason ? reason : "") };
+			table_add(t, cells, NULL);
+		}
+		record_free(&rec);
+		free(acct);
+		free(addr);
+	}
+	if (r == MDB_NOTFOUND)
+		*done = true;
+	else if (r != 0)
+		rc = queue_mdb_error(q, r, queue_db_name(db), err);
+	if (cur)
+		mdb_cursor_close(cur);
+	mdb_txn_abort(txn);
+	return rc;
+}
+
 static int list_db(const struct config *c, enum queue_db db,
 		   const char *account)
 {
@@ -793,73 +1004,26 @@ static int list_db(const struct config *c, enum queue_db db,
 	int status = 0;
 	size_t bad = 0;
 	if (q) {
-		MDB_txn *txn;
-		struct error err;
-		if (queue_txn_begin(q, true, &txn, &err) != 0) {
-			queue_close(q);
-			return fail("%s", err.text);
-		}
 		struct buf prefix = BUF_INIT;
 		if (account) {
 			xtext_encode(&prefix, account, strlen(account), XTEXT_SLASH);
 			buf_putc(&prefix, '/');
 		}
-		MDB_cursor *cur;
-		MDB_val k, v;
-		int r = mdb_cursor_open(txn, queue_dbi(q, db), &cur);
-		if (r == 0 && account) {
-			k.mv_size = prefix.len;
-			k.mv_data = prefix.data;
-			r = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
-		} else if (r == 0) {
-			r = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
-		}
-		for (; r == 0; r = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-			if (account && (k.mv_size < prefix.len ||
-					memcmp(k.mv_data, prefix.data, prefix.len) != 0))
+		struct scan sc = { BUF_INIT, false };
+		struct error err;
+		for (bool done = false; !done;) {
+			if (list_db_chunk(q, db, &prefix, &sc, &t, &bad, &done,
+					  &err) != 0) {
+				status = fail("%s", err.text);
 				break;
-			char *acct, *addr;
-			struct record rec;
-			if (queue_key_split(k.mv_data, k.mv_size, &acct, &addr) != 0) {
-				bad++;
-				continue;
 			}
-			if (record_parse(&rec, v.mv_data, v.mv_size, NULL) != 0) {
-				bad++;
-				free(acct);
-				free(addr);
-				continue;
-			}
-			const char *time_text = record_get(&rec, "time");
-			const char *reason = record_get(&rec, "reason");
-			int64_t us = 0;
-			char *when = time_text && queue_time_parse(time_text,
-					strlen(time_text), &us) == 0
-				? human_time(us) : xstrdup("-");
-			struct buf o = BUF_INIT;
-			buf_putc(&o, '{');
-			json_str(&o, "account", acct);
-			json_str(&o, "address", addr);
-			json_str(&o, "time", time_text ? time_text : "");
-			json_str(&o, "reason", reason ? reason : "");
-			buf_putc(&o, '}');
-			char *cells[4] = { printable(acct), printable(addr), when,
-					   printable(reason ? reason : "") };
-			table_add(&t, cells, buf_steal(&o));
-			record_free(&rec);
-			free(acct);
-			free(addr);
+			table_flush(&t);
 		}
-		if (r != 0 && r != MDB_NOTFOUND) {
-			queue_mdb_error(q, r, queue_db_name(db), &err);
-			status = fail("%s", err.text);
-		}
-		mdb_cursor_close(cur);
-		mdb_txn_abort(txn);
+		buf_free(&sc.last);
 		buf_free(&prefix);
 		queue_close(q);
 	}
-	table_print(&t);
+	table_finish(&t);
 	if (bad)
 		fail("%zu %s entries do not parse", bad, queue_db_name(db));
 	return status;

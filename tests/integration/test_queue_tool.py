@@ -149,6 +149,18 @@ def test_errors_lists_the_latest_bounces_newest_first(g):
     tool(g, "errors", "-n", "0", code=2)
 
 
+def test_errors_reads_past_one_chunk_of_the_log(g):
+    rcpts = [f"r{i:05d}@example.net" for i in range(12_000)]
+    fill(g, "rejected", "demo", "635 6.7.8 no To:", *rcpts)
+    q = fill(g, "append", "last@example.net")
+    fill(g, "outcome", q, "0", "delivered", "250 ok")
+    rows = tool_json(g, "errors", "-n", "11000")
+    assert len(rows) == 11000
+    assert rows[0]["to"] == "r11999@example.net"     # newest first
+    assert rows[-1]["to"] == "r01000@example.net"
+    assert len(tool_json(g, "errors", "-n", "50000")) == 12000
+
+
 def test_retry_makes_deferred_messages_due_now(g):
     a = fill(g, "append", "a@example.net")
     b = fill(g, "append", "b@example.net")
@@ -229,6 +241,15 @@ def test_stoplist_import_of_many_lines_in_batches(g, tmp_path):
     assert len(stop) == n
     assert b"shop/user99@example.net" in stop and b"shop/@d100.example" in stop
     assert b"imported from" in stop[b"shop/@d100.example"]
+    # Listed in chunks of read transactions: every entry once, in order.
+    listed = tool_json(g, "stoplist", "list", "shop")
+    assert len(listed) == n
+    keys = [r["address"] for r in listed]
+    assert keys == sorted(keys, key=lambda a: a.encode())
+    assert len(set(keys)) == n
+    text = tool(g, "stoplist", "list").stdout.splitlines()
+    assert len(text) == n + 1
+    assert all(re.match(r"shop  +\S+  +\d{4}-", line) for line in text[1::9973])
     # Again: everything is there already, and a file that is all good is 0.
     good = tmp_path / "good.txt"
     good.write_text("user1@example.net\nnew@example.net\n")
