@@ -2,7 +2,8 @@
  * smtpgate-queue tests.
  *
  *   queue_fill -c CONF append [-a ACCOUNT] [-i ISSUE] [-u UNIQ] [-f FROM]
- *              [-s BYTES] RCPT...        prints the new queue id
+ *              [-s BYTES] [-n COUNT] RCPT...
+ *                                        prints the new queue id(s)
  *   queue_fill -c CONF outcome [-t LIFETIME] QID N STATE MSG
  *                                        records one outcome (STATE:
  *                                        delivered, deferred, bounced,
@@ -32,15 +33,17 @@ static int do_append(struct queue *q, int argc, char **argv)
 		.client = "192.0.2.1", .helo = "client.example.com",
 	};
 	size_t size = 200;
+	long count = 1;
 	int opt;
 	optind = 1;
-	while ((opt = getopt(argc, argv, "a:i:u:f:s:")) != -1) {
+	while ((opt = getopt(argc, argv, "a:i:u:f:s:n:")) != -1) {
 		switch (opt) {
 		case 'a': e.account = optarg; break;
 		case 'i': e.issue = optarg; break;
 		case 'u': e.uniq = optarg; break;
 		case 'f': e.from = optarg; break;
 		case 's': size = strtoul(optarg, NULL, 10); break;
+		case 'n': count = strtol(optarg, NULL, 10); break;
 		default: return usage();
 		}
 	}
@@ -54,16 +57,18 @@ static int do_append(struct queue *q, int argc, char **argv)
 		buf_puts(&m, m.len % 78 == 76 ? "\r\n" : "x");
 	buf_puts(&m, "\r\n");
 	struct iovec part = { m.data, m.len };
-	char qid[QUEUE_ID_SIZE];
-	struct error err;
-	int rc = queue_append(q, &e, &part, 1, qid, &err);
-	buf_free(&m);
-	if (rc) {
-		fprintf(stderr, "queue_fill: %s\n", err.text);
-		return 1;
+	int rc = 0;
+	for (long i = 0; i < count && rc == 0; i++) {
+		char qid[QUEUE_ID_SIZE];
+		struct error err;
+		rc = queue_append(q, &e, &part, 1, qid, &err);
+		if (rc)
+			fprintf(stderr, "queue_fill: %s\n", err.text);
+		else
+			printf("%s\n", qid);
 	}
-	printf("%s\n", qid);
-	return 0;
+	buf_free(&m);
+	return rc ? 1 : 0;
 }
 
 static int do_outcome(struct queue *q, int argc, char **argv)
