@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "buf.h"
@@ -557,6 +558,80 @@ static void due_key(struct buf *key, int64_t when_us, const char *qid)
 	buf_puts(key, qid);
 }
 
+/* ---- room for smtpgate-flush ---- */
+
+/* Pages kept free for smtpgate-flush: a sixteenth of what the queue may
+ * use, at least 16 pages, at most 64 MB. Recording a batch's outcomes
+ * needs new pages (LMDB copies every page it changes, and pages freed by
+ * the last transaction cannot be reused by the next), so a queue filled to
+ * the last page could never be drained: every flush would fail with
+ * MDB_MAP_FULL or ENOSPC and the gateway would answer 452 for ever.
+ * Appends stop short of the reserve instead (Postfix's queue_minfree). */
+static size_t reserve_pages(size_t limit, size_t psize)
+{
+	size_t r = limit / 16, most = ((size_t)64 << 20) / psize;
+	return r < 16 ? 16 : r > most ? most : r;
+}
+
+/* Pages on the freelist (a read transaction; LMDB allows reading the
+ * free database only there). Each record is a page-number list whose
+ * first word is its length. */
+static size_t free_pages(struct queue *q)
+{
+	MDB_txn *txn;
+	MDB_cursor *cur;
+	size_t n = 0;
+	if (mdb_txn_begin(q->env, NULL, MDB_RDONLY, &txn) != 0)
+		return 0;
+	if (mdb_cursor_open(txn, 0, &cur) == 0) {
+		MDB_val k, v;
+		int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+		while (rc == 0) {
+			size_t count;
+			if (v.mv_size >= sizeof count) {
+				memcpy(&count, v.mv_data, sizeof count);
+				n += count;
+			}
+			rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+		}
+		mdb_cursor_close(cur);
+	}
+	mdb_txn_abort(txn);
+	return n;
+}
+
+/* 0 when a message of size octets fits and leaves the reserve free, in
+ * the map and on the file system under it; else QUEUE_EFULL. */
+static int check_room(struct queue *q, size_t size, struct error *err)
+{
+	MDB_envinfo info;
+	MDB_stat st;
+	if (mdb_env_info(q->env, &info) != 0 || mdb_env_stat(q->env, &st) != 0)
+		return 0;	/* the transaction will tell */
+	size_t psize = st.ms_psize;
+	size_t used = info.me_last_pgno + 1;
+	size_t limit = info.me_mapsize / psize;
+	struct statvfs vfs;
+	if (statvfs(q->path, &vfs) == 0) {
+		/* The file grows by the pages beyond the last one used. */
+		uint64_t disk = (uint64_t)vfs.f_bavail * vfs.f_frsize / psize;
+		if (disk < limit - (used < limit ? used : limit))
+			limit = used + (size_t)disk;
+	}
+	/* The message in overflow pages, and the tree pages it changes. */
+	size_t need = size / psize + 1 + 8;
+	size_t reserve = reserve_pages(limit, psize);
+	if (used + need + reserve <= limit)
+		return 0;
+	size_t reusable = free_pages(q);
+	if (used + need + reserve <= limit + reusable)
+		return 0;
+	error_set(err, "queue %s: full: %zu of %zu pages in use, %zu free, "
+		  "%zu kept for smtpgate-flush", q->path, used, limit, reusable,
+		  reserve);
+	return QUEUE_EFULL;
+}
+
 int queue_append(struct queue *q, const struct queue_envelope *env,
 		 const struct iovec *parts, size_t n_parts,
 		 char qid[QUEUE_ID_SIZE], struct error *err)
@@ -575,6 +650,9 @@ int queue_append(struct queue *q, const struct queue_envelope *env,
 			       QUEUE_EINVAL;
 		size += parts[i].iov_len;
 	}
+	rc = check_room(q, size, err);
+	if (rc)
+		return rc;
 	MDB_txn *txn;
 	rc = queue_txn_begin(q, false, &txn, err);
 	if (rc)
