@@ -278,11 +278,12 @@ def test_bad_byte_in_every_position_of_a_bdat_chunk_is_refused(g):
 
 # ---- SMTP smuggling ----
 
-# Fake ends of data that some servers accept (SEC Consult, 2023; and the
-# variants since): each hides a second transaction if it is honoured.
-SMUGGLING_ENDS = [b"\n.\n", b"\n.\r\n", b"\r.\r", b"\r\n.\r", b"\r.\r\n",
-                  b"\r\n.\n", b"\n.\r", b".\n", b"\r\n\x00.\r\n",
-                  b"\r\n.\x00\r\n", b"\r\n .\r\n", b"\r\n.\r\r\n"]
+# Fake ends of data that some servers accept (SEC Consult, 2023, and the
+# variants since), each hiding a second transaction if it is honoured.
+# test_smuggling.py has the classic ones (LF.LF, CR.CR, LF.CRLF, CRLF.LF,
+# CRLF.CR, CR.CRLF, CRLF.NUL CRLF); these are the rest.
+SMUGGLING_ENDS = [b"\n.\r", b".\n", b"\r\n\x00.\r\n", b"\r\n.\r\r\n",
+                  b"\r\n .\r\n"]
 
 
 @pytest.mark.parametrize("end", SMUGGLING_ENDS, ids=[repr(e) for e in SMUGGLING_ENDS])
