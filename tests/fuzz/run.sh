@@ -9,7 +9,9 @@
 # executions, starting from the seeds in tests/fuzz/corpus/NAME/ and the
 # corpus earlier runs grew in BUILD/corpus/NAME/ (the seeds in git are never
 # written to). Optional tests/fuzz/NAME.dict is its dictionary,
-# tests/fuzz/NAME.options extra libFuzzer flags. ONLY: a space-separated list
+# tests/fuzz/NAME.options extra libFuzzer flags; $FUZZ_TIMEOUT (default 10)
+# the seconds one input may take (libFuzzer measures wall-clock time, so
+# long runs on a busy machine need more). ONLY: a space-separated list
 # of names to run. The full log of each run is BUILD/logs/NAME.log; a crash
 # leaves its input in BUILD/artifacts/NAME/. The last line is
 # "fuzz: N passed, N failed", a target passing when it ran without any crash,
@@ -50,7 +52,7 @@ for bin in "$build"/fuzz_*; do
 		fi
 	fi
 
-	flags=(-timeout=10 -rss_limit_mb=2048 -print_final_stats=1 -print_funcs=0
+	flags=(-timeout="${FUZZ_TIMEOUT:-10}" -rss_limit_mb=2048 -print_final_stats=1 -print_funcs=0
 	       -artifact_prefix="$artifacts/")
 	[ "$seconds" != 0 ] && flags+=(-max_total_time="$seconds")
 	[ -n "$runs" ] && flags+=(-runs="$runs")
