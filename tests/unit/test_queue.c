@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <poll.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -549,6 +551,71 @@ TEST(test_concurrent_appending_processes_lose_nothing)
 	free(dir);
 }
 
+TEST(test_appenders_killed_midway_leave_only_whole_messages)
+{
+	char *dir = temp_folder();
+	struct config c = config_for(dir, 1 << 26);
+	struct queue *q;
+	struct error err;
+	CHECK(queue_open(&q, &c, false, &err) == 0);
+	queue_close(q);
+	for (int round = 0; round < 6; round++) {
+		int ready[2];
+		CHECK(pipe(ready) == 0);
+		pid_t pid = fork();
+		if (pid == 0) {
+			close(ready[0]);
+			struct queue *cq;
+			struct queue_envelope e = sample_envelope();
+			e.n_rcpts = 1;
+			static char body[20000];
+			memset(body, 'b', sizeof body);
+			struct iovec part = { body, sizeof body };
+			char qid[QUEUE_ID_SIZE];
+			if (queue_open(&cq, &c, false, &err) != 0)
+				_exit(1);
+			for (long i = 0;; i++) {
+				/* A read transaction open, too, when it dies now
+				 * and then: its reader slot must be reclaimed. */
+				queue_is_stoplisted(cq, "demo", "x@example.net", &err);
+				if (queue_append(cq, &e, &part, 1, qid, &err) != 0)
+					_exit(2);
+				if (i == 0 && write(ready[1], "r", 1) != 1)
+					_exit(3);
+			}
+		}
+		close(ready[1]);
+		/* Kill it some time after its first commit. */
+		char r;
+		struct pollfd pfd = { ready[0], POLLIN, 0 };
+		CHECK(poll(&pfd, 1, 30000) == 1 && read(ready[0], &r, 1) == 1);
+		close(ready[0]);
+		usleep(5000 + 7000 * (useconds_t)round);
+		kill(pid, SIGKILL);
+		int status;
+		waitpid(pid, &status, 0);
+		CHECK(WIFSIGNALED(status));
+	}
+	CHECK(queue_open(&q, &c, false, &err) == 0);
+	size_t n = count(q, QUEUE_DB_MSG);
+	CHECK(n > 0);
+	CHECK(count(q, QUEUE_DB_ENV) == n && count(q, QUEUE_DB_DUE) == n);
+	char *issue = first_key(q, QUEUE_DB_ISSUE);
+	char *counts = issue ? get(q, QUEUE_DB_ISSUE, issue) : NULL;
+	uint64_t counters[QUEUE_COUNTER_COUNT];
+	CHECK(counts && queue_counters_parse(counts, strlen(counts), counters,
+					     &err) == 0);
+	CHECK(counts && counters[QUEUE_COUNTER_ACCEPTED] == n);
+	free(counts);
+	free(issue);
+	/* No stale reader is left in the table. */
+	int dead = -1;
+	CHECK(mdb_reader_check(queue_env(q), &dead) == 0 && dead == 0);
+	queue_close(q);
+	remove_folder(dir);
+	free(dir);
+}
+
 UNIT_MAIN(test_open_creates_the_folder_0750_and_every_database,
 	  test_read_only_open_of_a_missing_queue_is_notfound_and_creates_nothing,
 	  test_open_refuses_another_schema_version_clearly,
@@ -561,4 +628,5 @@ UNIT_MAIN(test_open_creates_the_folder_0750_and_every_database,
 	  test_authfail_counts_within_the_window_then_expires,
 	  test_map_full_is_efull_and_leaves_nothing_half_written,
 	  test_a_map_grown_by_another_process_is_adopted,
-	  test_concurrent_appending_processes_lose_nothing)
+	  test_concurrent_appending_processes_lose_nothing,
+	  test_appenders_killed_midway_leave_only_whole_messages)
