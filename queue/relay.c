@@ -676,6 +676,22 @@ out:
 	return rc;
 }
 
+/* set_up with the STARTTLS policy of the config. */
+static int establish(struct relay *r, struct error *err)
+{
+	const struct config *c = r->c;
+	bool use_starttls = c->relay_starttls != RELAY_STARTTLS_NO;
+	bool tls_failed;
+	if (set_up(r, use_starttls, &tls_failed, err) == 0)
+		return 0;
+	if (!(tls_failed && c->relay_starttls == RELAY_STARTTLS_OPPORTUNISTIC))
+		return -1;
+	/* Opportunistic TLS (RFC 7435 section 4): a failed handshake falls
+	 * back to clear text, as Postfix does at level "may". */
+	relay_reset_connection(r);
+	return set_up(r, false, &tls_failed, err);
+}
+
 int relay_open(struct relay **out, const struct config *c, struct error *err)
 {
 	*out = NULL;
@@ -707,20 +723,9 @@ int relay_open(struct relay **out, const struct config *c, struct error *err)
 		relay_free(r);
 		return error_set(err, "[relay] url is not set");
 	}
-	bool use_starttls = c->relay_starttls != RELAY_STARTTLS_NO;
-	bool tls_failed;
-	if (set_up(r, use_starttls, &tls_failed, err) != 0) {
-		if (!(tls_failed && c->relay_starttls == RELAY_STARTTLS_OPPORTUNISTIC)) {
-			relay_free(r);
-			return -1;
-		}
-		/* Opportunistic TLS (RFC 7435 section 4): a failed handshake
-		 * falls back to clear text, as Postfix does at level "may". */
-		relay_reset_connection(r);
-		if (set_up(r, false, &tls_failed, err) != 0) {
-			relay_free(r);
-			return -1;
-		}
+	if (establish(r, err) != 0) {
+		relay_free(r);
+		return -1;
 	}
 	*out = r;
 	return 0;
@@ -851,6 +856,11 @@ static void put_mail(struct relay *r, const char *from, bool eight_bit,
 	buf_puts(&r->out, "\r\n");
 }
 
+static int smtp_transaction(struct relay *r, const char *from,
+			    const char *const *rcpts, size_t n_rcpts,
+			    const char *data, size_t len,
+			    struct relay_result *results, bool *started);
+
 int relay_send(struct relay *r, const char *from, const char *const *rcpts,
 	       size_t n_rcpts, const char *data, size_t len,
 	       struct relay_result *results)
@@ -887,6 +897,40 @@ int relay_send(struct relay *r, const char *from, const char *const *rcpts,
 		fail_open(results, NULL, n_rcpts, "relay connection already failed");
 		return -1;
 	}
+	bool reused = r->used, started = false;
+	int rc = smtp_transaction(r, from, rcpts, n_rcpts, data, len, results,
+				  &started);
+	if (rc != 0 && reused && !started) {
+		/* The connection kept from an earlier message died before the
+		 * relay answered MAIL (an idle timeout, a "421" to RSET):
+		 * nothing of this message reached it, so one new connection
+		 * may try at once instead of deferring the message. */
+		struct error err;
+		relay_reset_connection(r);
+		r->broken = false;
+		r->used = false;
+		relay_results_free(results, n_rcpts);
+		if (establish(r, &err) != 0) {
+			r->broken = true;
+			fail_open(results, NULL, n_rcpts, err.text);
+			return -1;
+		}
+		rc = smtp_transaction(r, from, rcpts, n_rcpts, data, len,
+				      results, &started);
+	}
+	return rc;
+}
+
+/* One SMTP mail transaction on an open connection. *started is set once
+ * the relay has answered MAIL (from then on a failure may have left
+ * something behind at the relay). */
+static int smtp_transaction(struct relay *r, const char *from,
+			    const char *const *rcpts, size_t n_rcpts,
+			    const char *data, size_t len,
+			    struct relay_result *results, bool *started)
+{
+	for (size_t i = 0; i < n_rcpts; i++)
+		results[i] = (struct relay_result){ 0 };
 	uint64_t size = wire_size(data, len);
 	if (r->size && r->size_max > 0 && size > r->size_max) {
 		struct buf text = BUF_INIT;
@@ -943,6 +987,7 @@ int relay_send(struct relay *r, const char *from, const char *const *rcpts,
 					goto failed;
 				if (rep.code == 421)
 					goto closed;
+				*started = true;
 				if (rep.code / 100 != 2) {
 					mail_ok = false;
 					for (size_t i = 0; i < n_rcpts; i++) {
@@ -1005,6 +1050,7 @@ int relay_send(struct relay *r, const char *from, const char *const *rcpts,
 			goto failed;
 		if (rep.code == 421)
 			goto closed;
+		*started = true;
 		if (rep.code / 100 != 2) {
 			for (size_t i = 0; i < n_rcpts; i++)
 				set_from_reply(&results[i], &rep);

@@ -469,3 +469,32 @@ def test_verbose_run_reports_batches_and_a_summary(tmp_path, keys):
     assert re.search(r"3 messages in [0-9.]+ s: 3 delivered, 0 deferred, "
                      r"0 bounced \(0 expired, 0 suppressed\), 0 dropped; "
                      r"1 connections", r.stderr)
+
+
+def test_multiline_reply_is_logged_whole_on_one_line(tmp_path, keys):
+    from test_flush_relay import RawRelay, read_until
+
+    def script(conn, log):
+        conn.sendall(b"220 raw ESMTP\r\n")
+        read_until(conn, b"\r\n")
+        conn.sendall(b"250-raw\r\n250 PIPELINING\r\n")
+        read_until(conn, b"DATA\r\n")
+        conn.sendall(b"250 2.1.0 ok\r\n"
+                     b"550-5.1.1 The email account that you tried to reach\r\n"
+                     b"550-5.1.1 does not exist.\r\n"
+                     b"550 5.1.1 https://support.example/bounce\r\n"
+                     b"554 5.5.1 no valid recipients\r\n")
+        read_until(conn, b"QUIT\r\n")
+
+    relay = RawRelay(script)
+    q = Queue(tmp_path, keys, {"url": relay.url, "starttls": "no"})
+    q.inject("gone@example.net")
+    r = q.flush()
+    relay.close()
+    assert r.returncode == 0, r.stderr
+    [(_, event)] = q.log()
+    assert event["status"] == "bounced"
+    assert event["msg"] == (
+        "550-5.1.1 The email account that you tried to reach "
+        "550-5.1.1 does not exist. 550 5.1.1 https://support.example/bounce")
+    assert b"demo/gone@example.net" in q.db("suppress")

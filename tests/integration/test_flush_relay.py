@@ -444,3 +444,44 @@ def test_a_silent_relay_times_out(tmp_path):
     assert rc == 75
     assert "no reply within 1 s" in err
     assert elapsed < 3.5
+
+
+def test_a_kept_connection_that_died_is_replaced_without_deferring(tmp_path):
+    def script(conn, log):
+        conn.sendall(b"220 raw ESMTP\r\n")
+        read_until(conn, b"\r\n")
+        conn.sendall(b"250-raw\r\n250 PIPELINING\r\n")
+        got = read_until(conn, b"DATA\r\n")
+        log.append(got)
+        if got.startswith(b"RSET"):
+            return      # as if its idle timeout had passed: just close
+        conn.sendall(b"250 ok\r\n250 ok\r\n354 go\r\n")
+        read_until(conn, b"\r\n.\r\n")
+        conn.sendall(b"250 2.0.0 kept\r\n")
+        got = conn.recv(65536)
+        log.append(got)
+        if got.startswith(b"QUIT"):
+            conn.sendall(b"221 bye\r\n")
+
+    relay = RawRelay(script)
+    rc, results, err = relay_send(tmp_path, {"url": relay.url, "starttls": "no"},
+                                  "s@example.com", "a@example.net", count=2,
+                                  timeout=3)
+    relay.close()
+    assert rc == 0, err
+    assert [(r["code"], r["failed"]) for r in results] == [(250, False)] * 2
+    # The first connection carried one message and was closed at the
+    # second one's RSET; a new connection carried the second message.
+    assert len(relay.connections) == 2
+    assert relay.connections[0][1].startswith(b"RSET\r\nMAIL FROM:")
+    assert relay.connections[1][0].startswith(b"MAIL FROM:")
+
+
+def test_a_failure_after_mail_was_answered_is_not_retried(tmp_path):
+    with Sink(script={"a@example.net": "drop"}) as sink:
+        rc, results, _ = relay_send(tmp_path, {"url": sink.url, "starttls": "no"},
+                                    "s@example.com", "a@example.net", count=2)
+    # The data may have reached the relay: no second try on the spot.
+    assert [(r["code"], r["failed"]) for r in results] == [(0, True)] * 2
+    assert sink.counters.connections == 2
+    assert sink.counters.transactions == 2
