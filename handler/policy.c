@@ -87,8 +87,10 @@ static void received_header(const struct session *s, struct buf *out)
 	const char *proto = s->esmtp ? (s->tls ? (s->authenticated ? "ESMTPSA" : "ESMTPS")
 					       : (s->authenticated ? "ESMTPA" : "ESMTP"))
 				     : "SMTP";
-	buf_printf(out, "Received: from %s ([%s])\r\n\tby %s (smtpgate) with %s",
-		   s->helo ? s->helo : "unknown", s->client, s->config->hostname, proto);
+	/* The client as an address literal (RFC 5321 section 4.1.3). */
+	buf_printf(out, "Received: from %s ([%s%s])\r\n\tby %s (smtpgate) with %s",
+		   s->helo ? s->helo : "unknown", strchr(s->client, ':') ? "IPv6:" : "",
+		   s->client, s->config->hostname, proto);
 	if (s->tls)
 		buf_printf(out, " (%s)", SSL_get_version(s->tls));
 	buf_printf(out, "\r\n\t(account %s); %s\r\n", s->tx->account->name, date);

@@ -254,3 +254,20 @@ def test_message_from_networks_account_is_queued_as_that_account(gate, keys):
     assert b"with ESMTP\r\n" in stored and b"(account net)" in stored
     assert env_fields(g.db("env")[qid.encode()])["account"] == "net"
     assert dkim.verify(stored, dnsfunc=keys.dnsfunc())
+
+
+def test_ipv6_client_message_names_the_client_as_ipv6_literal(gate, keys):
+    g = gate(host="::1", accounts={"v6": {"networks": "::1/128",
+                                          "dkim_key": f"example.com sel-ed {keys.ed25519}"}})
+    with Raw(g) as c:
+        c.greeting()
+        c.ehlo()
+        assert c.cmd("MAIL FROM:<sender@example.com>") == "250 2.1.0 Ok"
+        assert c.cmd("RCPT TO:<a@example.net>") == "250 2.1.5 Ok"
+        assert c.cmd("DATA").startswith("354 ")
+        c.send(message() + b".\r\n")
+        qid = queued_id(c.reply_line())
+    stored = g.db("msg")[qid.encode()]
+    assert stored.startswith(b"Received: from client.example ([IPv6:::1])\r\n")
+    assert env_fields(g.db("env")[qid.encode()])["client"] == "::1"
+    assert dkim.verify(stored, dnsfunc=keys.dnsfunc())

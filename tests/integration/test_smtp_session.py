@@ -220,3 +220,84 @@ def test_ipv6_client_is_served(gate):
         assert c.greeting() == "220 gate.example.com ESMTP smtpgate"
         c.ehlo()
         assert c.cmd("MAIL FROM:<a@example.com>") == "250 2.1.0 Ok"
+
+
+def test_list_replies_prints_every_spec_reply(gate):
+    import re
+    import subprocess
+    from conftest import binary
+    out = subprocess.run([binary("smtpgate-handler"), "--list-replies"],
+                         capture_output=True, text=True, check=True).stdout
+    lines = out.splitlines()
+    for line in lines:
+        assert re.fullmatch(r"[2-5]\d\d( [245]\.\d{1,3}\.\d{1,3})? \S.*", line), line
+    for expected in [
+        "220 %s ESMTP smtpgate",
+        "250 2.0.0 Ok: queued as %s",
+        "530 5.7.0 Authentication required",
+        "535 5.7.8 Authentication credentials invalid",
+        "538 5.7.11 Encryption required for requested authentication mechanism",
+        "550 5.0.0 Email is in the account stoplist",
+        "550 5.0.0 Email has permanent delivery errors",
+        "554 5.7.1 issue is blocked",
+        "550 5.7.1 error/sender/unknown",
+        "550 5.7.1 error/sender/onmoderation",
+        "550 5.7.1 error/sender/prohibited",
+        "550 5.6.0 no %s:",
+        "550 5.6.0 no email in From:",
+        "552 5.3.4 Message size exceeds fixed limit",
+        "452 4.3.1 Insufficient system storage",
+        "452 4.5.3 Too many recipients",
+        "553 5.6.7 Non-ASCII address requires the SMTPUTF8 parameter",
+    ]:
+        assert expected in lines, expected
+    assert any(l.startswith("421 4.4.2 ") for l in lines)
+    assert any(l.startswith("421 4.7.0 ") for l in lines)
+    assert any(l.startswith("252 2.5.0 ") for l in lines)
+    assert any(l.startswith("214 2.0.0 ") for l in lines)
+
+
+def test_refused_session_gets_one_journal_entry(gate):
+    g = gate()
+    with Raw(g) as c:
+        c.greeting()
+        c.send("NOOP\n")
+        assert c.reply_line().startswith("521 5.5.2 ")
+        assert c.closed()
+    entries = [l for l in g.log_text().splitlines()
+               if l.startswith("smtpgate-handler: session refused")]
+    assert len(entries) == 1
+    assert "client=127.0.0.1" in entries[0] and "outcome=521 5.5.2" in entries[0]
+
+
+def test_inetd_mode_serves_stdin_stdout_with_remote_addr(gate, tmp_path):
+    """No fd passed: the session runs on stdin/stdout, and the client is
+    named by $REMOTE_ADDR (inetd, systemd-socket-activate --inetd)."""
+    import os
+    import socket
+    import subprocess
+    from conftest import binary
+    g = gate(accounts={"net": {"networks": "192.0.2.0/24"}})
+    parent, child = socket.socketpair()
+    env = dict(os.environ, REMOTE_ADDR="192.0.2.7")
+    env.pop("LISTEN_FDS", None)
+    p = subprocess.Popen([binary("smtpgate-handler"), "-c", str(g.config)],
+                         stdin=child, stdout=child, stderr=subprocess.DEVNULL, env=env)
+    child.close()
+    parent.settimeout(10)
+    f = parent.makefile("rwb")
+    assert f.readline() == b"220 gate.example.com ESMTP smtpgate\r\n"
+    f.write(b"HELO client.example\r\nMAIL FROM:<a@example.com>\r\nQUIT\r\n")
+    f.flush()
+    assert f.readline() == b"250 gate.example.com\r\n"
+    assert f.readline() == b"250 2.1.0 Ok\r\n"
+    assert f.readline() == b"221 2.0.0 Bye\r\n"
+    assert p.wait(timeout=10) == 0
+    parent.close()
+
+
+def test_unusable_queue_is_421_4_3_0_at_connect(gate):
+    g = gate(gate_keys={"queue": "/proc/no-such-queue"})
+    with Raw(g) as c:
+        assert c.reply_line().startswith("421 4.3.0 ")
+        assert c.closed()

@@ -198,3 +198,14 @@ def test_one_journal_entry_per_message(gate):
     for field in (f"queue_id={qid}", "account=demo", "client=127.0.0.1",
                   "rcpts=1", "outcome=queued", "size="):
         assert field in line
+
+
+def test_queue_full_is_452_4_3_1_and_nothing_half_written(gate):
+    g = gate(gate_keys={"queue_map_size": "64K", "max_message_size": "1M"})
+    big = message(body=("q" * 98 + "\r\n") * 2000)   # ~200 KB: over the map
+    with Raw(g) as c:
+        c.login()
+        assert send(g, big, session=c) == "452 4.3.1 Insufficient system storage"
+        assert c.cmd("NOOP") == "250 2.0.0 Ok"
+    assert g.db("msg") == {} and g.db("env") == {} and g.db("due") == {}
+    assert g.db("issue") == {}
