@@ -467,6 +467,50 @@ TEST(test_map_full_is_efull_and_leaves_nothing_half_written)
 	free(dir);
 }
 
+TEST(test_map_full_inside_a_transaction_writes_nothing)
+{
+	/* queue_record_rejected has no room check before its transaction:
+	 * MDB_MAP_FULL comes from LMDB itself, half-way through the puts. */
+	char *dir = temp_folder();
+	struct config c = config_for(dir, 256 * 1024);
+	struct queue *q;
+	struct error err;
+	CHECK(queue_open(&q, &c, false, &err) == 0);
+	struct queue_envelope e = sample_envelope();
+	CHECK(queue_record_rejected(q, &e, "635 6.7.8 no To:", (char[QUEUE_ID_SIZE]){ 0 },
+				    &err) == 0);
+	enum { N = 4000 };
+	char **rcpts = xcalloc(N, sizeof *rcpts);
+	for (size_t i = 0; i < N; i++) {
+		struct buf a = BUF_INIT;
+		buf_printf(&a, "recipient-number-%zu-with-a-long-name@example.net", i);
+		rcpts[i] = buf_steal(&a);
+	}
+	e.rcpts = (const char *const *)rcpts;
+	e.n_rcpts = N;
+	char qid[QUEUE_ID_SIZE];
+	err.text[0] = '\0';
+	CHECK(queue_record_rejected(q, &e, "635 6.7.8 no To:", qid, &err) == QUEUE_EFULL);
+	CHECK(strstr(err.text, "MDB_MAP_FULL") != NULL);
+	CHECK(qid[0] == '\0');
+	CHECK(count(q, QUEUE_DB_LOG) == 2);
+	char *issue = first_key(q, QUEUE_DB_ISSUE);
+	char *counts = issue ? get(q, QUEUE_DB_ISSUE, issue) : NULL;
+	CHECK_STR(counts, "accepted=2\ndelivered=0\ndeferred=0\nbounced=2\ndropped=0");
+	free(counts);
+	free(issue);
+	/* Nothing was left open: the next small transaction works. */
+	e = sample_envelope();
+	CHECK(queue_record_rejected(q, &e, "635 6.7.8 no To:", qid, &err) == 0);
+	CHECK(count(q, QUEUE_DB_LOG) == 4);
+	for (size_t i = 0; i < N; i++)
+		free(rcpts[i]);
+	free(rcpts);
+	queue_close(q);
+	remove_folder(dir);
+	free(dir);
+}
+
 TEST(test_a_map_grown_by_another_process_is_adopted)
 {
 	char *dir = temp_folder();
@@ -627,6 +671,7 @@ UNIT_MAIN(test_open_creates_the_folder_0750_and_every_database,
 	  test_log_keys_grow_in_commit_order_even_when_the_clock_lags,
 	  test_authfail_counts_within_the_window_then_expires,
 	  test_map_full_is_efull_and_leaves_nothing_half_written,
+	  test_map_full_inside_a_transaction_writes_nothing,
 	  test_a_map_grown_by_another_process_is_adopted,
 	  test_concurrent_appending_processes_lose_nothing,
 	  test_appenders_killed_midway_leave_only_whole_messages)
