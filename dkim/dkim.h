@@ -31,7 +31,9 @@ struct dkim_signer;
  * the account's dkim_default_domain. When neither has keys, returns NULL
  * and sets err to the reason (the message is then queued unsigned); also
  * NULL with err set when a key file cannot be loaded. t is the signature
- * time (t=). The header block must stay valid until dkim_sign_finish. */
+ * time (t=). The header block must stay valid until dkim_sign_finish.
+ * Only the chosen domain's keys are read, each once per process (a
+ * second message of a session reuses them). */
 struct dkim_signer *dkim_sign_begin(const struct account *account,
 				    const char *from_address,
 				    const char *headers, size_t len, time_t t,

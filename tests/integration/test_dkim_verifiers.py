@@ -305,3 +305,28 @@ def test_dkim_gateway_signature_passes_dkimpy_opendkim_and_maildkim(
     signed = gateway_sign(g, CORPUS[name])
     check_shape(signed)
     verify_all(signed, keys, keyfile, tmp_path, name)
+
+
+def test_dkim_bdat_message_without_final_crlf_is_signed_as_stored(
+        gate, keys, keyfile, tmp_path):
+    """BDAT can end a message without CRLF; the gateway adds one before
+    signing (SPEC 4), so what is stored verifies everywhere."""
+    accounts = {"net": {"networks": "127.0.0.1/32",
+                        "dkim_key": [f"example.com sel-rsa {keys.rsa}",
+                                     f"example.com sel-ed {keys.ed25519}"]}}
+    g = gate(accounts=accounts)
+    if not handler_speaks_smtp(g):
+        pytest.skip("smtpgate-handler does not speak SMTP yet")
+    data = CORPUS["no_final_crlf"]
+    assert not data.endswith(b"\r\n")
+    with g.smtp() as s:
+        s.ehlo("client.example.com")
+        assert s.mail("sender@example.com")[0] == 250
+        assert s.rcpt("rcpt@example.net")[0] == 250
+        s.send(b"BDAT %d LAST\r\n" % len(data) + data)
+        code, text = s.getreply()
+        assert code == 250, text
+    (signed,) = g.db("msg").values()
+    assert signed.endswith(b"no newline at the end\r\n")
+    check_shape(signed)
+    verify_all(signed, keys, keyfile, tmp_path, "bdat")
