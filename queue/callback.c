@@ -343,8 +343,16 @@ static CURL *poster_new(struct error *err)
 	return h;
 }
 
-/* One POST on handle h (reused within a run, so that a keep-alive
- * connection serves several batches). */
+/* POSTs body to c->callback_url on handle h (reused within a run, so
+ * that a keep-alive connection serves several batches): Content-Type
+ * application/json, X-Smtpgate-Timestamp (now) and, with a secret,
+ * X-Smtpgate-Signature; connect and total time-outs of
+ * c->callback_timeout; no redirects, no proxy (environment variables are
+ * ignored), http and https only, https peers verified against the system
+ * CA store. *status receives the HTTP status (0 when none arrived).
+ * Returns 0 when it is 2xx, else -1 with err naming the URL (without any
+ * password) and the status, the start of the answer, or the transport
+ * error. */
 static int post_with(CURL *h, const struct config *c, const char *body,
 		     size_t len, time_t now, long *status, struct error *err)
 {
@@ -412,8 +420,10 @@ static int post_with(CURL *h, const struct config *c, const char *body,
 		goto out;
 	}
 	cc = curl_easy_perform(h);
+	/* The handle outlives these locals. */
 	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, NULL);
 	curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, NULL);
 	if (cc != CURLE_OK) {
 		error_set(err, "callback %s: %s", url.data,
 			  curl_error[0] ? curl_error : curl_easy_strerror(cc));
@@ -435,18 +445,6 @@ out:
 	buf_free(&url);
 	buf_free(&response);
 	buf_free(&header);
-	return rc;
-}
-
-int callback_post(const struct config *c, const char *body, size_t len,
-		  time_t now, long *status, struct error *err)
-{
-	*status = 0;
-	CURL *h = poster_new(err);
-	if (!h)
-		return -1;
-	int rc = post_with(h, c, body, len, now, status, err);
-	curl_easy_cleanup(h);
 	return rc;
 }
 

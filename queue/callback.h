@@ -82,23 +82,11 @@ int callback_signature(const char *secret, const char *timestamp,
  * doubling, at most 15 minutes. */
 unsigned callback_backoff(unsigned failures);
 
-/* POSTs body to c->callback_url with libcurl: Content-Type
- * application/json, X-Smtpgate-Timestamp (now) and, with a secret,
- * X-Smtpgate-Signature; connect and total time-outs of
- * c->callback_timeout; no redirects, no proxy (environment variables are
- * ignored), http and https only, https peers verified against the system
- * CA store. *status receives the HTTP status (0 when none arrived).
- * Returns 0 when the status is 2xx, else -1 with err naming the URL and
- * the status or transport error. */
-int callback_post(const struct config *c, const char *body, size_t len,
-		  time_t now, long *status, struct error *err);
-
 /* What one callback run did. */
 struct callback_result {
 	size_t sent;		/* events acknowledged by a 2xx */
 	size_t requests;	/* requests made, successful or not */
 	size_t given_up;	/* events skipped: older than max_age or unreadable */
-	size_t pruned;		/* log entries deleted */
 	bool failed;		/* a request failed: the cursor stays, back-off set */
 	bool waiting;		/* nothing sent: still within the back-off */
 };
