@@ -666,10 +666,11 @@ static int log_read(struct queue *q, const char *after, size_t max,
 	return 0;
 }
 
-/* Requests per run at most: the flush timer starts the next run soon, and
- * a slow endpoint must not keep a flush run (and so mail delivery) from
- * finishing. */
+/* Requests per run at most, and no new request after this many seconds:
+ * the flush timer starts the next run soon, and a slow endpoint must not
+ * keep a flush run (and so mail delivery) from finishing. */
 #define CALLBACK_MAX_REQUESTS 100
+#define CALLBACK_MAX_SECONDS 300
 
 /* True when the entry cannot be sent: it does not parse, or it is older
  * than max_age. */
@@ -772,8 +773,9 @@ static int send_events(struct queue *q, const struct config *c, time_t now,
 	int rc = 0;
 	struct buf body = BUF_INIT;
 	unsigned batch = c->callback_batch ? c->callback_batch : 1;
+	time_t started = time(NULL);
 	while (rc == 0 && !res->failed && res->requests < CALLBACK_MAX_REQUESTS &&
-	       !(stop && *stop)) {
+	       time(NULL) - started < CALLBACK_MAX_SECONDS && !(stop && *stop)) {
 		struct log_entry *e;
 		size_t n;
 		rc = log_read(q, cursor_text(st), batch, &e, &n, err);

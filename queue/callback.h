@@ -93,7 +93,8 @@ struct callback_result {
 
 /* One callback run: sends the events after the cursor (honouring the
  * back-off unless force) until none is left, a request fails, *stop
- * becomes true (a signal; stop may be NULL) or 100 requests were made.
+ * becomes true (a signal; stop may be NULL), 100 requests were made or 5
+ * minutes have passed (the next run goes on).
  * Without [callback] url it only drops the cursor, so that queue_prune
  * goes by age alone again; with one, a missing cursor is created empty,
  * so that queue_prune keeps every event until it is acknowledged. The
