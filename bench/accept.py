@@ -1,0 +1,163 @@
+#!/usr/bin/python3
+"""Accept throughput (issue 9, benchmark 1): the handler under
+systemd-socket-activate --accept, fsync on, DKIM RSA-2048 + Ed25519, fed
+10 KB messages by bench/load_client.py at concurrency 1, 8 and 32, one and
+ten messages per connection, with and without STARTTLS.
+
+    bench/accept.py BUILD [--messages N]
+
+For each run: messages/s, handler CPU per message (getrusage of the
+reaped handlers: user + system, the activator's own share included, which
+is tiny) and the peak RSS of any handler. Prints a Markdown table."""
+
+import argparse
+import json
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "bench/out/accept"
+
+
+def sh(*cmd):
+    subprocess.run(cmd, check=True, capture_output=True)
+
+
+def keys():
+    OUT.mkdir(parents=True, exist_ok=True)
+    k = {"cert": OUT / "cert.pem", "key": OUT / "key.pem",
+         "rsa": OUT / "rsa.pem", "ed": OUT / "ed.pem"}
+    if not k["cert"].exists():
+        sh("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+           str(k["key"]), "-out", str(k["cert"]), "-days", "30", "-subj",
+           "/CN=gate.example.com")
+    if not k["rsa"].exists():
+        sh("openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt",
+           "rsa_keygen_bits:2048", "-out", str(k["rsa"]))
+    if not k["ed"].exists():
+        sh("openssl", "genpkey", "-algorithm", "ED25519", "-out", str(k["ed"]))
+    return k
+
+
+def write_config(folder, k):
+    folder.mkdir(parents=True, exist_ok=True)
+    conf = folder / "smtpgate.conf"
+    conf.write_text(f"""[gate]
+hostname = gate.example.com
+queue = {folder}/queue
+queue_map_size = 2G
+tls_certificate = {k['cert']}
+tls_private_key = {k['key']}
+implicit_tls_ports =
+[relay]
+url = discard:
+[account bench]
+networks = 127.0.0.1/32
+dkim_key = example.com rsa {k['rsa']}
+dkim_key = example.com ed {k['ed']}
+""")
+    return conf
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve(build, conf, port, ready_fd):
+    """--serve: runs the activator, and when told (SIGTERM) stops it after
+    its handlers are gone, then prints the handlers' rusage as JSON."""
+    p = subprocess.Popen(["systemd-socket-activate", "--accept",
+                          "--fdname=connection", "-l", f"127.0.0.1:{port}",
+                          f"{build}/smtpgate-handler", "-c", str(conf)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
+    os.write(ready_fd, b"x")
+    while not stop:
+        time.sleep(0.05)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        kids = subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True,
+                              text=True).stdout.split()
+        if not kids:
+            break
+        time.sleep(0.05)
+    p.terminate()
+    p.wait()
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    print(json.dumps({"cpu": r.ru_utime + r.ru_stime, "maxrss_kb": r.ru_maxrss}))
+
+
+def run_one(build, k, concurrency, per_conn, tls, messages):
+    folder = OUT / f"c{concurrency}-k{per_conn}-{'tls' if tls else 'plain'}"
+    subprocess.run(["rm", "-rf", str(folder)], check=True)
+    conf = write_config(folder, k)
+    port = free_port()
+    r, w = os.pipe()
+    server = subprocess.Popen([sys.executable, __file__, "--serve", build,
+                               str(conf), str(port), str(w)],
+                              pass_fds=(w,), stdout=subprocess.PIPE, text=True)
+    os.close(w)
+    os.read(r, 1)
+    os.close(r)
+    for _ in range(200):
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.02)
+    # That probe connection started one handler that saw EOF: negligible.
+    cmd = [sys.executable, str(ROOT / "bench/load_client.py"), "127.0.0.1",
+           str(port), "--concurrency", str(concurrency), "--per-connection",
+           str(per_conn), "--messages", str(messages)]
+    if tls:
+        cmd.append("--starttls")
+    load = json.loads(subprocess.run(cmd, check=True, capture_output=True,
+                                     text=True).stdout)
+    server.send_signal(signal.SIGTERM)
+    usage = json.loads(server.communicate(timeout=60)[0])
+    return load, usage
+
+
+def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "--serve":
+        serve(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
+        return
+    ap = argparse.ArgumentParser()
+    ap.add_argument("build")
+    ap.add_argument("--messages", type=int, default=int(os.environ.get("ACCEPT_MESSAGES", 300)))
+    a = ap.parse_args()
+    build = str(Path(a.build).resolve())
+    k = keys()
+    print("## Accept throughput")
+    print()
+    print(f"{a.messages} messages of 10 KB per run, bench/load_client.py (Python, raw sockets,")
+    print("one process per concurrent client, MAIL/RCPT/DATA pipelined), handler under")
+    print("systemd-socket-activate --accept, durable LMDB commit before every 250,")
+    print("DKIM RSA-2048 + Ed25519 per message, client and gateway on the same 2 cores.")
+    print("CPU/msg = user + system time of the reaped handlers per message.")
+    print()
+    print("| concurrency | msgs/conn | TLS | msgs/s | handler CPU/msg | peak RSS |")
+    print("|---:|---:|:---:|---:|---:|---:|")
+    for tls in (False, True):
+        for per_conn in (1, 10):
+            for c in (1, 8, 32):
+                load, usage = run_one(build, k, c, per_conn, tls, a.messages)
+                n = max(load["accepted"], 1)
+                rate = load["accepted"] / load["seconds"]
+                extra = "" if load["refused"] == 0 else f" ({load['refused']} refused)"
+                print(f"| {c} | {per_conn} | {'yes' if tls else 'no'} | {rate:.0f}{extra} "
+                      f"| {usage['cpu'] / n * 1000:.2f} ms | {usage['maxrss_kb'] / 1024:.1f} MB |",
+                      flush=True)
+    print()
+
+
+if __name__ == "__main__":
+    main()
