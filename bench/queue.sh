@@ -2,7 +2,8 @@
 # The queue's part of `make bench`: durable append throughput next to its
 # floor, and lookup cost against list size. Prints a Markdown section.
 #
-#   bash bench/queue.sh [BUILD]      (COUNT=500 commits per run by default)
+#   bash bench/queue.sh [BUILD]
+#   (COUNT=500 syncs; ROUNDS=10 x PER=50 commits for each comparison)
 #
 # The floor is what the disk allows: the fdatasync rate of one 4 KiB write,
 # and the rate of LMDB durable commits of one 8-byte record (each LMDB
@@ -16,6 +17,8 @@ cd "$(dirname "$0")/.."
 build=${1:-build}
 bench=$build/bench/queue_bench
 count=${COUNT:-500}
+rounds=${ROUNDS:-10}
+per=${PER:-50}
 lookups=${LOOKUPS:-200000}
 [ -x "$bench" ] || { echo "bench/queue.sh: $bench missing: run make" >&2; exit 1; }
 work=$(mktemp -d "${TMPDIR:-/var/tmp}/smtpgate-bench.XXXXXX")
@@ -26,23 +29,29 @@ run() { "$bench" "$@" | sed 's/^/    /'; }
 echo "## queue: durable appends and lookups"
 echo
 echo "$(date -u +%FT%TZ), $(nproc) CPUs, $(uname -r), filesystem of $work:" \
-	"$(df -T "$work" | awk 'NR==2 { print $2 }')"
+	"$(df -T "$work" | awk 'NR==2 { print $2 }'), load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
-echo "Floor (what one durable commit can cost at least on this disk):"
+echo "The disk (fdatasync of one 4 KiB block):"
 echo
 run fdatasync "$work/sync" "$count"
-run floor "$work/floor" "$count"
 echo
-echo "queue_append, 10 KiB messages, one durable commit each:"
+echo "queue_append of 10 KiB messages (msg, env, due and issue counter, one"
+echo "durable commit each) and the floor (durable LMDB commits of one 8-byte"
+echo "record), measured in turns, $rounds rounds of $per each, so that both"
+echo "see the same disk (on shared machines its sync rate swings by half from"
+echo "one minute to the next). Target: floor/append at most 1.5."
 echo
 for procs in 1 4 16; do
-	run append "$work/append$procs" "$procs" "$count" 10240
+	run compare "$work/w$procs" "$procs" "$rounds" "$per" 10240
+	rm -rf "$work/w$procs"
 done
 echo
-echo "queue_append with 10 and with 100,000 messages already queued:"
+echo "The same with 10 and with 100,000 messages already queued:"
 echo
-run append "$work/pre10" 1 "$count" 10240 10
-run append "$work/pre100k" 1 "$count" 10240 100000
+run compare "$work/pre10" 1 "$rounds" "$per" 10240 10
+rm -rf "$work/pre10"
+run compare "$work/pre100k" 1 "$rounds" "$per" 10240 100000
+rm -rf "$work/pre100k"
 echo
 echo "queue_is_stoplisted (two B-tree lookups: address, then @domain):"
 echo

@@ -8,9 +8,16 @@
  *       commit costs (an LMDB commit with nothing written syncs nothing,
  *       so the floor writes the smallest record there is).
  *   queue_bench append DIR PROCS COUNT SIZE [PRELOAD]
- *       PROCS processes share COUNT queue_append calls of SIZE-byte
+ *       PROCS processes (the queue open already, as a handler has it)
+ *       share COUNT queue_append calls of SIZE-byte
  *       messages (1 recipient each), after PRELOAD messages were put in
  *       the queue in large transactions.
+ *   queue_bench compare DIR PROCS ROUNDS PER SIZE [PRELOAD]
+ *       ROUNDS times in turn: PER floor commits, then PER appends by
+ *       PROCS processes (as append); prints both rates over all rounds
+ *       and floor/append. Taking turns puts both under the same disk
+ *       weather: on shared machines the sync rate varies by half from
+ *       one minute to the next.
  *   queue_bench lookup DIR ENTRIES COUNT
  *       an account stoplist of ENTRIES addresses, then COUNT
  *       queue_is_stoplisted lookups (half of them hits).
@@ -89,24 +96,12 @@ static int bench_fdatasync(const char *dir, long count)
 	return 0;
 }
 
+static double run_floor(struct queue *q, long per);
+
 static int bench_floor(const char *dir, long count)
 {
 	struct queue *q = open_queue(dir, 1 << 30);
-	MDB_dbi dbi = queue_dbi(q, QUEUE_DB_META);
-	double t0 = now_s();
-	for (long i = 0; i < count; i++) {
-		MDB_txn *txn;
-		struct error err;
-		if (queue_txn_begin(q, false, &txn, &err) != 0)
-			die("begin", err.text);
-		char key[] = "bench_floor";
-		MDB_val k = { sizeof key - 1, key }, v = { 8, &i };
-		if (mdb_put(txn, dbi, &k, &v, 0) != 0)
-			die("put", "floor");
-		if (queue_txn_commit(q, txn, &err) != 0)
-			die("commit", err.text);
-	}
-	report("LMDB durable commit (floor)", count, now_s() - t0);
+	report("LMDB durable commit (floor)", count, run_floor(q, count));
 	queue_close(q);
 	return 0;
 }
@@ -174,6 +169,102 @@ static void preload(struct queue *q, long n, size_t size)
 	buf_free(&m);
 }
 
+/* Writer processes that keep the queue open between rounds, as a
+ * handler has it open before the message arrives: the time measured is
+ * the appends', not fork and open. */
+struct writers {
+	int procs;
+	pid_t *pids;
+	int (*go)[2];	/* parent -> child: how many to append (0: stop) */
+	int (*done)[2];	/* child -> parent: one byte a round */
+};
+
+static void writer_main(const char *dir, size_t size, int go, int done)
+{
+	struct queue *q = open_queue(dir, (uint64_t)16 << 30);
+	struct buf m = BUF_INIT;
+	make_message(&m, size);
+	struct queue_envelope e = bench_envelope();
+	struct iovec part = { m.data, m.len };
+	long n;
+	while (read(go, &n, sizeof n) == (ssize_t)sizeof n && n != 0) {
+		for (long i = 0; i < n; i++) {
+			char qid[QUEUE_ID_SIZE];
+			struct error err;
+			if (queue_append(q, &e, &part, 1, qid, &err) != 0)
+				die("append", err.text);
+		}
+		if (write(done, "d", 1) != 1)
+			_exit(1);
+	}
+	queue_close(q);
+	buf_free(&m);
+	_exit(0);
+}
+
+static void writers_start(struct writers *w, const char *dir, int procs,
+			  size_t size)
+{
+	w->procs = procs;
+	w->pids = xcalloc((size_t)procs, sizeof *w->pids);
+	w->go = xcalloc((size_t)procs, sizeof *w->go);
+	w->done = xcalloc((size_t)procs, sizeof *w->done);
+	for (int p = 0; p < procs; p++) {
+		if (pipe(w->go[p]) != 0 || pipe(w->done[p]) != 0)
+			die("pipe", strerror(errno));
+		w->pids[p] = fork();
+		if (w->pids[p] < 0)
+			die("fork", strerror(errno));
+		if (w->pids[p] == 0) {
+			for (int o = 0; o < p; o++) {
+				close(w->go[o][1]);
+				close(w->done[o][0]);
+			}
+			close(w->go[p][1]);
+			close(w->done[p][0]);
+			writer_main(dir, size, w->go[p][0], w->done[p][1]);
+		}
+		close(w->go[p][0]);
+		close(w->done[p][1]);
+	}
+}
+
+/* count appends shared by the writers; returns the seconds taken. */
+static double writers_round(struct writers *w, long count)
+{
+	double t0 = now_s();
+	for (int p = 0; p < w->procs; p++) {
+		long mine = count / w->procs + (p < count % w->procs);
+		if (mine == 0)
+			mine = -1;	/* nothing this round, but answer */
+		if (write(w->go[p][1], &mine, sizeof mine) != (ssize_t)sizeof mine)
+			die("writers", strerror(errno));
+	}
+	for (int p = 0; p < w->procs; p++) {
+		char c;
+		if (read(w->done[p][0], &c, 1) != 1)
+			die("writers", "a writer failed");
+	}
+	return now_s() - t0;
+}
+
+static void writers_stop(struct writers *w)
+{
+	for (int p = 0; p < w->procs; p++) {
+		close(w->go[p][1]);
+		close(w->done[p][0]);
+	}
+	for (int p = 0; p < w->procs; p++) {
+		int status;
+		if (waitpid(w->pids[p], &status, 0) < 0 || !WIFEXITED(status) ||
+		    WEXITSTATUS(status))
+			die("writers", "a writer failed");
+	}
+	free(w->pids);
+	free(w->go);
+	free(w->done);
+}
+
 static int bench_append(const char *dir, int procs, long count, size_t size,
 			long preload_n)
 {
@@ -181,44 +272,70 @@ static int bench_append(const char *dir, int procs, long count, size_t size,
 	if (preload_n)
 		preload(q, preload_n, size);
 	queue_close(q);
-	struct buf m = BUF_INIT;
-	make_message(&m, size);
-	double t0 = now_s();
-	for (int p = 0; p < procs; p++) {
-		pid_t pid = fork();
-		if (pid < 0)
-			die("fork", strerror(errno));
-		if (pid == 0) {
-			/* Each process opens the queue itself, as a handler
-			 * does; the open is not timed apart. */
-			struct queue *cq = open_queue(dir, (uint64_t)16 << 30);
-			struct queue_envelope e = bench_envelope();
-			struct iovec part = { m.data, m.len };
-			long mine = count / procs + (p < count % procs);
-			for (long i = 0; i < mine; i++) {
-				char qid[QUEUE_ID_SIZE];
-				struct error err;
-				if (queue_append(cq, &e, &part, 1, qid, &err) != 0)
-					die("append", err.text);
-			}
-			queue_close(cq);
-			_exit(0);
-		}
-	}
-	int failed = 0;
-	for (int p = 0; p < procs; p++) {
-		int status;
-		if (wait(&status) < 0 || !WIFEXITED(status) || WEXITSTATUS(status))
-			failed = 1;
-	}
-	double secs = now_s() - t0;
-	if (failed)
-		die("append", "a writer failed");
+	struct writers w;
+	writers_start(&w, dir, procs, size);
+	writers_round(&w, procs);	/* warm: every writer has appended once */
+	double secs = writers_round(&w, count);
+	writers_stop(&w);
 	char name[128];
 	snprintf(name, sizeof name, "append %zu B, %d writer%s, %ld queued before",
 		 size, procs, procs == 1 ? "" : "s", preload_n);
 	report(name, count, secs);
-	buf_free(&m);
+	return 0;
+}
+
+/* per floor commits in q; returns the seconds taken. */
+static double run_floor(struct queue *q, long per)
+{
+	MDB_dbi dbi = queue_dbi(q, QUEUE_DB_META);
+	double t0 = now_s();
+	for (long i = 0; i < per; i++) {
+		MDB_txn *txn;
+		struct error err;
+		if (queue_txn_begin(q, false, &txn, &err) != 0)
+			die("begin", err.text);
+		char key[] = "bench_floor";
+		MDB_val k = { sizeof key - 1, key }, v = { 8, &i };
+		if (mdb_put(txn, dbi, &k, &v, 0) != 0)
+			die("put", "floor");
+		if (queue_txn_commit(q, txn, &err) != 0)
+			die("commit", err.text);
+	}
+	return now_s() - t0;
+}
+
+static int bench_compare(const char *dir, int procs, int rounds, long per,
+			 size_t size, long preload_n)
+{
+	if (mkdir(dir, 0750) != 0)
+		die(dir, strerror(errno));
+	struct buf fdir = BUF_INIT, adir = BUF_INIT;
+	buf_printf(&fdir, "%s/floor", dir);
+	buf_printf(&adir, "%s/queue", dir);
+	struct queue *fq = open_queue(fdir.data, 1 << 30);
+	struct queue *q = open_queue(adir.data, (uint64_t)16 << 30);
+	if (preload_n)
+		preload(q, preload_n, size);
+	queue_close(q);
+	struct writers w;
+	writers_start(&w, adir.data, procs, size);
+	writers_round(&w, procs);
+	double floor_s = 0, append_s = 0;
+	for (int r = 0; r < rounds; r++) {
+		floor_s += run_floor(fq, per);
+		append_s += writers_round(&w, per);
+	}
+	writers_stop(&w);
+	queue_close(fq);
+	long n = (long)rounds * per;
+	char name[160];
+	snprintf(name, sizeof name, "append %zu B, %d writer%s, %ld queued before",
+		 size, procs, procs == 1 ? "" : "s", preload_n);
+	report(name, n, append_s);
+	report("  floor, in turns with it", n, floor_s);
+	printf("  floor/append = %.2f\n", append_s / floor_s);
+	buf_free(&fdir);
+	buf_free(&adir);
 	return 0;
 }
 
@@ -286,10 +403,15 @@ int main(int argc, char **argv)
 		return bench_append(argv[2], atoi(argv[3]), atol(argv[4]),
 				    (size_t)atol(argv[5]),
 				    argc > 6 ? atol(argv[6]) : 0);
+	if (argc >= 7 && strcmp(argv[1], "compare") == 0)
+		return bench_compare(argv[2], atoi(argv[3]), atoi(argv[4]),
+				     atol(argv[5]), (size_t)atol(argv[6]),
+				     argc > 7 ? atol(argv[7]) : 0);
 	if (argc >= 5 && strcmp(argv[1], "lookup") == 0)
 		return bench_lookup(argv[2], atol(argv[3]), atol(argv[4]));
 	fputs("usage: queue_bench fdatasync|floor DIR COUNT\n"
 	      "       queue_bench append DIR PROCS COUNT SIZE [PRELOAD]\n"
+	      "       queue_bench compare DIR PROCS ROUNDS PER SIZE [PRELOAD]\n"
 	      "       queue_bench lookup DIR ENTRIES COUNT\n", stderr);
 	return 2;
 }
