@@ -21,6 +21,7 @@ struct token {
 	enum token_kind kind;
 	const char *p;
 	size_t n;
+	bool unclosed;	/* a quoted string or literal that runs to the end */
 };
 
 struct lexer {
@@ -94,7 +95,7 @@ static size_t encoded_word(const char *p, const char *end)
 static struct token next_token(struct lexer *l)
 {
 	skip_cfws(l);
-	struct token t = { TOK_END, l->p, 0 };
+	struct token t = { TOK_END, l->p, 0, false };
 	if (l->p >= l->end)
 		return t;
 	const char *s = l->p;
@@ -117,6 +118,8 @@ static struct token next_token(struct lexer *l)
 				q++;
 			q++;
 		}
+		/* In "[\]" the "]" is quoted: that literal is not closed. */
+		t.unclosed = q >= l->end;
 		if (q < l->end)
 			q++;
 		t.kind = TOK_LITERAL;
@@ -155,7 +158,7 @@ static void put_token(struct buf *out, struct token t)
 static bool parse_domain(struct lexer *l, struct token *t, struct buf *out)
 {
 	if (t->kind == TOK_LITERAL) {
-		bool ok = t->n > 2 && t->p[t->n - 1] == ']';
+		bool ok = t->n > 2 && !t->unclosed;
 		put_token(out, *t);
 		*t = next_token(l);
 		return ok;

@@ -6,6 +6,7 @@
 
 #include "buf.h"
 #include "config.h"
+#include "dkim/dkim.h"
 #include "handler/data.h"
 #include "queue/record.h"
 #include "unit.h"
@@ -140,6 +141,22 @@ TEST(test_data_from_with_space_before_colon_is_a_from_field)
 	message_free(&m);
 }
 
+/* fuzz_dkim_from, regressions/dkim_from/literal-closed-by-quoted-bracket:
+ * "e@[\]" was taken for an address: its domain literal seemed to end in
+ * "]", but that "]" is quoted, so the literal never closes. Put in <>,
+ * the same text gave no address: parsing was not idempotent. */
+TEST(test_from_literal_whose_bracket_is_quoted_is_no_domain)
+{
+	struct buf out = BUF_INIT;
+	CHECK(dkim_from_address("[],e@[\\]", strlen("[],e@[\\]"), &out) == -1);
+	CHECK(dkim_from_address("<e@[\\]>", strlen("<e@[\\]>"), &out) == -1);
+	CHECK(dkim_from_address("e@[192.0.2.1]", strlen("e@[192.0.2.1]"), &out) == 0);
+	CHECK_STR(out.data, "e@[192.0.2.1]");
+	CHECK(dkim_from_address("<e@[a\\]b]>", strlen("<e@[a\\]b]>"), &out) == 0);
+	CHECK_STR(out.data, "e@[a\\]b]");
+	buf_free(&out);
+}
+
 static void remove_folder(void)
 {
 	rmdir(folder);
@@ -156,4 +173,5 @@ UNIT_MAIN(test_config_empty_hostname_and_queue_take_their_defaults,
 	  test_queue_time_of_a_day_that_does_not_exist_is_refused,
 	  test_data_empty_message_has_no_headers_and_no_from,
 	  test_data_empty_line_counts_towards_max_message_size,
-	  test_data_from_with_space_before_colon_is_a_from_field)
+	  test_data_from_with_space_before_colon_is_a_from_field,
+	  test_from_literal_whose_bracket_is_quoted_is_no_domain)
