@@ -19,7 +19,7 @@ from stresslib import (Conn, check_partners, dot_stuff, message_id,  # noqa: E40
                        report, size, unique_message)
 from test_reliability_crash import networks_accounts  # noqa: E402
 
-BODY_LINES = 400     # about 16 KB a message
+BODY_LINES = 400     # about 16 KB a message; four times that on the tmpfs
 
 
 @contextlib.contextmanager
@@ -38,7 +38,7 @@ def tmpfs(path, megabytes):
         subprocess.run(["umount", str(path)], check=True)
 
 
-def send(g, mid):
+def send(g, mid, body_lines=BODY_LINES):
     """One message in its own session; returns the end-of-data reply."""
     c = Conn(g.host, g.port)
     try:
@@ -47,7 +47,7 @@ def send(g, mid):
         c.expect("MAIL FROM:<sender@example.com>", "250 ")
         c.expect("RCPT TO:<rcpt@example.net>", "250 ")
         c.expect("DATA", "354 ")
-        c.send(dot_stuff(unique_message(mid, body_lines=BODY_LINES)) + b".\r\n")
+        c.send(dot_stuff(unique_message(mid, body_lines=body_lines)) + b".\r\n")
         reply = c.reply()
         # The session goes on after a refusal.
         assert c.cmd("RSET") == "250 2.0.0 Ok"
@@ -57,12 +57,12 @@ def send(g, mid):
         c.close()
 
 
-def fill_drain_refill(g, label):
+def fill_drain_refill(g, label, body_lines=BODY_LINES):
     most = size("DISK_MESSAGES", 300)
     accepted, refused = {}, []
     for i in range(most):
         mid = f"{label}{i}@disk.example.com"
-        reply = send(g, mid)
+        reply = send(g, mid, body_lines)
         if reply.startswith("250 2.0.0 Ok: queued as "):
             accepted[mid] = reply.rsplit(" ", 1)[1]
             continue
@@ -106,7 +106,7 @@ def test_full_file_system_gives_452_4_3_1_and_recovers_after_flush(gate, keys, t
                  relay={"url": "discard:"})
         g.queue = mount / "queue"
         try:
-            n = fill_drain_refill(g, "fs")
+            n = fill_drain_refill(g, "fs", body_lines=4 * BODY_LINES)
         finally:
             g.stop()
     report("disk-tmpfs-full", tmpfs="1M", accepted_before_full=n)
