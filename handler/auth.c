@@ -1,6 +1,7 @@
 #include "auth.h"
 
 #include <crypt.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
@@ -211,6 +212,21 @@ static void sleep_ms(long ms)
 		;
 }
 
+/* A client's text for the log, with control characters written \xHH: a
+ * CR or LF in a decoded AUTH response must not start a forged log line. */
+static char *loggable(const char *text)
+{
+	struct buf b = BUF_INIT;
+	buf_puts(&b, "");
+	for (const unsigned char *p = (const unsigned char *)text; *p; p++) {
+		if (*p < 0x20 || *p == 0x7f)
+			buf_printf(&b, "\\x%02x", *p);
+		else
+			buf_putc(&b, (char)*p);
+	}
+	return buf_steal(&b);
+}
+
 static void auth_failed(struct session *s, const char *login, const char *why)
 {
 	s->auth_failures++;
@@ -225,8 +241,10 @@ static void auth_failed(struct session *s, const char *login, const char *why)
 	}
 	char count[16];
 	snprintf(count, sizeof count, "%d", n);
+	char *shown = loggable(login);
 	log_event(LOG_NOTICE, "authentication failed", "CLIENT", s->client,
-		  "LOGIN", login, "REASON", why, "FAILURES", count, (const char *)NULL);
+		  "LOGIN", shown, "REASON", why, "FAILURES", count, (const char *)NULL);
+	free(shown);
 	session_reply(s, REPLY_AUTH_FAILED);
 }
 

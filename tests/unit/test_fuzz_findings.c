@@ -1,13 +1,16 @@
 /* Findings of the fuzz targets (tests/fuzz/), each kept as a unit test
  * beside its reproducer in tests/fuzz/regressions/TARGET/, so that the
  * plain unit run (and the sanitizer build's) guards the fix too. */
+#include <fcntl.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "buf.h"
 #include "config.h"
 #include "dkim/dkim.h"
 #include "handler/data.h"
+#include "handler/session.h"
 #include "queue/record.h"
 #include "unit.h"
 
@@ -157,6 +160,56 @@ TEST(test_from_literal_whose_bracket_is_quoted_is_no_domain)
 	buf_free(&out);
 }
 
+/* fuzz_session, regressions/session/auth-login-with-cr-in-log: the
+ * login of a failed AUTH was logged as decoded, so a CR LF inside it
+ * started a forged line in the stderr log. It is now written \xHH. */
+TEST(test_auth_failure_log_line_cannot_be_split_by_the_login)
+{
+	struct config c;
+	struct error err = { "" };
+	int rc = load_config(&c, &err,
+			     "[gate]\nhostname = gate.example.com\nqueue = queue\n"
+			     "queue_map_size = 1M\nauth_requires_tls = no\n"
+			     "implicit_tls_ports =\n");
+	CHECK(rc == 0);
+	if (rc != 0)
+		return;
+	const char *client = "EHLO c\r\nAUTH PLAIN AGV2aWwNCmZvcmdlZCBsaW5lAHB3\r\nQUIT\r\n";
+	int in = memfd_create("in", 0), out = memfd_create("out", 0), log = memfd_create("log", 0);
+	CHECK(in >= 0 && out >= 0 && log >= 0);
+	CHECK(write(in, client, strlen(client)) == (ssize_t)strlen(client));
+	lseek(in, 0, SEEK_SET);
+	fflush(stderr);
+	int saved = dup(2);
+	dup2(log, 2);
+	struct session s;
+	session_init(&s, &c, in, out, NULL, 0, NULL, 25);
+	session_run(&s);
+	session_free(&s);
+	fflush(stderr);
+	dup2(saved, 2);
+	close(saved);
+	char text[4096] = "";
+	ssize_t n = pread(log, text, sizeof text - 1, 0);
+	text[n > 0 ? n : 0] = '\0';
+	CHECK(strstr(text, "login=evil\\x0d\\x0aforged line") != NULL);
+	for (const char *line = text; *line; line = strchr(line, '\n') + 1) {
+		CHECK(strncmp(line, "forged", 6) != 0);
+		if (!strchr(line, '\n'))
+			break;
+	}
+	close(in);
+	close(out);
+	close(log);
+	char path[160];
+	snprintf(path, sizeof path, "%s/data.mdb", c.queue);
+	unlink(path);
+	snprintf(path, sizeof path, "%s/lock.mdb", c.queue);
+	unlink(path);
+	rmdir(c.queue);
+	config_free(&c);
+}
+
 static void remove_folder(void)
 {
 	rmdir(folder);
@@ -174,4 +227,5 @@ UNIT_MAIN(test_config_empty_hostname_and_queue_take_their_defaults,
 	  test_data_empty_message_has_no_headers_and_no_from,
 	  test_data_empty_line_counts_towards_max_message_size,
 	  test_data_from_with_space_before_colon_is_a_from_field,
-	  test_from_literal_whose_bracket_is_quoted_is_no_domain)
+	  test_from_literal_whose_bracket_is_quoted_is_no_domain,
+	  test_auth_failure_log_line_cannot_be_split_by_the_login)
