@@ -442,8 +442,9 @@ def test_a_silent_relay_times_out(tmp_path):
     elapsed = time.monotonic() - started
     relay.close()
     assert rc == 75
+    # The relay would have closed after 4 s ("connection closed").
     assert "no reply within 1 s" in err
-    assert elapsed < 3.5
+    assert elapsed < 10
 
 
 def test_a_kept_connection_that_died_is_replaced_without_deferring(tmp_path):
