@@ -66,7 +66,7 @@
 /* Messages claimed per batch: one write transaction (one fsync) records
  * them all, so larger batches are cheaper per message; the bound keeps
  * the redelivery after a crash, and the memory for the copies, small. */
-#define FLUSH_BATCH_MESSAGES 256
+#define FLUSH_BATCH_MESSAGES 100
 #define FLUSH_BATCH_BYTES (64u << 20)
 
 static const char usage[] =
