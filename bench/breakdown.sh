@@ -1,0 +1,199 @@
+#!/bin/bash
+# Where the time goes for one connection (issue 9, part 2): one handler
+# process serving one SMTP session (EHLO, MAIL, RCPT, DATA with a 10 KB
+# message, QUIT) from stdin with REMOTE_ADDR=127.0.0.1 (networks auth, no
+# TLS, RSA-2048 + Ed25519 signing, fsync on). Instruction counts from
+# callgrind are the stable figures on a shared machine; perf stat times
+# and strace syscall times move with the load.
+#   bash bench/breakdown.sh [BUILD]   (BREAKDOWN_RUNS sets perf stat -r)
+set -eu
+cd "$(dirname "$0")/.."
+build=${1:-build}
+runs=${BREAKDOWN_RUNS:-20}
+handler=$PWD/$build/smtpgate-handler
+dir=$(mktemp -d /tmp/smtpgate-breakdown.XXXXXX)
+trap 'rm -rf "$dir"' EXIT
+
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$dir/rsa.pem" 2>/dev/null
+openssl genpkey -algorithm ED25519 -out "$dir/ed.pem" 2>/dev/null
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$dir/key.pem" -out "$dir/cert.pem" \
+	-days 30 -subj /CN=gate.example.com 2>/dev/null
+cat > "$dir/c.conf" <<EOF
+[gate]
+hostname = gate.example.com
+queue = $dir/queue
+tls_certificate = $dir/cert.pem
+tls_private_key = $dir/key.pem
+implicit_tls_ports =
+[relay]
+url = discard:
+[account bench]
+networks = 127.0.0.1/32
+dkim_key = example.com rsa $dir/rsa.pem
+dkim_key = example.com ed $dir/ed.pem
+EOF
+/usr/bin/python3 - "$dir" <<'EOF'
+import sys
+d = sys.argv[1]
+line = "The quick brown fox jumps over the lazy dog, again and again.\r\n"
+head = ("From: Bench <bench@example.com>\r\nTo: <rcpt@example.net>\r\n"
+        "Subject: bench\r\nDate: Thu, 26 Nov 2026 10:00:00 +0000\r\n"
+        "Message-Id: <bench.1@example.com>\r\nMIME-Version: 1.0\r\n"
+        "Content-Type: text/plain; charset=us-ascii\r\n\r\n")
+body = line * ((10240 - len(head)) // len(line))
+cmds = ("EHLO client.example.com\r\nMAIL FROM:<bench@example.com>\r\n"
+        "RCPT TO:<rcpt@example.net>\r\nDATA\r\n")
+with open(f"{d}/session.txt", "w", newline="") as f:
+    f.write(cmds + head + body + ".\r\nQUIT\r\n")
+with open(f"{d}/starttls.txt", "w", newline="") as f:
+    f.write("EHLO client.example.com\r\nQUIT\r\n")
+EOF
+session() { REMOTE_ADDR=127.0.0.1 "$handler" -c "$dir/c.conf" < "$dir/session.txt"; }
+if ! session 2>/dev/null | grep -q '^250 2.0.0'; then
+	echo "breakdown: the session did not queue its message" >&2
+	exit 1
+fi
+
+# perf stat's task-clock and elapsed lines, mean of $runs runs.
+perf_line() {
+	perf stat -r "$runs" "$@" 2>&1 >/dev/null |
+		awk '/task-clock/ { printf "%s ms task-clock, ", $1 }
+		     /elapsed/ { printf "%.1f ms elapsed (± %s)\n", $1 * 1000, $(NF - 1) }'
+}
+
+echo "## Where the time goes: one connection, one 10 KB message"
+echo
+echo "No TLS, networks auth, RSA-2048 + Ed25519 signing, fsync on."
+echo "Handler: \`REMOTE_ADDR=127.0.0.1 $build/smtpgate-handler -c CONF < session\`."
+echo
+echo "### Wall and CPU time (perf stat -r $runs; moves with the machine's load)"
+echo
+echo "- exec + dynamic loading (\`--version\`): $(perf_line "$handler" --version)"
+echo "- one whole session: $(perf stat -r "$runs" sh -c "REMOTE_ADDR=127.0.0.1 '$handler' -c '$dir/c.conf' < '$dir/session.txt'" 2>&1 >/dev/null |
+	awk '/task-clock/ { printf "%s ms task-clock, ", $1 }
+	     /elapsed/ { printf "%.1f ms elapsed (± %s)\n", $1 * 1000, $(NF - 1) }')"
+echo "- libraries linked: $(ldd "$handler" | awk '$1 !~ /vdso|ld-linux/ { printf "%s ", $1 }')"
+echo
+echo "Dynamic loader (LD_DEBUG=statistics, \`--version\`):"
+echo
+echo '```'
+LD_DEBUG=statistics "$handler" --version 2>&1 >/dev/null |
+	sed -n 's/^ *[0-9]*:[[:space:]]*//p' | grep -E 'startup|relocation|objects' | sort -u
+echo '```'
+echo
+echo "### System calls (strace)"
+echo
+echo '```'
+REMOTE_ADDR=127.0.0.1 strace -f -c -o "$dir/strace-c" "$handler" -c "$dir/c.conf" \
+	< "$dir/session.txt" > /dev/null 2>&1
+head -n 20 "$dir/strace-c"
+echo '```'
+echo
+echo "Syncs (strace -T: time spent waiting in each):"
+echo
+echo '```'
+REMOTE_ADDR=127.0.0.1 strace -T -e trace=fdatasync,fsync,msync,sync_file_range \
+	"$handler" -c "$dir/c.conf" < "$dir/session.txt" 2>&1 >/dev/null |
+	grep -E '^(fdatasync|fsync|msync|sync_file_range)' || echo "(none)"
+echo '```'
+echo
+echo "### Instructions (valgrind --tool=callgrind, inclusive, stable under load)"
+echo
+REMOTE_ADDR=127.0.0.1 valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" \
+	"$handler" -c "$dir/c.conf" < "$dir/session.txt" > /dev/null 2> "$dir/vg.err"
+callgrind_annotate --inclusive=yes --threshold=100 "$dir/cg.out" > "$dir/cg.txt" 2>/dev/null
+# inclusive Ir of the first line naming FUNCTION (callgrind_annotate's
+# "file:function [object]" form), or 0 if it never ran.
+ir() {
+	awk -v f="$1" '{ n = $0; sub(/ \[.*$/, "", n); sub(/^.*:/, "", n) }
+		n == f { gsub(/,/, "", $1); print $1; found = 1; exit }
+		END { if (!found) print 0 }' "$dir/cg.txt"
+}
+total=$(ir "PROGRAM TOTALS")
+[ "$total" = 0 ] && total=$(awk '/PROGRAM TOTALS/ { gsub(/,/, "", $1); print $1; exit }' "$dir/cg.txt")
+row() {
+	local v
+	v=$(ir "$2")
+	awk -v l="$1" -v f="$2" -v v="$v" -v t="$total" \
+		'BEGIN { printf "| %s | `%s` | %.2f M | %.1f %% |\n", l, f, v / 1e6, 100 * v / t }'
+}
+echo "| part | function | instructions | share |"
+echo "|---|---|---:|---:|"
+awk -v t="$total" 'BEGIN { printf "| whole process | | %.2f M | 100 %% |\n", t / 1e6 }'
+row "dynamic loading + relocation" _dl_start
+row "main (config load + session + exit paths)" main
+row "config load" config_load
+row "session (all SMTP)" session_run
+row "queue open (LMDB env)" queue_open
+row "DKIM key load (PEM decode)" dkim_key_load
+row "OpenSSL provider/algorithm fetch" EVP_PKEY_CTX_new_from_name
+row "DKIM sign finish" dkim_sign_finish
+row "RSA sign" RSA_sign
+row "RSA blinding set-up (first use)" RSA_setup_blinding
+row "Ed25519 sign (+ RSA digest-sign wrapper)" EVP_DigestSign
+row "queue append (LMDB txn + commit)" queue_append
+row "LMDB commit" mdb_txn_commit
+row "process exit (atexit handlers: OpenSSL clean-up)" exit
+echo
+# TLS set-up: the context (certificate, key) is built when the client asks
+# for STARTTLS; an EHLO + QUIT session never builds it, a STARTTLS
+# session pays for it plus the handshake, which needs a TLS client.
+REMOTE_ADDR=127.0.0.1 valgrind --tool=callgrind --callgrind-out-file="$dir/cg-tls.out" \
+	"$handler" -c "$dir/c.conf" < "$dir/starttls.txt" > /dev/null 2>&1
+notls=$(callgrind_annotate "$dir/cg-tls.out" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(/,/, "", $1); print $1; exit }')
+/usr/bin/python3 - "$handler" "$dir" > "$dir/tls.txt" <<'EOF'
+# One STARTTLS handshake against a callgrind'ed handler: the client is
+# Python's ssl module over a socketpair (no verification, a bench).
+import os, socket, ssl, subprocess, sys
+handler, d = sys.argv[1], sys.argv[2]
+a, b = socket.socketpair()
+env = dict(os.environ, REMOTE_ADDR="127.0.0.1")
+p = subprocess.Popen(["valgrind", "--tool=callgrind",
+                      f"--callgrind-out-file={d}/cg-tls2.out", handler,
+                      "-c", f"{d}/c.conf"], stdin=b, stdout=b,
+                     stderr=subprocess.DEVNULL, env=env)
+b.close()
+f = a.makefile("rb")
+def reply():
+    while True:
+        line = f.readline()
+        if not line or line[3:4] != b"-":
+            return line
+reply()
+a.sendall(b"EHLO c.example.com\r\n"); reply()
+a.sendall(b"STARTTLS\r\n"); reply()
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+t = ctx.wrap_socket(a, server_hostname="gate.example.com")
+tf = t.makefile("rb")
+t.sendall(b"EHLO c.example.com\r\n")
+while True:
+    line = tf.readline()
+    if not line or line[3:4] != b"-":
+        break
+t.sendall(b"QUIT\r\n"); tf.readline()
+p.wait(timeout=120)
+print(t.version())
+EOF
+tls=$(callgrind_annotate "$dir/cg-tls2.out" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(/,/, "", $1); print $1; exit }')
+ctx=$(callgrind_annotate --inclusive=yes "$dir/cg-tls2.out" 2>/dev/null |
+	awk '{ n = $0; sub(/ \[.*$/, "", n); sub(/^.*:/, "", n) }
+	     n == "tls_context_new" { gsub(/,/, "", $1); print $1; exit }')
+echo "TLS set-up (EHLO + QUIT vs EHLO + STARTTLS + $(cat "$dir/tls.txt") handshake + EHLO + QUIT):"
+awk -v a="$notls" -v b="$tls" -v c="${ctx:-0}" 'BEGIN {
+	printf "%.2f M vs %.2f M instructions: TLS costs %.2f M, of which the context (certificate + key load) %.2f M\n",
+		a / 1e6, b / 1e6, (b - a) / 1e6, c / 1e6 }'
+echo
+
+echo "### Config load: 10 vs 10,000 accounts (bench/config_load)"
+echo
+if [ -x "$build/bench/config_load" ]; then
+	for n in 10:2000 10000:30; do
+		bash bench/make_config.sh "$dir/cfg${n%:*}" "${n%:*}"
+		echo "- ${n%:*} accounts: $("$build/bench/config_load" "$dir/cfg${n%:*}/smtpgate.conf" "${n#*:}" 2>&1 | tail -n 1 | sed "s|$dir/||")"
+	done
+else
+	echo "($build/bench/config_load not built)"
+fi
+echo
