@@ -12,6 +12,14 @@
 # Environment: RUN_DIR (default run/ in the source tree), PORT (2525),
 # BUILD (build), FLUSH_INTERVAL (seconds, 3).
 set -eu
+
+# Started in the background of a non-interactive shell, this script would
+# inherit SIGINT ignored, and bash cannot trap a signal ignored on entry:
+# Ctrl-C would then stop nothing. Start again with the default action.
+if [ -z "${SMTPGATE_DEMO_SIGNALS:-}" ]; then
+	export SMTPGATE_DEMO_SIGNALS=default
+	exec env --default-signal=INT,TERM bash "$0" "$@"
+fi
 cd "$(dirname "$0")/.."
 top=$PWD
 

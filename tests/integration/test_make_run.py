@@ -168,7 +168,12 @@ def test_make_run_keeps_its_keys_and_config_across_runs(tmp_path):
             assert p.poll() is None, log.read_text()
         finally:
             os.killpg(p.pid, signal.SIGINT)
-            p.wait(timeout=90)
+            try:
+                p.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+                raise
         keys = (run_dir / "dkim/example.com.rsa.pem").read_bytes()
         assert ("first run" in log.read_text()) == (attempt == 0)
         if first is None:
