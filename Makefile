@@ -47,6 +47,20 @@ LDFLAGS += $(SANITIZE_FLAGS)
 endif
 LDLIBS := $(PKG_LIBS)
 
+# The handler is exec'd once per connection. Linking OpenSSL, LMDB, inih
+# and libcrypt into it statically spares the dynamic loader their ~4,000
+# symbol relocations on every connection: one 10 KB session goes from
+# 26.2 M to 22.8 M instructions (bench/breakdown.sh). STATIC_HANDLER=0
+# links them dynamically (for a package that wants OpenSSL fixes without
+# a rebuild); sanitizer builds link dynamically.
+STATIC_HANDLER ?= 1
+ifeq ($(SANITIZE),1)
+STATIC_HANDLER := 0
+endif
+ifeq ($(STATIC_HANDLER),1)
+HANDLER_LIBS := -Wl,-Bstatic -lssl -lcrypto -llmdb -linih -lcrypt -Wl,-Bdynamic
+endif
+
 LIB_SRCS := $(filter-out $(MAINS),$(foreach m,$(MODULES),$(wildcard $(m)/*.c)))
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
 MAIN_OBJS := $(MAINS:%.c=$(BUILD)/%.o)
@@ -80,7 +94,7 @@ $(LIB): $(LIB_OBJS)
 	ar rcs $@ $^
 
 $(BUILD)/smtpgate-handler: $(BUILD)/handler/smtpgate-handler.o $(LIB)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(HANDLER_LIBS) $(LDLIBS)
 $(BUILD)/smtpgate-flush: $(BUILD)/queue/smtpgate-flush.o $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 $(BUILD)/smtpgate-queue: $(BUILD)/queue/smtpgate-queue.o $(LIB)
