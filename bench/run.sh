@@ -9,6 +9,13 @@ out=bench/results.md
 {
 	echo "# smtpgate benchmarks"
 	echo
+	echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null)"
+	echo "- CPU: $(lscpu | sed -n 's/^Model name: *//p' | head -n 1), $(nproc) cores"
+	echo "- load average at the start: $(cut -d' ' -f1-3 /proc/loadavg)" \
+		"(the machine may be shared: wall-clock figures move with the load;" \
+		"callgrind instruction counts do not)"
+	echo "- kernel: $(uname -r); queue file system: $(df -T /tmp | awk 'NR == 2 { print $2 }')"
+	echo
 } > "$out"
 status=0
 for part in bench/*.sh; do
