@@ -74,7 +74,13 @@ def free_port():
 def serve(build, conf, port, ready_fd):
     """--serve: runs the activator, and when told (SIGTERM) stops it after
     its handlers are gone, then prints the handlers' rusage as JSON."""
-    p = subprocess.Popen(["systemd-socket-activate", "--accept",
+    # /usr/bin/time reports the activator's rusage with its reaped
+    # handlers: its peak RSS is the handlers' (or the small activator's),
+    # not this Python process's, which a child spawned from Python
+    # inherits as its ru_maxrss (Linux keeps the high-water mark across
+    # exec of a vfork'ed child).
+    p = subprocess.Popen(["/usr/bin/time", "-f", "%M", "-o", f"{conf}.rss",
+                          "systemd-socket-activate", "--accept",
                           "--fdname=connection", "-l", f"127.0.0.1:{port}",
                           f"{build}/smtpgate-handler", "-c", str(conf)],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -83,17 +89,24 @@ def serve(build, conf, port, ready_fd):
     os.write(ready_fd, b"x")
     while not stop:
         time.sleep(0.05)
+    def children(pid):
+        try:
+            with open(f"/proc/{pid}/task/{pid}/children") as f:
+                return f.read().split()
+        except OSError:
+            return []
+    activator = children(p.pid)
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        kids = subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True,
-                              text=True).stdout.split()
-        if not kids:
+    while activator and time.monotonic() < deadline:
+        if not children(activator[0]):
             break
         time.sleep(0.05)
-    p.terminate()
+    if activator:
+        os.kill(int(activator[0]), signal.SIGTERM)
     p.wait()
     r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    print(json.dumps({"cpu": r.ru_utime + r.ru_stime, "maxrss_kb": r.ru_maxrss}))
+    rss = int(open(f"{conf}.rss").read().split()[-1])
+    print(json.dumps({"cpu": r.ru_utime + r.ru_stime, "maxrss_kb": rss}))
 
 
 def run_one(build, k, concurrency, per_conn, tls, messages):
