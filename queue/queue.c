@@ -811,8 +811,10 @@ static int has_key(struct queue *q, MDB_txn *txn, enum queue_db db,
 	return queue_mdb_error(q, r, db_names[db], err);
 }
 
-int queue_is_stoplisted(struct queue *q, const char *account,
-			const char *address, struct error *err)
+/* One read transaction, one lookup of account/address in db and, when
+ * by_domain is set, one of account/@domain: a list's size never matters. */
+static int lookup_address(struct queue *q, enum queue_db db, const char *account,
+			  const char *address, bool by_domain, struct error *err)
 {
 	MDB_txn *txn;
 	int rc = queue_txn_begin(q, true, &txn, err);
@@ -820,30 +822,27 @@ int queue_is_stoplisted(struct queue *q, const char *account,
 		return rc;
 	struct buf key = BUF_INIT;
 	queue_key_address(&key, account, address);
-	rc = has_key(q, txn, QUEUE_DB_STOPLIST, &key, err);
-	if (rc == 0) {
+	rc = has_key(q, txn, db, &key, err);
+	if (rc == 0 && by_domain) {
 		buf_clear(&key);
 		if (queue_key_domain(&key, account, address) == 0)
-			rc = has_key(q, txn, QUEUE_DB_STOPLIST, &key, err);
+			rc = has_key(q, txn, db, &key, err);
 	}
 	mdb_txn_abort(txn);
 	buf_free(&key);
 	return rc;
 }
 
+int queue_is_stoplisted(struct queue *q, const char *account,
+			const char *address, struct error *err)
+{
+	return lookup_address(q, QUEUE_DB_STOPLIST, account, address, true, err);
+}
+
 int queue_is_suppressed(struct queue *q, const char *account,
 			const char *address, struct error *err)
 {
-	MDB_txn *txn;
-	int rc = queue_txn_begin(q, true, &txn, err);
-	if (rc)
-		return rc;
-	struct buf key = BUF_INIT;
-	queue_key_address(&key, account, address);
-	rc = has_key(q, txn, QUEUE_DB_SUPPRESS, &key, err);
-	mdb_txn_abort(txn);
-	buf_free(&key);
-	return rc;
+	return lookup_address(q, QUEUE_DB_SUPPRESS, account, address, false, err);
 }
 
 /* ---- auth failures ---- */
