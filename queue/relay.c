@@ -778,6 +778,18 @@ static void set_from_reply(struct relay_result *res, const struct reply *rep)
 	set_result(res, rep->code, rep->enhanced, rep->text.data ? rep->text.data : "");
 }
 
+/* Every recipient without a final result yet gets this reply, which
+ * makes its result final (a refused DATA, the reply after the message). */
+static void settle_open(struct relay_result *results, bool *final, size_t n,
+			const struct reply *rep)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!final[i]) {
+			set_from_reply(&results[i], rep);
+			final[i] = true;
+		}
+}
+
 /* Every recipient without a final result yet gets the connection
  * failure. */
 static void fail_open(struct relay_result *results, const bool *final,
@@ -1021,11 +1033,7 @@ static int smtp_transaction(struct relay *r, const char *from,
 		if (rep.code == 421)
 			goto closed;
 		if (rep.code != 354) {
-			for (size_t i = 0; i < n_rcpts; i++)
-				if (!final[i]) {
-					set_from_reply(&results[i], &rep);
-					final[i] = true;
-				}
+			settle_open(results, final, n_rcpts, &rep);
 			rc = 0;
 			goto out;
 		}
@@ -1078,11 +1086,7 @@ static int smtp_transaction(struct relay *r, const char *from,
 		if (rep.code == 421)
 			goto closed;
 		if (rep.code != 354) {
-			for (size_t i = 0; i < n_rcpts; i++)
-				if (!final[i]) {
-					set_from_reply(&results[i], &rep);
-					final[i] = true;
-				}
+			settle_open(results, final, n_rcpts, &rep);
 			rc = 0;
 			goto out;
 		}
@@ -1094,11 +1098,7 @@ static int smtp_transaction(struct relay *r, const char *from,
 		goto failed;
 	if (rep.code == 421)
 		goto closed;
-	for (size_t i = 0; i < n_rcpts; i++)
-		if (!final[i]) {
-			set_from_reply(&results[i], &rep);
-			final[i] = true;
-		}
+	settle_open(results, final, n_rcpts, &rep);
 	rc = 0;
 	goto out;
 
