@@ -700,19 +700,20 @@ static void set_defaults(struct loader *ld)
 	}
 }
 
-/* Orders accounts by a name or login, then by line; NULL strings last. */
-static const char *unique_field;	/* "name" or "login" while sorting */
-
-static const char *field_of(const struct account *a)
+/* The name or the login of an account: field is the offsetof of either. */
+static const char *field_of(const struct account *a, size_t field)
 {
-	return strcmp(unique_field, "name") == 0 ? a->name : a->login;
+	return *(char *const *)(const void *)((const char *)a + field);
 }
 
-static int by_field_then_line(const void *x, const void *y)
+/* Orders accounts by the field (qsort_r's argument), then by line; NULL
+ * strings last. */
+static int by_field_then_line(const void *x, const void *y, void *field)
 {
 	const struct account *a = *(const struct account *const *)x;
 	const struct account *b = *(const struct account *const *)y;
-	const char *fa = field_of(a), *fb = field_of(b);
+	size_t f = *(const size_t *)field;
+	const char *fa = field_of(a, f), *fb = field_of(b, f);
 	if (!fa || !fb)
 		return !fa - !fb;
 	int d = strcmp(fa, fb);
@@ -730,14 +731,15 @@ static int check_unique(struct loader *ld)
 	const struct account **order = xmalloc(c->n_accounts * sizeof *order);
 	for (size_t i = 0; i < c->n_accounts; i++)
 		order[i] = &c->accounts[i];
-	static const char *const fields[] = { "name", "login" };
+	size_t fields[] = { offsetof(struct account, name),
+			    offsetof(struct account, login) };
 	int rc = 0;
 	for (size_t f = 0; f < 2 && rc == 0; f++) {
-		unique_field = fields[f];
-		qsort(order, c->n_accounts, sizeof *order, by_field_then_line);
+		qsort_r(order, c->n_accounts, sizeof *order, by_field_then_line, &fields[f]);
 		for (size_t i = 1; i < c->n_accounts && rc == 0; i++) {
 			const struct account *first = order[i - 1], *again = order[i];
-			if (!field_of(again) || strcmp(field_of(first), field_of(again)) != 0)
+			const char *a = field_of(first, fields[f]), *b = field_of(again, fields[f]);
+			if (!b || strcmp(a, b) != 0)
 				continue;
 			ld->line = again->line;
 			if (f == 0)
