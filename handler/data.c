@@ -169,11 +169,23 @@ void message_add_line(struct message *m, const char *line, size_t len)
 	if (!m->in_body) {
 		bool continuation = len > 0 && (line[0] == ' ' || line[0] == '\t') &&
 				    m->headers.len > 0;
-		if (len == 0 || (!continuation && !starts_field(line, len))) {
-			/* The empty line ends the header block; so does a line
-			 * that cannot be a header field (the body starts
-			 * there, kept as it came). */
+		bool field = !continuation && starts_field(line, len);
+		if (field && ++m->n_fields > HEADER_MAX_FIELDS)
+			m->header_too_big = true;
+		if (m->headers.len + len + 2 > HEADER_MAX_OCTETS)
+			m->header_too_big = true;
+		if (m->header_too_big) {
+			m->too_big = true;	/* read on, keep nothing */
+			return;
+		}
+		if (len == 0 || (!continuation && !field)) {
+			/* The empty line ends the header block. A line that
+			 * cannot be a header field ends it too, but the
+			 * message is refused: readers disagree on where such
+			 * a header section ends (a From: after it would be
+			 * one reader's header and another's body). */
 			separator = len == 0;
+			m->header_malformed = !separator;
 			m->in_body = true;
 			m->has_separator = separator;
 			if (separator) {

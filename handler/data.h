@@ -23,6 +23,12 @@
 /* RFC 5322 section 2.1.1, without the CRLF. */
 #define DATA_MAX_LINE 998
 
+/* Bounds on the header section, which is kept in memory and parsed whole:
+ * not RFC limits, but far above real mail (the reply that refuses more,
+ * REPLY_HEADER_TOO_BIG, names them). */
+#define HEADER_MAX_FIELDS 1000
+#define HEADER_MAX_OCTETS (256 * 1024)
+
 /* The header fields the original service requires (SPEC section 4), in the
  * order they are reported when missing. */
 enum required_header {
@@ -48,8 +54,12 @@ struct message {
 	bool has_separator;	/* an empty line ended the header block */
 	uint64_t size;		/* octets kept: headers + separator + body */
 	uint64_t max_size;
-	bool too_big;		/* over max_size: reading on, keeping nothing */
+	bool too_big;		/* over a limit: reading on, keeping nothing */
 	bool long_line;		/* a line over 998 octets was seen */
+	bool header_too_big;	/* too_big because of HEADER_MAX_* */
+	bool header_malformed;	/* a header line that is no field, no
+				 * continuation and not the empty line */
+	unsigned n_fields;	/* header fields so far */
 
 	/* Known once the header block has ended. */
 	unsigned n_from;

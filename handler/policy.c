@@ -177,10 +177,14 @@ static int check_and_queue(struct session *s)
 	struct message *m = &tx->msg;
 	const struct config *c = s->config;
 
+	if (m->header_too_big)
+		return refuse(s, REPLY_HEADER_TOO_BIG, NULL);
 	if (m->too_big)
 		return refuse(s, REPLY_TOO_BIG, NULL);
 	if (m->long_line)
 		return refuse(s, REPLY_DATA_LONG_LINE, NULL);
+	if (m->header_malformed)
+		return refuse(s, REPLY_HEADER_MALFORMED, NULL);
 	if (m->n_from > 1)
 		return refuse(s, REPLY_MULTIPLE_FROM, NULL);
 	if (m->campaign && !policy_valid_id(m->campaign))

@@ -75,7 +75,9 @@
 	X(NO_FROM_ADDRESS,   550, "5.6.0",  0, "no email in From:") \
 	X(MULTIPLE_FROM,     550, "5.6.0",  0, "more than one From:") \
 	X(BAD_ID_HEADER,     550, "5.6.0",  0, "%s: must be 1 to 128 of A-Z a-z 0-9 _ -") \
+	X(HEADER_MALFORMED,  550, "5.6.0",  0, "Header line is not a field; an empty line must come before the body") \
 	X(TOO_BIG,           552, "5.3.4",  0, "Message size exceeds fixed limit") \
+	X(HEADER_TOO_BIG,    552, "5.3.4",  0, "Message header exceeds fixed limit (1000 fields, 256 KB)") \
 	X(NEED_SMTPUTF8,     553, "5.6.7",  1, "Non-ASCII address requires the SMTPUTF8 parameter") \
 	X(BLOCKED,           554, "5.7.1",  0, "issue is blocked") \
 	X(DATA_LONG_LINE,    554, "5.6.0",  0, "Message has a line longer than 998 octets") \

@@ -25,7 +25,7 @@ from conftest import message  # noqa: E402
 from smtp_raw import Raw, queued_id  # noqa: E402
 from stresslib import (PEAK_LIMIT_KB, assert_bounded, dot_stuff,  # noqa: E402
                        env_fields, handler_usage, nothing_queued, only_handler, report,
-                       size, verify_dkim, wait_no_children)
+                       size, wait_no_children)
 from test_reliability_crash import networks_accounts  # noqa: E402
 
 
@@ -95,36 +95,29 @@ def send_message(g, data):
         return reply, usage
 
 
-def check_outcome(g, keys, reply):
-    """A big header block is either refused with 5xx and not queued, or
-    accepted, queued once and still verifiable."""
-    if reply.startswith("250 "):
-        stored = g.db("msg")[queued_id(reply).encode()]
-        assert verify_dkim(stored, keys.dnsfunc())
-        assert len(g.db("msg")) == 1
-    else:
-        assert reply[0] == "5", reply
-        nothing_queued(g)
+HEADER_TOO_BIG = "552 5.3.4 Message header exceeds fixed limit (1000 fields, 256 KB)"
 
 
-def test_10000_header_fields_get_a_clear_answer_in_bounded_time(g, keys):
+def test_10000_header_fields_are_refused_in_bounded_time(g):
     extra = "".join(f"X-Filler-{i}: value {i}\r\n" for i in range(5000))
     extra += "".join(f"Cc: <cc{i}@example.net>\r\n" for i in range(5000))
     started = time.monotonic()
     reply, (hwm, cpu) = send_message(g, message(extra=extra))
-    check_outcome(g, keys, reply)
+    assert reply == HEADER_TOO_BIG
+    nothing_queued(g)
     report("10000-headers", reply=reply[:9], seconds=f"{time.monotonic() - started:.1f}",
            cpu_s=cpu, vmhwm_kb=hwm)
 
 
-def test_1mb_folded_header_gets_a_clear_answer_in_bounded_time(g, keys):
+def test_1mb_folded_header_is_refused_in_bounded_time(g):
     folded = "Subject: big" + "".join(f"\r\n\tfold {i:06d} " + "x" * 60
                                       for i in range(1024 * 1024 // 74))
     data = message().replace(b"Subject: Hello", folded.encode())
     assert len(data) > 1024 * 1024
     started = time.monotonic()
     reply, (hwm, cpu) = send_message(g, data)
-    check_outcome(g, keys, reply)
+    assert reply == HEADER_TOO_BIG
+    nothing_queued(g)
     report("1mb-header", reply=reply[:9], seconds=f"{time.monotonic() - started:.1f}",
            cpu_s=cpu, vmhwm_kb=hwm)
 

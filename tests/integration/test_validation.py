@@ -161,6 +161,62 @@ def test_bdat_over_max_size_is_552_5_3_4_at_last(gate):
         assert c.cmd("NOOP") == "250 2.0.0 Ok"
 
 
+HEADER_TOO_BIG = "552 5.3.4 Message header exceeds fixed limit (1000 fields, 256 KB)"
+NOT_A_FIELD = ("550 5.6.0 Header line is not a field; an empty line must come "
+               "before the body")
+
+
+def test_header_of_1000_fields_is_queued_and_1001_refused(gate):
+    g = gate()
+    # message() has seven fields of its own.
+    extra = "".join(f"X-Filler-{i}: {i}\r\n" for i in range(993))
+    queued_id(send(g, message(extra=extra)))
+    with Raw(g) as c:
+        c.login()
+        reply = send(g, message(extra=extra + "X-One-More: 1\r\n"), session=c)
+        assert reply == HEADER_TOO_BIG
+        # Read to the real end: the next command is understood.
+        assert c.cmd("NOOP") == "250 2.0.0 Ok"
+    assert len(g.db("msg")) == 1
+
+
+def test_header_section_over_256_kb_is_refused(gate):
+    g = gate()
+    fold = "".join(f"\r\n\tfold {i:06d} " + "x" * 60 for i in range(3600))
+    msg = message().replace(b"Subject: Hello", ("Subject: big" + fold).encode())
+    assert len(msg) > 256 * 1024
+    with Raw(g) as c:
+        c.login()
+        assert send(g, msg, session=c) == HEADER_TOO_BIG
+        assert c.cmd("NOOP") == "250 2.0.0 Ok"
+    assert g.db("msg") == {}
+
+
+@pytest.mark.parametrize("line", [b"Hello, no empty line before me",
+                                  b"From sender@example.com Thu Nov 26 10:00:00 2026",
+                                  b": no name", b"Bad Name: value"])
+def test_header_line_that_is_no_field_is_550_5_6_0(gate, line):
+    g = gate()
+    head, _, body = message().partition(b"\r\n\r\n")
+    # After the required fields, so that only this line is wrong; the
+    # second From: below it must not hide behind it either.
+    msg = head + b"\r\n" + line + b"\r\nFrom: other@example.org\r\n\r\n" + body
+    assert send(g, msg) == NOT_A_FIELD
+    assert g.db("msg") == {}
+
+
+def test_continuation_as_first_header_line_is_550_5_6_0(gate):
+    g = gate()
+    assert send(g, b" folded: before any field\r\n" + message()) == NOT_A_FIELD
+
+
+def test_message_of_only_header_fields_is_queued(gate):
+    g = gate()
+    head, _, _ = message().partition(b"\r\n\r\n")
+    qid = queued_id(send(g, head + b"\r\n"))
+    assert g.db("msg")[qid.encode()].endswith(head + b"\r\n")
+
+
 def test_message_is_signed_as_received_not_normalised(gate, keys):
     import dkim
     g = gate()
