@@ -1,6 +1,7 @@
 #include "io.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -15,11 +16,10 @@ void io_init(struct io *io, int in_fd, int out_fd, unsigned timeout)
 	io->out_fd = out_fd;
 	io->timeout_ms = timeout > 2000000 ? 2000000000 : (int)timeout * 1000;
 	io->in = xmalloc(IO_BUFFER_SIZE);
-	/* The socket time-outs bound a TLS record that arrives in pieces and
-	 * a client that never reads its replies; poll() bounds the rest.
-	 * Harmless failures on pipes (inetd-style stdin/stdout). */
+	/* Reads wait in poll() (and TLS runs non-blocking); the send
+	 * time-out bounds a blocking write to a client that never reads its
+	 * replies. Harmless failure on a pipe (inetd-style stdout). */
 	struct timeval tv = { .tv_sec = timeout };
-	setsockopt(in_fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
 	setsockopt(out_fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
 }
 
@@ -52,21 +52,33 @@ void io_write(struct io *io, const void *p, size_t n)
 	buf_append(&io->out, p, n);
 }
 
+static long long now_ms(void);
+
 int io_flush(struct io *io)
 {
+	/* The replies of one flush must all be taken within the timeout. */
+	long long deadline = now_ms() + io->timeout_ms;
 	size_t done = 0;
 	while (done < io->out.len && !io->write_failed) {
 		size_t left = io->out.len - done;
 		ssize_t n;
+		bool want_read = false;
 		if (io->ssl) {
 			int k = SSL_write(io->ssl, io->out.data + done,
 					  left > 1 << 30 ? 1 << 30 : (int)left);
 			n = k > 0 ? k : -1;
+			int e = k > 0 ? SSL_ERROR_NONE : SSL_get_error(io->ssl, k);
+			if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+				errno = EAGAIN;
+			want_read = e == SSL_ERROR_WANT_READ;
 		} else {
 			n = write(io->out_fd, io->out.data + done, left);
-			if (n < 0 && errno == EINTR)
-				continue;
 		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) &&
+		    io_wait(io, !want_read, deadline) == IO_LINE)
+			continue;
 		if (n <= 0)
 			io->write_failed = true;
 		else
@@ -86,9 +98,27 @@ static long long now_ms(void)
 /* The timeout bounds a whole line, not each read: a client that trickles
  * one byte every few seconds would otherwise hold its handler for ever
  * (slowloris; Postfix's smtpd_per_record_deadline does the same). */
-static void start_deadline(struct io *io)
+void io_start_deadline(struct io *io)
 {
 	io->deadline_ms = now_ms() + io->timeout_ms;
+	io->deadline_bytes = io->bytes_in;
+}
+
+enum io_status io_wait(struct io *io, bool for_write, long long deadline_ms)
+{
+	struct pollfd pfd = { .fd = for_write ? io->out_fd : io->in_fd,
+			      .events = for_write ? POLLOUT : POLLIN };
+	for (;;) {
+		long long left = deadline_ms - now_ms();
+		if (left <= 0)
+			return IO_TIMEOUT;
+		int r = poll(&pfd, 1, left > INT_MAX ? INT_MAX : (int)left);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r == 0)
+			return IO_TIMEOUT;
+		return r < 0 ? IO_ERROR : IO_LINE;
+	}
 }
 
 /* Reads more input into the buffer, after sending the queued replies: the
@@ -109,36 +139,33 @@ static enum io_status fill(struct io *io)
 	if (room == 0)
 		return IO_ERROR;	/* callers keep lines far shorter */
 	for (;;) {
-		if (!io->ssl || SSL_pending(io->ssl) == 0) {
-			struct pollfd pfd = { .fd = io->in_fd, .events = POLLIN };
-			long long left = io->deadline_ms - now_ms();
-			if (left <= 0)
-				return IO_TIMEOUT;
-			int r = poll(&pfd, 1, (int)left);
-			if (r < 0 && errno == EINTR)
-				continue;
-			if (r == 0)
-				return IO_TIMEOUT;
-			if (r < 0)
-				return IO_ERROR;
-		}
 		ssize_t n;
 		if (io->ssl) {
+			/* The socket is non-blocking (tls_accept): a record
+			 * that arrives a byte at a time is waited for here,
+			 * within the deadline, not inside SSL_read. */
 			int k = SSL_read(io->ssl, io->in + io->in_end,
 					 room > 1 << 30 ? 1 << 30 : (int)room);
 			if (k <= 0) {
 				int e = SSL_get_error(io->ssl, k);
+				if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+					enum io_status st = io_wait(io, e == SSL_ERROR_WANT_WRITE,
+								    io->deadline_ms);
+					if (st != IO_LINE)
+						return st;
+					continue;
+				}
 				if (e == SSL_ERROR_ZERO_RETURN)
 					return IO_EOF;
-				if (e == SSL_ERROR_SYSCALL &&
-				    (errno == EAGAIN || errno == EWOULDBLOCK))
-					return IO_TIMEOUT;
-				if (e == SSL_ERROR_SYSCALL && k == 0)
+				if (e == SSL_ERROR_SYSCALL && (k == 0 || errno == ECONNRESET))
 					return IO_EOF;
 				return IO_ERROR;
 			}
 			n = k;
 		} else {
+			enum io_status st = io_wait(io, false, io->deadline_ms);
+			if (st != IO_LINE)
+				return st;
 			n = read(io->in_fd, io->in + io->in_end, room);
 			if (n < 0 && errno == EINTR)
 				continue;
@@ -159,7 +186,7 @@ enum io_status io_read_line(struct io *io, size_t max, const char **line,
 			    size_t *len)
 {
 	size_t scanned = io->in_start;
-	start_deadline(io);
+	io_start_deadline(io);
 	for (;;) {
 		char *base = io->in + io->in_start;
 		char *from = io->in + scanned;
@@ -202,7 +229,7 @@ enum io_status io_read_line(struct io *io, size_t max, const char **line,
 
 enum io_status io_skip_line(struct io *io)
 {
-	start_deadline(io);
+	io_start_deadline(io);
 	while (io->skipping) {
 		if (io->in_start == io->in_end) {
 			enum io_status st = fill(io);
@@ -230,7 +257,10 @@ enum io_status io_read_bytes(struct io *io, size_t max, const char **p,
 			     size_t *n)
 {
 	if (io->in_start == io->in_end) {
-		start_deadline(io);
+		/* Raw octets have no lines: the timeout bounds each
+		 * IO_RECORD octets instead, as it bounds each text line. */
+		if (io->bytes_in - io->deadline_bytes >= IO_RECORD)
+			io_start_deadline(io);
 		enum io_status st = fill(io);
 		if (st != IO_LINE)
 			return st;

@@ -19,6 +19,10 @@
 
 #define IO_BUFFER_SIZE 16384
 
+/* Raw input (BDAT) must arrive at this many octets per timeout at least:
+ * a text line's worth, the unit the timeout bounds elsewhere. */
+#define IO_RECORD 1000
+
 enum io_status {
 	IO_LINE,	/* a complete line; *line and *len describe it */
 	IO_TOO_LONG,	/* the line is longer than the limit; io_skip_line */
@@ -33,6 +37,7 @@ struct io {
 	SSL *ssl;		/* NULL: plain text */
 	int timeout_ms;
 	long long deadline_ms;	/* CLOCK_MONOTONIC: the current line's end */
+	unsigned long long deadline_bytes;	/* bytes_in when it was set */
 	char *in;		/* IO_BUFFER_SIZE octets */
 	size_t in_start, in_end;
 	bool skipping;		/* inside a line too long to keep */
@@ -83,5 +88,15 @@ int io_flush(struct io *io);
 
 /* From now on reads and writes go through ssl (after a handshake). */
 void io_set_tls(struct io *io, SSL *ssl);
+
+/* Starts the timeout of a line (or a TLS handshake): it ends timeout
+ * seconds from now, however the client spaces its bytes. */
+void io_start_deadline(struct io *io);
+
+/* Waits until the client's descriptor can be read (for_write: written)
+ * or deadline_ms (CLOCK_MONOTONIC) passes: IO_LINE when ready, else
+ * IO_TIMEOUT or IO_ERROR. For non-blocking TLS, whose operations may want
+ * either direction. */
+enum io_status io_wait(struct io *io, bool for_write, long long deadline_ms);
 
 #endif

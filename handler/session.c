@@ -297,13 +297,12 @@ static bool start_tls(struct session *s)
 			return false;
 		}
 	}
-	s->tls = tls_accept(s->tls_ctx, s->io.in_fd, s->io.out_fd, &err);
+	s->tls = tls_accept(s->tls_ctx, &s->io, &err);
 	if (!s->tls) {
 		log_event(LOG_NOTICE, "TLS handshake failed", "CLIENT", s->client,
 			  "REASON", err.text, (const char *)NULL);
 		return false;
 	}
-	io_set_tls(&s->io, s->tls);
 	return true;
 }
 

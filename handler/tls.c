@@ -1,6 +1,14 @@
 #include "tls.h"
 
+#include <fcntl.h>
+
 #include <openssl/err.h>
+
+static int set_nonblocking(int fd)
+{
+	int flags = fcntl(fd, F_GETFL);
+	return flags < 0 ? -1 : fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+}
 
 /* The first queued OpenSSL error as text, for an error message. */
 static const char *openssl_reason(void)
@@ -52,28 +60,43 @@ SSL_CTX *tls_context_new(const struct config *c, struct error *err)
 	return ctx;
 }
 
-SSL *tls_accept(SSL_CTX *ctx, int in_fd, int out_fd, struct error *err)
+SSL *tls_accept(SSL_CTX *ctx, struct io *io, struct error *err)
 {
 	SSL *ssl = SSL_new(ctx);
-	if (!ssl) {
-		error_set(err, "TLS: %s", openssl_reason());
-		return NULL;
-	}
-	if (SSL_set_rfd(ssl, in_fd) != 1 || SSL_set_wfd(ssl, out_fd) != 1) {
+	if (!ssl || SSL_set_rfd(ssl, io->in_fd) != 1 || SSL_set_wfd(ssl, io->out_fd) != 1) {
 		error_set(err, "TLS: %s", openssl_reason());
 		SSL_free(ssl);
 		return NULL;
 	}
-	int r = SSL_accept(ssl);
-	if (r != 1) {
+	/* Non-blocking from here on, so that the timeout bounds the whole
+	 * handshake and each TLS record, however a client spaces its bytes:
+	 * a blocking SSL_accept or SSL_read would wait a timeout per read. */
+	if (set_nonblocking(io->in_fd) != 0 || set_nonblocking(io->out_fd) != 0) {
+		error_set(err, "TLS: cannot make the connection non-blocking");
+		SSL_free(ssl);
+		return NULL;
+	}
+	io_start_deadline(io);
+	for (;;) {
+		int r = SSL_accept(ssl);
+		if (r == 1)
+			break;
 		int e = SSL_get_error(ssl, r);
-		if (e == SSL_ERROR_SYSCALL)
-			error_set(err, "TLS handshake: connection closed or timed out");
+		enum io_status st = IO_ERROR;
+		if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+			st = io_wait(io, e == SSL_ERROR_WANT_WRITE, io->deadline_ms);
+		if (st == IO_LINE)
+			continue;
+		if (st == IO_TIMEOUT)
+			error_set(err, "TLS handshake: timeout exceeded");
+		else if (e == SSL_ERROR_SYSCALL || e == SSL_ERROR_ZERO_RETURN)
+			error_set(err, "TLS handshake: connection closed");
 		else
 			error_set(err, "TLS handshake: %s", openssl_reason());
 		SSL_free(ssl);
 		return NULL;
 	}
+	io_set_tls(io, ssl);
 	return ssl;
 }
 

@@ -10,14 +10,16 @@
 
 #include "config.h"
 #include "error.h"
+#include "io.h"
 
 /* Creates a server context from c->tls_certificate (a PEM chain) and
  * c->tls_private_key. Returns NULL with err naming the file on failure. */
 SSL_CTX *tls_context_new(const struct config *c, struct error *err);
 
-/* Runs the server handshake on in_fd/out_fd (the same socket, or stdin and
- * stdout). Returns the connection, or NULL with err set. */
-SSL *tls_accept(SSL_CTX *ctx, int in_fd, int out_fd, struct error *err);
+/* Runs the server handshake on the session's descriptors (made
+ * non-blocking) within its timeout, and on success switches io to the
+ * connection, which it returns; NULL with err set on failure. */
+SSL *tls_accept(SSL_CTX *ctx, struct io *io, struct error *err);
 
 /* The negotiated protocol, e.g. "TLSv1.3", for the Received: header. */
 const char *tls_version(const SSL *ssl);

@@ -1,0 +1,132 @@
+"""The timeout bounds a whole unit of input however a client spaces its
+bytes (slowloris): a command line, a TLS handshake, a TLS record, a
+stretch of BDAT octets. Each client here sends one byte every half
+second, so that no single read ever waits as long as the timeout, and
+must still be cut off about `timeout` seconds after it started."""
+
+import select
+import socket
+import ssl
+import time
+
+from smtp_raw import Raw
+
+TIMEOUT = 3
+# The longest a trickling client may keep its handler: the timeout, and
+# slack for a loaded machine (the trickles below would last far longer).
+LIMIT = TIMEOUT + 4
+
+
+def trickle(sock, data, interval=0.5):
+    """Sends data a byte at a time until the server closes the
+    connection; returns the seconds that took (None: it never did)."""
+    started = time.monotonic()
+    for byte in data:
+        try:
+            sock.sendall(bytes([byte]))
+        except OSError:
+            return time.monotonic() - started
+        ready, _, _ = select.select([sock], [], [], interval)
+        if ready:
+            try:
+                while sock.recv(4096):   # a 421, then the end
+                    pass
+            except OSError:
+                pass
+            return time.monotonic() - started
+    return None
+
+
+def tls_client():
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    return ctx.wrap_bio(incoming, outgoing, server_side=False), incoming, outgoing
+
+
+def starttls(g):
+    c = Raw(g)
+    c.greeting()
+    c.ehlo()
+    assert c.cmd("STARTTLS").startswith("220 2.0.0 ")
+    return c
+
+
+def test_trickled_command_line_is_cut_off_at_the_timeout(gate):
+    g = gate(gate_keys={"timeout": str(TIMEOUT)})
+    with Raw(g) as c:
+        c.greeting()
+        c.sock.settimeout(None)
+        elapsed = trickle(c.sock, b"NOOP" + b" " * 60 + b"\r\n")
+    assert elapsed is not None and elapsed < LIMIT, elapsed
+
+
+def test_trickled_tls_handshake_is_cut_off_at_the_timeout(gate):
+    g = gate(gate_keys={"timeout": str(TIMEOUT)})
+    with starttls(g) as c:
+        tls, _, outgoing = tls_client()
+        try:
+            tls.do_handshake()
+        except ssl.SSLWantReadError:
+            pass
+        hello = outgoing.read()
+        assert len(hello) > 2 * LIMIT * 2   # longer than the limit at 2 bytes/s
+        c.sock.settimeout(None)
+        elapsed = trickle(c.sock, hello)
+    assert elapsed is not None and elapsed < LIMIT, elapsed
+    assert "TLS handshake failed" in g.log_text()
+
+
+def test_trickled_tls_record_is_cut_off_at_the_timeout(gate):
+    g = gate(gate_keys={"timeout": str(TIMEOUT)})
+    with starttls(g) as c:
+        tls, incoming, outgoing = tls_client()
+        c.sock.settimeout(10)
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                c.sock.sendall(outgoing.read())
+                incoming.write(c.sock.recv(65536))
+        c.sock.sendall(outgoing.read())
+        tls.write(b"EHLO client.example" + b" " * 40 + b"\r\n")
+        record = outgoing.read()
+        assert len(record) > 2 * LIMIT * 2
+        c.sock.settimeout(None)
+        elapsed = trickle(c.sock, record)
+    assert elapsed is not None and elapsed < LIMIT, elapsed
+
+
+def test_trickled_bdat_chunk_is_cut_off_at_the_timeout(gate):
+    g = gate(gate_keys={"timeout": str(TIMEOUT)})
+    with Raw(g) as c:
+        c.login()
+        assert c.cmd("MAIL FROM:<sender@example.com>") == "250 2.1.0 Ok"
+        assert c.cmd("RCPT TO:<rcpt@example.net>") == "250 2.1.5 Ok"
+        c.send("BDAT 500 LAST\r\n")
+        c.sock.settimeout(None)
+        elapsed = trickle(c.sock, b"x" * 500)
+    assert elapsed is not None and elapsed < LIMIT, elapsed
+    assert g.db("msg") == {}
+
+
+def test_bdat_chunk_at_a_steady_pace_is_received(gate):
+    """The bound is per 1000 octets, so a slow but steady client that
+    sends a big chunk in many small writes gets through."""
+    g = gate(gate_keys={"timeout": str(TIMEOUT)})
+    from conftest import message
+    msg = message(body="y" * 70 + "\r\n" * 1)
+    msg += (b"z" * 98 + b"\r\n") * 60
+    with Raw(g) as c:
+        c.login()
+        assert c.cmd("MAIL FROM:<sender@example.com>") == "250 2.1.0 Ok"
+        assert c.cmd("RCPT TO:<rcpt@example.net>") == "250 2.1.5 Ok"
+        c.send(f"BDAT {len(msg)} LAST\r\n".encode())
+        started = time.monotonic()
+        for i in range(0, len(msg), 500):   # 1000 octets a second
+            c.send(msg[i:i + 500])
+            time.sleep(0.5)
+        assert c.reply_line().startswith("250 2.0.0 Ok: queued as ")
+        assert time.monotonic() - started > TIMEOUT
