@@ -21,7 +21,7 @@ PROGRAMS := smtpgate-handler smtpgate-flush smtpgate-queue
 MAINS := handler/smtpgate-handler.c queue/smtpgate-flush.c queue/smtpgate-queue.c
 MODULES := common dkim queue handler
 
-PKGS := openssl libsystemd inih libcrypt libcurl
+PKGS := openssl inih libcrypt libcurl
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 # Debian ships no lmdb.pc: fall back to -llmdb.
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null) \

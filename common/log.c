@@ -7,9 +7,8 @@
 #include <sys/stat.h>
 #include <sys/uio.h>
 
-#include <systemd/sd-journal.h>
-
 #include "buf.h"
+#include "systemd.h"
 
 static const char *log_program = "smtpgate";
 static int log_to_journal;
@@ -63,20 +62,26 @@ static void log_emit(int priority, const char *message, va_list ap)
 		buf_printf(&text[n], "SYSLOG_IDENTIFIER=%s", log_program);
 		n++;
 		const char *name;
-		while (n < 40 && (name = va_arg(ap, const char *))) {
-			const char *value = va_arg(ap, const char *);
+		va_list fields;
+		va_copy(fields, ap);	/* ap is read again if this fails */
+		while (n < 40 && (name = va_arg(fields, const char *))) {
+			const char *value = va_arg(fields, const char *);
 			if (!value || !*value)
 				continue;
 			text[n] = (struct buf)BUF_INIT;
 			buf_printf(&text[n], "SMTPGATE_%s=%s", name, value);
 			n++;
 		}
+		va_end(fields);
 		for (int i = 0; i < n; i++)
 			iov[i] = (struct iovec){ text[i].data, text[i].len };
-		sd_journal_sendv(iov, n);
+		int r = systemd_journal_sendv(iov, (size_t)n);
 		for (int i = 0; i < n; i++)
 			buf_free(&text[i]);
-		return;
+		if (r == 0)
+			return;
+		/* Too big for a datagram, or no journal: a line on stderr,
+		 * which is the journal's stream anyway. */
 	}
 
 	struct buf line = BUF_INIT;

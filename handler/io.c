@@ -16,6 +16,7 @@ void io_init(struct io *io, int in_fd, int out_fd, unsigned timeout)
 	io->out_fd = out_fd;
 	io->timeout_ms = timeout > 2000000 ? 2000000000 : (int)timeout * 1000;
 	io->in = xmalloc(IO_BUFFER_SIZE);
+	io_start_deadline(io);
 	/* Reads wait in poll() (and TLS runs non-blocking); the send
 	 * time-out bounds a blocking write to a client that never reads its
 	 * replies. Harmless failure on a pipe (inetd-style stdout). */

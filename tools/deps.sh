@@ -11,7 +11,6 @@ pkg-config           finds the libraries' flags
 clang                make CC=clang, libFuzzer targets (make fuzz)
 libclang-rt-14-dev   libFuzzer and sanitizer runtimes for clang
 libssl-dev           OpenSSL: TLS, SHA-256, RSA and Ed25519 signatures
-libsystemd-dev       sd_listen_fds, sd_journal_send
 liblmdb-dev          the queue
 lmdb-utils           mdb_stat and mdb_dump, to inspect the queue
 libinih-dev          the INI config parser

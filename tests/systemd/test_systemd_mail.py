@@ -43,5 +43,10 @@ def test_enabled_socket_and_timer_take_mail_sign_it_and_flush_the_queue(enabled,
     wait_until("msg, env and due to empty", queue_empty, 20)
     log = queue_records(container, "log")
     assert any(b"status=delivered" in v for v in log.values()), log
+    # The handler's events reach the journal as structured entries over
+    # the native protocol (common/systemd.c), not only as text lines.
+    handler = container.journal("-o", "verbose", "SYSLOG_IDENTIFIER=smtpgate-handler")
+    assert re.search(r"SMTPGATE_QUEUE_ID=[0-9A-F]{24}", handler), handler
+    assert "SMTPGATE_ACCOUNT=" in handler, handler
     flush = container.journal("-u", "smtpgate-flush.service")
     assert "Deactivated successfully" in flush or "Finished" in flush, flush
