@@ -66,7 +66,11 @@ static void skip_cfws(struct lexer *l)
 
 /* An RFC 2047 encoded word at p: "=?charset?encoding?text?=", no WSP.
  * Returns its length, or 0. Some mailers leave specials such as ',' or
- * '<' in the text; taken as one word, they cannot split the phrase. */
+ * '<' in the text; taken as one word, they cannot split the phrase.
+ * It must be followed by what can follow a word of a display name (RFC
+ * 2047 section 5: white space, a comment, the "<" of the address or the
+ * ":" of a group): an address such as "=?a?q?x@y?=", which the same bytes
+ * can spell, is then never taken for one, wherever it stands. */
 static size_t encoded_word(const char *p, const char *end)
 {
 	if (end - p < 8 || p[0] != '=' || p[1] != '?')
@@ -85,8 +89,12 @@ static size_t encoded_word(const char *p, const char *end)
 		unsigned char c = (unsigned char)*q;
 		if (c <= ' ' || c >= 0x7f)
 			return 0;
-		if (c == '?')
-			return q[1] == '=' ? (size_t)(q + 2 - p) : 0;
+		if (c == '?') {
+			if (q[1] != '=')
+				return 0;
+			q += 2;
+			return q < end && strchr(" \t\r\n<(:", *q) ? (size_t)(q - p) : 0;
+		}
 		q++;
 	}
 	return 0;

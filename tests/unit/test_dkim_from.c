@@ -70,6 +70,18 @@ TEST(test_from_encoded_words)
 	/* specials inside an encoded word do not split the name */
 	CHECK_FROM(" =?utf-8?q?Smith,_J_<x@evil.example>?= <js@example.com>",
 		   "js@example.com");
+	CHECK_FROM(" =?utf-8?q?Smith,_J_<x@evil.example>?=<js@example.com>",
+		   "js@example.com");
+	CHECK_FROM(" =?utf-8?q?Team_<x@evil.example>?=: js@example.com;",
+		   "js@example.com");
+	/* An address that looks like one is still an address, alone, in
+	 * angle brackets or after a name (found by fuzz_dkim_from: spelt
+	 * "=?ug?=r@ ??=g" it was an address, without the space a word). */
+	CHECK_FROM(" =?ug?=r@ ?\?=g", "=?ug?=r@?\?=g");
+	CHECK_FROM(" =?ug?=r@?\?=g", "=?ug?=r@?\?=g");
+	CHECK_FROM(" =?a?q?x@y?=", "=?a?q?x@y?=");
+	CHECK_FROM(" <=?a?q?x@y?=>", "=?a?q?x@y?=");
+	CHECK_FROM(" Name <=?a?q?x@y?=>", "=?a?q?x@y?=");
 }
 
 TEST(test_from_groups)
