@@ -221,10 +221,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		size_t n = strcspn(line, "\n");
 		/* Nor can a dump line carry " ;" (libinih reads an inline
 		 * comment there): "login =; x" loads as "; x", dumped as
-		 * "login = ; x" it reads as empty. */
-		const char *semi = memchr(line, ';', n);
-		if (n > 198 || (semi && line[0] != ';' && semi > line &&
-				(semi[-1] == ' ' || semi[-1] == '\t'))) {
+		 * "login = ; x" it reads as empty; any ";" after a blank
+		 * counts, not only the first ";" of the line (a list value
+		 * "a;b, ;c" is dumped "a;b ;c"). */
+		bool comment = false;
+		for (size_t i = 1; i < n && line[0] != ';'; i++)
+			comment |= line[i] == ';' && (line[i - 1] == ' ' || line[i - 1] == '\t');
+		if (n > 198 || comment) {
 			free(first);
 			free(again);
 			config_free(&c);
