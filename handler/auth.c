@@ -227,18 +227,27 @@ static char *loggable(const char *text)
 	return buf_steal(&b);
 }
 
-static void auth_failed(struct session *s, const char *login, const char *why)
+/* Adds delta to the client address's failure count (see
+ * queue_authfail_add); returns the new count, or -1 when the queue cannot
+ * say (then nobody is locked out: a broken queue is logged, not a reason
+ * to refuse every client). */
+static int count_failures(struct session *s, int delta)
+{
+	if (!s->queue)
+		return -1;
+	struct error err;
+	int n = queue_authfail_add(s->queue, s->client, s->config->auth_failure_window,
+				   time(NULL), delta, &err);
+	if (n < 0)
+		log_msg(LOG_WARNING, "authfail record for %s: %s", s->client, err.text);
+	return n;
+}
+
+/* Answers a failed attempt, already counted as failure number n. */
+static void auth_failed(struct session *s, const char *login, const char *why, int n)
 {
 	s->auth_failures++;
 	sleep_ms(AUTH_FAILURE_DELAY_MS);
-	int n = -1;
-	if (s->queue) {
-		struct error err;
-		n = queue_authfail_add(s->queue, s->client,
-				       s->config->auth_failure_window, time(NULL), &err);
-		if (n < 0)
-			log_msg(LOG_WARNING, "authfail record for %s: %s", s->client, err.text);
-	}
 	char count[16];
 	snprintf(count, sizeof count, "%d", n);
 	char *shown = loggable(login);
@@ -276,22 +285,33 @@ void auth_proceed(struct session *s, const char *arg)
 		password = second.data ? second.data : "";
 		/* NUL inside a LOGIN name or password: never a match. */
 		if (strlen(login) != first.len || strlen(password) != second.len) {
-			auth_failed(s, "", "NUL in LOGIN response");
+			auth_failed(s, "", "NUL in LOGIN response", count_failures(s, 1));
 			goto done;
 		}
+	}
+	/* The attempt counts as a failure before its password is checked,
+	 * in the transaction that reads the count: connections guessing in
+	 * parallel cannot all pass a check made before any of them failed.
+	 * A right password gives the count back. */
+	int failures = count_failures(s, 1);
+	if (failures > (int)s->config->max_auth_failures) {
+		session_reply(s, REPLY_AUTH_LOCKED, s->config->hostname);
+		session_close(s, "421 4.7.0 locked out after authentication failures");
+		goto done;
 	}
 	const struct account *a = *login ? config_account_by_login(s->config, login) : NULL;
 	bool ok = auth_password_matches(a, password);
 	if (ok && *authzid && strcmp(authzid, login) != 0) {
 		/* RFC 4616 section 2: acting as another identity is not
 		 * something any account may do here. */
-		auth_failed(s, login, "authorization identity differs from login");
+		auth_failed(s, login, "authorization identity differs from login", failures);
 		goto done;
 	}
 	if (!ok) {
-		auth_failed(s, login, a ? "wrong password" : "unknown login");
+		auth_failed(s, login, a ? "wrong password" : "unknown login", failures);
 		goto done;
 	}
+	count_failures(s, -1);
 	s->account = a;
 	s->authenticated = true;
 	log_event(LOG_INFO, "authenticated", "CLIENT", s->client,

@@ -3,7 +3,9 @@
  * with libxcrypt's crypt_r against the account's crypt(3) hash. Failures
  * are counted per client IP address in the queue's LMDB, across
  * connections; after max_auth_failures within auth_failure_window the
- * address is locked out (SPEC section 4). */
+ * address is locked out (SPEC section 4). An attempt is counted before
+ * its password is checked, so parallel connections get no more answers
+ * than the limit between them. */
 #ifndef SMTPGATE_AUTH_H
 #define SMTPGATE_AUTH_H
 

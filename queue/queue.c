@@ -898,7 +898,7 @@ int queue_authfail_count(struct queue *q, const char *ip, unsigned window,
 }
 
 int queue_authfail_add(struct queue *q, const char *ip, unsigned window,
-		       time_t now, struct error *err)
+		       time_t now, int delta, struct error *err)
 {
 	MDB_txn *txn;
 	int rc = queue_txn_begin(q, false, &txn, err);
@@ -915,8 +915,10 @@ int queue_authfail_add(struct queue *q, const char *ip, unsigned window,
 		count = 0;
 		since = (int64_t)now * 1000000;
 	}
-	if (count < UINT32_MAX)
+	if (delta > 0 && count < UINT32_MAX)
 		count++;
+	else if (delta < 0 && count > 0)
+		count--;
 	struct buf key = BUF_INIT, val = BUF_INIT;
 	char t[QUEUE_TIME_SIZE];
 	queue_time_format(since, t);
@@ -931,7 +933,13 @@ int queue_authfail_add(struct queue *q, const char *ip, unsigned window,
 		mdb_txn_abort(txn);
 		return queue_mdb_error(q, r, "write authfail", err);
 	}
+	/* Not waiting for the disk: a system crash can only forgive the
+	 * last few counts, and an AUTH should not cost a sync. A later
+	 * durable commit of any process syncs these pages too. The handler
+	 * is one thread, so the environment's flag is its own to toggle. */
+	mdb_env_set_flags(q->env, MDB_NOSYNC, 1);
 	rc = queue_txn_commit(q, txn, err);
+	mdb_env_set_flags(q->env, MDB_NOSYNC, 0);
 	if (rc)
 		return rc;
 	return count > INT_MAX ? INT_MAX : (int)count;

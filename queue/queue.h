@@ -168,12 +168,14 @@ int queue_is_suppressed(struct queue *q, const char *account,
 /* Auth failures per client IP, counted across connections within
  * window seconds of the first failure. queue_authfail_count returns the
  * failures recorded in the current window (0 once it has expired);
- * queue_authfail_add records one more and returns the new count. Both
- * return negative on error. */
+ * queue_authfail_add adds delta (+1: one more failure, or an attempt
+ * counted before its password is checked; -1: such an attempt that
+ * succeeded gives its count back) in one write transaction, not synced,
+ * and returns the new count. Both return negative on error. */
 int queue_authfail_count(struct queue *q, const char *ip, unsigned window,
 			 time_t now, struct error *err);
 int queue_authfail_add(struct queue *q, const char *ip, unsigned window,
-		       time_t now, struct error *err);
+		       time_t now, int delta, struct error *err);
 
 /* ---- Messages as stored, for smtpgate-flush and smtpgate-queue ---- */
 

@@ -220,6 +220,21 @@ def test_failures_below_the_limit_do_not_lock_out(gate):
         assert c.auth_plain().startswith("235 2.7.0 ")
 
 
+def test_successful_auth_gives_back_the_attempt_it_counted(gate):
+    # Every attempt is counted before its password is checked (so that
+    # parallel guesses cannot pass one check together); a right password
+    # takes its count back, and only failures remain.
+    g = gate(gate_keys={"max_auth_failures": "2"})
+    for _ in range(3):
+        with tls_session(g) as c:
+            assert c.auth_plain().startswith("235 2.7.0 ")
+    assert g.db("authfail")[b"127.0.0.1"].startswith(b"count=0\n")
+    fail_once(g).close()
+    assert g.db("authfail")[b"127.0.0.1"].startswith(b"count=1\n")
+    with tls_session(g) as c:
+        assert c.auth_plain().startswith("235 2.7.0 ")
+
+
 def test_lockout_ends_with_the_window(gate):
     import time
     # A window wide enough that a loaded machine running the sanitizer

@@ -409,18 +409,25 @@ TEST(test_authfail_counts_within_the_window_then_expires)
 	CHECK(queue_open(&q, &c, false, &err) == 0);
 	time_t t0 = 1800000000;
 	CHECK(queue_authfail_count(q, "192.0.2.7", 600, t0, &err) == 0);
-	CHECK(queue_authfail_add(q, "192.0.2.7", 600, t0, &err) == 1);
-	CHECK(queue_authfail_add(q, "192.0.2.7", 600, t0 + 10, &err) == 2);
-	CHECK(queue_authfail_add(q, "192.0.2.7", 600, t0 + 599, &err) == 3);
+	CHECK(queue_authfail_add(q, "192.0.2.7", 600, t0, 1, &err) == 1);
+	CHECK(queue_authfail_add(q, "192.0.2.7", 600, t0 + 10, 1, &err) == 2);
+	CHECK(queue_authfail_add(q, "192.0.2.7", 600, t0 + 599, 1, &err) == 3);
 	CHECK(queue_authfail_count(q, "192.0.2.7", 600, t0 + 599, &err) == 3);
 	CHECK(queue_authfail_count(q, "2001:db8::7", 600, t0 + 599, &err) == 0);
 	/* The window runs from the first failure. */
 	CHECK(queue_authfail_count(q, "192.0.2.7", 600, t0 + 600, &err) == 0);
-	CHECK(queue_authfail_add(q, "192.0.2.7", 600, t0 + 600, &err) == 1);
+	CHECK(queue_authfail_add(q, "192.0.2.7", 600, t0 + 600, 1, &err) == 1);
 	CHECK(queue_authfail_count(q, "192.0.2.7", 600, t0 + 601, &err) == 1);
 	char *v = get(q, QUEUE_DB_AUTHFAIL, "192.0.2.7");
 	CHECK(v && strncmp(v, "count=1\nsince=", 14) == 0);
 	free(v);
+	/* An attempt counted before its password was checked, which then
+	 * succeeded, gives its count back; never below zero. */
+	CHECK(queue_authfail_add(q, "192.0.2.7", 600, t0 + 602, 1, &err) == 2);
+	CHECK(queue_authfail_add(q, "192.0.2.7", 600, t0 + 603, -1, &err) == 1);
+	CHECK(queue_authfail_add(q, "192.0.2.7", 600, t0 + 604, -1, &err) == 0);
+	CHECK(queue_authfail_add(q, "192.0.2.7", 600, t0 + 605, -1, &err) == 0);
+	CHECK(queue_authfail_count(q, "192.0.2.7", 600, t0 + 606, &err) == 0);
 	queue_close(q);
 	remove_folder(dir);
 	free(dir);

@@ -511,8 +511,8 @@ TEST(test_prune_removes_old_log_events_and_stale_authfail_entries)
 			    &err) == 0);
 	CHECK(queue_txn_commit(f.q, txn, &err) == 0);
 	time_t t = (time_t)(now / S);
-	CHECK(queue_authfail_add(f.q, "192.0.2.1", 600, t - 700, &err) == 1);
-	CHECK(queue_authfail_add(f.q, "192.0.2.2", 600, t - 10, &err) == 1);
+	CHECK(queue_authfail_add(f.q, "192.0.2.1", 600, t - 700, 1, &err) == 1);
+	CHECK(queue_authfail_add(f.q, "192.0.2.2", 600, t - 10, 1, &err) == 1);
 	CHECK(queue_prune(f.q, now, 30 * 86400, 600, &err) == 0);
 	CHECK(count(f.q, QUEUE_DB_LOG) == 1);
 	CHECK(count(f.q, QUEUE_DB_AUTHFAIL) == 1);
