@@ -53,7 +53,12 @@ void io_write(struct io *io, const void *p, size_t n)
 	buf_append(&io->out, p, n);
 }
 
-static long long now_ms(void);
+static long long now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 int io_flush(struct io *io)
 {
@@ -63,22 +68,22 @@ int io_flush(struct io *io)
 	while (done < io->out.len && !io->write_failed) {
 		size_t left = io->out.len - done;
 		ssize_t n;
-		bool want_read = false;
+		short want = 0;	/* what the write must wait for, if anything */
 		if (io->ssl) {
 			int k = SSL_write(io->ssl, io->out.data + done,
 					  left > 1 << 30 ? 1 << 30 : (int)left);
-			n = k > 0 ? k : -1;
+			n = k;
 			int e = k > 0 ? SSL_ERROR_NONE : SSL_get_error(io->ssl, k);
-			if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
-				errno = EAGAIN;
-			want_read = e == SSL_ERROR_WANT_READ;
+			want = e == SSL_ERROR_WANT_READ ? POLLIN :
+			       e == SSL_ERROR_WANT_WRITE ? POLLOUT : 0;
 		} else {
 			n = write(io->out_fd, io->out.data + done, left);
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+				want = POLLOUT;
 		}
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) &&
-		    io_wait(io, !want_read, deadline) == IO_LINE)
+		if (want && io_wait(io, want == POLLOUT, deadline) == IO_LINE)
 			continue;
 		if (n <= 0)
 			io->write_failed = true;
@@ -87,13 +92,6 @@ int io_flush(struct io *io)
 	}
 	buf_clear(&io->out);
 	return io->write_failed ? -1 : 0;
-}
-
-static long long now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* The timeout bounds a whole line, not each read: a client that trickles
