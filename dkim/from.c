@@ -22,6 +22,7 @@ struct token {
 	const char *p;
 	size_t n;
 	bool unclosed;	/* a quoted string or literal that runs to the end */
+	bool encoded;	/* an atom that starts with an RFC 2047 encoded word */
 };
 
 struct lexer {
@@ -103,7 +104,7 @@ static size_t encoded_word(const char *p, const char *end)
 static struct token next_token(struct lexer *l)
 {
 	skip_cfws(l);
-	struct token t = { TOK_END, l->p, 0, false };
+	struct token t = { TOK_END, l->p, 0, false, false };
 	if (l->p >= l->end)
 		return t;
 	const char *s = l->p;
@@ -138,6 +139,7 @@ static struct token next_token(struct lexer *l)
 		while (q < l->end && is_atext((unsigned char)*q))
 			q++;
 		t.kind = TOK_ATOM;
+		t.encoded = ew > 0;
 		t.n = (size_t)(q - s);
 	} else {
 		t.kind = TOK_SPECIAL;
@@ -161,13 +163,13 @@ static void put_token(struct buf *out, struct token t)
 			buf_putc(out, t.p[i]);
 }
 
-/* True for a word that holds an "@": only an encoded word can (in its
- * text, as some mailers leave it). Such a word belongs to a display name
- * and is never part of an address: taken into one, that address read
- * alone would split at the "@" (found by fuzz_dkim_from). */
-static bool holds_at(struct token t)
+/* An encoded word belongs to a display name and is never part of an
+ * address: taken into one, the address read alone (where the word is
+ * not followed by a display name's next token) would be split at its
+ * specials, and parsing would not be idempotent (fuzz_dkim_from). */
+static bool in_address(struct token t)
 {
-	return t.kind == TOK_ATOM && memchr(t.p, '@', t.n) != NULL;
+	return !t.encoded;
 }
 
 /* Parses a domain (dot-atom or literal, obs-domain with CFWS around the
@@ -182,7 +184,7 @@ static bool parse_domain(struct lexer *l, struct token *t, struct buf *out)
 	}
 	bool want_atom = true;
 	while (t->kind == TOK_ATOM || is_special(*t, '.')) {
-		if ((t->kind == TOK_ATOM) != want_atom || holds_at(*t))
+		if ((t->kind == TOK_ATOM) != want_atom || !in_address(*t))
 			return false;
 		put_token(out, *t);
 		want_atom = !want_atom;
@@ -199,7 +201,7 @@ static bool local_part_ok(const struct token *w, size_t n)
 		return false;
 	for (size_t i = 0; i < n; i++) {
 		bool dot = is_special(w[i], '.');
-		if (dot != (i % 2 == 1) || holds_at(w[i]))
+		if (dot != (i % 2 == 1) || !in_address(w[i]))
 			return false;
 	}
 	return n % 2 == 1;

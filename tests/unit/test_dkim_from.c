@@ -82,7 +82,9 @@ TEST(test_from_encoded_words)
 	CHECK_FROM(" =?a?q?x@y?=", "=?a?q?x@y?=");
 	CHECK_FROM(" <=?a?q?x@y?=>", "=?a?q?x@y?=");
 	CHECK_FROM(" Name <=?a?q?x@y?=>", "=?a?q?x@y?=");
-	/* An encoded word holding an "@" is never part of an address. */
+	/* An encoded word is never part of an address. */
+	CHECK_FROM(" ?@=?,?u?\?=\t\t", "(none)");
+	CHECK_FROM(" a@=?x?q?y?= <b@example.com>", "(none)");
 	CHECK_FROM(" om:=?@?u?\?=()@()?", "(none)");
 	CHECK_FROM(" =?a?q?x@y?=(c)@d", "(none)");
 	CHECK_FROM(" x@=?a?q?b@c?= y@example.com", "(none)");
