@@ -5,11 +5,12 @@ second, so that no single read ever waits as long as the timeout, and
 must still be cut off about `timeout` seconds after it started."""
 
 import select
-import socket
 import ssl
 import time
 
+from conftest import message
 from smtp_raw import Raw
+from test_tls import client_context
 
 TIMEOUT = 3
 # The longest a trickling client may keep its handler: the timeout, and
@@ -38,11 +39,9 @@ def trickle(sock, data, interval=0.5):
 
 
 def tls_client():
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    return ctx.wrap_bio(incoming, outgoing, server_side=False), incoming, outgoing
+    return (client_context().wrap_bio(incoming, outgoing, server_side=False),
+            incoming, outgoing)
 
 
 def starttls(g):
@@ -116,8 +115,7 @@ def test_bdat_chunk_at_a_steady_pace_is_received(gate):
     """The bound is per 1000 octets, so a slow but steady client that
     sends a big chunk in many small writes gets through."""
     g = gate(gate_keys={"timeout": str(TIMEOUT)})
-    from conftest import message
-    msg = message(body="y" * 70 + "\r\n" * 1)
+    msg = message(body="y" * 70 + "\r\n")
     msg += (b"z" * 98 + b"\r\n") * 60
     with Raw(g) as c:
         c.login()
