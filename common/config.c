@@ -17,6 +17,7 @@
 #include <ini.h>
 
 #include "buf.h"
+#include "config_internal.h"
 
 enum key_type {
 	T_STRING,	/* any text */
@@ -112,6 +113,11 @@ struct loader {
 	char section[128];
 	struct account *account;	/* the [account NAME] being read */
 	bool seen[N_KEYS];		/* for duplicate keys, per section */
+	bool key_in_section;	/* a key was read since the section header */
+	long line_offset;	/* where the line being read starts */
+	/* When not NULL, every section header met (the index writer). */
+	struct config_section *sections;
+	size_t n_sections;
 };
 
 static int fail(struct loader *ld, const char *fmt, ...)
@@ -624,12 +630,19 @@ static void begin_section(struct loader *ld, const char *line)
 	snprintf(ld->section, sizeof ld->section, "%.*s", (int)(close - line - 1), line + 1);
 	memset(ld->seen, 0, sizeof ld->seen);
 	ld->account = NULL;
+	ld->key_in_section = false;
 	const char *kind = section_kind(ld->section);
 	if (strcmp(kind, "account") == 0 || strcmp(ld->section, "account") == 0)
 		begin_account(ld, ld->section);
 	else if (strcmp(kind, "gate") != 0 && strcmp(kind, "relay") != 0 &&
 		 strcmp(kind, "callback") != 0)
 		fail(ld, "unknown section [%s] (known: [gate], [relay], [callback], [account NAME])", ld->section);
+	if (ld->sections && !ld->failed) {
+		ld->sections = xrealloc(ld->sections, (ld->n_sections + 1) * sizeof *ld->sections);
+		ld->sections[ld->n_sections++] = (struct config_section){
+			(size_t)ld->line_offset, ld->line,
+			ld->account ? (ssize_t)(ld->account - ld->c->accounts) : -1 };
+	}
 }
 
 static int on_key(void *user, const char *section, const char *key,
@@ -649,6 +662,7 @@ static int on_key(void *user, const char *section, const char *key,
 		if (ld->seen[i] && !repeatable(row->type))
 			return fail(ld, "%s is set twice in [%s]", key, ld->section);
 		ld->seen[i] = true;
+		ld->key_in_section = true;
 		void *base = ld->account ? (void *)ld->account : (void *)ld->c;
 		/* inih wants non-zero for success. */
 		return set_value(ld, row, base, value) == 0;
@@ -664,6 +678,7 @@ static char *read_line(char *str, int num, void *stream)
 	struct loader *ld = stream;
 	if (ld->failed)
 		return NULL;
+	long offset = ftell(ld->file);
 	if (!fgets(str, num, ld->file))
 		return NULL;
 	ld->line++;
@@ -672,8 +687,11 @@ static char *read_line(char *str, int num, void *stream)
 		fail(ld, "line longer than %d characters; continue a list on an indented line", num - 2);
 		return NULL;
 	}
+	/* inih reads an indented line after a key as more of that key's
+	 * value, even one that starts with "[". */
 	const char *start = str + strspn(str, " \t");
-	if (*start == '[') {
+	if (*start == '[' && !(start > str && ld->key_in_section)) {
+		ld->line_offset = offset;
 		begin_section(ld, start);
 		if (ld->failed)
 			return NULL;
@@ -753,66 +771,179 @@ static int check_unique(struct loader *ld)
 	return rc;
 }
 
+/* Rules of one account that involve more than one key. */
+static int check_account(struct loader *ld, const struct account *a)
+{
+	ld->line = a->line;
+	if (!a->login != !a->password_hash)
+		return fail(ld, "[account %s]: login and password go together", a->name);
+	if (!a->login && a->n_networks == 0)
+		return fail(ld, "[account %s]: needs login and password, or networks", a->name);
+	if (a->dkim_default_domain) {
+		bool found = false;
+		for (size_t k = 0; k < a->n_dkim_keys; k++)
+			found |= strcmp(a->dkim_keys[k].domain, a->dkim_default_domain) == 0;
+		if (!found)
+			return fail(ld, "[account %s]: dkim_default_domain %s has no dkim_key", a->name, a->dkim_default_domain);
+	}
+	return 0;
+}
+
+static int check_globals(struct loader *ld)
+{
+	ld->line = 0;
+	if (!ld->c->tls_certificate != !ld->c->tls_private_key)
+		return fail(ld, "[gate] tls_certificate and tls_private_key go together");
+	return 0;
+}
+
 /* Rules that involve more than one key. */
 static int check_accounts(struct loader *ld)
 {
 	struct config *c = ld->c;
-	for (size_t i = 0; i < c->n_accounts; i++) {
-		struct account *a = &c->accounts[i];
-		ld->line = a->line;
-		if (!a->login != !a->password_hash)
-			return fail(ld, "[account %s]: login and password go together", a->name);
-		if (!a->login && a->n_networks == 0)
-			return fail(ld, "[account %s]: needs login and password, or networks", a->name);
-		if (a->dkim_default_domain) {
-			bool found = false;
-			for (size_t k = 0; k < a->n_dkim_keys; k++)
-				found |= strcmp(a->dkim_keys[k].domain, a->dkim_default_domain) == 0;
-			if (!found)
-				return fail(ld, "[account %s]: dkim_default_domain %s has no dkim_key", a->name, a->dkim_default_domain);
-		}
-	}
+	for (size_t i = 0; i < c->n_accounts; i++)
+		if (check_account(ld, &c->accounts[i]) != 0)
+			return -1;
 	if (check_unique(ld) != 0)
 		return -1;
-	ld->line = 0;
-	if (!c->tls_certificate != !c->tls_private_key)
-		return fail(ld, "[gate] tls_certificate and tls_private_key go together");
+	return check_globals(ld);
+}
+
+/* Sets c up for a load of path: its folder, the defaults. */
+static void begin_load(struct loader *ld, struct config *c, const char *path,
+		       struct error *err)
+{
+	memset(c, 0, sizeof *c);
+	*ld = (struct loader){ .c = c, .path = path, .err = err };
+	c->path = xstrdup(path);
+	const char *slash = strrchr(path, '/');
+	c->dir = slash ? xstrndup(path, slash == path ? 1 : (size_t)(slash - path))
+		       : xstrdup(".");
+	set_defaults(ld);
+}
+
+/* Reads config text from f into ld->c; first_line is the number, in the
+ * file, of f's first line. */
+static int parse_stream(struct loader *ld, FILE *f, int first_line)
+{
+	ld->file = f;
+	ld->line = first_line - 1;
+	ld->section[0] = '\0';
+	ld->account = NULL;
+	ld->key_in_section = false;
+	int rc = ini_parse_stream(read_line, ld, on_key, ld);
+	if (rc > 0 && !ld->failed) {
+		ld->line = first_line - 1 + rc;
+		fail(ld, "not a section header or key = value line");
+	} else if (rc < 0 && !ld->failed) {
+		fail(ld, "cannot parse (out of memory)");
+	}
+	return ld->failed ? -1 : 0;
+}
+
+/* Reads text as if it were a file. */
+static int parse_text(struct loader *ld, const char *text, size_t len,
+		      int first_line)
+{
+	if (len == 0)
+		return 0;
+	FILE *f = fmemopen((void *)text, len, "r");
+	if (!f)
+		return fail(ld, "cannot parse (out of memory)"), -1;
+	int rc = parse_stream(ld, f, first_line);
+	fclose(f);
+	return rc;
+}
+
+/* The checks after a whole file is read; on failure c is freed. */
+static int end_load(struct loader *ld)
+{
+	if (!ld->failed)
+		check_accounts(ld);
+	if (ld->failed) {
+		free(ld->sections);
+		ld->sections = NULL;
+		config_free(ld->c);
+		return -1;
+	}
 	return 0;
 }
 
 int config_load(struct config *c, const char *path, struct error *err)
 {
-	memset(c, 0, sizeof *c);
-	struct loader ld = { .c = c, .path = path, .err = err };
-	c->path = xstrdup(path);
-	const char *slash = strrchr(path, '/');
-	c->dir = slash ? xstrndup(path, slash == path ? 1 : (size_t)(slash - path))
-		       : xstrdup(".");
-	ld.file = fopen(path, "r");
-	if (!ld.file) {
+	struct loader ld;
+	begin_load(&ld, c, path, err);
+	FILE *f = fopen(path, "r");
+	if (!f) {
 		error_set(err, "%s: cannot open: %s", path, strerror(errno));
 		config_free(c);
 		return -1;
 	}
-	set_defaults(&ld);
-	int rc = ini_parse_stream(read_line, &ld, on_key, &ld);
-	fclose(ld.file);
-	if (rc > 0 && !ld.failed) {
-		ld.line = rc;
-		fail(&ld, "not a section header or key = value line");
-	} else if (rc < 0 && !ld.failed) {
-		fail(&ld, "cannot parse (out of memory)");
-	}
-	if (!ld.failed)
-		check_accounts(&ld);
-	if (ld.failed) {
-		config_free(c);
+	parse_stream(&ld, f, 1);
+	fclose(f);
+	return end_load(&ld);
+}
+
+int config_load_text(struct config *c, const char *path, const char *text,
+		     size_t len, struct config_section **sections,
+		     size_t *n_sections, struct error *err)
+{
+	struct loader ld;
+	begin_load(&ld, c, path, err);
+	/* A file with no section at all still gets a list. */
+	ld.sections = xmalloc(sizeof *ld.sections);
+	parse_text(&ld, text, len, 1);
+	if (end_load(&ld) != 0)
 		return -1;
-	}
+	*sections = ld.sections;
+	*n_sections = ld.n_sections;
 	return 0;
 }
 
-static void account_free(struct account *a)
+void config_begin(struct config *c, const char *path)
+{
+	struct loader ld;
+	struct error ignored;
+	begin_load(&ld, c, path, &ignored);
+}
+
+int config_add_text(struct config *c, const char *text, size_t len,
+		    int first_line, struct error *err)
+{
+	struct loader ld = { .c = c, .path = c->path, .err = err };
+	return parse_text(&ld, text, len, first_line);
+}
+
+int config_check_globals(struct config *c, struct error *err)
+{
+	struct loader ld = { .c = c, .path = c->path, .err = err };
+	return check_globals(&ld);
+}
+
+int config_read_account(const struct config *c, const char *text, size_t len,
+			int first_line, struct account *out, struct error *err)
+{
+	/* A scratch config shares c's folder, for relative key paths. */
+	struct config scratch = { .path = c->path, .dir = c->dir };
+	struct loader ld = { .c = &scratch, .path = c->path, .err = err };
+	parse_text(&ld, text, len, first_line);
+	if (!ld.failed && scratch.n_accounts != 1) {
+		ld.line = first_line;
+		fail(&ld, "the index holds no single [account] section here; run smtpgate-queue index-config");
+	}
+	if (!ld.failed)
+		check_account(&ld, &scratch.accounts[0]);
+	if (!ld.failed)
+		*out = scratch.accounts[0];
+	else
+		for (size_t i = 0; i < scratch.n_accounts; i++)
+			config_account_free(&scratch.accounts[i]);
+	/* Only the array: its one account now belongs to out. */
+	free(scratch.accounts);
+	return ld.failed ? -1 : 0;
+}
+
+void config_account_free(struct account *a)
 {
 	free(a->name);
 	free(a->login);
@@ -832,6 +963,8 @@ static void account_free(struct account *a)
 
 void config_free(struct config *c)
 {
+	if (c->index)
+		config_index_close(c);
 	free(c->path);
 	free(c->dir);
 	free(c->hostname);
@@ -849,7 +982,7 @@ void config_free(struct config *c)
 	free(c->callback_url);
 	free(c->callback_secret);
 	for (size_t i = 0; i < c->n_accounts; i++)
-		account_free(&c->accounts[i]);
+		config_account_free(&c->accounts[i]);
 	free(c->accounts);
 	memset(c, 0, sizeof *c);
 }
@@ -859,6 +992,8 @@ void config_free(struct config *c)
 const struct account *config_account_by_name(const struct config *c,
 					      const char *name)
 {
+	if (c->index)
+		return config_index_by_name(c, name);
 	for (size_t i = 0; i < c->n_accounts; i++)
 		if (strcmp(c->accounts[i].name, name) == 0)
 			return &c->accounts[i];
@@ -868,6 +1003,8 @@ const struct account *config_account_by_name(const struct config *c,
 const struct account *config_account_by_login(const struct config *c,
 					       const char *login)
 {
+	if (c->index)
+		return config_index_by_login(c, login);
 	for (size_t i = 0; i < c->n_accounts; i++)
 		if (c->accounts[i].login && strcmp(c->accounts[i].login, login) == 0)
 			return &c->accounts[i];
@@ -877,6 +1014,8 @@ const struct account *config_account_by_login(const struct config *c,
 const struct account *config_account_by_address(const struct config *c,
 						 const struct sockaddr *sa)
 {
+	if (c->index)
+		return config_index_by_address(c, sa);
 	const struct account *best = NULL;
 	int best_prefix = -1;
 	for (size_t i = 0; i < c->n_accounts; i++) {

@@ -53,6 +53,8 @@ enum sender_verdict {
 	SENDER_IS_PROHIBITED,
 };
 
+struct config_index;	/* config_index.c */
+
 struct cidr {
 	int family;		/* AF_INET or AF_INET6 */
 	unsigned char addr[16];	/* network byte order, host bits zero */
@@ -128,6 +130,11 @@ struct config {
 
 	struct account *accounts;
 	size_t n_accounts;
+
+	/* Set by config_load_indexed when the accounts are read from
+	 * PATH.index one at a time, on their first lookup; accounts is then
+	 * empty. */
+	struct config_index *index;
 };
 
 /* The path to use when no -c is given: $SMTPGATE_CONF, else
@@ -140,6 +147,33 @@ const char *config_default_path(void);
  * form "credential:NAME" are taken from $CREDENTIALS_DIRECTORY/NAME: path
  * keys become that path, secrets (passwords) that file's contents. */
 int config_load(struct config *c, const char *path, struct error *err);
+
+/* ---- the account index (config_index.c) ----
+ * The handler loads the config on every connection, and needs one or two
+ * of its accounts. PATH.index (written by smtpgate-queue index-config,
+ * an LMDB file) holds the text of the global sections and of each
+ * account, keyed by name, login and network, with the file's identity
+ * (device, inode, size, modification time), so that a connection reads
+ * what it needs whatever the number of accounts. */
+#define CONFIG_INDEX_SUFFIX ".index"
+
+/* Loads the file at path (as config_load, checking every account) and
+ * writes PATH.index atomically (a new file renamed over the old one), with
+ * the config file's owner, group and mode. */
+int config_index_write(const char *path, struct error *err);
+
+/* config_load for a program that needs few accounts: when PATH.index
+ * matches the file, only its global sections are read, and an account on
+ * its first lookup. Otherwise the whole file is read as by config_load;
+ * then warning says why, unless there is no index at all (warning->text
+ * empty). */
+int config_load_indexed(struct config *c, const char *path,
+			struct error *warning, struct error *err);
+
+/* True when the last account lookup returned NULL because the account's
+ * section could not be read from the index (a key or credential file
+ * gone since the index was written); err says why. */
+bool config_lookup_failed(const struct config *c, struct error *err);
 
 /* Frees everything config_load allocated. */
 void config_free(struct config *c);

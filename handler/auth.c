@@ -300,6 +300,10 @@ void auth_proceed(struct session *s, const char *arg)
 		goto done;
 	}
 	const struct account *a = *login ? config_account_by_login(s->config, login) : NULL;
+	if (!a && !session_account_readable(s)) {
+		count_failures(s, -1);	/* not the client's failure */
+		goto done;
+	}
 	bool ok = auth_password_matches(a, password);
 	if (ok && *authzid && strcmp(authzid, login) != 0) {
 		/* RFC 4616 section 2: acting as another identity is not

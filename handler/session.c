@@ -740,6 +740,17 @@ void session_init(struct session *s, const struct config *c, int in_fd,
 	}
 }
 
+bool session_account_readable(struct session *s)
+{
+	struct error err;
+	if (!config_lookup_failed(s->config, &err))
+		return true;
+	log_msg(LOG_ERR, "%s", err.text);
+	session_reply(s, REPLY_UNAVAILABLE, s->config->hostname);
+	session_close(s, "421 4.3.0 account unreadable");
+	return false;
+}
+
 static bool implicit_tls(const struct session *s)
 {
 	const struct config *c = s->config;
@@ -754,6 +765,8 @@ void session_run(struct session *s)
 	struct error err;
 	if (implicit_tls(s) && !start_tls(s))
 		return;	/* RFC 8314 section 3.3: no TLS, no session */
+	if (!session_account_readable(s))
+		return;
 	if (queue_open(&s->queue, s->config, false, &err) != QUEUE_OK) {
 		log_msg(LOG_ERR, "queue: %s", err.text);
 		s->queue = NULL;

@@ -102,6 +102,11 @@ bool session_read_line(struct session *s, const char **line, size_t *len);
  * closing; logs why (a refused session gets one journal entry). */
 void session_close(struct session *s, const char *why);
 
+/* After an account lookup found nothing: false, with 421 4.3.0 sent and
+ * the session closing, when the account is in the config index but its
+ * section could not be read (config_lookup_failed); true otherwise. */
+bool session_account_readable(struct session *s);
+
 /* Drops the current transaction (RSET, end of message, STARTTLS). */
 void session_drop_transaction(struct session *s);
 

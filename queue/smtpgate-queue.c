@@ -47,6 +47,7 @@ static const char usage[] =
 	"  stoplist add|remove ACCOUNT ADDRESS\n"
 	"  stoplist import ACCOUNT FILE         one address or @domain a line\n"
 	"  check-config                         load config and keys, print it\n"
+	"  index-config                         check, then write CONFIG.index\n"
 	"Options:\n"
 	"  -c FILE     configuration (default $SMTPGATE_CONF or " CONFIG_DEFAULT_PATH ")\n"
 	"  --json      JSON output: an array of objects ([] when empty)\n"
@@ -1296,6 +1297,35 @@ static int cmd_check_config(const struct config *c, int argc)
 	return 0;
 }
 
+/* ---- index-config ---- */
+
+static int cmd_index_config(const struct config *c, int argc)
+{
+	if (argc)
+		return usage_error("%s", "index-config takes no argument");
+	struct error err;
+	/* What check-config checks, so that a config the handler would
+	 * refuse is never indexed. */
+	if (dkim_check_keys(c, &err) != 0 || config_index_write(c->path, &err) != 0)
+		return fail("%s", err.text);
+	struct buf index = BUF_INIT;
+	buf_printf(&index, "%s%s", c->path, CONFIG_INDEX_SUFFIX);
+	if (json) {
+		struct buf o = BUF_INIT;
+		buf_putc(&o, '{');
+		json_str(&o, "config", c->path);
+		json_str(&o, "index", index.data);
+		json_u64(&o, "accounts", c->n_accounts);
+		buf_puts(&o, "}\n");
+		fputs(o.data, stdout);
+		buf_free(&o);
+	} else {
+		printf("%s: %zu accounts\n", index.data, c->n_accounts);
+	}
+	buf_free(&index);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	const char *config_path;
@@ -1357,6 +1387,8 @@ int main(int argc, char **argv)
 					     sub_argv);
 		else if (strcmp(cmd, "check-config") == 0)
 			status = cmd_check_config(&config, sub_argc);
+		else if (strcmp(cmd, "index-config") == 0)
+			status = cmd_index_config(&config, sub_argc);
 		else
 			status = usage_error("unknown command \"%s\"", cmd);
 	}
