@@ -122,7 +122,7 @@ echo "|---|---|---:|---:|"
 awk -v t="$total" 'BEGIN { printf "| whole process | | %.2f M | 100 %% |\n", t / 1e6 }'
 row "dynamic loading + relocation" _dl_start
 row "main (config load + session + exit paths)" main
-row "config load" config_load
+row "config load" config_load_indexed
 row "session (all SMTP)" session_run
 row "queue open (LMDB env)" queue_open
 row "DKIM key load (PEM decode)" dkim_key_load
@@ -188,12 +188,32 @@ echo
 
 echo "### Config load: 10 vs 10,000 accounts (bench/config_load)"
 echo
+echo "Whole file (config_load), and through the account index written by"
+echo "\`smtpgate-queue index-config\` (config_load_indexed + the lookups of one"
+echo "connection: the account of the client's network and of a login)."
+echo
 if [ -x "$build/bench/config_load" ]; then
 	for n in 10:2000 10000:30; do
-		bash bench/make_config.sh "$dir/cfg${n%:*}" "${n%:*}"
-		echo "- ${n%:*} accounts: $("$build/bench/config_load" "$dir/cfg${n%:*}/smtpgate.conf" "${n#*:}" 2>&1 | tail -n 1 | sed "s|$dir/||")"
+		cfg=$dir/cfg${n%:*}
+		bash bench/make_config.sh "$cfg" "${n%:*}"
+		"$build/smtpgate-queue" -c "$cfg/smtpgate.conf" index-config > /dev/null
+		"$build/bench/config_load" "$cfg/smtpgate.conf" "${n#*:}" 10.0.5.9 user5@smtpgate 2>&1 |
+			sed "s|$dir/||; s|^|- ${n%:*} accounts: |"
 	done
 else
 	echo "($build/bench/config_load not built)"
 fi
+echo
+# The same session as above with 10,000 more accounts in the config.
+{
+	cat "$dir/c.conf"
+	awk 'BEGIN { for (i = 0; i < 10000; i++)
+		printf "[account a%d]\nlogin = user%d@smtpgate\npassword = $y$j9T$F5Jx5fExrKuPp53xLKQ..1$X3DX6M94c7o.9agCG9G317fhZg9SqC.5i5rd.RhAtQ7\nnetworks = 10.%d.%d.0/24\n\n", i, i, int(i / 256) % 256, i % 256 }'
+} > "$dir/big.conf"
+echo "One whole session (as above) with 10,000 more accounts in the config (perf stat -r $runs):"
+echo
+echo "- without an index: $(perf_line sh -c "REMOTE_ADDR=127.0.0.1 '$handler' -c '$dir/big.conf' < '$dir/session.txt'")"
+"$build/smtpgate-queue" -c "$dir/big.conf" index-config > /dev/null
+echo "- with big.conf.index: $(perf_line sh -c "REMOTE_ADDR=127.0.0.1 '$handler' -c '$dir/big.conf' < '$dir/session.txt'")"
+echo "- with 1 account (above): $(perf_line sh -c "REMOTE_ADDR=127.0.0.1 '$handler' -c '$dir/c.conf' < '$dir/session.txt'")"
 echo

@@ -2,6 +2,8 @@
 # make bench: runs every part bench/*.sh in name order (helpers named
 # make_*.sh are not parts) and writes what they print to bench/results.md
 # as well as to the terminal. Parts take the build folder as $1.
+# bench/summary.md, the figures against their targets, is written by hand
+# from a run's output and goes between the header and the parts.
 set -u
 cd "$(dirname "$0")/.."
 build=${BUILD:-build}
@@ -16,6 +18,10 @@ out=bench/results.md
 		"callgrind instruction counts do not)"
 	echo "- kernel: $(uname -r); queue file system: $(df -T /tmp | awk 'NR == 2 { print $2 }')"
 	echo
+	if [ -f bench/summary.md ]; then
+		cat bench/summary.md
+		echo
+	fi
 } > "$out"
 status=0
 for part in bench/*.sh; do

@@ -10,6 +10,9 @@
  *   password together, an account has a way in, dkim_default_domain has a
  *   key, names and logins unique, networks have no host bits, values in
  *   range), and its own lookups find what it holds;
+ * - read section by section, as the handler reads it through the account
+ *   index (config_index.c), the text gives the same global settings and
+ *   the same accounts as read whole;
  * - what check-config prints (config_dump) is itself a valid config that
  *   loads to the same effective configuration, when its lines fit the
  *   loader's limit (libinih's buffer: 198 characters; a relative path
@@ -23,6 +26,7 @@
 
 #include "buf.h"
 #include "config.h"
+#include "config_internal.h"
 #include "fuzz.h"
 
 static char folder[64];
@@ -198,6 +202,84 @@ static void check_loaded(const struct config *c)
 	}
 }
 
+static bool same_string(const char *a, const char *b)
+{
+	return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+static void check_same_account(const struct account *a, const struct account *b)
+{
+	bool same = same_string(a->name, b->name) && same_string(a->login, b->login) &&
+		same_string(a->password_hash, b->password_hash) &&
+		same_string(a->dkim_default_domain, b->dkim_default_domain) &&
+		a->n_networks == b->n_networks && a->n_dkim_keys == b->n_dkim_keys &&
+		a->n_senders == b->n_senders && a->blocked == b->blocked &&
+		a->demo == b->demo && a->line == b->line;
+	for (size_t k = 0; same && k < a->n_networks; k++)
+		same = memcmp(&a->networks[k], &b->networks[k], sizeof a->networks[k]) == 0;
+	for (size_t k = 0; same && k < a->n_dkim_keys; k++)
+		same = same_string(a->dkim_keys[k].domain, b->dkim_keys[k].domain) &&
+		       same_string(a->dkim_keys[k].selector, b->dkim_keys[k].selector) &&
+		       same_string(a->dkim_keys[k].path, b->dkim_keys[k].path);
+	for (size_t k = 0; same && k < a->n_senders; k++)
+		same = same_string(a->senders[k].pattern, b->senders[k].pattern) &&
+		       a->senders[k].status == b->senders[k].status;
+	FUZZ_REQUIRE(same, "[account %s] read alone differs from [account %s] read whole",
+		     a->name, b->name);
+}
+
+/* The text read section by section, as through the account index. */
+static void check_sections(struct config *whole, const uint8_t *data, size_t size)
+{
+	struct config c;
+	struct config_section *sections;
+	size_t n_sections;
+	struct error err;
+	FUZZ_REQUIRE(config_load_text(&c, conf_path, (const char *)data, size,
+				      &sections, &n_sections, &err) == 0,
+		     "the text loads from memory as from the file: %s", err.text);
+	FUZZ_REQUIRE(c.n_accounts == whole->n_accounts, "as many accounts");
+	struct config globals;
+	config_begin(&globals, conf_path);
+	size_t n_accounts = 0;
+	for (size_t i = 0; i < n_sections; i++) {
+		const struct config_section *s = &sections[i];
+		size_t end = i + 1 < n_sections ? sections[i + 1].offset : size;
+		FUZZ_REQUIRE(s->offset < end && end <= size, "sections are in order");
+		const char *text = (const char *)data + s->offset;
+		if (s->account < 0) {
+			FUZZ_REQUIRE(config_add_text(&globals, text, end - s->offset,
+						     s->line, &err) == 0,
+				     "a global section reads alone: %s", err.text);
+			continue;
+		}
+		FUZZ_REQUIRE((size_t)s->account == n_accounts++, "accounts in file order");
+		struct account alone;
+		FUZZ_REQUIRE(config_read_account(whole, text, end - s->offset, s->line,
+						 &alone, &err) == 0,
+			     "[account %s] reads alone: %s", whole->accounts[s->account].name,
+			     err.text);
+		check_same_account(&alone, &whole->accounts[s->account]);
+		config_account_free(&alone);
+	}
+	FUZZ_REQUIRE(n_accounts == whole->n_accounts, "every account has its section");
+	FUZZ_REQUIRE(config_check_globals(&globals, &err) == 0, "%s", err.text);
+	/* The dump of the global sections alone against the whole one's
+	 * without its accounts. */
+	size_t saved = whole->n_accounts;
+	whole->n_accounts = 0;
+	char *want = dump_text(whole), *got = dump_text(&globals);
+	whole->n_accounts = saved;
+	FUZZ_REQUIRE(strcmp(want, got) == 0,
+		     "the global sections read alone give the same settings\n--- whole:\n%s--- alone:\n%s",
+		     want, got);
+	free(want);
+	free(got);
+	config_free(&globals);
+	free(sections);
+	config_free(&c);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	write_file(conf_path, data, size);
@@ -214,6 +296,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	}
 	check_loaded(&c);
+	check_sections(&c, data, size);
 
 	char *first = dump_text(&c);
 	char *again = reloadable(first);
