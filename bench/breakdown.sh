@@ -141,16 +141,18 @@ echo
 REMOTE_ADDR=127.0.0.1 valgrind --tool=callgrind --callgrind-out-file="$dir/cg-tls.out" \
 	"$handler" -c "$dir/c.conf" < "$dir/starttls.txt" > /dev/null 2>&1
 notls=$(callgrind_annotate "$dir/cg-tls.out" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(/,/, "", $1); print $1; exit }')
-/usr/bin/python3 - "$handler" "$dir" > "$dir/tls.txt" <<'EOF'
-# One STARTTLS handshake against a callgrind'ed handler: the client is
-# Python's ssl module over a socketpair (no verification, a bench).
+# One STARTTLS handshake against a callgrind'ed handler with config $1:
+# the client is Python's ssl module over a socketpair (no verification, a
+# bench). Prints the TLS version; the profile goes to $2.
+tls_session() {
+	/usr/bin/python3 - "$handler" "$1" "$2" <<'EOF'
 import os, socket, ssl, subprocess, sys
-handler, d = sys.argv[1], sys.argv[2]
+handler, conf, out = sys.argv[1], sys.argv[2], sys.argv[3]
 a, b = socket.socketpair()
 env = dict(os.environ, REMOTE_ADDR="127.0.0.1")
 p = subprocess.Popen(["valgrind", "--tool=callgrind",
-                      f"--callgrind-out-file={d}/cg-tls2.out", handler,
-                      "-c", f"{d}/c.conf"], stdin=b, stdout=b,
+                      f"--callgrind-out-file={out}", handler,
+                      "-c", conf], stdin=b, stdout=b,
                      stderr=subprocess.DEVNULL, env=env)
 b.close()
 f = a.makefile("rb")
@@ -176,14 +178,34 @@ t.sendall(b"QUIT\r\n"); tf.readline()
 p.wait(timeout=120)
 print(t.version())
 EOF
-tls=$(callgrind_annotate "$dir/cg-tls2.out" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(/,/, "", $1); print $1; exit }')
-ctx=$(callgrind_annotate --inclusive=yes "$dir/cg-tls2.out" 2>/dev/null |
-	awk '{ n = $0; sub(/ \[.*$/, "", n); sub(/^.*:/, "", n) }
-	     n == "tls_context_new" { gsub(/,/, "", $1); print $1; exit }')
-echo "TLS set-up (EHLO + QUIT vs EHLO + STARTTLS + $(cat "$dir/tls.txt") handshake + EHLO + QUIT):"
-awk -v a="$notls" -v b="$tls" -v c="${ctx:-0}" 'BEGIN {
-	printf "%.2f M vs %.2f M instructions: TLS costs %.2f M, of which the context (certificate + key load) %.2f M\n",
-		a / 1e6, b / 1e6, (b - a) / 1e6, c / 1e6 }'
+}
+# Inclusive instructions of a function in a profile.
+profile_ir() {
+	callgrind_annotate --inclusive=yes --threshold=100 "$1" 2>/dev/null |
+		awk -v f="$2" '{ n = $0; sub(/ \[.*$/, "", n); sub(/^.*:/, "", n) }
+			n == f { gsub(/,/, "", $1); print $1; found = 1; exit }
+			END { if (!found) print 0 }'
+}
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+	-keyout "$dir/ec-key.pem" -out "$dir/ec-cert.pem" -days 30 \
+	-subj /CN=gate.example.com 2>/dev/null
+sed "s|^tls_certificate = .*|tls_certificate = $dir/ec-cert.pem|; s|^tls_private_key = .*|tls_private_key = $dir/ec-key.pem|" \
+	"$dir/c.conf" > "$dir/ec.conf"
+echo "TLS set-up: EHLO + STARTTLS + handshake + EHLO + QUIT against EHLO + QUIT"
+echo "($(awk -v a="$notls" 'BEGIN { printf "%.2f M", a / 1e6 }') instructions); callgrind instructions:"
+echo
+echo "| certificate | TLS | whole session | TLS costs | context: SSL_CTX_new, certificate, key | of which the key | handshake |"
+echo "|---|---|---:|---:|---:|---:|---:|"
+for cert in "RSA-2048:c.conf" "ECDSA P-256:ec.conf"; do
+	version=$(tls_session "$dir/${cert#*:}" "$dir/cg-tls2.out")
+	tls=$(callgrind_annotate "$dir/cg-tls2.out" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(/,/, "", $1); print $1; exit }')
+	awk -v l="${cert%%:*}" -v v="$version" -v a="$notls" -v b="$tls" \
+		-v c="$(profile_ir "$dir/cg-tls2.out" tls_context_new)" \
+		-v k="$(profile_ir "$dir/cg-tls2.out" keyfile_read)" \
+		-v h="$(profile_ir "$dir/cg-tls2.out" tls_accept)" 'BEGIN {
+		printf "| %s | %s | %.2f M | %.2f M | %.2f M | %.2f M | %.2f M |\n",
+			l, v, b / 1e6, (b - a) / 1e6, c / 1e6, k / 1e6, h / 1e6 }'
+done
 echo
 
 echo "### Config load: 10 vs 10,000 accounts (bench/config_load)"

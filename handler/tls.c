@@ -4,6 +4,8 @@
 
 #include <openssl/err.h>
 
+#include "keyfile.h"
+
 static int set_nonblocking(int fd)
 {
 	int flags = fcntl(fd, F_GETFL);
@@ -46,7 +48,16 @@ SSL_CTX *tls_context_new(const struct config *c, struct error *err)
 		SSL_CTX_free(ctx);
 		return NULL;
 	}
-	if (SSL_CTX_use_PrivateKey_file(ctx, c->tls_private_key, SSL_FILETYPE_PEM) != 1) {
+	/* The key through keyfile.c's reader: OpenSSL's own file loader sets
+	 * up every decoder of every key type first, in each process. */
+	EVP_PKEY *key = keyfile_read(c->tls_private_key, err);
+	if (!key) {
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	int used = SSL_CTX_use_PrivateKey(ctx, key);
+	EVP_PKEY_free(key);
+	if (used != 1) {
 		error_set(err, "%s: %s", c->tls_private_key, openssl_reason());
 		SSL_CTX_free(ctx);
 		return NULL;

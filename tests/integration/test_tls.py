@@ -133,3 +133,41 @@ def test_plain_client_on_implicit_tls_port_gets_no_greeting(gate):
         except (ConnectionResetError, socket.timeout):
             pass
         assert b"220 " not in data
+
+
+def ecdsa_certificate(folder, key_form):
+    """A P-256 certificate and its key, as "PKCS8" or "SEC1" PEM."""
+    import subprocess
+    key, cert = folder / f"ec-{key_form}.pem", folder / f"ec-{key_form}-cert.pem"
+    run = lambda *a: subprocess.run(a, check=True, capture_output=True)
+    run("openssl", "genpkey", "-algorithm", "EC", "-pkeyopt",
+        "ec_paramgen_curve:P-256", "-out", str(key))
+    if key_form == "SEC1":
+        run("openssl", "ec", "-in", str(key), "-out", str(key))
+    run("openssl", "req", "-x509", "-key", str(key), "-out", str(cert), "-days", "30",
+        "-subj", "/CN=gate.example.com")
+    return cert, key
+
+
+def test_ecdsa_certificate_with_either_key_form_is_served(gate, tmp_path):
+    for form in ("PKCS8", "SEC1"):
+        cert, key = ecdsa_certificate(tmp_path, form)
+        assert ("BEGIN EC PRIVATE KEY" in key.read_text()) == (form == "SEC1")
+        g = gate(gate_keys={"tls_certificate": str(cert), "tls_private_key": str(key)})
+        with Raw(g) as c:
+            c.greeting()
+            c.ehlo()
+            c.starttls()
+            der = c.sock.getpeercert(binary_form=True)
+            assert der == ssl.PEM_cert_to_DER_cert(cert.read_text())
+            assert c.cmd("NOOP") == "250 2.0.0 Ok"
+
+
+def test_key_that_does_not_match_the_certificate_is_454(gate, tmp_path, keys):
+    _, other = ecdsa_certificate(tmp_path, "SEC1")
+    g = gate(gate_keys={"tls_private_key": str(other)})
+    with Raw(g) as c:
+        c.greeting()
+        c.ehlo()
+        assert c.cmd("STARTTLS") == "454 4.7.0 TLS not available due to temporary reason"
+    assert f"{other}: does not match {keys.cert}" in g.log_text()
