@@ -6,8 +6,9 @@
 #   (COUNT=500 syncs; ROUNDS=10 x PER=50 commits for each comparison)
 #
 # The floor is what the disk allows: the fdatasync rate of one 4 KiB write,
-# and the rate of LMDB durable commits of one 8-byte record (each LMDB
-# commit syncs the data pages, then the meta page). queue_append should
+# and the rate of LMDB durable commits of one 8-byte record and of one new
+# record of the message's size (each LMDB commit syncs the data pages, then
+# the meta page). queue_append should
 # stay within 1.5x of that floor: it writes msg (via MDB_RESERVE), env, due
 # and the issue counter in the same single commit. LMDB lets one writer in
 # at a time, so more writer processes queue up behind the lock rather than
@@ -36,8 +37,12 @@ echo
 run fdatasync "$work/sync" "$count"
 echo
 echo "queue_append of 10 KiB messages (msg, env, due and issue counter, one"
-echo "durable commit each) and the floor (durable LMDB commits of one 8-byte"
-echo "record), measured in turns, $rounds rounds of $per each, so that both"
+echo "durable commit each) and two floors: durable LMDB commits of one 8-byte"
+echo "record (rewriting one key: LMDB reuses the pages, the file keeps its"
+echo "size) and of one new record of the message's size (the file grows, as"
+echo "the queue's does while messages arrive faster than they leave, and"
+echo "fdatasync then also commits the file's new size and blocks to the ext4"
+echo "journal). Measured in turns, $rounds rounds of $per each, so that all"
 echo "see the same disk (on shared machines its sync rate swings by half from"
 echo "one minute to the next). Target: floor/append at most 1.5."
 echo
