@@ -678,7 +678,9 @@ static char *read_line(char *str, int num, void *stream)
 	struct loader *ld = stream;
 	if (ld->failed)
 		return NULL;
-	long offset = ftell(ld->file);
+	/* Only the index writer needs offsets, and reads from memory:
+	 * ftell of a file costs a system call a line. */
+	long offset = ld->sections ? ftell(ld->file) : 0;
 	if (!fgets(str, num, ld->file))
 		return NULL;
 	ld->line++;
