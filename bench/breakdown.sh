@@ -45,6 +45,11 @@ cmds = ("EHLO client.example.com\r\nMAIL FROM:<bench@example.com>\r\n"
         "RCPT TO:<rcpt@example.net>\r\nDATA\r\n")
 with open(f"{d}/session.txt", "w", newline="") as f:
     f.write(cmds + head + body + ".\r\nQUIT\r\n")
+# The same session with larger messages, for the cost per size.
+for kb in (100, 1024, 10240):
+    big = line * ((kb * 1024 - len(head)) // len(line))
+    with open(f"{d}/session-{kb}k.txt", "w", newline="") as f:
+        f.write(cmds + head + big + ".\r\nQUIT\r\n")
 with open(f"{d}/starttls.txt", "w", newline="") as f:
     f.write("EHLO client.example.com\r\nQUIT\r\n")
 EOF
@@ -72,6 +77,23 @@ echo "- exec + dynamic loading (\`--version\`): $(perf_line "$handler" --version
 echo "- one whole session: $(perf stat -r "$runs" sh -c "REMOTE_ADDR=127.0.0.1 '$handler' -c '$dir/c.conf' < '$dir/session.txt'" 2>&1 >/dev/null |
 	awk '/task-clock/ { printf "%s ms task-clock, ", $1 }
 	     /elapsed/ { printf "%.1f ms elapsed (± %s)\n", $1 * 1000, $(NF - 1) }')"
+size_line() {
+	perf stat -r "$runs" sh -c "REMOTE_ADDR=127.0.0.1 '$handler' -c '$dir/c.conf' < '$1'" 2>&1 >/dev/null |
+		awk '/task-clock/ { print $1 }'
+}
+# Peak RSS of one handler serving session file $1, in KB.
+peak_rss() {
+	REMOTE_ADDR=127.0.0.1 "$build/bench/peak_rss" "$handler" -c "$dir/c.conf" < "$1" 2>/dev/null | tail -n 1
+}
+small=$(size_line "$dir/session.txt")
+echo "- one session by message size (task-clock; the increment over 10 KB per MB added; peak RSS):"
+echo "  10 KB: $small ms, peak RSS $(peak_rss "$dir/session.txt") KB"
+for kb in 100 1024 10240; do
+	t=$(size_line "$dir/session-${kb}k.txt")
+	awk -v kb="$kb" -v t="$t" -v s="$small" -v rss="$(peak_rss "$dir/session-${kb}k.txt")" 'BEGIN {
+		printf "  %s KB: %.2f ms, %.2f ms per MB beyond 10 KB, peak RSS %d KB\n",
+			kb, t, (t - s) / ((kb - 10) / 1024), rss }'
+done
 echo "- libraries linked: $(ldd "$handler" | awk '$1 !~ /vdso|ld-linux/ { printf "%s ", $1 }')"
 echo
 echo "Dynamic loader (LD_DEBUG=statistics, \`--version\`):"

@@ -1,8 +1,12 @@
 #include "buf.h"
 
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 static void out_of_memory(void)
 {
@@ -137,4 +141,35 @@ void buf_free(struct buf *b)
 	free(b->data);
 	b->data = NULL;
 	b->len = b->cap = 0;
+}
+
+/* The whole pages inside [p, p + n), or false when there is none. */
+static bool whole_pages(const void *p, size_t n, char **start, size_t *len)
+{
+	static size_t page;
+	if (!page)
+		page = (size_t)sysconf(_SC_PAGESIZE);
+	uintptr_t first = ((uintptr_t)p + page - 1) & ~(uintptr_t)(page - 1);
+	uintptr_t end = ((uintptr_t)p + n) & ~(uintptr_t)(page - 1);
+	if (end <= first)
+		return false;
+	*start = (char *)first;
+	*len = end - first;
+	return true;
+}
+
+void mem_populate(void *p, size_t n)
+{
+	char *start;
+	size_t len;
+	if (whole_pages(p, n, &start, &len))
+		madvise(start, len, MADV_POPULATE_WRITE);
+}
+
+void mem_release(const void *p, size_t n)
+{
+	char *start;
+	size_t len;
+	if (whole_pages(p, n, &start, &len))
+		madvise(start, len, MADV_DONTNEED);
 }

@@ -56,4 +56,14 @@ void *xrealloc(void *p, size_t n);
 char *xstrdup(const char *s);
 char *xstrndup(const char *s, size_t n);
 
+/* For megabytes of message: the whole pages inside [p, p + n) are mapped
+ * in one system call instead of a page fault each (a fault costs ~12 us
+ * on a virtual machine: ~3 ms a MB). Does nothing on kernels before 5.14
+ * and for less than a page. */
+void mem_populate(void *p, size_t n);
+
+/* Gives the whole pages inside [p, p + n) back to the kernel: they read
+ * as zeros afterwards. For memory that is done with but not yet freed. */
+void mem_release(const void *p, size_t n);
+
 #endif

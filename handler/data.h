@@ -50,6 +50,7 @@ struct dkim_signer;
 struct message {
 	struct buf headers;	/* the header block, every line with its CRLF */
 	struct buf body;	/* everything after the empty line */
+	size_t body_populated;	/* body octets whose pages are mapped */
 	bool in_body;
 	bool has_separator;	/* an empty line ended the header block */
 	uint64_t size;		/* octets kept: headers + separator + body */

@@ -632,9 +632,28 @@ static int check_room(struct queue *q, size_t size, struct error *err)
 	return QUEUE_EFULL;
 }
 
-int queue_append(struct queue *q, const struct queue_envelope *env,
-		 const struct iovec *parts, size_t n_parts,
-		 char qid[QUEUE_ID_SIZE], struct error *err)
+/* Copies a part into the space LMDB reserved, a megabyte at a time: the
+ * destination (fresh memory LMDB allocated for the overflow pages) is
+ * populated in one call rather than faulted in page by page, and with
+ * release the source pages already copied go back to the kernel, so that
+ * a large message is in memory once, not twice. */
+static char *copy_part(char *dst, const struct iovec *part, bool release)
+{
+	const size_t piece = (size_t)1 << 20;
+	const char *src = part->iov_base;
+	for (size_t off = 0; off < part->iov_len; off += piece) {
+		size_t n = part->iov_len - off < piece ? part->iov_len - off : piece;
+		mem_populate(dst + off, n);
+		memcpy(dst + off, src + off, n);
+		if (release)
+			mem_release(src + off, n);
+	}
+	return dst + part->iov_len;
+}
+
+static int append(struct queue *q, const struct queue_envelope *env,
+		  const struct iovec *parts, size_t n_parts, bool release,
+		  char qid[QUEUE_ID_SIZE], struct error *err)
 {
 	qid[0] = '\0';
 	int rc = check_envelope(env, err);
@@ -671,11 +690,8 @@ int queue_append(struct queue *q, const struct queue_envelope *env,
 		goto fail;
 	}
 	char *dst = v.mv_data;
-	for (size_t i = 0; i < n_parts; i++) {
-		if (parts[i].iov_len)
-			memcpy(dst, parts[i].iov_base, parts[i].iov_len);
-		dst += parts[i].iov_len;
-	}
+	for (size_t i = 0; i < n_parts; i++)
+		dst = copy_part(dst, &parts[i], release);
 
 	queue_env_encode(&envrec, env, NULL, now, 0, now);
 	v.mv_size = envrec.len;
@@ -714,6 +730,20 @@ fail:
 	buf_free(&due);
 	buf_free(&issue);
 	return rc;
+}
+
+int queue_append(struct queue *q, const struct queue_envelope *env,
+		 const struct iovec *parts, size_t n_parts,
+		 char qid[QUEUE_ID_SIZE], struct error *err)
+{
+	return append(q, env, parts, n_parts, false, qid, err);
+}
+
+int queue_append_release(struct queue *q, const struct queue_envelope *env,
+			 const struct iovec *parts, size_t n_parts,
+			 char qid[QUEUE_ID_SIZE], struct error *err)
+{
+	return append(q, env, parts, n_parts, true, qid, err);
 }
 
 /* ---- log events ---- */

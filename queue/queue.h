@@ -147,6 +147,14 @@ int queue_append(struct queue *q, const struct queue_envelope *env,
 		 const struct iovec *parts, size_t n_parts,
 		 char qid[QUEUE_ID_SIZE], struct error *err);
 
+/* queue_append that gives the parts' memory back to the kernel as it
+ * copies them (mem_release): a large message is then in memory once, not
+ * twice. Whole pages of the parts may read as zeros afterwards, whether
+ * or not the append succeeds: for a caller that is done with them. */
+int queue_append_release(struct queue *q, const struct queue_envelope *env,
+			 const struct iovec *parts, size_t n_parts,
+			 char qid[QUEUE_ID_SIZE], struct error *err);
+
 /* For reject_incomplete = no: records, without storing the message, one log
  * event per recipient with status=bounced and msg=reason (e.g.
  * "635 6.7.8 no To:") and counts them as accepted and bounced, in one

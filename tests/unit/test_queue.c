@@ -667,6 +667,46 @@ TEST(test_appenders_killed_midway_leave_only_whole_messages)
 	free(dir);
 }
 
+/* A large message copied a megabyte at a time, its source pages given
+ * back as they go: the queue holds every byte, the source reads as zeros
+ * where whole pages were released. */
+TEST(test_append_release_stores_a_large_message_and_gives_its_pages_back)
+{
+	char *dir = temp_folder();
+	struct config c = config_for(dir, (uint64_t)64 << 20);
+	struct queue *q;
+	struct error err;
+	CHECK(queue_open(&q, &c, false, &err) == 0);
+	struct queue_envelope e = sample_envelope();
+	size_t n = (size_t)3 << 20 | 12345;	/* not a whole number of pages */
+	char *body = xmalloc(n), *copy = xmalloc(n);
+	for (size_t i = 0; i < n; i++)
+		body[i] = (char)('a' + i % 26);
+	memcpy(copy, body, n);
+	struct iovec parts[2] = { { "Received: x\r\n", 13 }, { body, n } };
+	char qid[QUEUE_ID_SIZE];
+	CHECK(queue_append_release(q, &e, parts, 2, qid, &err) == 0);
+	MDB_txn *txn;
+	MDB_val k = { strlen(qid), qid }, v;
+	CHECK(queue_txn_begin(q, true, &txn, NULL) == 0);
+	CHECK(mdb_get(txn, queue_dbi(q, QUEUE_DB_MSG), &k, &v) == 0);
+	CHECK(v.mv_size == 13 + n && memcmp(v.mv_data, "Received: x\r\n", 13) == 0 &&
+	      memcmp((char *)v.mv_data + 13, copy, n) == 0);
+	mdb_txn_abort(txn);
+	/* The page in the middle of the body was released. */
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	char *mid = (char *)(((uintptr_t)body + n / 2) & ~(uintptr_t)(page - 1));
+	bool zero = true;
+	for (size_t i = 0; i < page; i++)
+		zero &= mid[i] == 0;
+	CHECK(zero);
+	free(body);
+	free(copy);
+	queue_close(q);
+	remove_folder(dir);
+	free(dir);
+}
+
 UNIT_MAIN(test_open_creates_the_folder_0750_and_every_database,
 	  test_read_only_open_of_a_missing_queue_is_notfound_and_creates_nothing,
 	  test_open_refuses_another_schema_version_clearly,
@@ -681,4 +721,5 @@ UNIT_MAIN(test_open_creates_the_folder_0750_and_every_database,
 	  test_map_full_inside_a_transaction_writes_nothing,
 	  test_a_map_grown_by_another_process_is_adopted,
 	  test_concurrent_appending_processes_lose_nothing,
-	  test_appenders_killed_midway_leave_only_whole_messages)
+	  test_appenders_killed_midway_leave_only_whole_messages,
+	  test_append_release_stores_a_large_message_and_gives_its_pages_back)
