@@ -76,6 +76,22 @@ static bool der_small_uint(struct der *d, unsigned *v)
 	return true;
 }
 
+/* A key pair of the type from the numbers in bld, or NULL. */
+static EVP_PKEY *key_from_params(const char *type, OSSL_PARAM_BLD *bld)
+{
+	OSSL_PARAM *params = OSSL_PARAM_BLD_to_param(bld);
+	EVP_PKEY_CTX *ctx = params ? EVP_PKEY_CTX_new_from_name(NULL, type, NULL) : NULL;
+	EVP_PKEY *pkey = NULL;
+	if (!ctx || EVP_PKEY_fromdata_init(ctx) <= 0 ||
+	    EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_KEYPAIR, params) <= 0) {
+		EVP_PKEY_free(pkey);
+		pkey = NULL;
+	}
+	EVP_PKEY_CTX_free(ctx);
+	OSSL_PARAM_free(params);
+	return pkey;
+}
+
 /* PKCS#1 RSAPrivateKey (RFC 8017 A.1.2), two primes only. */
 static EVP_PKEY *rsa_from_pkcs1(struct der d)
 {
@@ -92,9 +108,6 @@ static EVP_PKEY *rsa_from_pkcs1(struct der d)
 		return NULL;
 	BIGNUM *bn[8] = { NULL };
 	OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
-	OSSL_PARAM *params = NULL;
-	EVP_PKEY_CTX *ctx = NULL;
-	EVP_PKEY *pkey = NULL;
 	bool ok = bld != NULL;
 	for (size_t i = 0; ok && i < 8; i++) {
 		const unsigned char *p;
@@ -103,20 +116,10 @@ static EVP_PKEY *rsa_from_pkcs1(struct der d)
 		     (bn[i] = BN_bin2bn(p, (int)n, NULL)) != NULL &&
 		     OSSL_PARAM_BLD_push_BN(bld, names[i], bn[i]);
 	}
-	if (ok)
-		ok = (params = OSSL_PARAM_BLD_to_param(bld)) != NULL &&
-		     (ctx = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL)) != NULL &&
-		     EVP_PKEY_fromdata_init(ctx) > 0 &&
-		     EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_KEYPAIR, params) > 0;
-	EVP_PKEY_CTX_free(ctx);
-	OSSL_PARAM_free(params);
+	EVP_PKEY *pkey = ok ? key_from_params("RSA", bld) : NULL;
 	OSSL_PARAM_BLD_free(bld);
 	for (size_t i = 0; i < 8; i++)
 		BN_clear_free(bn[i]);
-	if (!ok) {
-		EVP_PKEY_free(pkey);
-		return NULL;
-	}
 	return pkey;
 }
 
@@ -164,26 +167,14 @@ static EVP_PKEY *ec_from_sec1(struct der d, const char *curve)
 		return NULL;
 	BIGNUM *k = BN_bin2bn(priv.p, (int)(priv.end - priv.p), NULL);
 	OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
-	OSSL_PARAM *params = NULL;
-	EVP_PKEY_CTX *ctx = NULL;
-	EVP_PKEY *pkey = NULL;
 	bool ok = k && bld &&
 		  OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, curve, 0) &&
 		  OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_PRIV_KEY, k) &&
 		  OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, pub.p + 1,
-						   (size_t)(pub.end - pub.p - 1)) &&
-		  (params = OSSL_PARAM_BLD_to_param(bld)) != NULL &&
-		  (ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL)) != NULL &&
-		  EVP_PKEY_fromdata_init(ctx) > 0 &&
-		  EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_KEYPAIR, params) > 0;
-	EVP_PKEY_CTX_free(ctx);
-	OSSL_PARAM_free(params);
+						   (size_t)(pub.end - pub.p - 1));
+	EVP_PKEY *pkey = ok ? key_from_params("EC", bld) : NULL;
 	OSSL_PARAM_BLD_free(bld);
 	BN_clear_free(k);
-	if (!ok) {
-		EVP_PKEY_free(pkey);
-		return NULL;
-	}
 	return pkey;
 }
 

@@ -1,4 +1,4 @@
-/* Helpers shared by the DKIM unit tests. */
+/* Helpers shared by the DKIM and key file unit tests. */
 #ifndef SMTPGATE_DKIM_TEST_UTIL_H
 #define SMTPGATE_DKIM_TEST_UTIL_H
 
@@ -6,7 +6,20 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/pem.h>
+
 #include "buf.h"
+
+/* The key as OpenSSL's own PEM reader sees it, or NULL. */
+static inline EVP_PKEY *openssl_read(const char *path)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return NULL;
+	EVP_PKEY *k = PEM_read_PrivateKey(f, NULL, NULL, (void *)"");
+	fclose(f);
+	return k;
+}
 
 /* Reads a whole file into b (cleared first); returns 0 or -1. */
 static inline int read_file(const char *path, struct buf *b)

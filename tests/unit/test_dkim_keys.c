@@ -13,17 +13,6 @@
 #define KEYS "tests/data/dkim/"
 #define RFC "tests/data/rfc8463/"
 
-/* The key as OpenSSL's own PEM reader sees it. */
-static EVP_PKEY *openssl_read(const char *path)
-{
-	FILE *f = fopen(path, "rb");
-	if (!f)
-		return NULL;
-	EVP_PKEY *k = PEM_read_PrivateKey(f, NULL, NULL, (void *)"");
-	fclose(f);
-	return k;
-}
-
 /* Reads path with dkim_key_read and checks it is the key OpenSSL reads. */
 static void check_same_key(const char *path, enum dkim_key_type type, int bits)
 {

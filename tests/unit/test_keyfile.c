@@ -7,36 +7,13 @@
 #include <openssl/pem.h>
 
 #include "buf.h"
+#include "dkim_test_util.h"
 #include "keyfile.h"
 #include "unit.h"
 
 #define KEYS "tests/data/keys/"
 #define DKIM "tests/data/dkim/"
 #define RFC "tests/data/rfc8463/"
-
-static EVP_PKEY *openssl_read(const char *path)
-{
-	FILE *f = fopen(path, "rb");
-	if (!f)
-		return NULL;
-	EVP_PKEY *k = PEM_read_PrivateKey(f, NULL, NULL, (void *)"");
-	fclose(f);
-	return k;
-}
-
-static char *slurp(const char *path, size_t *len)
-{
-	FILE *f = fopen(path, "rb");
-	struct buf b = BUF_INIT;
-	char chunk[4096];
-	size_t n;
-	while (f && (n = fread(chunk, 1, sizeof chunk, f)) > 0)
-		buf_append(&b, chunk, n);
-	if (f)
-		fclose(f);
-	*len = b.len;
-	return buf_steal(&b);
-}
 
 /* path loads, is OpenSSL's key, and was read directly or not. */
 static void check_key(const char *path, bool direct)
@@ -47,15 +24,15 @@ static void check_key(const char *path, bool direct)
 	if (!ours)
 		fprintf(stderr, "  %s\n", err.text);
 	CHECK(ours && theirs && EVP_PKEY_eq(ours, theirs) == 1);
-	size_t len;
-	char *text = slurp(path, &len);
-	EVP_PKEY *fast = keyfile_parse_direct(text ? text : "", len);
+	struct buf text = BUF_INIT;
+	read_file(path, &text);
+	EVP_PKEY *fast = keyfile_parse_direct(text.data ? text.data : "", text.len);
 	if ((fast != NULL) != direct)
 		fprintf(stderr, "  %s: read directly: %s\n", path, fast ? "yes" : "no");
 	CHECK((fast != NULL) == direct);
 	CHECK(!fast || EVP_PKEY_eq(fast, theirs) == 1);
 	EVP_PKEY_free(fast);
-	free(text);
+	buf_free(&text);
 	EVP_PKEY_free(ours);
 	EVP_PKEY_free(theirs);
 }
@@ -101,9 +78,10 @@ TEST(test_encrypted_and_garbage_are_refused)
  * sanitizer build runs this too). */
 TEST(test_truncated_ec_der_is_not_a_key)
 {
-	size_t len;
-	char *text = slurp(KEYS "ec-p256-sec1.pem", &len);
-	EVP_PKEY *whole = keyfile_parse_direct(text, len);
+	struct buf file = BUF_INIT;
+	read_file(KEYS "ec-p256-sec1.pem", &file);
+	const char *text = file.data ? file.data : "";
+	EVP_PKEY *whole = keyfile_parse_direct(text, file.len);
 	CHECK(whole != NULL);
 	EVP_PKEY_free(whole);
 	/* Each shorter base64 body, re-armoured: a prefix of the DER. */
@@ -116,7 +94,7 @@ TEST(test_truncated_ec_der_is_not_a_key)
 		EVP_PKEY_free(k);
 		buf_free(&pem);
 	}
-	free(text);
+	buf_free(&file);
 }
 
 UNIT_MAIN(test_rsa_and_ed25519_are_read_directly, test_ec_keys_are_read_directly,
