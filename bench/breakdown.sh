@@ -153,7 +153,7 @@ row "DKIM sign finish" dkim_sign_finish
 row "RSA sign" RSA_sign
 row "RSA blinding set-up (first use)" RSA_setup_blinding
 row "Ed25519 sign (+ RSA digest-sign wrapper)" EVP_DigestSign
-row "queue append (LMDB txn + commit)" queue_append
+row "queue append (LMDB txn + commit)" queue_append_release
 row "LMDB commit" mdb_txn_commit
 row "process exit (atexit handlers: OpenSSL clean-up)" exit
 echo
