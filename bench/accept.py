@@ -74,16 +74,17 @@ def free_port():
 def serve(build, conf, port, ready_fd):
     """--serve: runs the activator, and when told (SIGTERM) stops it after
     its handlers are gone, then prints the handlers' rusage as JSON."""
-    # /usr/bin/time reports the activator's rusage with its reaped
+    # bench/peak_rss reports the activator's rusage with its reaped
     # handlers: its peak RSS is the handlers' (or the small activator's),
     # not this Python process's, which a child spawned from Python
     # inherits as its ru_maxrss (Linux keeps the high-water mark across
-    # exec of a vfork'ed child).
-    p = subprocess.Popen(["/usr/bin/time", "-f", "%M", "-o", f"{conf}.rss",
+    # exec of a vfork'ed child). It prints it last on standard output,
+    # which the handlers do not write to (their connection is fd 3).
+    p = subprocess.Popen([f"{build}/bench/peak_rss",
                           "systemd-socket-activate", "--accept",
                           "--fdname=connection", "-l", f"127.0.0.1:{port}",
                           f"{build}/smtpgate-handler", "-c", str(conf)],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     stop = []
     signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
     os.write(ready_fd, b"x")
@@ -103,9 +104,9 @@ def serve(build, conf, port, ready_fd):
         time.sleep(0.05)
     if activator:
         os.kill(int(activator[0]), signal.SIGTERM)
-    p.wait()
+    out = p.communicate()[0]
     r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    rss = int(open(f"{conf}.rss").read().split()[-1])
+    rss = int(out.split()[-1])
     print(json.dumps({"cpu": r.ru_utime + r.ru_stime, "maxrss_kb": rss}))
 
 

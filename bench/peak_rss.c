@@ -1,5 +1,7 @@
 /* Runs a command and prints its peak RSS in KB (getrusage of the reaped
- * child; a small parent, so that the copy before exec does not count):
+ * child, which includes the children it reaped itself; a small parent, so
+ * that the copy before exec does not count), as the last line of standard
+ * output. bench/accept.py and bench/breakdown.sh use it:
  *   build/bench/peak_rss COMMAND [ARG...] < input */
 #include <stdio.h>
 #include <sys/resource.h>
