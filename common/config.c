@@ -114,7 +114,6 @@ struct loader {
 	struct account *account;	/* the [account NAME] being read */
 	bool seen[N_KEYS];		/* for duplicate keys, per section */
 	bool key_in_section;	/* a key was read since the section header */
-	long line_offset;	/* where the line being read starts */
 	/* When not NULL, every section header met (the index writer). */
 	struct config_section *sections;
 	size_t n_sections;
@@ -619,8 +618,9 @@ static int begin_account(struct loader *ld, const char *section)
 }
 
 /* A section header line: its name is checked at once, so that an empty or
- * repeated section is reported at its own line. */
-static void begin_section(struct loader *ld, const char *line)
+ * repeated section is reported at its own line. offset: where the line
+ * starts in the text, for the index writer's list of sections. */
+static void begin_section(struct loader *ld, const char *line, long offset)
 {
 	const char *close = strchr(line, ']');
 	if (!close) {
@@ -640,7 +640,7 @@ static void begin_section(struct loader *ld, const char *line)
 	if (ld->sections && !ld->failed) {
 		ld->sections = xrealloc(ld->sections, (ld->n_sections + 1) * sizeof *ld->sections);
 		ld->sections[ld->n_sections++] = (struct config_section){
-			(size_t)ld->line_offset, ld->line,
+			(size_t)offset, ld->line,
 			ld->account ? (ssize_t)(ld->account - ld->c->accounts) : -1 };
 	}
 }
@@ -693,8 +693,7 @@ static char *read_line(char *str, int num, void *stream)
 	 * value, even one that starts with "[". */
 	const char *start = str + strspn(str, " \t");
 	if (*start == '[' && !(start > str && ld->key_in_section)) {
-		ld->line_offset = offset;
-		begin_section(ld, start);
+		begin_section(ld, start, offset);
 		if (ld->failed)
 			return NULL;
 	}

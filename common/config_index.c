@@ -131,16 +131,19 @@ static int put(struct writer *w, int db, const void *key, size_t key_len,
 			 (const char *)key, mdb_strerror(rc));
 }
 
-/* Puts a line number and a section's text. */
-static int put_section(struct writer *w, int db, const void *key,
-		       size_t key_len, int line, const char *text, size_t len)
+/* Puts a value of a 4-byte big-endian number (a line number, an
+ * account's order in the file) followed by bytes (a section's text, an
+ * account's name). */
+static int put_numbered(struct writer *w, int db, const void *key,
+			size_t key_len, uint32_t number, const char *bytes,
+			size_t len, unsigned flags)
 {
 	struct buf v = BUF_INIT;
 	unsigned char be[4];
-	put_be32(be, (uint32_t)line);
+	put_be32(be, number);
 	buf_append(&v, be, 4);
-	buf_append(&v, text, len);
-	int rc = put(w, db, key, key_len, v.data, v.len, 0);
+	buf_append(&v, bytes, len);
+	int rc = put(w, db, key, key_len, v.data, v.len, flags);
 	buf_free(&v);
 	return rc;
 }
@@ -150,28 +153,24 @@ static int put_account(struct writer *w, const struct account *a,
 		       unsigned char prefixes[2][129])
 {
 	size_t name_len = strlen(a->name);
-	if (put_section(w, DB_ACCOUNT, a->name, name_len, a->line, text, len) != 0)
+	if (put_numbered(w, DB_ACCOUNT, a->name, name_len, (uint32_t)a->line,
+			 text, len, 0) != 0)
 		return -1;
 	if (a->login && put(w, DB_LOGIN, a->login, strlen(a->login), a->name,
 			    name_len, 0) != 0)
 		return -1;
-	struct buf v = BUF_INIT;
-	buf_reserve(&v, 4 + name_len);
-	put_be32((unsigned char *)v.data, order);
-	v.len = 4;
-	buf_append(&v, a->name, name_len);
-	int rc = 0;
-	for (size_t i = 0; i < a->n_networks && rc == 0; i++) {
+	for (size_t i = 0; i < a->n_networks; i++) {
 		const struct cidr *net = &a->networks[i];
 		unsigned char key[18];
 		size_t key_len = network_key(key, net->family, net->prefix, net->addr);
 		/* The same network in two accounts: the first in the file
 		 * wins, as config_account_by_address decides. */
-		rc = put(w, DB_NETWORK, key, key_len, v.data, v.len, MDB_NOOVERWRITE);
+		if (put_numbered(w, DB_NETWORK, key, key_len, order, a->name,
+				 name_len, MDB_NOOVERWRITE) != 0)
+			return -1;
 		prefixes[net->family == AF_INET ? 0 : 1][net->prefix] = 1;
 	}
-	buf_free(&v);
-	return rc;
+	return 0;
 }
 
 static int fill(struct writer *w, const struct config *c, const char *text,
@@ -189,7 +188,8 @@ static int fill(struct writer *w, const struct config *c, const char *text,
 		if (s->account < 0) {
 			unsigned char key[4];
 			put_be32(key, (uint32_t)s->line);
-			rc = put_section(w, DB_GLOBAL, key, 4, s->line, body, body_len);
+			rc = put_numbered(w, DB_GLOBAL, key, 4, (uint32_t)s->line,
+					  body, body_len, 0);
 		} else {
 			rc = put_account(w, &c->accounts[s->account], (uint32_t)s->account,
 					 body, body_len, prefixes);
