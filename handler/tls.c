@@ -1,6 +1,9 @@
 #include "tls.h"
 
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 
 #include <openssl/err.h>
 
@@ -107,6 +110,13 @@ SSL *tls_accept(SSL_CTX *ctx, struct io *io, struct error *err)
 		SSL_free(ssl);
 		return NULL;
 	}
+	/* Acknowledge the client's Finished now. This server sends no
+	 * session ticket, so nothing else would carry the ACK, and a client
+	 * with Nagle's algorithm on (most are) holds back its first command
+	 * until the kernel's delayed ACK, 40 ms later: one STARTTLS
+	 * connection took 64 ms instead of 22. Harmless failure on a pipe. */
+	int one = 1;
+	setsockopt(io->in_fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof one);
 	io_set_tls(io, ssl);
 	return ssl;
 }
