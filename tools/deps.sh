@@ -1,5 +1,6 @@
 #!/bin/sh
-# Installs the Debian packages smtpgate needs to build, run and test.
+# Installs the Debian packages smtpgate needs to build, run and test;
+# "deps.sh bench" also those make bench measures with.
 # Root: installs what is missing (one apt-get update, one apt-get install).
 # Not root: prints the one command that would do it, and fails.
 set -eu
@@ -35,6 +36,16 @@ libnet-ssleay-perl   TLS for swaks
 iproute2             ss, to look at sockets in tests
 procps               pgrep, ps in tests
 "
+
+# Only make bench needs these (bench/breakdown.sh).
+BENCH_PACKAGES="
+linux-perf           perf stat: CPU time and page faults of one session
+valgrind             callgrind: instruction counts, stable on a busy machine
+strace               system calls and the time spent in each fsync
+"
+if [ "${1:-}" = bench ]; then
+	PACKAGES="$PACKAGES$BENCH_PACKAGES"
+fi
 
 names=$(printf '%s\n' "$PACKAGES" | awk 'NF { print $1 }')
 missing=""
