@@ -1,5 +1,7 @@
 #include "buf.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -164,6 +166,54 @@ void mem_populate(void *p, size_t n)
 	size_t len;
 	if (whole_pages(p, n, &start, &len))
 		madvise(start, len, MADV_POPULATE_WRITE);
+}
+
+int buf_read_file(struct buf *b, const char *path, size_t max, struct stat *st)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	struct stat own;
+	st = st ? st : &own;
+	if (fstat(fd, st) != 0) {
+		int saved = errno;
+		close(fd);
+		errno = saved;
+		return -1;
+	}
+	/* One byte more than the size, so that the read that finds the end
+	 * of the file needs no larger buffer. */
+	size_t expect = st->st_size > 0 && (uintmax_t)st->st_size < max ?
+			(size_t)st->st_size : 0;
+	buf_reserve(b, expect + 1);
+	size_t start = b->len;
+	ssize_t n;
+	for (;;) {
+		if (b->cap - b->len < 2)
+			buf_reserve(b, 4096);
+		size_t room = b->cap - b->len - 1;
+		size_t left = max - (b->len - start);
+		n = read(fd, b->data + b->len, left < room ? left + 1 : room);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		b->len += (size_t)n;
+		if (b->len - start > max)
+			break;
+	}
+	int saved = errno;
+	close(fd);
+	b->data[b->len] = '\0';
+	if (n < 0) {
+		errno = saved;
+		return -1;
+	}
+	if (b->len - start > max) {
+		errno = EFBIG;
+		return -1;
+	}
+	return 0;
 }
 
 void mem_release(const void *p, size_t n)

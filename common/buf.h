@@ -7,6 +7,7 @@
 
 #include <stdarg.h>
 #include <stddef.h>
+#include <sys/stat.h>
 
 struct buf {
 	char *data;	/* NULL until the first append */
@@ -35,6 +36,14 @@ void buf_printf(struct buf *b, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 void buf_vprintf(struct buf *b, const char *fmt, va_list ap)
 	__attribute__((format(printf, 2, 0)));
+
+/* Appends the whole file at path, read straight into the buffer after
+ * reserving its size: a secret (a key, a credential) passes through no
+ * stack chunk and no realloc leaves a copy of it behind, unless the file
+ * grows while it is read. st, if not NULL, gets the file's fstat. Returns
+ * 0, or -1 with errno set (EFBIG: more than max bytes; b then holds what
+ * was read, for the caller to cleanse). */
+int buf_read_file(struct buf *b, const char *path, size_t max, struct stat *st);
 
 /* Empties the buffer but keeps its memory. */
 void buf_clear(struct buf *b);

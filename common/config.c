@@ -184,6 +184,10 @@ static int resolve_path(struct loader *ld, const char *value, char **out)
 	return 0;
 }
 
+/* A password, a password hash or a secret: a credential file larger than
+ * this is a mistake (a key, a log) to report, not to cut short. */
+#define CREDENTIAL_MAX (64 * 1024)
+
 static int read_secret(struct loader *ld, const char *value, char **out)
 {
 	if (strncmp(value, "credential:", 11) != 0) {
@@ -193,18 +197,15 @@ static int read_secret(struct loader *ld, const char *value, char **out)
 	char *path;
 	if (resolve_path(ld, value, &path) != 0)
 		return -1;
-	FILE *f = fopen(path, "r");
-	if (!f) {
-		fail(ld, "cannot read %s: %s", path, strerror(errno));
+	struct buf b = BUF_INIT;
+	if (buf_read_file(&b, path, CREDENTIAL_MAX, NULL) != 0) {
+		fail(ld, "cannot read %s: %s", path, errno == EFBIG ?
+		     "larger than 64 KB, too large for a credential" : strerror(errno));
+		explicit_bzero(b.data, b.cap);
+		buf_free(&b);
 		free(path);
 		return -1;
 	}
-	struct buf b = BUF_INIT;
-	char chunk[512];
-	size_t n;
-	while ((n = fread(chunk, 1, sizeof chunk, f)) > 0 && b.len < 65536)
-		buf_append(&b, chunk, n);
-	fclose(f);
 	free(path);
 	/* A credential file usually ends with a newline that is not part of
 	 * the secret. */

@@ -94,24 +94,6 @@ static size_t network_key(unsigned char key[18], int family, unsigned prefix,
 
 /* ---- writing ---- */
 
-static int read_whole(const char *path, struct buf *text, struct stat *st,
-		      struct error *err)
-{
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return error_set(err, "%s: cannot open: %s", path, strerror(errno));
-	int rc = fstat(fd, st);
-	char chunk[65536];
-	ssize_t n = 0;
-	while (rc == 0 && (n = read(fd, chunk, sizeof chunk)) > 0)
-		buf_append(text, chunk, (size_t)n);
-	int saved = errno;
-	close(fd);
-	if (rc != 0 || n < 0)
-		return error_set(err, "%s: cannot read: %s", path, strerror(saved));
-	return 0;
-}
-
 struct writer {
 	MDB_txn *txn;
 	MDB_dbi dbi[N_DBS];
@@ -264,7 +246,8 @@ int config_index_write(const char *path, struct error *err)
 {
 	struct buf text = BUF_INIT;
 	struct stat st;
-	if (read_whole(path, &text, &st, err) != 0) {
+	if (buf_read_file(&text, path, SIZE_MAX, &st) != 0) {
+		error_set(err, "%s: cannot read: %s", path, strerror(errno));
 		buf_free(&text);
 		return -1;
 	}

@@ -300,23 +300,13 @@ EVP_PKEY *keyfile_parse_direct(const char *text, size_t len)
 
 EVP_PKEY *keyfile_read(const char *path, struct error *err)
 {
-	FILE *f = fopen(path, "rb");
-	if (!f) {
-		error_set(err, "%s: %s", path, strerror(errno));
-		return NULL;
-	}
 	struct buf text = BUF_INIT;
-	char chunk[4096];
-	size_t n;
-	while ((n = fread(chunk, 1, sizeof chunk, f)) > 0 && text.len <= KEYFILE_MAX)
-		buf_append(&text, chunk, n);
-	bool read_error = ferror(f);
-	fclose(f);
-	OPENSSL_cleanse(chunk, sizeof chunk);
-	if (read_error || text.len > KEYFILE_MAX) {
+	if (buf_read_file(&text, path, KEYFILE_MAX, NULL) != 0) {
+		error_set(err, "%s: %s", path, errno == EFBIG ?
+			  "too large for a key file" : strerror(errno));
+		if (text.data)
+			OPENSSL_cleanse(text.data, text.cap);
 		buf_free(&text);
-		error_set(err, "%s: %s", path, read_error ? strerror(EIO)
-					       : "too large for a key file");
 		return NULL;
 	}
 	const char *pem = text.data ? text.data : "";

@@ -326,6 +326,16 @@ TEST(test_credentials_directory)
 	struct buf want = BUF_INIT;
 	buf_printf(&want, "2: credential absent: cannot read %s/absent: No such file or directory", creds);
 	check_error("[relay]\npassword = credential:absent\n", want.data);
+	/* a file that is not a credential is refused, not cut short */
+	snprintf(path, sizeof path, "%s/big", creds);
+	char *big = xmalloc(70001);
+	memset(big, 'x', 70000);
+	big[70000] = '\0';
+	write_file(path, big);
+	free(big);
+	buf_clear(&want);
+	buf_printf(&want, "2: cannot read %s/big: larger than 64 KB, too large for a credential", creds);
+	check_error("[relay]\npassword = credential:big\n", want.data);
 	buf_free(&want);
 	check_error("[relay]\npassword = credential:../x\n",
 		    "2: credential name \"../x\" is not a file name");
