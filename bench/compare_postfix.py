@@ -3,7 +3,7 @@
 the same client (issue 9's first target: accept throughput at least twice
 Postfix + OpenDKIM's).
 
-    bench/compare_postfix.py BUILD [--messages N]
+    bench/compare_postfix.py BUILD [--seconds S]
 
 Both sides get the same job: 10 KB messages from bench/load_client.py on
 127.0.0.1, client networks trusted (no AUTH), two DKIM signatures per
@@ -74,12 +74,12 @@ def wait_port(port, what, timeout=20):
     raise RuntimeError(f"{what} does not listen on {port}")
 
 
-def load(port, concurrency, per_conn, tls, messages):
-    """Runs the load client; (accepted, wall seconds, machine CPU seconds
-    less the client's own)."""
+def load(port, concurrency, per_conn, tls, seconds):
+    """Runs the load client; (messages accepted within the run, its
+    seconds, machine CPU seconds less the client's own, all accepted)."""
     cmd = [sys.executable, str(ROOT / "bench/load_client.py"), "127.0.0.1", str(port),
            "--concurrency", str(concurrency), "--per-connection", str(per_conn),
-           "--messages", str(messages)]
+           "--seconds", str(seconds)]
     if tls:
         cmd.append("--starttls")
     before = machine_cpu_seconds()
@@ -90,7 +90,8 @@ def load(port, concurrency, per_conn, tls, messages):
     client = (client_after.children_user - client_before.children_user +
               client_after.children_system - client_before.children_system)
     result = json.loads(out.stdout)
-    return result["accepted"], result["seconds"], max(cpu - client, 0.0)
+    return (result["accepted"], result["seconds"], max(cpu - client, 0.0),
+            result["accepted_total"])
 
 
 # ---- Postfix + OpenDKIM ----
@@ -239,7 +240,7 @@ def check_signed(raw, keys):
     return n, all(dkim.DKIM(raw).verify(idx=i, dnsfunc=dnsfunc) for i in range(n))
 
 
-def run_postfix(keys, runs, messages):
+def run_postfix(keys, runs, seconds):
     results = {}
     with tempfile.TemporaryDirectory(prefix="smtpgate-postfix.") as tmp:
         work = Path(tmp)
@@ -252,7 +253,7 @@ def run_postfix(keys, runs, messages):
             conf = postfix_start(work, keys, port, [sock for _, sock in milters])
             for run in runs:
                 c, k, tls = run
-                results[run] = load(port, c, k, tls, messages)
+                results[run] = load(port, c, k, tls, seconds)
             raw = held_message(work, conf)
             results["signatures"] = check_signed(raw, keys) if raw else (0, False)
         finally:
@@ -266,7 +267,7 @@ def run_postfix(keys, runs, messages):
 
 # ---- smtpgate ----
 
-def run_smtpgate(build, keys, runs, messages):
+def run_smtpgate(build, keys, runs, seconds):
     results = {}
     for run in runs:
         c, k, tls = run
@@ -282,7 +283,7 @@ def run_smtpgate(build, keys, runs, messages):
                 env=env)
             try:
                 wait_port(port, "smtpgate")
-                results[run] = load(port, c, k, tls, messages)
+                results[run] = load(port, c, k, tls, seconds)
             finally:
                 # Let the activator reap its handlers first (PID 1 here
                 # reaps no orphans).
@@ -295,8 +296,8 @@ def run_smtpgate(build, keys, runs, messages):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("build", nargs="?", default="build")
-    p.add_argument("--messages", type=int,
-                   default=int(os.environ.get("COMPARE_MESSAGES", "300")))
+    p.add_argument("--seconds", type=float,
+                   default=float(os.environ.get("COMPARE_SECONDS", "5")))
     a = p.parse_args()
     print("## smtpgate against Postfix + OpenDKIM (bench/compare_postfix.py)")
     print()
@@ -306,12 +307,12 @@ def main():
               f"({', '.join(missing) or 'not root'} missing); see the script's header.")
         return 0
     keys = accept.keys()
-    postfix = run_postfix(keys, RUNS, a.messages)
-    gate = run_smtpgate(a.build, keys, RUNS, a.messages)
+    postfix = run_postfix(keys, RUNS, a.seconds)
+    gate = run_smtpgate(a.build, keys, RUNS, a.seconds)
     version = subprocess.run(["postconf", "-d", "-h", "mail_version"],
                              capture_output=True, text=True).stdout.strip()
     n, ok = postfix["signatures"]
-    print(f"{a.messages} messages of 10 KB per run, the same client; Postfix {version} "
+    print(f"10 KB messages for {a.seconds:g} s a run, the same client; Postfix {version} "
           f"with two OpenDKIM 2.11 milters, RSA and Ed25519 (a held message "
           f"carries {n} DKIM signatures, "
           f"{'both verified' if ok and n == 2 else 'NOT as expected'} by dkimpy). "
@@ -323,12 +324,12 @@ def main():
     print("|---:|---:|:---:|---:|---:|---:|---:|---:|")
     for run in RUNS:
         c, k, tls = run
-        ga, gs, gc = gate[run]
-        pa, ps, pc = postfix[run]
+        ga, gs, gc, gt = gate[run]
+        pa, ps, pc, pt = postfix[run]
         g_rate, p_rate = ga / gs, pa / ps
         print(f"| {c} | {k} | {'yes' if tls else 'no'} | {g_rate:.0f} | {p_rate:.0f} "
-              f"| {g_rate / p_rate:.2f}x | {1000 * gc / max(ga, 1):.2f} ms "
-              f"| {1000 * pc / max(pa, 1):.2f} ms |")
+              f"| {g_rate / p_rate:.2f}x | {1000 * gc / max(gt, 1):.2f} ms "
+              f"| {1000 * pc / max(pt, 1):.2f} ms |")
     print()
     return 0
 
