@@ -174,11 +174,15 @@ def make(*args):
 
 @pytest.fixture(scope="session")
 def prepared(tmp_path_factory):
-    """Everything bound into the container, made before it boots."""
     if os.geteuid() != 0 or not shutil.which("systemd-nspawn"):
         pytest.skip("SKIPPED: booting a container needs root and systemd-nspawn "
                     "(package systemd-container); the systemd unit tests did NOT run")
-    work = tmp_path_factory.mktemp("systemd")
+    return prepare(tmp_path_factory.mktemp("systemd"))
+
+
+def prepare(work: Path):
+    """Everything bound into the container, made in work before it boots
+    (bench/systemd_accept.py boots one the same way)."""
     dest = work / "dest"
     make("install", f"DESTDIR={dest}", f"PREFIX={PREFIX}")
     # The host's users plus ours, made by systemd-sysusers from the
@@ -245,9 +249,10 @@ def enabled(container, prepared):
     return container
 
 
-def write_config(container, prepared):
+def write_config(container, prepared, ed_credential=True):
     """What an administrator writes: config, keys and certificate in
-    /etc/smtpgate."""
+    /etc/smtpgate. The Ed25519 key comes as a credential, or with
+    ed_credential=False as a file like the RSA key."""
     keys = prepared.keys
     gid = int(container.run("getent", "group", "smtpgate").stdout.split(":")[2])
     tls = container.path("/etc/smtpgate/tls")
@@ -262,6 +267,10 @@ def write_config(container, prepared):
     # Root only: the services see it only as a credential.
     shutil.copy(keys.ed25519, dkim / "example.com.ed.pem")
     os.chmod(dkim / "example.com.ed.pem", 0o600)
+    if not ed_credential:
+        os.chown(dkim / "example.com.ed.pem", 0, gid)
+        os.chmod(dkim / "example.com.ed.pem", 0o640)
+    ed = "credential:dkim-ed" if ed_credential else "/etc/smtpgate/dkim/example.com.ed.pem"
     conf = container.path("/etc/smtpgate/smtpgate.conf")
     conf.write_text(
         "[gate]\n"
@@ -274,7 +283,7 @@ def write_config(container, prepared):
         "\n[account app]\n"
         "networks = 127.0.0.1/32\n"
         "dkim_key = example.com sel-rsa /etc/smtpgate/dkim/example.com.rsa.pem\n"
-        "dkim_key = example.com sel-ed credential:dkim-ed\n"
+        f"dkim_key = example.com sel-ed {ed}\n"
         "dkim_default_domain = example.com\n")
     os.chown(conf, 0, gid)
     os.chmod(conf, 0o640)
