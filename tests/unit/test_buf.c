@@ -62,17 +62,24 @@ static void write_file(const char *path, const char *text, size_t n)
 	fclose(f);
 }
 
-TEST(test_buf_read_file_whole_in_one_allocation)
+/* A new file in /tmp holding text; path gets its name. */
+static void temp_file(char path[static 32], const char *text, size_t n)
 {
-	char path[] = "/tmp/smtpgate-test-buf-XXXXXX";
+	strcpy(path, "/tmp/smtpgate-test-buf-XXXXXX");
 	int fd = mkstemp(path);
 	CHECK(fd >= 0);
 	close(fd);
+	write_file(path, text, n);
+}
+
+TEST(test_buf_read_file_whole_in_one_allocation)
+{
 	/* 10,000 bytes with NULs in them, after something already there */
 	char text[10000];
 	for (size_t i = 0; i < sizeof text; i++)
 		text[i] = (char)(i * 7);
-	write_file(path, text, sizeof text);
+	char path[32];
+	temp_file(path, text, sizeof text);
 	struct buf b = BUF_INIT;
 	buf_puts(&b, "head:");
 	struct stat st;
@@ -95,11 +102,8 @@ TEST(test_buf_read_file_whole_in_one_allocation)
 
 TEST(test_buf_read_file_refuses_more_than_max)
 {
-	char path[] = "/tmp/smtpgate-test-buf-XXXXXX";
-	int fd = mkstemp(path);
-	CHECK(fd >= 0);
-	close(fd);
-	write_file(path, "0123456789", 10);
+	char path[32];
+	temp_file(path, "0123456789", 10);
 	struct buf b = BUF_INIT;
 	CHECK(buf_read_file(&b, path, 10, NULL) == 0 && b.len == 10);
 	buf_free(&b);
