@@ -183,7 +183,7 @@ int buf_read_file(struct buf *b, const char *path, size_t max, struct stat *st)
 	}
 	/* One byte more than the size, so that the read that finds the end
 	 * of the file needs no larger buffer. */
-	size_t expect = st->st_size > 0 && (uintmax_t)st->st_size < max ?
+	size_t expect = st->st_size > 0 && (uintmax_t)st->st_size <= max ?
 			(size_t)st->st_size : 0;
 	buf_reserve(b, expect + 1);
 	size_t start = b->len;
