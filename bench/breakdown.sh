@@ -74,9 +74,7 @@ echo
 echo "### Wall and CPU time (perf stat -r $runs; moves with the machine's load)"
 echo
 echo "- exec + dynamic loading (\`--version\`): $(perf_line "$handler" --version)"
-echo "- one whole session: $(perf stat -r "$runs" sh -c "REMOTE_ADDR=127.0.0.1 '$handler' -c '$dir/c.conf' < '$dir/session.txt'" 2>&1 >/dev/null |
-	awk '/task-clock/ { printf "%s ms task-clock, ", $1 }
-	     /elapsed/ { printf "%.1f ms elapsed (± %s)\n", $1 * 1000, $(NF - 1) }')"
+echo "- one whole session: $(perf_line sh -c "REMOTE_ADDR=127.0.0.1 '$handler' -c '$dir/c.conf' < '$dir/session.txt'")"
 size_line() {
 	perf stat -r "$runs" sh -c "REMOTE_ADDR=127.0.0.1 '$handler' -c '$dir/c.conf' < '$1'" 2>&1 >/dev/null |
 		awk '/task-clock/ { print $1 }'
@@ -85,14 +83,29 @@ size_line() {
 peak_rss() {
 	REMOTE_ADDR=127.0.0.1 "$build/bench/peak_rss" "$handler" -c "$dir/c.conf" < "$1" 2>/dev/null | tail -n 1
 }
+# The instructions of callgrind profile $1, all functions.
+callgrind_total() {
+	callgrind_annotate "$1" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(/,/, "", $1); print $1; exit }'
+}
+# Instructions of one handler serving session file $1.
+instructions() {
+	REMOTE_ADDR=127.0.0.1 valgrind --tool=callgrind --callgrind-out-file="$dir/cg-one.out" \
+		"$handler" -c "$dir/c.conf" < "$1" > /dev/null 2>&1
+	callgrind_total "$dir/cg-one.out"
+}
 small=$(size_line "$dir/session.txt")
-echo "- one session by message size (task-clock; the increment over 10 KB per MB added; peak RSS):"
-echo "  10 KB: $small ms, peak RSS $(peak_rss "$dir/session.txt") KB"
+small_ir=$(instructions "$dir/session.txt")
+echo "- one session by message size (task-clock and callgrind instructions, each"
+echo "  with its increment over 10 KB per MB added; peak RSS):"
+awk -v t="$small" -v ir="$small_ir" -v rss="$(peak_rss "$dir/session.txt")" 'BEGIN {
+	printf "  10 KB: %.2f ms, %.2f M instructions, peak RSS %d KB\n", t, ir / 1e6, rss }'
 for kb in 100 1024 10240; do
 	t=$(size_line "$dir/session-${kb}k.txt")
-	awk -v kb="$kb" -v t="$t" -v s="$small" -v rss="$(peak_rss "$dir/session-${kb}k.txt")" 'BEGIN {
-		printf "  %s KB: %.2f ms, %.2f ms per MB beyond 10 KB, peak RSS %d KB\n",
-			kb, t, (t - s) / ((kb - 10) / 1024), rss }'
+	awk -v kb="$kb" -v t="$t" -v s="$small" -v ir="$(instructions "$dir/session-${kb}k.txt")" \
+		-v sir="$small_ir" -v rss="$(peak_rss "$dir/session-${kb}k.txt")" 'BEGIN {
+		mb = (kb - 10) / 1024
+		printf "  %s KB: %.2f ms (%.2f ms per MB), %.2f M instructions (%.2f M per MB), peak RSS %d KB\n",
+			kb, t, (t - s) / mb, ir / 1e6, (ir - sir) / 1e6 / mb, rss }'
 done
 echo "- libraries linked: $(ldd "$handler" | awk '$1 !~ /vdso|ld-linux/ { printf "%s ", $1 }')"
 echo
@@ -160,9 +173,7 @@ echo
 # TLS set-up: the context (certificate, key) is built when the client asks
 # for STARTTLS; an EHLO + QUIT session never builds it, a STARTTLS
 # session pays for it plus the handshake, which needs a TLS client.
-REMOTE_ADDR=127.0.0.1 valgrind --tool=callgrind --callgrind-out-file="$dir/cg-tls.out" \
-	"$handler" -c "$dir/c.conf" < "$dir/starttls.txt" > /dev/null 2>&1
-notls=$(callgrind_annotate "$dir/cg-tls.out" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(/,/, "", $1); print $1; exit }')
+notls=$(instructions "$dir/starttls.txt")
 # One STARTTLS handshake against a callgrind'ed handler with config $1:
 # the client is Python's ssl module over a socketpair (no verification, a
 # bench). Prints the TLS version; the profile goes to $2.
@@ -220,7 +231,7 @@ echo "| certificate | TLS | whole session | TLS costs | context: SSL_CTX_new, ce
 echo "|---|---|---:|---:|---:|---:|---:|"
 for cert in "RSA-2048:c.conf" "ECDSA P-256:ec.conf"; do
 	version=$(tls_session "$dir/${cert#*:}" "$dir/cg-tls2.out")
-	tls=$(callgrind_annotate "$dir/cg-tls2.out" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(/,/, "", $1); print $1; exit }')
+	tls=$(callgrind_total "$dir/cg-tls2.out")
 	awk -v l="${cert%%:*}" -v v="$version" -v a="$notls" -v b="$tls" \
 		-v c="$(profile_ir "$dir/cg-tls2.out" tls_context_new)" \
 		-v k="$(profile_ir "$dir/cg-tls2.out" keyfile_read)" \

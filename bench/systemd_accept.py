@@ -12,6 +12,12 @@ few ms more a connection), enables smtpgate.socket and runs
 bench/load_client.py from the host against it. Then the same runs again
 with the units' sandbox switched off by a drop-in, to show what the
 sandbox costs and what the rest of an instance's life in systemd does.
+Last, a sketch of the other design (the issue 9 note, option b), for the
+decision: one long-running service with smtpgate@.service's sandbox, set
+up once, in which systemd-socket-activate accepts and starts a handler
+process per connection (its network settings opened so that it can
+listen itself; the real thing would get its socket from a unit with
+Accept=no).
 
 Needs root and systemd-nspawn; without them it says so and stops. Prints a
 Markdown table: messages/s and the whole machine's CPU per message less
@@ -31,6 +37,27 @@ sys.path.insert(0, str(ROOT / "tests/systemd"))
 
 RUNS = [(1, 1, False), (8, 1, False), (1, 10, False), (8, 10, False), (1, 1, True)]
 UNSANDBOXED_RUNS = [(1, 1, False), (8, 1, False)]
+SKETCH_RUNS = [(1, 1, False), (8, 1, False), (1, 1, True)]
+
+# Settings of smtpgate@.service that bound one session, or keep it off the
+# network, and so do not fit a service that listens and serves them all.
+NOT_FOR_THE_SKETCH = ("ExecStart", "TasksMax", "MemoryMax", "RuntimeMaxSec",
+                      "PrivateNetwork", "IPAddressDeny", "RestrictAddressFamilies")
+
+
+def sketch_unit(instance_unit: str, port: int) -> str:
+    """smtpgate@.service's [Service] settings around systemd-socket-activate."""
+    handler = next(line.split("=", 1)[1] for line in instance_unit.splitlines()
+                   if line.startswith("ExecStart="))
+    service = instance_unit.split("[Service]", 1)[1]
+    kept = [line for line in service.splitlines()
+            if "=" in line and not line.startswith("#")
+            and line.split("=", 1)[0] not in NOT_FOR_THE_SKETCH]
+    return ("[Unit]\nDescription=smtpgate bench sketch: one sandboxed service, "
+            "a handler process per connection\n\n[Service]\n"
+            f"ExecStart=/usr/bin/systemd-socket-activate --accept --fdname=connection "
+            f"-l 127.0.0.1:{port} {handler}\n" + "\n".join(kept) +
+            "\nRestrictAddressFamilies=AF_UNIX AF_INET AF_INET6\n")
 
 # Every sandbox setting of units/smtpgate@.service, reset. The user, the
 # resource limits and the folders stay.
@@ -81,7 +108,7 @@ def main():
         return 0
     os.environ["SMTPGATE_BUILD"] = str((ROOT / a.build).resolve())
     import conftest  # tests/systemd: the container, as the unit tests boot it
-    from compare_postfix import load
+    from compare_postfix import load, wait_port
 
     with tempfile.TemporaryDirectory(prefix="smtpgate-systemd-bench.") as tmp:
         work = Path(tmp)
@@ -104,13 +131,26 @@ def main():
             # and the handler's pages.
             load(prepared.port, 1, 1, False, 1)
             results = []
-            for sandbox, runs in ((True, RUNS), (False, UNSANDBOXED_RUNS)):
-                if not sandbox:
-                    bench_conf.write_text("[Service]\nLoadCredential=\n" + NO_SANDBOX)
-                    container.run("systemctl", "daemon-reload")
-                for c, k, tls in runs:
-                    results.append((sandbox, c, k, tls,
-                                    load(prepared.port, c, k, tls, a.seconds)))
+            for c, k, tls in RUNS:
+                results.append(("as shipped", c, k, tls,
+                                load(prepared.port, c, k, tls, a.seconds)))
+            bench_conf.write_text("[Service]\nLoadCredential=\n" + NO_SANDBOX)
+            container.run("systemctl", "daemon-reload")
+            for c, k, tls in UNSANDBOXED_RUNS:
+                results.append(("sandbox off", c, k, tls,
+                                load(prepared.port, c, k, tls, a.seconds)))
+            container.run("systemctl", "stop", "smtpgate.socket")
+            port = conftest.free_port()
+            installed = container.path("/usr/local/lib/systemd/system/smtpgate@.service")
+            container.path("/etc/systemd/system/smtpgate-sketch.service").write_text(
+                sketch_unit(installed.read_text(), port))
+            container.run("systemctl", "daemon-reload")
+            container.run("systemctl", "start", "smtpgate-sketch.service")
+            wait_port(port, "smtpgate-sketch.service")
+            load(port, 1, 1, False, 1)
+            for c, k, tls in SKETCH_RUNS:
+                results.append(("one service, a process per connection (sketch)",
+                                c, k, tls, load(port, c, k, tls, a.seconds)))
             version = container.run("systemctl", "--version").stdout.split("\n")[0]
         finally:
             container.stop()
@@ -123,8 +163,8 @@ def main():
     print()
     print("| units | concurrency | msgs/conn | TLS | msgs/s | CPU/msg |")
     print("|---|---:|---:|:---:|---:|---:|")
-    for sandbox, c, k, tls, (accepted, seconds, cpu, total) in results:
-        print(f"| {'as shipped' if sandbox else 'sandbox off'} | {c} | {k} "
+    for units, c, k, tls, (accepted, seconds, cpu, total) in results:
+        print(f"| {units} | {c} | {k} "
               f"| {'yes' if tls else 'no'} | {accepted / seconds:.0f} "
               f"| {1000 * cpu / max(total, 1):.2f} ms |")
     print()
