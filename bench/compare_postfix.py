@@ -90,6 +90,10 @@ def load(port, concurrency, per_conn, tls, seconds):
     client = (client_after.children_user - client_before.children_user +
               client_after.children_system - client_before.children_system)
     result = json.loads(out.stdout)
+    if result["failed_connections"]:
+        print(f"**{result['failed_connections']} connections failed** (closed, reset "
+              f"or a TLS error) in the run at concurrency {concurrency}, {per_conn} "
+              f"msgs/conn{', STARTTLS' if tls else ''}.", flush=True)
     return (result["accepted"], result["seconds"], max(cpu - client, 0.0),
             result["accepted_total"])
 

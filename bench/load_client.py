@@ -15,7 +15,8 @@ otherwise be measured as the server's time (300 messages at concurrency
 32 came out at half the steady rate). Prints one line of JSON: the
 messages accepted within the window, all accepted (a message sent before
 the end and answered after it counts only here: divide CPU by this one),
-refused, and the window in seconds. Raw sockets, not smtplib, so that the
+refused, connections that failed (closed, reset, a TLS error), and the
+window in seconds. Raw sockets, not smtplib, so that the
 client costs as little CPU as possible on a machine it shares with the
 gateway."""
 
@@ -62,16 +63,11 @@ class Conn:
         self.sock.sendall(data)
 
 
-def worker(args, ready, out):
-    ok = late = refused = 0
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    ready.wait()
-    deadline = time.monotonic() + args.seconds
-    n = 0
-    while time.monotonic() < deadline:
-        c = Conn(args.host, args.port)
+def connection(args, ctx, deadline, count):
+    """One connection: until the deadline, up to K messages. Adds to
+    count: ok (250 within the window), late (250 after it), refused."""
+    c = Conn(args.host, args.port)
+    try:
         c.reply()
         c.send(b"EHLO bench.example.com\r\n")
         c.reply()
@@ -84,24 +80,43 @@ def worker(args, ready, out):
         for _ in range(args.per_connection):
             if time.monotonic() >= deadline:
                 break
-            msg = make_message(args.size, n)
-            n += 1
+            msg = make_message(args.size, sum(count.values()))
             c.send(b"MAIL FROM:<bench@example.com>\r\nRCPT TO:<rcpt@example.net>\r\nDATA\r\n")
             codes = [c.reply(), c.reply(), c.reply()]
             if codes[2] != 354:
-                refused += 1
+                count["refused"] += 1
                 continue
             c.send(msg + b".\r\n")
             if c.reply() != 250:
-                refused += 1
+                count["refused"] += 1
             elif time.monotonic() < deadline:
-                ok += 1
+                count["ok"] += 1
             else:
-                late += 1
+                count["late"] += 1
         c.send(b"QUIT\r\n")
         c.reply()
+    finally:
         c.sock.close()
-    out.put((ok, late, refused))
+
+
+def worker(args, ready, out):
+    count = {"ok": 0, "late": 0, "refused": 0, "failed": 0}
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        ready.wait()
+        deadline = time.monotonic() + args.seconds
+        while time.monotonic() < deadline:
+            try:
+                connection(args, ctx, deadline, count)
+            except (OSError, ValueError):
+                # Closed, reset, a TLS error or a garbled reply: counted,
+                # and the run goes on (a worker that died would leave
+                # main() waiting for its result).
+                count["failed"] += 1
+    finally:
+        out.put(count)
 
 
 def main():
@@ -123,9 +138,10 @@ def main():
     results = [out.get() for _ in procs]
     for pr in procs:
         pr.join()
-    print(json.dumps({"accepted": sum(r[0] for r in results),
-                      "accepted_total": sum(r[0] + r[1] for r in results),
-                      "refused": sum(r[2] for r in results),
+    print(json.dumps({"accepted": sum(r["ok"] for r in results),
+                      "accepted_total": sum(r["ok"] + r["late"] for r in results),
+                      "refused": sum(r["refused"] for r in results),
+                      "failed_connections": sum(r["failed"] for r in results),
                       "seconds": args.seconds}))
 
 
