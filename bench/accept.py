@@ -167,8 +167,8 @@ def main():
                 load, usage = run_one(build, k, c, per_conn, tls, a.seconds)
                 n = max(load["accepted_total"], 1)
                 rate = load["accepted"] / load["seconds"]
-                extra = "".join(f" ({load[k]} {k.replace('_', ' ')})"
-                                for k in ("refused", "failed_connections") if load[k])
+                extra = "".join(f" ({load[what]} {what.replace('_', ' ')})"
+                                for what in ("refused", "failed_connections") if load[what])
                 print(f"| {c} | {per_conn} | {'yes' if tls else 'no'} | {rate:.0f}{extra} "
                       f"| {usage['cpu'] / n * 1000:.2f} ms | {usage['maxrss_kb'] / 1024:.1f} MB |",
                       flush=True)
