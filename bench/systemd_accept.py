@@ -39,26 +39,6 @@ RUNS = [(1, 1, False), (8, 1, False), (1, 10, False), (8, 10, False), (1, 1, Tru
 UNSANDBOXED_RUNS = [(1, 1, False), (8, 1, False)]
 SKETCH_RUNS = [(1, 1, False), (8, 1, False), (1, 1, True)]
 
-# Settings of smtpgate@.service that bound one session, or keep it off the
-# network, and so do not fit a service that listens and serves them all.
-NOT_FOR_THE_SKETCH = ("ExecStart", "TasksMax", "MemoryMax", "RuntimeMaxSec",
-                      "PrivateNetwork", "IPAddressDeny", "RestrictAddressFamilies")
-
-
-def sketch_unit(instance_unit: str, port: int) -> str:
-    """smtpgate@.service's [Service] settings around systemd-socket-activate."""
-    handler = next(line.split("=", 1)[1] for line in instance_unit.splitlines()
-                   if line.startswith("ExecStart="))
-    service = instance_unit.split("[Service]", 1)[1]
-    kept = [line for line in service.splitlines()
-            if "=" in line and not line.startswith("#")
-            and line.split("=", 1)[0] not in NOT_FOR_THE_SKETCH]
-    return ("[Unit]\nDescription=smtpgate bench sketch: one sandboxed service, "
-            "a handler process per connection\n\n[Service]\n"
-            f"ExecStart=/usr/bin/systemd-socket-activate --accept --fdname=connection "
-            f"-l 127.0.0.1:{port} {handler}\n" + "\n".join(kept) +
-            "\nRestrictAddressFamilies=AF_UNIX AF_INET AF_INET6\n")
-
 # Every sandbox setting of units/smtpgate@.service, reset. The user, the
 # resource limits and the folders stay.
 NO_SANDBOX = """
@@ -92,6 +72,26 @@ KeyringMode=inherit
 SystemCallArchitectures=
 SystemCallFilter=
 """
+
+# Settings of smtpgate@.service that bound one session, or keep it off the
+# network, and so do not fit a service that listens and serves them all.
+NOT_FOR_THE_SKETCH = ("ExecStart", "TasksMax", "MemoryMax", "RuntimeMaxSec",
+                      "PrivateNetwork", "IPAddressDeny", "RestrictAddressFamilies")
+
+
+def sketch_unit(instance_unit: str, port: int) -> str:
+    """smtpgate@.service's [Service] settings around systemd-socket-activate."""
+    handler = next(line.split("=", 1)[1] for line in instance_unit.splitlines()
+                   if line.startswith("ExecStart="))
+    service = instance_unit.split("[Service]", 1)[1]
+    kept = [line for line in service.splitlines()
+            if "=" in line and not line.startswith("#")
+            and line.split("=", 1)[0] not in NOT_FOR_THE_SKETCH]
+    return ("[Unit]\nDescription=smtpgate bench sketch: one sandboxed service, "
+            "a handler process per connection\n\n[Service]\n"
+            f"ExecStart=/usr/bin/systemd-socket-activate --accept --fdname=connection "
+            f"-l 127.0.0.1:{port} {handler}\n" + "\n".join(kept) +
+            "\nRestrictAddressFamilies=AF_UNIX AF_INET AF_INET6\n")
 
 
 def main():
