@@ -3,6 +3,8 @@
 #include <stdarg.h>
 #include <stdio.h>
 
+#include <openssl/err.h>
+
 int error_set(struct error *err, const char *fmt, ...)
 {
 	if (!err)
@@ -12,4 +14,12 @@ int error_set(struct error *err, const char *fmt, ...)
 	vsnprintf(err->text, sizeof err->text, fmt, ap);
 	va_end(ap);
 	return -1;
+}
+
+const char *error_openssl_reason(const char *fallback)
+{
+	unsigned long e = ERR_get_error();
+	const char *r = e ? ERR_reason_error_string(e) : NULL;
+	ERR_clear_error();
+	return r ? r : fallback;
 }

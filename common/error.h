@@ -14,4 +14,8 @@ struct error {
 int error_set(struct error *err, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
+/* The reason of the first queued OpenSSL error, for an error text, or
+ * fallback when there is none; clears OpenSSL's error queue. */
+const char *error_openssl_reason(const char *fallback);
+
 #endif

@@ -16,14 +16,6 @@
 /* Key files are small; a larger file is not a key. */
 #define KEYFILE_MAX (64 * 1024)
 
-static const char *openssl_reason(void)
-{
-	unsigned long e = ERR_get_error();
-	const char *r = e ? ERR_reason_error_string(e) : NULL;
-	ERR_clear_error();
-	return r ? r : "not a private key";
-}
-
 /* ---- a minimal DER reader (X.690), enough for the two key formats ---- */
 
 struct der {
@@ -326,7 +318,8 @@ EVP_PKEY *keyfile_read(const char *path, struct error *err)
 		return NULL;
 	}
 	if (!pkey) {
-		error_set(err, "%s: cannot read the key: %s", path, openssl_reason());
+		error_set(err, "%s: cannot read the key: %s", path,
+			  error_openssl_reason("not a private key"));
 		return NULL;
 	}
 	ERR_clear_error();

@@ -5,8 +5,6 @@
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 
-#include <openssl/err.h>
-
 #include "keyfile.h"
 
 static int set_nonblocking(int fd)
@@ -15,13 +13,9 @@ static int set_nonblocking(int fd)
 	return flags < 0 ? -1 : fcntl(fd, F_SETFL, flags | O_NONBLOCK);
 }
 
-/* The first queued OpenSSL error as text, for an error message. */
 static const char *openssl_reason(void)
 {
-	unsigned long e = ERR_get_error();
-	const char *r = e ? ERR_reason_error_string(e) : NULL;
-	ERR_clear_error();
-	return r ? r : "unknown OpenSSL error";
+	return error_openssl_reason("unknown OpenSSL error");
 }
 
 SSL_CTX *tls_context_new(const struct config *c, struct error *err)
