@@ -145,29 +145,6 @@ void buf_free(struct buf *b)
 	b->len = b->cap = 0;
 }
 
-/* The whole pages inside [p, p + n), or false when there is none. */
-static bool whole_pages(const void *p, size_t n, char **start, size_t *len)
-{
-	static size_t page;
-	if (!page)
-		page = (size_t)sysconf(_SC_PAGESIZE);
-	uintptr_t first = ((uintptr_t)p + page - 1) & ~(uintptr_t)(page - 1);
-	uintptr_t end = ((uintptr_t)p + n) & ~(uintptr_t)(page - 1);
-	if (end <= first)
-		return false;
-	*start = (char *)first;
-	*len = end - first;
-	return true;
-}
-
-void mem_populate(void *p, size_t n)
-{
-	char *start;
-	size_t len;
-	if (whole_pages(p, n, &start, &len))
-		madvise(start, len, MADV_POPULATE_WRITE);
-}
-
 int buf_read_file(struct buf *b, const char *path, size_t max, struct stat *st)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -214,6 +191,29 @@ int buf_read_file(struct buf *b, const char *path, size_t max, struct stat *st)
 		return -1;
 	}
 	return 0;
+}
+
+/* The whole pages inside [p, p + n), or false when there is none. */
+static bool whole_pages(const void *p, size_t n, char **start, size_t *len)
+{
+	static size_t page;
+	if (!page)
+		page = (size_t)sysconf(_SC_PAGESIZE);
+	uintptr_t first = ((uintptr_t)p + page - 1) & ~(uintptr_t)(page - 1);
+	uintptr_t end = ((uintptr_t)p + n) & ~(uintptr_t)(page - 1);
+	if (end <= first)
+		return false;
+	*start = (char *)first;
+	*len = end - first;
+	return true;
+}
+
+void mem_populate(void *p, size_t n)
+{
+	char *start;
+	size_t len;
+	if (whole_pages(p, n, &start, &len))
+		madvise(start, len, MADV_POPULATE_WRITE);
 }
 
 void mem_release(const void *p, size_t n)
