@@ -8,11 +8,10 @@
 # The floor is what the disk allows: the fdatasync rate of one 4 KiB write,
 # and the rate of LMDB durable commits of one 8-byte record and of one new
 # record of the message's size (each LMDB commit syncs the data pages, then
-# the meta page). queue_append should
-# stay within 1.5x of that floor: it writes msg (via MDB_RESERVE), env, due
-# and the issue counter in the same single commit. LMDB lets one writer in
-# at a time, so more writer processes queue up behind the lock rather than
-# add throughput.
+# the meta page). queue_append should stay within 1.5x of that floor: it
+# writes msg (via MDB_RESERVE), env, due and the issue counter in the same
+# single commit. LMDB lets one writer in at a time, so more writer
+# processes queue up behind the lock rather than add throughput.
 set -eu
 cd "$(dirname "$0")/.."
 build=${1:-build}

@@ -16,9 +16,10 @@
  *       ROUNDS times in turn: PER floor commits, PER commits of one new
  *       SIZE-byte record each (the file grows, as a filling queue's
  *       does), then PER appends by PROCS processes (as append); prints
- *       the three rates over all rounds and append's ratio to each floor. Taking turns puts both under the same disk
- *       weather: on shared machines the sync rate varies by half from
- *       one minute to the next.
+ *       the three rates over all rounds and append's ratio to each
+ *       floor. Taking turns puts all three under the same disk weather:
+ *       on shared machines the sync rate varies by half from one minute
+ *       to the next.
  *   queue_bench lookup DIR ENTRIES COUNT
  *       an account stoplist of ENTRIES addresses, then COUNT
  *       queue_is_stoplisted lookups (half of them hits).
