@@ -102,6 +102,21 @@ bool session_read_line(struct session *s, const char **line, size_t *len)
 
 /* ---- the verbs ---- */
 
+/* The value of the n decimal digits at p, saturated at UINT64_MAX; false
+ * when n is 0 or one of them is not a digit. */
+static bool parse_decimal(const char *p, size_t n, uint64_t *out)
+{
+	uint64_t v = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (p[i] < '0' || p[i] > '9')
+			return false;
+		unsigned d = (unsigned)(p[i] - '0');
+		v = v > (UINT64_MAX - d) / 10 ? UINT64_MAX : v * 10 + d;
+	}
+	*out = v;
+	return n > 0;
+}
+
 /* Parameters of MAIL (RFC 1870 SIZE, RFC 6152 BODY, RFC 6531 SMTPUTF8,
  * RFC 4954 AUTH). Returns false after replying. */
 static bool parse_mail_params(struct session *s, const char *p)
@@ -143,15 +158,11 @@ static bool parse_mail_params(struct session *s, const char *p)
 				return false;
 			}
 			seen_size = true;
-			uint64_t v = 0;
-			bool ok = value && value_len <= 19;
-			for (size_t i = 0; ok && i < value_len; i++) {
-				if (value[i] < '0' || value[i] > '9')
-					ok = false;
-				else
-					v = v * 10 + (uint64_t)(value[i] - '0');
-			}
-			if (!ok) {
+			/* size-value = 1*20DIGIT (RFC 1870 section 3): twenty
+			 * digits can exceed 2^64-1, and such a value is well
+			 * formed and over the limit, so it saturates. */
+			uint64_t v;
+			if (!value || value_len > 20 || !parse_decimal(value, value_len, &v)) {
 				session_reply(s, REPLY_BAD_PARAM_VALUE, "SIZE");
 				return false;
 			}

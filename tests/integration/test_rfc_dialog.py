@@ -1,0 +1,69 @@
+"""Dialogs written from the RFCs, as an outside client tries them (issue 20):
+RCPT TO:<Postmaster> (RFC 5321 sections 4.1.1.3 and 4.5.1), a SIZE of 20
+digits (RFC 1870), VRFY without its argument (RFC 5321 section 4.1.1.6),
+BDAT command errors that must not close the connection silently (RFC 5321
+section 3.8, RFC 3030) and zero-length AUTH responses (RFC 4954)."""
+
+import subprocess
+
+import pytest
+
+from conftest import DEMO_LOGIN, DEMO_PASSWORD, message
+from smtp_raw import Raw, b64, queued_id
+
+POSTMASTER = "pm@example.org"
+
+
+def transaction(c):
+    c.login()
+    assert c.cmd("MAIL FROM:<sender@example.com>") == "250 2.1.0 Ok"
+
+
+def rcpts_of(g, qid):
+    env = g.db("env")[qid.encode()].decode()
+    return [line.split(" ")[0][len("rcpt="):] for line in env.split("\n")
+            if line.startswith("rcpt=")]
+
+
+def tls_session(g):
+    c = Raw(g)
+    c.greeting()
+    c.ehlo()
+    c.starttls()
+    c.ehlo()
+    return c
+
+
+def failures(g):
+    record = g.db("authfail").get(b"127.0.0.1", b"count=0\n")
+    return int(record.split(b"\n")[0][len(b"count="):])
+
+
+# ---- 2. SIZE of up to 20 digits ----
+
+@pytest.mark.parametrize("size", ["99999999999999999999", "18446744073709551615",
+                                  "18446744073709551616", "00000000000036700161"])
+def test_mail_size_of_20_digits_over_the_limit_is_552_5_3_4(gate, size):
+    g = gate()
+    with Raw(g) as c:
+        c.login()
+        assert c.cmd(f"MAIL FROM:<a@example.com> SIZE={size}") == \
+            "552 5.3.4 Message size exceeds fixed limit"
+
+
+@pytest.mark.parametrize("size", ["999999999999999999999", "000000000000000000001",
+                                  "1x", "-1", "+1"])
+def test_mail_size_of_21_digits_or_not_digits_is_501_5_5_4(gate, size):
+    g = gate()
+    with Raw(g) as c:
+        c.login()
+        assert c.cmd(f"MAIL FROM:<a@example.com> SIZE={size}") == \
+            "501 5.5.4 Bad value of parameter SIZE"
+
+
+def test_mail_size_of_20_digits_within_the_limit_is_250(gate):
+    g = gate()
+    with Raw(g) as c:
+        c.login()
+        assert c.cmd("MAIL FROM:<a@example.com> SIZE=00000000000036700160") == \
+            "250 2.1.0 Ok"
