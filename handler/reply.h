@@ -46,6 +46,7 @@
 	X(SYNTAX_RCPT,       501, "5.5.4",  1, "Syntax: RCPT TO:<address>") \
 	X(SYNTAX_BDAT,       501, "5.5.4",  1, "Syntax: BDAT size [LAST]") \
 	X(SYNTAX_AUTH,       501, "5.5.4",  1, "Syntax: AUTH mechanism [initial-response]") \
+	X(SYNTAX_VRFY,       501, "5.5.4",  1, "Syntax: VRFY address") \
 	X(BAD_SENDER,        501, "5.1.7",  1, "Bad sender address syntax") \
 	X(BAD_RECIPIENT,     501, "5.1.3",  1, "Bad recipient address syntax") \
 	X(BAD_PARAM_VALUE,   501, "5.5.4",  1, "Bad value of parameter %s") \

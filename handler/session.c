@@ -637,6 +637,17 @@ static void proceed_quit(struct session *s, const char *arg)
 	session_close(s, NULL);
 }
 
+/* vrfy = "VRFY" SP String (RFC 5321 section 4.1.1.6): the argument is
+ * required, whatever the answer would be. */
+static bool check_vrfy(struct session *s, const char *arg)
+{
+	if (!*arg) {
+		session_reply(s, REPLY_SYNTAX_VRFY);
+		return false;
+	}
+	return true;
+}
+
 static void proceed_vrfy(struct session *s, const char *arg)
 {
 	(void)arg;
@@ -674,7 +685,7 @@ static const struct verb verbs[] = {
 	{ "RSET", check_no_args, proceed_rset, false },
 	{ "NOOP", check_any, proceed_noop, true },
 	{ "QUIT", check_no_args, proceed_quit, true },
-	{ "VRFY", check_any, proceed_vrfy, true },
+	{ "VRFY", check_vrfy, proceed_vrfy, true },
 	{ "HELP", check_any, proceed_help, true },
 	{ "EXPN", check_any, proceed_not_implemented, true },
 	{ "TURN", check_any, proceed_not_implemented, true },

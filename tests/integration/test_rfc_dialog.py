@@ -67,3 +67,14 @@ def test_mail_size_of_20_digits_within_the_limit_is_250(gate):
         c.login()
         assert c.cmd("MAIL FROM:<a@example.com> SIZE=00000000000036700160") == \
             "250 2.1.0 Ok"
+
+
+# ---- 3. VRFY needs its argument ----
+
+def test_vrfy_without_argument_is_501_5_5_4(gate):
+    g = gate()
+    with Raw(g) as c:
+        c.greeting()
+        assert c.cmd("VRFY") == "501 5.5.4 Syntax: VRFY address"
+        assert c.cmd("VRFY   ") == "501 5.5.4 Syntax: VRFY address"
+        assert c.cmd("VRFY someone").startswith("252 2.5.0 ")
