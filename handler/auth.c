@@ -274,7 +274,10 @@ void auth_proceed(struct session *s, const char *arg)
 	if (plain) {
 		if (auth_plain_split(first.data ? first.data : "", first.len,
 				     &authzid, &login, &password) != 0) {
-			session_reply(s, REPLY_AUTH_BAD_BASE64);
+			/* Base64 that is no PLAIN message, the zero octets of
+			 * "AUTH PLAIN =" or of an empty line among them (RFC
+			 * 4954 section 4), fails like a wrong password. */
+			auth_failed(s, "", "malformed PLAIN response", count_failures(s, 1));
 			goto done;
 		}
 	} else {

@@ -78,3 +78,56 @@ def test_vrfy_without_argument_is_501_5_5_4(gate):
         assert c.cmd("VRFY") == "501 5.5.4 Syntax: VRFY address"
         assert c.cmd("VRFY   ") == "501 5.5.4 Syntax: VRFY address"
         assert c.cmd("VRFY someone").startswith("252 2.5.0 ")
+
+
+# ---- 5. zero-length AUTH responses ----
+
+def test_auth_plain_empty_initial_response_is_535_and_counted(gate):
+    g = gate()
+    with tls_session(g) as c:
+        assert c.cmd("AUTH PLAIN =") == "535 5.7.8 Authentication credentials invalid"
+        assert failures(g) == 1
+        assert c.auth_plain() == "235 2.7.0 Authentication successful"
+
+
+def test_auth_plain_empty_line_after_334_is_535_and_counted(gate):
+    g = gate()
+    with tls_session(g) as c:
+        assert c.cmd("AUTH PLAIN") == "334 "
+        assert c.cmd("") == "535 5.7.8 Authentication credentials invalid"
+        assert failures(g) == 1
+
+
+def test_auth_plain_base64_that_is_no_plain_message_is_535(gate):
+    g = gate()
+    with tls_session(g) as c:
+        # "test": valid base64, but no NUL-separated login and password.
+        assert c.cmd("AUTH PLAIN " + b64("test")) == \
+            "535 5.7.8 Authentication credentials invalid"
+        assert c.cmd("AUTH PLAIN " + b64("\0\0secret")) == \
+            "535 5.7.8 Authentication credentials invalid"
+        assert failures(g) == 2
+
+
+def test_auth_login_empty_responses_are_535_and_counted(gate):
+    g = gate()
+    with tls_session(g) as c:
+        assert c.cmd("AUTH LOGIN") == "334 VXNlcm5hbWU6"
+        assert c.cmd("") == "334 UGFzc3dvcmQ6"
+        assert c.cmd("") == "535 5.7.8 Authentication credentials invalid"
+        assert c.cmd("AUTH LOGIN =") == "334 UGFzc3dvcmQ6"
+        assert c.cmd(b64(DEMO_PASSWORD)) == "535 5.7.8 Authentication credentials invalid"
+        assert c.cmd("AUTH LOGIN " + b64(DEMO_LOGIN)) == "334 UGFzc3dvcmQ6"
+        assert c.cmd("") == "535 5.7.8 Authentication credentials invalid"
+        assert failures(g) == 3
+
+
+@pytest.mark.parametrize("steps", [["AUTH PLAIN !!!!"], ["AUTH PLAIN", "abc"],
+                                   ["AUTH PLAIN", "="], ["AUTH LOGIN", "====="]])
+def test_auth_response_that_is_not_base64_stays_501_5_5_2(gate, steps):
+    g = gate()
+    with tls_session(g) as c:
+        for line in steps[:-1]:
+            assert c.cmd(line).startswith("334 ")
+        assert c.cmd(steps[-1]) == "501 5.5.2 Cannot decode the response"
+        assert failures(g) == 0
