@@ -528,30 +528,56 @@ static void proceed_data(struct session *s, const char *arg)
 	policy_finish_message(s);
 }
 
-/* BDAT size [LAST] (RFC 3030 section 2). A BDAT whose size cannot be read
- * leaves no way to find the next command: the session ends. */
+/* Reads and throws away the chunk of a refused BDAT: its octets are no
+ * command (RFC 3030 section 2). False when the session ends instead. */
+static bool skip_chunk(struct session *s, uint64_t size)
+{
+	enum io_status st = bdat_read_chunk(&s->io, NULL, size);
+	if (st == IO_LINE)
+		return true;
+	if (st == IO_TIMEOUT) {
+		session_reply(s, REPLY_TIMEOUT, s->config->hostname);
+		session_close(s, "421 4.4.2 timeout");
+	} else {
+		session_close(s, s->tx ? "client left during a transaction" : NULL);
+	}
+	return false;
+}
+
+/* bdat-cmd = "BDAT" SP chunk-size [SP end-marker] (RFC 3030 section 2).
+ * The session may end only after QUIT, a 421 or a time-out (RFC 5321
+ * section 3.8), so a malformed BDAT is answered by where its chunk ends:
+ * - no size at all ("BDAT", "BDAT LAST"): no chunk can follow, the next
+ *   line is a command: 501, and the transaction goes on, whole;
+ * - a size followed by anything but " LAST": the chunk is skipped, 501,
+ *   and the transaction, which has lost those octets, is dropped, so
+ *   that a later BDAT LAST cannot queue the message with a hole in it;
+ * - a first word that is no size (not digits only, or 2^64-1 or more):
+ *   the chunk's end cannot be known, and any guess would run message
+ *   octets as commands: 421, and the session ends. */
 static bool check_bdat(struct session *s, const char *arg)
 {
-	const char *p = arg;
-	uint64_t size = 0;
-	size_t digits = 0;
-	while (*p >= '0' && *p <= '9' && digits < 19) {
-		size = size * 10 + (uint64_t)(*p - '0');
-		p++;
-		digits++;
-	}
-	bool last = false;
-	if (digits > 0 && *p == ' ' && strcasecmp(p + 1, "LAST") == 0)
-		last = true;
-	else if (digits == 0 || *p)
-		digits = 0;
-	if (digits == 0) {
+	if (!*arg || strcasecmp(arg, "LAST") == 0) {
 		session_reply(s, REPLY_SYNTAX_BDAT);
-		session_close(s, "501 5.5.4 BDAT without a readable size");
+		return false;
+	}
+	size_t digits = strcspn(arg, " ");
+	uint64_t size;
+	if (!parse_decimal(arg, digits, &size) || size == UINT64_MAX) {
+		session_reply(s, REPLY_BDAT_LOST, s->config->hostname);
+		session_close(s, "421 4.5.0 BDAT size unreadable");
+		return false;
+	}
+	const char *rest = arg + digits;
+	if (*rest && strcasecmp(rest, " LAST") != 0) {
+		if (!skip_chunk(s, size))
+			return false;
+		session_reply(s, REPLY_SYNTAX_BDAT);
+		session_drop_transaction(s);
 		return false;
 	}
 	s->scratch_size = size;
-	s->scratch_last = last;
+	s->scratch_last = *rest != '\0';
 	return true;
 }
 
@@ -571,13 +597,8 @@ static void proceed_bdat(struct session *s, const char *arg)
 	else if (tx && tx->msg_started && s->state != STATE_BDAT)
 		refusal = REPLY_DATA_AFTER_BDAT;
 	if (refusal != REPLY_COUNT) {
-		/* RFC 3030 section 3: the chunk is read and thrown away. */
-		enum io_status st = bdat_read_chunk(&s->io, NULL, size);
-		if (st != IO_LINE) {
-			session_close(s, st == IO_TIMEOUT ? "421 4.4.2 timeout" : NULL);
-			return;
-		}
-		session_reply(s, refusal);
+		if (skip_chunk(s, size))
+			session_reply(s, refusal);
 		return;
 	}
 	if (s->state == STATE_RCPT) {

@@ -80,6 +80,77 @@ def test_vrfy_without_argument_is_501_5_5_4(gate):
         assert c.cmd("VRFY someone").startswith("252 2.5.0 ")
 
 
+# ---- 4. BDAT errors ----
+
+@pytest.mark.parametrize("command", ["BDAT", "BDAT LAST", "bdat last"])
+def test_bdat_without_a_size_is_501_and_the_transaction_goes_on(gate, command):
+    g = gate()
+    msg = message()
+    with Raw(g) as c:
+        transaction(c)
+        assert c.cmd("RCPT TO:<a@example.net>") == "250 2.1.5 Ok"
+        # No size: no chunk can follow, the next line is a command.
+        assert c.cmd(command) == "501 5.5.4 Syntax: BDAT size [LAST]"
+        assert c.cmd("NOOP") == "250 2.0.0 Ok"
+        c.send(f"BDAT {len(msg)} LAST\r\n".encode() + msg)
+        qid = queued_id(c.reply_line())
+    assert g.db("msg")[qid.encode()].endswith(msg)
+
+
+def test_bdat_without_a_size_mid_message_loses_nothing(gate):
+    g = gate()
+    msg = message()
+    with Raw(g) as c:
+        transaction(c)
+        assert c.cmd("RCPT TO:<a@example.net>") == "250 2.1.5 Ok"
+        c.send(b"BDAT 40\r\n" + msg[:40])
+        assert c.reply_line() == "250 2.0.0 40 octets received"
+        assert c.cmd("BDAT") == "501 5.5.4 Syntax: BDAT size [LAST]"
+        c.send(f"BDAT {len(msg) - 40} LAST\r\n".encode() + msg[40:])
+        qid = queued_id(c.reply_line())
+    assert g.db("msg")[qid.encode()].endswith(msg)
+
+
+@pytest.mark.parametrize("arg", ["12x", "-5", "+5", "1e3", "0x10", "LAST 5",
+                                 "five", "99999999999999999999"])
+def test_bdat_with_an_unreadable_size_is_421_4_5_0_and_closed(gate, arg):
+    g = gate()
+    with Raw(g) as c:
+        transaction(c)
+        assert c.cmd("RCPT TO:<a@example.net>") == "250 2.1.5 Ok"
+        c.send(f"BDAT {arg}\r\nhello\r\n")
+        assert c.reply_line() == ("421 4.5.0 gate.example.com Error: BDAT size "
+                                  "unreadable, the end of its chunk is lost; closing")
+        assert c.closed()
+    assert g.db("msg") == {}
+
+
+@pytest.mark.parametrize("arg", ["6 LASTX", "6 LAST LAST", "6 more", "6  LAST"])
+def test_bdat_with_a_size_and_bad_words_skips_its_chunk_and_the_transaction(gate, arg):
+    g = gate()
+    with Raw(g) as c:
+        transaction(c)
+        assert c.cmd("RCPT TO:<a@example.net>") == "250 2.1.5 Ok"
+        # The six octets are a chunk, not a command, and are skipped.
+        c.send(f"BDAT {arg}\r\nQUIT\r\n")
+        assert c.reply_line() == "501 5.5.4 Syntax: BDAT size [LAST]"
+        assert c.cmd("NOOP") == "250 2.0.0 Ok"
+        # The message has lost a chunk: its transaction is over.
+        c.send(b"BDAT 3 LAST\r\nabc")
+        assert c.reply_line() == "503 5.5.1 Error: need MAIL command"
+        assert c.cmd("MAIL FROM:<sender@example.com>") == "250 2.1.0 Ok"
+    assert g.db("msg") == {}
+
+
+def test_refused_bdat_whose_chunk_stops_coming_gets_421_4_4_2(gate):
+    g = gate(gate_keys={"timeout": "1"})
+    with Raw(g) as c:
+        c.login()
+        c.send(b"BDAT 100 LAST\r\nonly ten..")
+        assert c.reply_line() == "421 4.4.2 gate.example.com Error: timeout exceeded"
+        assert c.closed()
+
+
 # ---- 5. zero-length AUTH responses ----
 
 def test_auth_plain_empty_initial_response_is_535_and_counted(gate):
