@@ -30,6 +30,7 @@ enum key_type {
 	T_BOOL,		/* yes/no, true/false, on/off, 1/0 */
 	T_PORTS,	/* a list of port numbers */
 	T_ADDRESSES,	/* a list of e-mail addresses */
+	T_ADDRESS,	/* one e-mail address that is relayed */
 	T_STARTTLS,	/* yes | no | opportunistic */
 	T_RELAY_URL,
 	T_HTTP_URL,
@@ -67,6 +68,7 @@ static const struct key_row key_table[] = {
 	ROW("gate", "implicit_tls_ports", implicit_tls_ports, struct config, T_PORTS, "465", 0, 0),
 	GATE(auth_requires_tls, T_BOOL, "yes", 0, 0),
 	ROW("gate", "sink_recipients", sink_recipients, struct config, T_ADDRESSES, "test@test.ru", 0, 0),
+	GATE(postmaster, T_ADDRESS, "", 0, 0),
 	GATE(reject_incomplete, T_BOOL, "yes", 0, 0),
 	GATE(max_auth_failures, T_UINT, "5", 1, 1000000),
 	GATE(auth_failure_window, T_DURATION, "600", 1, 30 * 86400),
@@ -349,6 +351,35 @@ static bool valid_config_address(const char *a)
 	return valid_domain(at + 1);
 }
 
+/* An address the gateway queues and relays as written (the postmaster):
+ * an ASCII Dot-string, "@" and a domain of letters, digits and hyphens,
+ * in RFC 5321's lengths, so that the envelope parser and every relay
+ * take it. */
+static bool valid_relayed_address(const char *a)
+{
+	const char *at = strrchr(a, '@');
+	if (!at || at == a || at - a > 64 || strlen(at + 1) > 255)
+		return false;
+	for (const char *p = a; p < at; p++) {
+		bool atext = isalnum((unsigned char)*p) || strchr("!#$%&'*+-/=?^_`{|}~", *p);
+		bool dot = *p == '.' && p > a && p + 1 < at && p[1] != '.';
+		if (!(((unsigned char)*p < 0x80 && atext) || dot))
+			return false;
+	}
+	const char *label = at + 1;
+	for (const char *p = label;; p++) {
+		if (*p == '.' || !*p) {
+			if (p == label || p - label > 63 || label[0] == '-' || p[-1] == '-')
+				return false;
+			if (!*p)
+				return true;
+			label = p + 1;
+		} else if (!((unsigned char)*p < 0x80 && (isalnum((unsigned char)*p) || *p == '-'))) {
+			return false;
+		}
+	}
+}
+
 static void lower(char *s)
 {
 	for (; *s; s++)
@@ -541,6 +572,15 @@ static int set_value(struct loader *ld, const struct key_row *row, void *base,
 			free(ld->c->sink_recipients[i]);
 		ld->c->n_sink_recipients = 0;
 		return for_each_word(ld, value, add_sink, NULL);
+	case T_ADDRESS:
+		free(*str);
+		*str = NULL;
+		if (is_blank(value))
+			return 0;
+		if (!valid_relayed_address(value))
+			return fail(ld, "%s: \"%s\" is not an ASCII e-mail address like postmaster@example.com", row->info.key, value), -1;
+		*str = xstrdup(value);
+		return 0;
 	case T_STARTTLS: {
 		enum relay_starttls *mode = field;
 		if (strcmp(value, "yes") == 0)
@@ -977,6 +1017,7 @@ void config_free(struct config *c)
 	for (size_t i = 0; i < c->n_sink_recipients; i++)
 		free(c->sink_recipients[i]);
 	free(c->sink_recipients);
+	free(c->postmaster);
 	relay_url_free(&c->relay);
 	free(c->relay_url_text);
 	free(c->relay_username);
@@ -1252,7 +1293,8 @@ void config_dump(const struct config *c, FILE *out)
 	fprintf(out, "sink_recipients =");
 	for (size_t i = 0; i < c->n_sink_recipients; i++)
 		fprintf(out, " %s", c->sink_recipients[i]);
-	fprintf(out, "\nreject_incomplete = %s\n", bool_text(c->reject_incomplete));
+	fprintf(out, "\npostmaster = %s\n", c->postmaster ? c->postmaster : "");
+	fprintf(out, "reject_incomplete = %s\n", bool_text(c->reject_incomplete));
 	fprintf(out, "max_auth_failures = %u\n", c->max_auth_failures);
 	fprintf(out, "auth_failure_window = %u\n", c->auth_failure_window);
 	fprintf(out, "log_retention = %u\n", c->log_retention);

@@ -107,6 +107,7 @@ struct config {
 	bool auth_requires_tls;
 	char **sink_recipients;
 	size_t n_sink_recipients;
+	char *postmaster;	/* what RCPT TO:<Postmaster> means; NULL: refused */
 	bool reject_incomplete;
 	unsigned max_auth_failures;
 	unsigned auth_failure_window;

@@ -70,6 +70,7 @@
 	X(AUTH_NEEDS_TLS,    538, "5.7.11", 1, "Encryption required for requested authentication mechanism") \
 	X(STOPLISTED,        550, "5.0.0",  0, "Email is in the account stoplist") \
 	X(SUPPRESSED,        550, "5.0.0",  0, "Email has permanent delivery errors") \
+	X(NO_POSTMASTER,     550, "5.1.1",  0, "No postmaster address is configured here") \
 	X(SENDER_UNKNOWN,    550, "5.7.1",  0, "error/sender/unknown") \
 	X(SENDER_MODERATION, 550, "5.7.1",  0, "error/sender/onmoderation") \
 	X(SENDER_PROHIBITED, 550, "5.7.1",  0, "error/sender/prohibited") \

@@ -422,8 +422,16 @@ static bool check_rcpt(struct session *s, const char *arg)
 		return false;
 	}
 	const char *end;
-	bool non_ascii;
-	if (address_parse_path(p, false, &s->scratch, &end, &non_ascii) != ADDRESS_OK) {
+	bool non_ascii = false;
+	/* "<Postmaster>" without a domain, in any case, must be supported
+	 * (RFC 5321 sections 4.1.1.3 and 4.5.1): it stands for the address
+	 * the postmaster key names, and from here on is that address. */
+	bool postmaster = strncasecmp(p, "<Postmaster>", 12) == 0;
+	if (postmaster) {
+		end = p + 12;
+		buf_clear(&s->scratch);
+		buf_puts(&s->scratch, s->config->postmaster ? s->config->postmaster : "");
+	} else if (address_parse_path(p, false, &s->scratch, &end, &non_ascii) != ADDRESS_OK) {
 		session_reply(s, REPLY_BAD_RECIPIENT);
 		return false;
 	}
@@ -439,6 +447,10 @@ static bool check_rcpt(struct session *s, const char *arg)
 	}
 	if (non_ascii && !s->tx->smtputf8) {
 		session_reply(s, REPLY_NEED_SMTPUTF8);
+		return false;
+	}
+	if (postmaster && !s->config->postmaster) {
+		session_reply(s, REPLY_NO_POSTMASTER);
 		return false;
 	}
 	return true;

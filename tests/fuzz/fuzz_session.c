@@ -217,6 +217,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 		"implicit_tls_ports =\n"
 		"auth_requires_tls = no\n"
 		"sink_recipients = test@test.ru\n"
+		"postmaster = postmaster@example.net\n"
 		"max_auth_failures = 3\n"
 		"auth_failure_window = 600\n"
 		"[relay]\n"

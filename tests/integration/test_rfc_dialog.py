@@ -39,6 +39,56 @@ def failures(g):
     return int(record.split(b"\n")[0][len(b"count="):])
 
 
+# ---- 1. RCPT TO:<Postmaster> ----
+
+@pytest.mark.parametrize("path", ["<Postmaster>", "<postmaster>", "<POSTMASTER>"])
+def test_rcpt_postmaster_without_postmaster_key_is_550_5_1_1(gate, path):
+    g = gate()
+    with Raw(g) as c:
+        transaction(c)
+        assert c.cmd(f"RCPT TO:{path}") == \
+            "550 5.1.1 No postmaster address is configured here"
+        assert c.cmd("RCPT TO:<a@example.net>") == "250 2.1.5 Ok"
+
+
+def test_rcpt_postmaster_goes_to_the_postmaster_key_in_any_case(gate):
+    g = gate(gate_keys={"postmaster": POSTMASTER})
+    msg = message()
+    with Raw(g) as c:
+        transaction(c)
+        assert c.cmd("RCPT TO:<Postmaster>") == "250 2.1.5 Ok"
+        # The same mailbox again, named either way: one recipient.
+        assert c.cmd("RCPT TO:<pOsTmAsTeR>") == "250 2.1.5 Ok"
+        assert c.cmd(f"RCPT TO:<{POSTMASTER}>") == "250 2.1.5 Ok"
+        assert c.cmd("RCPT TO:<a@example.net>") == "250 2.1.5 Ok"
+        assert c.cmd("DATA").startswith("354 ")
+        c.send(msg + b".\r\n")
+        qid = queued_id(c.reply_line())
+    assert rcpts_of(g, qid) == [POSTMASTER, "a@example.net"]
+    assert g.db("msg")[qid.encode()].endswith(msg)
+
+
+def test_rcpt_postmaster_follows_the_accounts_stoplist(gate):
+    g = gate(gate_keys={"postmaster": POSTMASTER})
+    g.queue_tool("stoplist", "add", "demo", POSTMASTER)
+    with Raw(g) as c:
+        transaction(c)
+        assert c.cmd("RCPT TO:<Postmaster>") == \
+            "550 5.0.0 Email is in the account stoplist"
+
+
+def test_rcpt_postmaster_keeps_the_rcpt_rules_around_it(gate):
+    g = gate(gate_keys={"postmaster": POSTMASTER})
+    with Raw(g) as c:
+        transaction(c)
+        assert c.cmd("RCPT TO:<Postmaster> NOTIFY=NEVER") == \
+            "555 5.5.4 Unsupported parameter NOTIFY"
+        # Only the bare form is special; a route or a quote is no mailbox.
+        assert c.cmd("RCPT TO:<@relay.example:Postmaster>").startswith("501 5.1.3 ")
+        assert c.cmd('RCPT TO:<"Postmaster">').startswith("501 5.1.3 ")
+        assert c.cmd("RCPT TO:<Postmaster@example.net>") == "250 2.1.5 Ok"
+
+
 # ---- 2. SIZE of up to 20 digits ----
 
 @pytest.mark.parametrize("size", ["99999999999999999999", "18446744073709551615",
@@ -202,3 +252,32 @@ def test_auth_response_that_is_not_base64_stays_501_5_5_2(gate, steps):
             assert c.cmd(line).startswith("334 ")
         assert c.cmd(steps[-1]) == "501 5.5.2 Cannot decode the response"
         assert failures(g) == 0
+
+
+# ---- the same, as openssl s_client -starttls smtp sees it ----
+
+def test_openssl_s_client_dialog(gate):
+    g = gate(gate_keys={"postmaster": POSTMASTER})
+    lines = ["EHLO client.example", "AUTH PLAIN =",
+             "AUTH PLAIN " + b64(f"\0{DEMO_LOGIN}\0{DEMO_PASSWORD}"),
+             "VRFY", "MAIL FROM:<a@example.com> SIZE=99999999999999999999",
+             "MAIL FROM:<a@example.com>", "RCPT TO:<Postmaster>", "BDAT",
+             "BDAT 1x", "NOOP"]
+    r = subprocess.run(["openssl", "s_client", "-starttls", "smtp", "-crlf",
+                        "-quiet", "-ign_eof", "-connect", f"127.0.0.1:{g.port}"],
+                       input="".join(line + "\n" for line in lines),
+                       capture_output=True, text=True, timeout=30)
+    replies = [line.rstrip("\r") for line in r.stdout.splitlines()
+               if not line.startswith("250-")]
+    assert replies == [
+        "250 AUTH PLAIN LOGIN",
+        "535 5.7.8 Authentication credentials invalid",
+        "235 2.7.0 Authentication successful",
+        "501 5.5.4 Syntax: VRFY address",
+        "552 5.3.4 Message size exceeds fixed limit",
+        "250 2.1.0 Ok",
+        "250 2.1.5 Ok",
+        "501 5.5.4 Syntax: BDAT size [LAST]",
+        "421 4.5.0 gate.example.com Error: BDAT size unreadable, "
+        "the end of its chunk is lost; closing",
+    ], r.stdout + r.stderr

@@ -77,6 +77,7 @@ TEST(test_defaults_match_the_spec)
 	CHECK(c.auth_requires_tls);
 	CHECK(c.n_sink_recipients == 1);
 	CHECK_STR(c.sink_recipients[0], "test@test.ru");
+	CHECK(c.postmaster == NULL);
 	CHECK(c.reject_incomplete);
 	CHECK(c.max_auth_failures == 5);
 	CHECK(c.auth_failure_window == 600);
@@ -113,6 +114,7 @@ TEST(test_every_gate_key_is_read)
 		"implicit_tls_ports = 465 10465\n"
 		"auth_requires_tls = no\n"
 		"sink_recipients = test@test.ru sink@Example.COM\n"
+		"postmaster = post.master+gate@Example.COM\n"
 		"reject_incomplete = off\n"
 		"max_auth_failures = 3\n"
 		"auth_failure_window = 1h\n"
@@ -139,6 +141,7 @@ TEST(test_every_gate_key_is_read)
 	CHECK(c.n_sink_recipients == 2);
 	CHECK(config_is_sink(&c, "sink@example.com"));
 	CHECK(config_is_sink(&c, "TEST@test.ru") == false);
+	CHECK_STR(c.postmaster, "post.master+gate@Example.COM");
 	CHECK(!c.reject_incomplete);
 	CHECK(c.max_auth_failures == 3);
 	CHECK(c.auth_failure_window == 3600);
@@ -389,6 +392,20 @@ TEST(test_value_errors)
 		    "2: implicit_tls_ports: \"99999\" is not a port number");
 	check_error("[gate]\nsink_recipients = nobody\n",
 		    "2: sink_recipients: \"nobody\" is not an e-mail address");
+	/* The postmaster is relayed: plain ASCII RFC 5321 only. */
+	static const char *const bad_postmasters[] = {
+		"nobody", "@example.com", "pm@", "a..b@example.com", ".pm@example.com",
+		"pm.@example.com", "\"pm\"@example.com", "p\xc3\xb6@example.com",
+		"pm@exa_mple.com", "pm@-example.com", "pm@example-.com", "pm@example..com",
+		"pm@b@example.com", "pm@[192.0.2.1]",
+	};
+	for (size_t i = 0; i < sizeof bad_postmasters / sizeof *bad_postmasters; i++) {
+		char text[128], want[160];
+		snprintf(text, sizeof text, "[gate]\npostmaster = %s\n", bad_postmasters[i]);
+		snprintf(want, sizeof want, "2: postmaster: \"%s\" is not an ASCII e-mail "
+			 "address like postmaster@example.com", bad_postmasters[i]);
+		check_error(text, want);
+	}
 	check_error("[gate]\nhostname = bad_host!\n", "2: hostname: \"bad_host!\" is not a host name");
 	check_error("[gate]\ntls_certificate = /c.pem\n",
 		    " [gate] tls_certificate and tls_private_key go together");
@@ -459,7 +476,7 @@ TEST(test_key_table_lists_every_key_once)
 			const struct config_key_info *o = config_key_at(j);
 			CHECK(!(strcmp(o->section, k->section) == 0 && strcmp(o->key, k->key) == 0));
 		}
-	CHECK(n == 34);
+	CHECK(n == 35);
 }
 
 TEST(test_dump_shows_effective_values_but_no_secrets)
