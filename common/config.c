@@ -31,6 +31,7 @@ enum key_type {
 	T_PORTS,	/* a list of port numbers */
 	T_ADDRESSES,	/* a list of e-mail addresses */
 	T_STARTTLS,	/* yes | no | opportunistic */
+	T_FINGERPRINTS,	/* sha256:HEX certificate fingerprints; repeatable */
 	T_RELAY_URL,
 	T_HTTP_URL,
 	T_HASH,		/* a crypt(3) hash */
@@ -76,6 +77,9 @@ static const struct key_row key_table[] = {
 	RELAY("username", relay_username, T_STRING, "", 0, 0),
 	RELAY("password", relay_password, T_SECRET, "", 0, 0),
 	RELAY("starttls", relay_starttls, T_STARTTLS, "opportunistic", 0, 0),
+	RELAY("tls_verify", relay_tls_verify, T_BOOL, "yes", 0, 0),
+	RELAY("tls_ca_file", relay_tls_ca_file, T_PATH, "", 0, 0),
+	RELAY("tls_fingerprint", relay_tls_fingerprints, T_FINGERPRINTS, "", 0, 0),
 	RELAY("max_queue_lifetime", max_queue_lifetime, T_DURATION, "432000", 60, 365 * 86400u),
 	RELAY("concurrency", relay_concurrency, T_UINT, "4", 1, 64),
 
@@ -367,6 +371,39 @@ static int add_sink(struct loader *ld, const char *word, void *arg)
 	return 0;
 }
 
+/* "sha256:" and 64 hex digits, with or without the colons between bytes
+ * that `openssl x509 -fingerprint -sha256` prints. */
+static int add_fingerprint(struct loader *ld, const char *word, void *arg)
+{
+	(void)arg;
+	struct config *c = ld->c;
+	unsigned char fp[32];
+	size_t n = 0;
+	const char *p = word;
+	if (strncasecmp(p, "sha256:", 7) == 0)
+		p += 7;
+	else
+		p = NULL;
+	while (p && *p && n < sizeof fp) {
+		if (*p == ':') {
+			p++;
+			continue;
+		}
+		if (!isxdigit((unsigned char)p[0]) || !isxdigit((unsigned char)p[1]))
+			break;
+		char hex[3] = { p[0], p[1], '\0' };
+		fp[n++] = (unsigned char)strtoul(hex, NULL, 16);
+		p += 2;
+	}
+	if (!p || *p || n != sizeof fp)
+		return fail(ld, "tls_fingerprint: \"%s\" is not sha256: and 64 hex "
+			    "digits (openssl x509 -noout -fingerprint -sha256)", word), -1;
+	c->relay_tls_fingerprints = xrealloc(c->relay_tls_fingerprints,
+		(c->n_relay_tls_fingerprints + 1) * sizeof *c->relay_tls_fingerprints);
+	memcpy(c->relay_tls_fingerprints[c->n_relay_tls_fingerprints++], fp, sizeof fp);
+	return 0;
+}
+
 static int add_network(struct loader *ld, const char *word, void *arg)
 {
 	struct account *a = arg;
@@ -541,6 +578,8 @@ static int set_value(struct loader *ld, const struct key_row *row, void *base,
 			free(ld->c->sink_recipients[i]);
 		ld->c->n_sink_recipients = 0;
 		return for_each_word(ld, value, add_sink, NULL);
+	case T_FINGERPRINTS:
+		return for_each_word(ld, value, add_fingerprint, NULL);
 	case T_STARTTLS: {
 		enum relay_starttls *mode = field;
 		if (strcmp(value, "yes") == 0)
@@ -586,7 +625,10 @@ static int set_value(struct loader *ld, const struct key_row *row, void *base,
 
 static bool repeatable(enum key_type t)
 {
-	return t == T_NETWORKS || t == T_DKIM_KEY || t == T_SENDER;
+	/* A fingerprint in colon form is 102 characters: two do not fit
+	 * on one line, and a rotation needs two. */
+	return t == T_NETWORKS || t == T_DKIM_KEY || t == T_SENDER ||
+	       t == T_FINGERPRINTS;
 }
 
 static const char *section_kind(const char *section)
@@ -796,6 +838,17 @@ static int check_globals(struct loader *ld)
 	ld->line = 0;
 	if (!ld->c->tls_certificate != !ld->c->tls_private_key)
 		return fail(ld, "[gate] tls_certificate and tls_private_key go together");
+	/* tls_verify = no turns every check off; a CA file or a pin beside
+	 * it would look like protection that is not there. */
+	if (!ld->c->relay_tls_verify &&
+	    (ld->c->relay_tls_ca_file || ld->c->n_relay_tls_fingerprints))
+		return fail(ld, "[relay] tls_verify = no contradicts tls_ca_file "
+			    "and tls_fingerprint: remove one or the other");
+	/* A pin decides alone (as msmtp's tls_fingerprint); a CA file beside
+	 * it would be silently ignored. */
+	if (ld->c->relay_tls_ca_file && ld->c->n_relay_tls_fingerprints)
+		return fail(ld, "[relay] tls_fingerprint replaces the CA: set "
+			    "tls_fingerprint or tls_ca_file, not both");
 	return 0;
 }
 
@@ -981,6 +1034,8 @@ void config_free(struct config *c)
 	free(c->relay_url_text);
 	free(c->relay_username);
 	free(c->relay_password);
+	free(c->relay_tls_ca_file);
+	free(c->relay_tls_fingerprints);
 	free(c->callback_url);
 	free(c->callback_secret);
 	for (size_t i = 0; i < c->n_accounts; i++)
@@ -1260,6 +1315,16 @@ void config_dump(const struct config *c, FILE *out)
 	fprintf(out, "username = %s\n", c->relay_username ? c->relay_username : "");
 	fprintf(out, "password = %s\n", c->relay_password ? "(set)" : "");
 	fprintf(out, "starttls = %s\n", starttls[c->relay_starttls]);
+	fprintf(out, "tls_verify = %s\n", bool_text(c->relay_tls_verify));
+	fprintf(out, "tls_ca_file = %s\n", c->relay_tls_ca_file ? c->relay_tls_ca_file : "");
+	if (c->n_relay_tls_fingerprints == 0)
+		fputs("tls_fingerprint =\n", out);
+	for (size_t i = 0; i < c->n_relay_tls_fingerprints; i++) {
+		fputs("tls_fingerprint = sha256:", out);
+		for (size_t k = 0; k < 32; k++)
+			fprintf(out, "%02X", c->relay_tls_fingerprints[i][k]);
+		fputc('\n', out);
+	}
 	fprintf(out, "max_queue_lifetime = %u\n", c->max_queue_lifetime);
 	fprintf(out, "concurrency = %u\n", c->relay_concurrency);
 	fprintf(out, "\n[callback]\nurl = %s\n", c->callback_url ? c->callback_url : "");

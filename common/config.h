@@ -118,6 +118,11 @@ struct config {
 	char *relay_username;	/* NULL or "": no AUTH towards the relay */
 	char *relay_password;
 	enum relay_starttls relay_starttls;
+	bool relay_tls_verify;	/* no: the relay's certificate is not checked */
+	char *relay_tls_ca_file;	/* NULL: the system CA store */
+	unsigned char (*relay_tls_fingerprints)[32];	/* SHA-256 of the
+				 * relay's certificate; any one may match */
+	size_t n_relay_tls_fingerprints;
 	unsigned max_queue_lifetime;
 	unsigned relay_concurrency;
 

@@ -38,13 +38,22 @@ struct relay_result {
 /* Opens a connection to the relay of c (c->relay must not be RELAY_NONE):
  * connects (each address of the host in turn, IPv6 included), reads the
  * greeting, EHLO (HELO when EHLO is refused), STARTTLS per
- * c->relay_starttls, AUTH when c->relay_username is set. For maildir:
- * makes sure tmp/, new/ and cur/ exist; for discard: nothing. On failure
- * returns -1 with err naming the relay and what failed (that text becomes
- * the deferral reason); *r is then NULL.
+ * c->relay_starttls, verifies the relay's certificate per
+ * c->relay_tls_verify, tls_ca_file and tls_fingerprint, AUTH when
+ * c->relay_username is set (never over an unverified connection). For
+ * maildir: makes sure tmp/, new/ and cur/ exist; for discard: nothing. On
+ * failure returns -1 with err naming the relay and what failed (that text
+ * becomes the deferral reason); *r is then NULL.
+ *
+ * Each reply, each write (a command, or 64 KiB of data) and the TLS
+ * handshake must complete within [gate] timeout; deadline, when not 0,
+ * is a CLOCK_MONOTONIC time in seconds past which this connection does
+ * no more I/O at all (smtpgate-flush --max-time): what is under way then
+ * fails as a broken connection.
  *
  * c must outlive the connection. */
-int relay_open(struct relay **r, const struct config *c, struct error *err);
+int relay_open(struct relay **r, const struct config *c, double deadline,
+	       struct error *err);
 
 /* Sends one message: MAIL FROM:<from> (from "" is the null sender, sent
  * unchanged), one RCPT TO per recipient, DATA with the bytes of data

@@ -142,11 +142,12 @@ class _Counting(Controller):
 class Sink:
     def __init__(self, script=None, default="accept", host="127.0.0.1",
                  pipelining=True, starttls_keys=None, smtps_keys=None,
-                 require_starttls=False, auth=None, size=None):
+                 require_starttls=False, auth=None, size=None, smtputf8=True):
         """starttls_keys / smtps_keys: a conftest Keys (its cert and key)
         to offer STARTTLS / to speak TLS from the start. auth: (login,
-        password) to offer AUTH PLAIN LOGIN and accept only that pair.
-        size: the SIZE to announce."""
+        password) to offer AUTH PLAIN LOGIN and accept only that pair;
+        every attempt is kept in auth_attempts. size: the SIZE to
+        announce. smtputf8: whether to offer SMTPUTF8 (RFC 6531)."""
         self.script = dict(script or {})
         self.default = default
         self.host = host
@@ -154,6 +155,7 @@ class Sink:
         self.size = size
         self.lock = threading.Lock()
         self.messages = []
+        self.auth_attempts = []     # (mechanism, credentials) of every AUTH
         self.counters = Counters()
         self.stalled = 0
         self.stopping = False
@@ -164,7 +166,7 @@ class Sink:
             self.port = s.getsockname()[1]
         kwargs = {"hostname": host, "port": self.port,
                   "server_hostname": "sink.example.net",
-                  "decode_data": False, "enable_SMTPUTF8": True,
+                  "decode_data": False, "enable_SMTPUTF8": smtputf8,
                   "ready_timeout": 10}
         if starttls_keys is not None:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -179,6 +181,9 @@ class Sink:
             login, password = auth
 
             def authenticator(server, session, envelope, mechanism, data):
+                # Every attempt, right or wrong: an impostor must see none.
+                with self.lock:
+                    self.auth_attempts.append((mechanism, data))
                 ok = (isinstance(data, LoginPassword)
                       and data.login.decode() == login
                       and data.password.decode() == password)
