@@ -479,7 +479,41 @@ static bool valid_hash(const char *h)
 	return false;
 }
 
-static int check_http_url(struct loader *ld, const char *value)
+void config_url_shown(struct buf *out, const char *url)
+{
+	const char *rest = strstr(url, "://");
+	rest = rest ? rest + 3 : url;
+	size_t authority = strcspn(rest, "/?#");
+	const char *at = NULL;
+	for (const char *p = rest; p < rest + authority; p++)
+		if (*p == '@')
+			at = p;	/* the last one: a password may hold '@' */
+	if (!at) {
+		buf_puts(out, url);
+		return;
+	}
+	buf_append(out, url, (size_t)(rest - url));
+	buf_puts(out, "***");
+	buf_puts(out, at);
+}
+
+/* The userinfo of url ("user:password@"), if any: where it starts and
+ * how long it is, '@' included. */
+static size_t url_userinfo(const char *url)
+{
+	const char *rest = strstr(url, "://");
+	rest = rest ? rest + 3 : url;
+	size_t authority = strcspn(rest, "/?#");
+	size_t n = 0;
+	for (size_t i = 0; i < authority; i++)
+		if (rest[i] == '@')
+			n = i + 1;
+	return n;
+}
+
+/* value: the url; shown: the same without its userinfo, for messages
+ * (config_url_shown). */
+static int check_http_url(struct loader *ld, const char *value, const char *shown)
 {
 	const char *rest;
 	if (strncmp(value, "https://", 8) == 0)
@@ -487,21 +521,28 @@ static int check_http_url(struct loader *ld, const char *value)
 	else if (strncmp(value, "http://", 7) == 0)
 		rest = value + 7;
 	else
-		return fail(ld, "url: \"%s\" is not an http:// or https:// URL", value), -1;
+		return fail(ld, "url: \"%s\" is not an http:// or https:// URL", shown), -1;
+	size_t userinfo = url_userinfo(value);
+	if (userinfo && memchr(rest, ':', userinfo))
+		return fail(ld, "url: \"%s\": a password does not go in the url, "
+			    "where logs and check-config would show it; let the "
+			    "endpoint check X-Smtpgate-Signature ([callback] "
+			    "secret) instead", shown), -1;
+	rest += userinfo;
 	size_t host = strcspn(rest, "/:?#");
 	if (rest[0] == '[')
 		host = strcspn(rest, "]") + 1;
 	if (host == 0 || (rest[0] == '[' && rest[host - 1] != ']'))
-		return fail(ld, "url: \"%s\" has no host", value), -1;
+		return fail(ld, "url: \"%s\" has no host", shown), -1;
 	for (const char *p = value; *p; p++)
 		if ((unsigned char)*p <= ' ' || (unsigned char)*p >= 0x7f)
-			return fail(ld, "url: \"%s\" contains a blank or control character", value), -1;
+			return fail(ld, "url: \"%s\" contains a blank or control character", shown), -1;
 	if (rest[host] == ':') {
 		uint64_t port;
 		const char *end;
 		if (parse_uint64(rest + host + 1, &port, &end) != 0 || port < 1 ||
 		    port > 65535 || (*end && *end != '/'))
-			return fail(ld, "url: \"%s\" has a bad port", value), -1;
+			return fail(ld, "url: \"%s\" has a bad port", shown), -1;
 	}
 	return 0;
 }
@@ -609,7 +650,11 @@ static int set_value(struct loader *ld, const struct key_row *row, void *base,
 		*str = NULL;
 		if (is_blank(value))
 			return 0;
-		if (check_http_url(ld, value) != 0)
+		struct buf shown = BUF_INIT;
+		config_url_shown(&shown, value);
+		int rc = check_http_url(ld, value, shown.data);
+		buf_free(&shown);
+		if (rc != 0)
 			return -1;
 		*str = xstrdup(value);
 		return 0;
@@ -1200,8 +1245,9 @@ bool cidr_contains(const struct cidr *net, const struct sockaddr *sa)
 	return (addr[full] & mask) == net->addr[full];
 }
 
-int relay_url_parse(const char *text, const char *dir, struct relay_url *out,
-		    struct error *err)
+/* relay_url_parse; shown is text without its userinfo, for messages. */
+static int parse_relay_url(const char *text, const char *shown, const char *dir,
+			   struct relay_url *out, struct error *err)
 {
 	memset(out, 0, sizeof *out);
 	if (strcmp(text, "discard:") == 0) {
@@ -1211,7 +1257,7 @@ int relay_url_parse(const char *text, const char *dir, struct relay_url *out,
 	if (strncmp(text, "maildir:", 8) == 0) {
 		const char *p = text + 8;
 		if (!*p)
-			return error_set(err, "\"%s\": maildir: needs a folder", text);
+			return error_set(err, "\"%s\": maildir: needs a folder", shown);
 		struct buf b = BUF_INIT;
 		if (*p == '/')
 			buf_puts(&b, p);
@@ -1224,6 +1270,12 @@ int relay_url_parse(const char *text, const char *dir, struct relay_url *out,
 		return 0;
 	}
 	const char *rest;
+	if (url_userinfo(text) && (strncmp(text, "smtp://", 7) == 0 ||
+				   strncmp(text, "smtps://", 8) == 0))
+		return error_set(err, "\"%s\": the user name and password do not go "
+				 "in the url: set [relay] username and password "
+				 "(password = credential:NAME keeps it out of this "
+				 "file)", shown);
 	if (strncmp(text, "smtp://", 7) == 0) {
 		out->scheme = RELAY_SMTP;
 		out->port = 25;
@@ -1233,21 +1285,21 @@ int relay_url_parse(const char *text, const char *dir, struct relay_url *out,
 		out->port = 465;
 		rest = text + 8;
 	} else {
-		return error_set(err, "\"%s\" is not smtp://HOST[:PORT], smtps://HOST[:PORT], maildir:/PATH or discard:", text);
+		return error_set(err, "\"%s\" is not smtp://HOST[:PORT], smtps://HOST[:PORT], maildir:/PATH or discard:", shown);
 	}
 	size_t host_len;
 	const char *after;
 	if (*rest == '[') {
 		const char *close = strchr(rest, ']');
 		if (!close)
-			return error_set(err, "\"%s\": missing ] after an IPv6 address", text);
+			return error_set(err, "\"%s\": missing ] after an IPv6 address", shown);
 		host_len = (size_t)(close - rest - 1);
 		out->host = xstrndup(rest + 1, host_len);
 		after = close + 1;
 		unsigned char tmp[16];
 		if (inet_pton(AF_INET6, out->host, tmp) != 1) {
 			relay_url_free(out);
-			return error_set(err, "\"%s\": not an IPv6 address in brackets", text);
+			return error_set(err, "\"%s\": not an IPv6 address in brackets", shown);
 		}
 	} else {
 		host_len = strcspn(rest, ":/");
@@ -1255,7 +1307,7 @@ int relay_url_parse(const char *text, const char *dir, struct relay_url *out,
 		after = rest + host_len;
 		if (!valid_domain(out->host)) {
 			relay_url_free(out);
-			return error_set(err, "\"%s\": \"%.*s\" is not a host name", text, (int)host_len, rest);
+			return error_set(err, "\"%s\": \"%.*s\" is not a host name", shown, (int)host_len, rest);
 		}
 	}
 	if (*after == ':') {
@@ -1264,14 +1316,24 @@ int relay_url_parse(const char *text, const char *dir, struct relay_url *out,
 		if (parse_uint64(after + 1, &port, &end) != 0 || port < 1 || port > 65535 ||
 		    (*end && strcmp(end, "/") != 0)) {
 			relay_url_free(out);
-			return error_set(err, "\"%s\": bad port", text);
+			return error_set(err, "\"%s\": bad port", shown);
 		}
 		out->port = (unsigned)port;
 	} else if (*after && strcmp(after, "/") != 0) {
 		relay_url_free(out);
-		return error_set(err, "\"%s\": unexpected \"%s\" after the host", text, after);
+		return error_set(err, "\"%s\": unexpected \"%s\" after the host", shown, after);
 	}
 	return 0;
+}
+
+int relay_url_parse(const char *text, const char *dir, struct relay_url *out,
+		    struct error *err)
+{
+	struct buf shown = BUF_INIT;
+	config_url_shown(&shown, text);
+	int rc = parse_relay_url(text, shown.data, dir, out, err);
+	buf_free(&shown);
+	return rc;
 }
 
 void relay_url_free(struct relay_url *u)

@@ -228,6 +228,13 @@ int relay_url_parse(const char *text, const char *dir, struct relay_url *out,
 		    struct error *err);
 void relay_url_free(struct relay_url *u);
 
+struct buf;
+
+/* Appends url as it may be shown in a message or a log line: a userinfo
+ * ("user:password@", RFC 3986 section 3.2.1) becomes "***@". Every error
+ * about a url goes through it: a secret is never printed. */
+void config_url_shown(struct buf *out, const char *url);
+
 /* Every key the loader knows, for documentation checks and check-config:
  * config_key_at(0), (1), ... until it returns NULL. */
 struct config_key_info {
