@@ -1074,6 +1074,12 @@ static int smtp_transaction(struct relay *r, const char *from,
 			    const char *const *rcpts, size_t n_rcpts,
 			    const char *data, size_t len,
 			    struct relay_result *results, bool *started);
+static size_t refuse_utf8_addresses(const struct relay *r, const char *from,
+				    const char *const *rcpts, size_t n_rcpts,
+				    struct relay_result *results, size_t *keep);
+static int smtp_send(struct relay *r, const char *from,
+		     const char *const *rcpts, size_t n_rcpts,
+		     const char *data, size_t len, struct relay_result *results);
 
 int relay_send(struct relay *r, const char *from, const char *const *rcpts,
 	       size_t n_rcpts, const char *data, size_t len,
@@ -1107,6 +1113,59 @@ int relay_send(struct relay *r, const char *from, const char *const *rcpts,
 		return 0;
 	}
 
+	size_t *keep = xcalloc(n_rcpts + 1, sizeof *keep);
+	size_t n_keep = refuse_utf8_addresses(r, from, rcpts, n_rcpts, results, keep);
+	int rc = 0;
+	if (n_keep == n_rcpts) {
+		rc = smtp_send(r, from, rcpts, n_rcpts, data, len, results);
+	} else if (n_keep > 0) {
+		const char **some = xcalloc(n_keep, sizeof *some);
+		struct relay_result *sub = xcalloc(n_keep, sizeof *sub);
+		for (size_t k = 0; k < n_keep; k++)
+			some[k] = rcpts[keep[k]];
+		rc = smtp_send(r, from, some, n_keep, data, len, sub);
+		for (size_t k = 0; k < n_keep; k++)
+			results[keep[k]] = sub[k];
+		free(sub);
+		free(some);
+	}
+	free(keep);
+	return rc;
+}
+
+/* RFC 6531 section 3.4: a message whose envelope has an address with
+ * UTF-8 in it must not be sent to a relay that does not offer SMTPUTF8
+ * (without the parameter it would be taken as something it is not). Each
+ * such recipient, or every one when the sender is such an address, gets
+ * a local 553 5.6.7, which smtpgate-flush records as a bounce: the
+ * relay's extensions do not change while the message waits. Returns how
+ * many recipients remain to be sent, their indexes in keep. */
+static size_t refuse_utf8_addresses(const struct relay *r, const char *from,
+				    const char *const *rcpts, size_t n_rcpts,
+				    struct relay_result *results, size_t *keep)
+{
+	bool sender = !r->smtputf8 && has_8bit(from, strlen(from));
+	size_t n_keep = 0;
+	for (size_t i = 0; i < n_rcpts; i++) {
+		if (!sender && (r->smtputf8 || !has_8bit(rcpts[i], strlen(rcpts[i])))) {
+			keep[n_keep++] = i;
+			continue;
+		}
+		set_result(&results[i], 553, "5.6.7", sender
+			   ? "553 5.6.7 sender address needs SMTPUTF8, which the "
+			     "relay does not offer"
+			   : "553 5.6.7 recipient address needs SMTPUTF8, which "
+			     "the relay does not offer");
+	}
+	return n_keep;
+}
+
+/* One message over the SMTP connection, with one new connection when the
+ * kept one turns out dead before MAIL was answered. */
+static int smtp_send(struct relay *r, const char *from,
+		     const char *const *rcpts, size_t n_rcpts,
+		     const char *data, size_t len, struct relay_result *results)
+{
 	if (r->broken) {
 		fail_open(results, NULL, n_rcpts, "relay connection already failed");
 		return -1;
