@@ -573,8 +573,7 @@ static const char *tls_check(struct relay *r)
 static int tls_start(struct relay *r, struct error *err)
 {
 	const struct config *c = r->c;
-	r->tls_ctx = client_context(r, err);
-	if (!r->tls_ctx)
+	if (!r->tls_ctx && !(r->tls_ctx = client_context(r, err)))
 		return -1;
 	r->tls = SSL_new(r->tls_ctx);
 	if (!r->tls || SSL_set_fd(r->tls, r->fd) != 1)
@@ -843,6 +842,10 @@ static int set_up(struct relay *r, bool use_starttls, bool *tls_failed,
 				goto out;
 			}
 		} else {
+			/* A CA file that cannot be loaded is the operator's to
+			 * fix, not a failed handshake: no fallback to clear. */
+			if (!r->tls_ctx && !(r->tls_ctx = client_context(r, err)))
+				goto out;
 			if (command(r, &rep, err, "STARTTLS") != 0)
 				goto out;
 			if (rep.code != 220) {

@@ -266,3 +266,15 @@ def test_contradictions_and_bad_pins_are_refused_at_load(tmp_path, keys, relay, 
     r = q.g.queue_tool("check-config", check=False)
     assert r.returncode != 0
     assert error in r.stderr
+
+
+def test_an_unreadable_tls_ca_file_is_no_reason_to_fall_back_to_clear_text(
+        tmp_path, keys, pki):
+    missing = tmp_path / "missing-ca.pem"
+    with Sink(starttls_keys=pki.relay) as sink:
+        q, qid, r = flush_one(tmp_path, keys, {
+            "url": url(sink), "starttls": "opportunistic",
+            "tls_ca_file": str(missing)})
+    assert sink.messages == []
+    assert f"relay localhost:{sink.port}: cannot load {missing}" in \
+        deferred_because(q, qid)
