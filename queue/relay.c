@@ -3,7 +3,6 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -480,52 +479,47 @@ static pthread_mutex_t client_ctx_lock = PTHREAD_MUTEX_INITIALIZER;
 static SSL_CTX *client_ctx;
 static const struct config *client_ctx_config;
 
+/* The context as the config asks: TLS 1.2 at least, and the CA store
+ * unless a pin decides or nothing is verified. */
+static SSL_CTX *new_client_context(struct relay *r, struct error *err)
+{
+	const struct config *c = r->c;
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	if (!ctx || SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1) {
+		error_set(err, "relay %s: TLS set-up failed: %s", r->name.data,
+			  tls_error_text());
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	/* The handshake always completes and tls_check decides afterwards:
+	 * starttls = opportunistic may go on without a verified certificate. */
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+	if (!c->relay_tls_verify || c->n_relay_tls_fingerprints > 0)
+		return ctx;
+	const char *file = c->relay_tls_ca_file;
+	if ((file ? SSL_CTX_load_verify_locations(ctx, file, NULL)
+		  : SSL_CTX_set_default_verify_paths(ctx)) != 1) {
+		error_set(err, "relay %s: cannot load %s: %s", r->name.data,
+			  file ? file : "the system CA store", tls_error_text());
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	return ctx;
+}
+
 /* A reference to the shared context (SSL_CTX_free gives it back). */
 static SSL_CTX *client_context(struct relay *r, struct error *err)
 {
-	const struct config *c = r->c;
 	pthread_mutex_lock(&client_ctx_lock);
-	if (client_ctx && client_ctx_config != c) {
+	if (client_ctx && client_ctx_config != r->c) {
 		SSL_CTX_free(client_ctx);
 		client_ctx = NULL;
 	}
-	if (!client_ctx) {
-		SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
-		int ok = ctx != NULL;
-		if (ok) {
-			SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-			/* The handshake always completes; tls_check decides
-			 * afterwards, because starttls = opportunistic may go
-			 * on without a verified certificate. */
-			SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
-		}
-		if (ok && c->relay_tls_verify && c->n_relay_tls_fingerprints == 0) {
-			if (c->relay_tls_ca_file)
-				ok = SSL_CTX_load_verify_locations(ctx, c->relay_tls_ca_file,
-								   NULL) == 1;
-			else
-				ok = SSL_CTX_set_default_verify_paths(ctx) == 1;
-			if (!ok) {
-				error_set(err, "relay %s: cannot load %s: %s", r->name.data,
-					  c->relay_tls_ca_file ? c->relay_tls_ca_file
-					  : "the system CA store", tls_error_text());
-				SSL_CTX_free(ctx);
-				pthread_mutex_unlock(&client_ctx_lock);
-				return NULL;
-			}
-		}
-		if (!ok) {
-			error_set(err, "relay %s: TLS set-up failed: %s",
-				  r->name.data, tls_error_text());
-			SSL_CTX_free(ctx);
-			pthread_mutex_unlock(&client_ctx_lock);
-			return NULL;
-		}
-		client_ctx = ctx;
-		client_ctx_config = c;
-	}
-	SSL_CTX_up_ref(client_ctx);
+	if (!client_ctx && (client_ctx = new_client_context(r, err)))
+		client_ctx_config = r->c;
 	SSL_CTX *ctx = client_ctx;
+	if (ctx)
+		SSL_CTX_up_ref(ctx);
 	pthread_mutex_unlock(&client_ctx_lock);
 	return ctx;
 }

@@ -62,7 +62,10 @@ int relay_open(struct relay **r, const struct config *c, double deadline,
  * outcome: the RCPT reply when RCPT was refused, else the reply to the
  * end of data (or to MAIL or DATA when those were refused). A message
  * larger than the relay's SIZE is not sent: every recipient gets a local
- * "552 5.3.4" result.
+ * "552 5.3.4" result. When the relay does not offer SMTPUTF8, a recipient
+ * whose address has UTF-8 in it is not sent (RFC 6531 section 3.4) and
+ * gets a local "553 5.6.7" result; with such a sender, every recipient
+ * does.
  *
  * Returns 0 when the connection can carry another message, -1 when it
  * failed (the results say which recipients it took with it); the caller
