@@ -156,6 +156,7 @@ class Sink:
         self.lock = threading.Lock()
         self.messages = []
         self.auth_attempts = []     # (mechanism, credentials) of every AUTH
+        self.sni = []               # the SNI name of every TLS handshake
         self.counters = Counters()
         self.stalled = 0
         self.stopping = False
@@ -169,14 +170,11 @@ class Sink:
                   "decode_data": False, "enable_SMTPUTF8": smtputf8,
                   "ready_timeout": 10}
         if starttls_keys is not None:
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            ctx.load_cert_chain(str(starttls_keys.cert), str(starttls_keys.key))
+            ctx = self._server_context(starttls_keys)
             kwargs["tls_context"] = ctx
             kwargs["require_starttls"] = require_starttls
         if smtps_keys is not None:
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            ctx.load_cert_chain(str(smtps_keys.cert), str(smtps_keys.key))
-            kwargs["ssl_context"] = ctx
+            kwargs["ssl_context"] = self._server_context(smtps_keys)
         if auth is not None:
             login, password = auth
 
@@ -195,6 +193,18 @@ class Sink:
         self.smtps = smtps_keys is not None
         self.controller = _Counting(self, _Handler(self), **kwargs)
 
+    def _server_context(self, keys):
+        """A TLS server context with keys' cert and key that records the
+        SNI name of every handshake in self.sni (None: none sent)."""
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(str(keys.cert), str(keys.key))
+
+        def record(sock, name, context):
+            with self.lock:
+                self.sni.append(name)
+        ctx.sni_callback = record
+        return ctx
+
     def action(self, address):
         return self.script.get(address, self.default)
 
@@ -209,6 +219,7 @@ class Sink:
         # that the server is up; count only the clients' connections.
         with self.lock:
             self.counters.connections = 0
+            self.sni.clear()
         return self
 
     def stop(self):

@@ -128,6 +128,7 @@ def test_a_relay_certified_by_tls_ca_file_gets_the_mail_and_the_password(
     assert r.returncode == 0, r.stderr
     assert [m.rcpt_tos for m in sink.messages] == [["rcpt@example.net"]]
     assert sink.messages[0].tls and sink.messages[0].login == AUTH[0]
+    assert sink.sni == ["localhost"]
     assert q.db("env") == {}
 
 
@@ -140,6 +141,7 @@ def test_smtps_relay_certified_by_tls_ca_file_by_address(tmp_path, keys, pki):
     # (aiosmtpd marks only STARTTLS sessions as TLS; smtps:// is TLS
     # from the first byte or nothing.)
     assert len(sink.messages) == 1
+    assert sink.sni == [None]       # RFC 6066 section 3: no addresses in SNI
 
 
 def test_the_system_store_does_not_know_the_test_ca(tmp_path, keys, pki):
