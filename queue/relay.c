@@ -90,18 +90,6 @@ const char *relay_name(const struct relay *r)
 
 /* -- low-level I/O -- */
 
-/* The last OpenSSL error as text, for messages. */
-static const char *tls_error_text(void)
-{
-	static __thread char text[256];
-	unsigned long e = ERR_get_error();
-	if (e == 0)
-		return "no details";
-	ERR_error_string_n(e, text, sizeof text);
-	ERR_clear_error();
-	return text;
-}
-
 static double monotonic_now(void)
 {
 	struct timespec ts;
@@ -181,7 +169,7 @@ static int write_all(struct relay *r, const char *p, size_t n,
 							 r->name.data,
 							 errno ? strerror(errno) : "connection closed");
 				return error_set(err, "relay %s: TLS write failed: %s",
-						 r->name.data, tls_error_text());
+						 r->name.data, error_openssl_reason("no details"));
 			}
 			p += done;
 			n -= done;
@@ -245,7 +233,7 @@ static int fill_in(struct relay *r, struct error *err)
 				return error_set(err, "relay %s: read failed: %s",
 						 r->name.data, strerror(errno));
 			return error_set(err, "relay %s: TLS read failed: %s",
-					 r->name.data, tls_error_text());
+					 r->name.data, error_openssl_reason("no details"));
 		}
 		r->in.len += got;
 	} else {
@@ -487,7 +475,7 @@ static SSL_CTX *new_client_context(struct relay *r, struct error *err)
 	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
 	if (!ctx || SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1) {
 		error_set(err, "relay %s: TLS set-up failed: %s", r->name.data,
-			  tls_error_text());
+			  error_openssl_reason("no details"));
 		SSL_CTX_free(ctx);
 		return NULL;
 	}
@@ -497,10 +485,18 @@ static SSL_CTX *new_client_context(struct relay *r, struct error *err)
 	if (!c->relay_tls_verify || c->n_relay_tls_fingerprints > 0)
 		return ctx;
 	const char *file = c->relay_tls_ca_file;
+	/* OpenSSL 3.0 gives no reason text for a system error. */
+	if (file && access(file, R_OK) != 0) {
+		error_set(err, "relay %s: cannot read tls_ca_file %s: %s",
+			  r->name.data, file, strerror(errno));
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
 	if ((file ? SSL_CTX_load_verify_locations(ctx, file, NULL)
 		  : SSL_CTX_set_default_verify_paths(ctx)) != 1) {
 		error_set(err, "relay %s: cannot load %s: %s", r->name.data,
-			  file ? file : "the system CA store", tls_error_text());
+			  file ? file : "the system CA store",
+			  error_openssl_reason("no details"));
 		SSL_CTX_free(ctx);
 		return NULL;
 	}
@@ -572,7 +568,7 @@ static int tls_start(struct relay *r, struct error *err)
 	r->tls = SSL_new(r->tls_ctx);
 	if (!r->tls || SSL_set_fd(r->tls, r->fd) != 1)
 		return error_set(err, "relay %s: TLS set-up failed: %s",
-				 r->name.data, tls_error_text());
+				 r->name.data, error_openssl_reason("no details"));
 	const char *host = c->relay.host;
 	/* SNI for a host name only (RFC 6066 section 3 forbids addresses). */
 	int ok = 1;
@@ -585,7 +581,7 @@ static int tls_start(struct relay *r, struct error *err)
 	}
 	if (!ok)
 		return error_set(err, "relay %s: TLS set-up failed: %s",
-				 r->name.data, tls_error_text());
+				 r->name.data, error_openssl_reason("no details"));
 	arm(r);
 	int rc;
 	while ((rc = SSL_connect(r->tls)) != 1) {
@@ -600,7 +596,7 @@ static int tls_start(struct relay *r, struct error *err)
 					 r->name.data,
 					 errno ? strerror(errno) : "connection closed");
 		return error_set(err, "relay %s: TLS handshake failed: %s",
-				 r->name.data, tls_error_text());
+				 r->name.data, error_openssl_reason("no details"));
 	}
 	const char *why = c->relay_tls_verify ? tls_check(r) : NULL;
 	r->tls_trusted = why == NULL;

@@ -278,5 +278,5 @@ def test_an_unreadable_tls_ca_file_is_no_reason_to_fall_back_to_clear_text(
             "url": url(sink), "starttls": "opportunistic",
             "tls_ca_file": str(missing)})
     assert sink.messages == []
-    assert f"relay localhost:{sink.port}: cannot load {missing}" in \
-        deferred_because(q, qid)
+    assert f"relay localhost:{sink.port}: cannot read tls_ca_file {missing}: " \
+        "No such file or directory" in deferred_because(q, qid)
