@@ -64,6 +64,32 @@ def test_a_dripped_greeting_fails_after_one_timeout(tmp_path):
     assert elapsed < 8, elapsed
 
 
+def test_a_dripped_tls_handshake_fails_after_one_timeout(tmp_path):
+    stop = threading.Event()
+
+    def script(conn, log):
+        conn.sendall(b"220 raw ESMTP\r\n")
+        read_until(conn, b"\r\n")
+        conn.sendall(b"250-raw\r\n250 STARTTLS\r\n")
+        read_until(conn, b"STARTTLS\r\n")
+        conn.sendall(b"220 go ahead\r\n")
+        conn.recv(65536)                    # the ClientHello
+        # A handshake record header for 64 bytes, then its bytes, slowly.
+        conn.sendall(b"\x16\x03\x03\x00\x40")
+        drip(conn, b"\x02" * 64, stop)
+
+    relay = RawRelay(script)
+    started = time.monotonic()
+    rc, _, err = relay_send(tmp_path, {"url": relay.url, "starttls": "yes"},
+                            "s@example.com", "a@example.net", timeout=2)
+    elapsed = time.monotonic() - started
+    stop.set()
+    relay.close()
+    assert rc == 75
+    assert "TLS handshake not complete within 2 s" in err
+    assert elapsed < 8, elapsed
+
+
 def test_max_time_is_a_hard_deadline_for_a_dripping_relay(tmp_path, keys):
     stop = threading.Event()
 
