@@ -32,6 +32,7 @@ enum key_type {
 	T_ADDRESSES,	/* a list of e-mail addresses */
 	T_ADDRESS,	/* one e-mail address that is relayed */
 	T_STARTTLS,	/* yes | no | opportunistic */
+	T_FINGERPRINTS,	/* sha256:HEX certificate fingerprints; repeatable */
 	T_RELAY_URL,
 	T_HTTP_URL,
 	T_HASH,		/* a crypt(3) hash */
@@ -78,6 +79,9 @@ static const struct key_row key_table[] = {
 	RELAY("username", relay_username, T_STRING, "", 0, 0),
 	RELAY("password", relay_password, T_SECRET, "", 0, 0),
 	RELAY("starttls", relay_starttls, T_STARTTLS, "opportunistic", 0, 0),
+	RELAY("tls_verify", relay_tls_verify, T_BOOL, "yes", 0, 0),
+	RELAY("tls_ca_file", relay_tls_ca_file, T_PATH, "", 0, 0),
+	RELAY("tls_fingerprint", relay_tls_fingerprints, T_FINGERPRINTS, "", 0, 0),
 	RELAY("max_queue_lifetime", max_queue_lifetime, T_DURATION, "432000", 60, 365 * 86400u),
 	RELAY("concurrency", relay_concurrency, T_UINT, "4", 1, 64),
 
@@ -398,6 +402,39 @@ static int add_sink(struct loader *ld, const char *word, void *arg)
 	return 0;
 }
 
+/* "sha256:" and 64 hex digits, with or without the colons between bytes
+ * that `openssl x509 -fingerprint -sha256` prints. */
+static int add_fingerprint(struct loader *ld, const char *word, void *arg)
+{
+	(void)arg;
+	struct config *c = ld->c;
+	unsigned char fp[32];
+	size_t n = 0;
+	const char *p = word;
+	if (strncasecmp(p, "sha256:", 7) == 0)
+		p += 7;
+	else
+		p = NULL;
+	while (p && *p && n < sizeof fp) {
+		if (*p == ':') {
+			p++;
+			continue;
+		}
+		if (!isxdigit((unsigned char)p[0]) || !isxdigit((unsigned char)p[1]))
+			break;
+		char hex[3] = { p[0], p[1], '\0' };
+		fp[n++] = (unsigned char)strtoul(hex, NULL, 16);
+		p += 2;
+	}
+	if (!p || *p || n != sizeof fp)
+		return fail(ld, "tls_fingerprint: \"%s\" is not sha256: and 64 hex "
+			    "digits (openssl x509 -noout -fingerprint -sha256)", word), -1;
+	c->relay_tls_fingerprints = xrealloc(c->relay_tls_fingerprints,
+		(c->n_relay_tls_fingerprints + 1) * sizeof *c->relay_tls_fingerprints);
+	memcpy(c->relay_tls_fingerprints[c->n_relay_tls_fingerprints++], fp, sizeof fp);
+	return 0;
+}
+
 static int add_network(struct loader *ld, const char *word, void *arg)
 {
 	struct account *a = arg;
@@ -473,7 +510,41 @@ static bool valid_hash(const char *h)
 	return false;
 }
 
-static int check_http_url(struct loader *ld, const char *value)
+void config_url_shown(struct buf *out, const char *url)
+{
+	const char *rest = strstr(url, "://");
+	rest = rest ? rest + 3 : url;
+	size_t authority = strcspn(rest, "/?#");
+	const char *at = NULL;
+	for (const char *p = rest; p < rest + authority; p++)
+		if (*p == '@')
+			at = p;	/* the last one: a password may hold '@' */
+	if (!at) {
+		buf_puts(out, url);
+		return;
+	}
+	buf_append(out, url, (size_t)(rest - url));
+	buf_puts(out, "***");
+	buf_puts(out, at);
+}
+
+/* The userinfo of url ("user:password@"), if any: where it starts and
+ * how long it is, '@' included. */
+static size_t url_userinfo(const char *url)
+{
+	const char *rest = strstr(url, "://");
+	rest = rest ? rest + 3 : url;
+	size_t authority = strcspn(rest, "/?#");
+	size_t n = 0;
+	for (size_t i = 0; i < authority; i++)
+		if (rest[i] == '@')
+			n = i + 1;
+	return n;
+}
+
+/* value: the url; shown: the same without its userinfo, for messages
+ * (config_url_shown). */
+static int check_http_url(struct loader *ld, const char *value, const char *shown)
 {
 	const char *rest;
 	if (strncmp(value, "https://", 8) == 0)
@@ -481,21 +552,28 @@ static int check_http_url(struct loader *ld, const char *value)
 	else if (strncmp(value, "http://", 7) == 0)
 		rest = value + 7;
 	else
-		return fail(ld, "url: \"%s\" is not an http:// or https:// URL", value), -1;
+		return fail(ld, "url: \"%s\" is not an http:// or https:// URL", shown), -1;
+	size_t userinfo = url_userinfo(value);
+	if (userinfo && memchr(rest, ':', userinfo))
+		return fail(ld, "url: \"%s\": a password does not go in the url, "
+			    "where logs and check-config would show it; let the "
+			    "endpoint check X-Smtpgate-Signature ([callback] "
+			    "secret) instead", shown), -1;
+	rest += userinfo;
 	size_t host = strcspn(rest, "/:?#");
 	if (rest[0] == '[')
 		host = strcspn(rest, "]") + 1;
 	if (host == 0 || (rest[0] == '[' && rest[host - 1] != ']'))
-		return fail(ld, "url: \"%s\" has no host", value), -1;
+		return fail(ld, "url: \"%s\" has no host", shown), -1;
 	for (const char *p = value; *p; p++)
 		if ((unsigned char)*p <= ' ' || (unsigned char)*p >= 0x7f)
-			return fail(ld, "url: \"%s\" contains a blank or control character", value), -1;
+			return fail(ld, "url: \"%s\" contains a blank or control character", shown), -1;
 	if (rest[host] == ':') {
 		uint64_t port;
 		const char *end;
 		if (parse_uint64(rest + host + 1, &port, &end) != 0 || port < 1 ||
 		    port > 65535 || (*end && *end != '/'))
-			return fail(ld, "url: \"%s\" has a bad port", value), -1;
+			return fail(ld, "url: \"%s\" has a bad port", shown), -1;
 	}
 	return 0;
 }
@@ -581,6 +659,8 @@ static int set_value(struct loader *ld, const struct key_row *row, void *base,
 			return fail(ld, "%s: \"%s\" is not an ASCII e-mail address like postmaster@example.com", row->info.key, value), -1;
 		*str = xstrdup(value);
 		return 0;
+	case T_FINGERPRINTS:
+		return for_each_word(ld, value, add_fingerprint, NULL);
 	case T_STARTTLS: {
 		enum relay_starttls *mode = field;
 		if (strcmp(value, "yes") == 0)
@@ -610,7 +690,11 @@ static int set_value(struct loader *ld, const struct key_row *row, void *base,
 		*str = NULL;
 		if (is_blank(value))
 			return 0;
-		if (check_http_url(ld, value) != 0)
+		struct buf shown = BUF_INIT;
+		config_url_shown(&shown, value);
+		int rc = check_http_url(ld, value, shown.data);
+		buf_free(&shown);
+		if (rc != 0)
 			return -1;
 		*str = xstrdup(value);
 		return 0;
@@ -626,7 +710,10 @@ static int set_value(struct loader *ld, const struct key_row *row, void *base,
 
 static bool repeatable(enum key_type t)
 {
-	return t == T_NETWORKS || t == T_DKIM_KEY || t == T_SENDER;
+	/* A fingerprint in colon form is 102 characters: two do not fit
+	 * on one line, and a rotation needs two. */
+	return t == T_NETWORKS || t == T_DKIM_KEY || t == T_SENDER ||
+	       t == T_FINGERPRINTS;
 }
 
 static const char *section_kind(const char *section)
@@ -836,6 +923,17 @@ static int check_globals(struct loader *ld)
 	ld->line = 0;
 	if (!ld->c->tls_certificate != !ld->c->tls_private_key)
 		return fail(ld, "[gate] tls_certificate and tls_private_key go together");
+	/* tls_verify = no turns every check off; a CA file or a pin beside
+	 * it would look like protection that is not there. */
+	if (!ld->c->relay_tls_verify &&
+	    (ld->c->relay_tls_ca_file || ld->c->n_relay_tls_fingerprints))
+		return fail(ld, "[relay] tls_verify = no contradicts tls_ca_file "
+			    "and tls_fingerprint: remove one or the other");
+	/* A pin decides alone (as msmtp's tls_fingerprint); a CA file beside
+	 * it would be silently ignored. */
+	if (ld->c->relay_tls_ca_file && ld->c->n_relay_tls_fingerprints)
+		return fail(ld, "[relay] tls_fingerprint replaces the CA: set "
+			    "tls_fingerprint or tls_ca_file, not both");
 	return 0;
 }
 
@@ -1022,6 +1120,8 @@ void config_free(struct config *c)
 	free(c->relay_url_text);
 	free(c->relay_username);
 	free(c->relay_password);
+	free(c->relay_tls_ca_file);
+	free(c->relay_tls_fingerprints);
 	free(c->callback_url);
 	free(c->callback_secret);
 	for (size_t i = 0; i < c->n_accounts; i++)
@@ -1186,8 +1286,9 @@ bool cidr_contains(const struct cidr *net, const struct sockaddr *sa)
 	return (addr[full] & mask) == net->addr[full];
 }
 
-int relay_url_parse(const char *text, const char *dir, struct relay_url *out,
-		    struct error *err)
+/* relay_url_parse; shown is text without its userinfo, for messages. */
+static int parse_relay_url(const char *text, const char *shown, const char *dir,
+			   struct relay_url *out, struct error *err)
 {
 	memset(out, 0, sizeof *out);
 	if (strcmp(text, "discard:") == 0) {
@@ -1197,7 +1298,7 @@ int relay_url_parse(const char *text, const char *dir, struct relay_url *out,
 	if (strncmp(text, "maildir:", 8) == 0) {
 		const char *p = text + 8;
 		if (!*p)
-			return error_set(err, "\"%s\": maildir: needs a folder", text);
+			return error_set(err, "\"%s\": maildir: needs a folder", shown);
 		struct buf b = BUF_INIT;
 		if (*p == '/')
 			buf_puts(&b, p);
@@ -1210,6 +1311,12 @@ int relay_url_parse(const char *text, const char *dir, struct relay_url *out,
 		return 0;
 	}
 	const char *rest;
+	if (url_userinfo(text) && (strncmp(text, "smtp://", 7) == 0 ||
+				   strncmp(text, "smtps://", 8) == 0))
+		return error_set(err, "\"%s\": the user name and password do not go "
+				 "in the url: set [relay] username and password "
+				 "(password = credential:NAME keeps it out of this "
+				 "file)", shown);
 	if (strncmp(text, "smtp://", 7) == 0) {
 		out->scheme = RELAY_SMTP;
 		out->port = 25;
@@ -1219,21 +1326,21 @@ int relay_url_parse(const char *text, const char *dir, struct relay_url *out,
 		out->port = 465;
 		rest = text + 8;
 	} else {
-		return error_set(err, "\"%s\" is not smtp://HOST[:PORT], smtps://HOST[:PORT], maildir:/PATH or discard:", text);
+		return error_set(err, "\"%s\" is not smtp://HOST[:PORT], smtps://HOST[:PORT], maildir:/PATH or discard:", shown);
 	}
 	size_t host_len;
 	const char *after;
 	if (*rest == '[') {
 		const char *close = strchr(rest, ']');
 		if (!close)
-			return error_set(err, "\"%s\": missing ] after an IPv6 address", text);
+			return error_set(err, "\"%s\": missing ] after an IPv6 address", shown);
 		host_len = (size_t)(close - rest - 1);
 		out->host = xstrndup(rest + 1, host_len);
 		after = close + 1;
 		unsigned char tmp[16];
 		if (inet_pton(AF_INET6, out->host, tmp) != 1) {
 			relay_url_free(out);
-			return error_set(err, "\"%s\": not an IPv6 address in brackets", text);
+			return error_set(err, "\"%s\": not an IPv6 address in brackets", shown);
 		}
 	} else {
 		host_len = strcspn(rest, ":/");
@@ -1241,7 +1348,7 @@ int relay_url_parse(const char *text, const char *dir, struct relay_url *out,
 		after = rest + host_len;
 		if (!valid_domain(out->host)) {
 			relay_url_free(out);
-			return error_set(err, "\"%s\": \"%.*s\" is not a host name", text, (int)host_len, rest);
+			return error_set(err, "\"%s\": \"%.*s\" is not a host name", shown, (int)host_len, rest);
 		}
 	}
 	if (*after == ':') {
@@ -1250,14 +1357,24 @@ int relay_url_parse(const char *text, const char *dir, struct relay_url *out,
 		if (parse_uint64(after + 1, &port, &end) != 0 || port < 1 || port > 65535 ||
 		    (*end && strcmp(end, "/") != 0)) {
 			relay_url_free(out);
-			return error_set(err, "\"%s\": bad port", text);
+			return error_set(err, "\"%s\": bad port", shown);
 		}
 		out->port = (unsigned)port;
 	} else if (*after && strcmp(after, "/") != 0) {
 		relay_url_free(out);
-		return error_set(err, "\"%s\": unexpected \"%s\" after the host", text, after);
+		return error_set(err, "\"%s\": unexpected \"%s\" after the host", shown, after);
 	}
 	return 0;
+}
+
+int relay_url_parse(const char *text, const char *dir, struct relay_url *out,
+		    struct error *err)
+{
+	struct buf shown = BUF_INIT;
+	config_url_shown(&shown, text);
+	int rc = parse_relay_url(text, shown.data, dir, out, err);
+	buf_free(&shown);
+	return rc;
 }
 
 void relay_url_free(struct relay_url *u)
@@ -1302,6 +1419,16 @@ void config_dump(const struct config *c, FILE *out)
 	fprintf(out, "username = %s\n", c->relay_username ? c->relay_username : "");
 	fprintf(out, "password = %s\n", c->relay_password ? "(set)" : "");
 	fprintf(out, "starttls = %s\n", starttls[c->relay_starttls]);
+	fprintf(out, "tls_verify = %s\n", bool_text(c->relay_tls_verify));
+	fprintf(out, "tls_ca_file = %s\n", c->relay_tls_ca_file ? c->relay_tls_ca_file : "");
+	if (c->n_relay_tls_fingerprints == 0)
+		fputs("tls_fingerprint =\n", out);
+	for (size_t i = 0; i < c->n_relay_tls_fingerprints; i++) {
+		fputs("tls_fingerprint = sha256:", out);
+		for (size_t k = 0; k < 32; k++)
+			fprintf(out, "%02X", c->relay_tls_fingerprints[i][k]);
+		fputc('\n', out);
+	}
 	fprintf(out, "max_queue_lifetime = %u\n", c->max_queue_lifetime);
 	fprintf(out, "concurrency = %u\n", c->relay_concurrency);
 	fprintf(out, "\n[callback]\nurl = %s\n", c->callback_url ? c->callback_url : "");

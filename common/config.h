@@ -119,6 +119,11 @@ struct config {
 	char *relay_username;	/* NULL or "": no AUTH towards the relay */
 	char *relay_password;
 	enum relay_starttls relay_starttls;
+	bool relay_tls_verify;	/* no: the relay's certificate is not checked */
+	char *relay_tls_ca_file;	/* NULL: the system CA store */
+	unsigned char (*relay_tls_fingerprints)[32];	/* SHA-256 of the
+				 * relay's certificate; any one may match */
+	size_t n_relay_tls_fingerprints;
 	unsigned max_queue_lifetime;
 	unsigned relay_concurrency;
 
@@ -223,6 +228,13 @@ bool cidr_contains(const struct cidr *net, const struct sockaddr *sa);
 int relay_url_parse(const char *text, const char *dir, struct relay_url *out,
 		    struct error *err);
 void relay_url_free(struct relay_url *u);
+
+struct buf;
+
+/* Appends url as it may be shown in a message or a log line: a userinfo
+ * ("user:password@", RFC 3986 section 3.2.1) becomes "***@". Every error
+ * about a url goes through it: a secret is never printed. */
+void config_url_shown(struct buf *out, const char *url);
 
 /* Every key the loader knows, for documentation checks and check-config:
  * config_key_at(0), (1), ... until it returns NULL. */

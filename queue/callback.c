@@ -291,22 +291,6 @@ unsigned callback_backoff(unsigned failures)
 
 /* ---- HTTP ---- */
 
-/* The URL for log lines, with any user:password@ left out. */
-static void redacted_url(struct buf *out, const char *url)
-{
-	const char *rest = strstr(url, "://");
-	rest = rest ? rest + 3 : url;
-	size_t authority = strcspn(rest, "/?#");
-	const char *at = memchr(rest, '@', authority);
-	if (!at) {
-		buf_puts(out, url);
-		return;
-	}
-	buf_append(out, url, (size_t)(rest - url));
-	buf_puts(out, "***@");
-	buf_puts(out, at + 1);
-}
-
 /* Keeps the start of the response body for the log; the rest is read and
  * dropped (the total time-out bounds it). */
 #define RESPONSE_KEEP 200
@@ -358,7 +342,7 @@ static int post_with(CURL *h, const struct config *c, const char *body,
 {
 	*status = 0;
 	struct buf url = BUF_INIT, response = BUF_INIT, header = BUF_INIT;
-	redacted_url(&url, c->callback_url);
+	config_url_shown(&url, c->callback_url);
 	char timestamp[24];
 	snprintf(timestamp, sizeof timestamp, "%lld", (long long)now);
 
@@ -913,7 +897,7 @@ static void print_state(FILE *out, const struct config *c,
 		fprintf(out, "# callbacks: off (no [callback] url)\n");
 	} else {
 		struct buf url = BUF_INIT;
-		redacted_url(&url, c->callback_url);
+		config_url_shown(&url, c->callback_url);
 		fprintf(out, "# callbacks: %s\n", url.data);
 		buf_free(&url);
 	}

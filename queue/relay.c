@@ -3,27 +3,32 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 
 #include "buf.h"
 #include "maildir.h"
 
 /* Postfix's smtp_connect_timeout: a relay that does not answer SYN within
- * this is as good as down. Reads and writes use [gate] timeout. */
+ * this is as good as down. [gate] timeout bounds each whole reply, each
+ * command or 64 KiB of data written, and the TLS handshake: a deadline
+ * per record, as Postfix's smtp_per_record_deadline, not per read, so
+ * that a relay dripping one byte at a time cannot hold the flush. */
 #define RELAY_CONNECT_TIMEOUT 30
 
 /* RFC 5321 section 4.5.3.1.5 allows reply lines of 512 octets; real
@@ -50,9 +55,14 @@ struct relay {
 	struct buf name;
 
 	/* smtp/smtps */
-	int fd;
+	int fd;			/* non-blocking: every wait is a poll with a deadline */
+	double run_deadline;	/* CLOCK_MONOTONIC seconds; 0: none */
+	double deadline;	/* of the reply, write or handshake under way */
+	unsigned armed_for;	/* seconds the deadline was set for */
 	SSL_CTX *tls_ctx;
 	SSL *tls;
+	bool tls_trusted;	/* the certificate was verified (or tls_verify = no) */
+	const char *tls_unverified;	/* why it was not, for the AUTH refusal */
 	bool loopback;		/* the peer is 127.0.0.0/8 or ::1 */
 	struct buf in;		/* bytes read, not yet parsed */
 	size_t in_pos;
@@ -80,18 +90,66 @@ const char *relay_name(const struct relay *r)
 
 /* -- low-level I/O -- */
 
-/* The last OpenSSL error as text, for messages. */
-static const char *tls_error_text(void)
+static double monotonic_now(void)
 {
-	static __thread char text[256];
-	unsigned long e = ERR_get_error();
-	if (e == 0)
-		return "no details";
-	ERR_error_string_n(e, text, sizeof text);
-	ERR_clear_error();
-	return text;
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* Starts the clock of one step: seconds from now, never past the run's
+ * deadline. */
+static void arm_for(struct relay *r, unsigned seconds)
+{
+	r->armed_for = seconds;
+	r->deadline = monotonic_now() + seconds;
+	if (r->run_deadline > 0 && r->run_deadline < r->deadline)
+		r->deadline = r->run_deadline;
+}
+
+/* One reply, one write or the handshake: [gate] timeout. */
+static void arm(struct relay *r)
+{
+	arm_for(r, r->c->timeout);
+}
+
+/* Waits until the socket is ready for events (POLLIN or POLLOUT) or the
+ * deadline set by arm() passes; what names the step for the error. */
+static int wait_ready(struct relay *r, short events, const char *what,
+		      struct error *err)
+{
+	for (;;) {
+		double left = r->deadline - monotonic_now();
+		if (left <= 0)
+			break;
+		struct pollfd p = { .fd = r->fd, .events = events };
+		int n = poll(&p, 1, (int)(left * 1000) + 1);
+		if (n > 0)
+			return 0;
+		if (n < 0 && errno != EINTR)
+			return error_set(err, "relay %s: poll: %s", r->name.data,
+					 strerror(errno));
+	}
+	if (r->run_deadline > 0 && r->deadline >= r->run_deadline)
+		return error_set(err, "relay %s: %s cut short: the run's "
+				 "--max-time has passed", r->name.data, what);
+	return error_set(err, "relay %s: %s not complete within %u s",
+			 r->name.data, what, r->armed_for);
+}
+
+/* The wait an OpenSSL call asks for with SSL_ERROR_WANT_READ/WRITE; 1
+ * when e is another error. */
+static int tls_wait(struct relay *r, int e, const char *what,
+		    struct error *err)
+{
+	if (e == SSL_ERROR_WANT_READ)
+		return wait_ready(r, POLLIN, what, err);
+	if (e == SSL_ERROR_WANT_WRITE)
+		return wait_ready(r, POLLOUT, what, err);
+	return 1;
+}
+
+/* Writes all of p within the deadline set by arm(). */
 static int write_all(struct relay *r, const char *p, size_t n,
 		     struct error *err)
 {
@@ -101,15 +159,17 @@ static int write_all(struct relay *r, const char *p, size_t n,
 			int rc = SSL_write_ex(r->tls, p, n, &done);
 			if (rc <= 0) {
 				int e = SSL_get_error(r->tls, rc);
-				if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ)
-					return error_set(err, "relay %s: write timed out",
-							 r->name.data);
+				int w = tls_wait(r, e, "write", err);
+				if (w == 0)
+					continue;
+				if (w < 0)
+					return -1;
 				if (e == SSL_ERROR_SYSCALL)
 					return error_set(err, "relay %s: write failed: %s",
 							 r->name.data,
 							 errno ? strerror(errno) : "connection closed");
 				return error_set(err, "relay %s: TLS write failed: %s",
-						 r->name.data, tls_error_text());
+						 r->name.data, error_openssl_reason("no details"));
 			}
 			p += done;
 			n -= done;
@@ -119,9 +179,11 @@ static int write_all(struct relay *r, const char *p, size_t n,
 		if (w < 0) {
 			if (errno == EINTR)
 				continue;
-			if (errno == EAGAIN || errno == EWOULDBLOCK)
-				return error_set(err, "relay %s: write timed out",
-						 r->name.data);
+			if (errno == EAGAIN || errno == EWOULDBLOCK) {
+				if (wait_ready(r, POLLOUT, "write", err) != 0)
+					return -1;
+				continue;
+			}
 			return error_set(err, "relay %s: write failed: %s",
 					 r->name.data, strerror(errno));
 		}
@@ -133,14 +195,14 @@ static int write_all(struct relay *r, const char *p, size_t n,
 
 static int flush_out(struct relay *r, struct error *err)
 {
+	arm(r);
 	int rc = write_all(r, r->out.data, r->out.len, err);
 	buf_clear(&r->out);
 	return rc;
 }
 
-/* Reads what is available (at least one byte) into r->in. The socket's
- * SO_RCVTIMEO bounds every read: a relay that stays silent longer than
- * [gate] timeout is a failed connection. */
+/* Reads what is available (at least one byte) into r->in, waiting no
+ * later than the deadline of the reply under way (read_reply). */
 static int fill_in(struct relay *r, struct error *err)
 {
 	if (r->in_pos > 0 && r->in_pos == r->in.len) {
@@ -155,12 +217,14 @@ static int fill_in(struct relay *r, struct error *err)
 	size_t room = r->in.cap - r->in.len - 1;
 	if (r->tls) {
 		size_t got = 0;
-		int rc = SSL_read_ex(r->tls, dst, room, &got);
-		if (rc <= 0) {
+		int rc;
+		while ((rc = SSL_read_ex(r->tls, dst, room, &got)) <= 0) {
 			int e = SSL_get_error(r->tls, rc);
-			if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
-				return error_set(err, "relay %s: no reply within %u s",
-						 r->name.data, r->c->timeout);
+			int w = tls_wait(r, e, "reply", err);
+			if (w == 0)
+				continue;
+			if (w < 0)
+				return -1;
 			if (e == SSL_ERROR_ZERO_RETURN ||
 			    (e == SSL_ERROR_SYSCALL && errno == 0))
 				return error_set(err, "relay %s: connection closed",
@@ -169,20 +233,20 @@ static int fill_in(struct relay *r, struct error *err)
 				return error_set(err, "relay %s: read failed: %s",
 						 r->name.data, strerror(errno));
 			return error_set(err, "relay %s: TLS read failed: %s",
-					 r->name.data, tls_error_text());
+					 r->name.data, error_openssl_reason("no details"));
 		}
 		r->in.len += got;
 	} else {
 		ssize_t got;
-		do
-			got = recv(r->fd, dst, room, 0);
-		while (got < 0 && errno == EINTR);
-		if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-			return error_set(err, "relay %s: no reply within %u s",
-					 r->name.data, r->c->timeout);
-		if (got < 0)
-			return error_set(err, "relay %s: read failed: %s",
-					 r->name.data, strerror(errno));
+		while ((got = recv(r->fd, dst, room, 0)) < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno != EAGAIN && errno != EWOULDBLOCK)
+				return error_set(err, "relay %s: read failed: %s",
+						 r->name.data, strerror(errno));
+			if (wait_ready(r, POLLIN, "reply", err) != 0)
+				return -1;
+		}
 		if (got == 0)
 			return error_set(err, "relay %s: connection closed",
 					 r->name.data);
@@ -247,9 +311,11 @@ static void take_enhanced(const char *text, size_t len, char out[16])
 }
 
 /* Reads one (possibly multi-line) reply: "NNN-text" lines ended by
- * "NNN text" or "NNN" (RFC 5321 section 4.2.1). */
+ * "NNN text" or "NNN" (RFC 5321 section 4.2.1), all of it within one
+ * [gate] timeout. */
 static int read_reply(struct relay *r, struct reply *rep, struct error *err)
 {
+	arm(r);
 	buf_clear(&rep->text);
 	rep->code = 0;
 	rep->enhanced[0] = '\0';
@@ -322,8 +388,8 @@ static bool sockaddr_is_loopback(const struct sockaddr *sa)
 	return false;
 }
 
-/* Connects to one address with a bounded wait, then makes the socket
- * blocking with [gate] timeout on every read and write. */
+/* Connects to one address with a bounded wait; the socket stays
+ * non-blocking (wait_ready does the waiting). */
 static int connect_one(struct relay *r, const struct addrinfo *ai,
 		       struct error *err)
 {
@@ -339,31 +405,23 @@ static int connect_one(struct relay *r, const struct addrinfo *ai,
 			close(fd);
 			return -1;
 		}
-		struct pollfd p = { .fd = fd, .events = POLLOUT };
-		int n;
-		do
-			n = poll(&p, 1, RELAY_CONNECT_TIMEOUT * 1000);
-		while (n < 0 && errno == EINTR);
+		r->fd = fd;
+		arm_for(r, RELAY_CONNECT_TIMEOUT);
 		int so_error = 0;
 		socklen_t sl = sizeof so_error;
-		if (n == 0)
-			so_error = ETIMEDOUT;
-		else if (n < 0)
-			so_error = errno;
+		if (wait_ready(r, POLLOUT, "connect", err) != 0)
+			so_error = -1;
 		else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &so_error, &sl) != 0)
 			so_error = errno;
-		if (so_error != 0) {
+		if (so_error > 0)
 			error_set(err, "relay %s: connect: %s", r->name.data,
 				  strerror(so_error));
+		if (so_error != 0) {
+			r->fd = -1;
 			close(fd);
 			return -1;
 		}
 	}
-	int flags = fcntl(fd, F_GETFL);
-	fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
-	struct timeval tv = { .tv_sec = r->c->timeout, .tv_usec = 0 };
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
 	/* Commands and data go out in whole writes already; Nagle would only
 	 * hold back the last segment until the relay's delayed ACK. */
 	int one = 1;
@@ -399,43 +457,155 @@ static int connect_relay(struct relay *r, struct error *err)
 	return rc;
 }
 
-/* TLS client set-up. Nothing is verified, on purpose: the relay is the
- * operator's own next hop, named by address in the config, and SPEC
- * section 3 gives no key for a CA file or a pinned certificate; loading
- * the system CA store would cost tens of milliseconds per process under
- * OpenSSL 3 and verify nothing useful for "127.0.0.1" or a self-signed
- * relay. What TLS buys here is RFC 7435 opportunistic security: no
- * passive eavesdropping on the messages and the AUTH secret. */
+/* The TLS client context, made once per process and shared by every
+ * connection: loading the system CA store costs 35-60 ms under OpenSSL
+ * 3.0 (144 certificates, measured on the test machine), too much to pay
+ * for each of `concurrency` connections and each reconnection. Its
+ * settings come from the config of the first caller; a process uses one
+ * config (smtpgate-flush, tests/tools/relay_send). */
+static pthread_mutex_t client_ctx_lock = PTHREAD_MUTEX_INITIALIZER;
+static SSL_CTX *client_ctx;
+static const struct config *client_ctx_config;
+
+/* The context as the config asks: TLS 1.2 at least, and the CA store
+ * unless a pin decides or nothing is verified. */
+static SSL_CTX *new_client_context(struct relay *r, struct error *err)
+{
+	const struct config *c = r->c;
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	if (!ctx || SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1) {
+		error_set(err, "relay %s: TLS set-up failed: %s", r->name.data,
+			  error_openssl_reason("no details"));
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	/* The handshake always completes and tls_check decides afterwards:
+	 * starttls = opportunistic may go on without a verified certificate. */
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+	if (!c->relay_tls_verify || c->n_relay_tls_fingerprints > 0)
+		return ctx;
+	const char *file = c->relay_tls_ca_file;
+	/* OpenSSL 3.0 gives no reason text for a system error. */
+	if (file && access(file, R_OK) != 0) {
+		error_set(err, "relay %s: cannot read tls_ca_file %s: %s",
+			  r->name.data, file, strerror(errno));
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	if ((file ? SSL_CTX_load_verify_locations(ctx, file, NULL)
+		  : SSL_CTX_set_default_verify_paths(ctx)) != 1) {
+		error_set(err, "relay %s: cannot load %s: %s", r->name.data,
+			  file ? file : "the system CA store",
+			  error_openssl_reason("no details"));
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	return ctx;
+}
+
+/* A reference to the shared context (SSL_CTX_free gives it back). */
+static SSL_CTX *client_context(struct relay *r, struct error *err)
+{
+	pthread_mutex_lock(&client_ctx_lock);
+	if (client_ctx && client_ctx_config != r->c) {
+		SSL_CTX_free(client_ctx);
+		client_ctx = NULL;
+	}
+	if (!client_ctx && (client_ctx = new_client_context(r, err)))
+		client_ctx_config = r->c;
+	SSL_CTX *ctx = client_ctx;
+	if (ctx)
+		SSL_CTX_up_ref(ctx);
+	pthread_mutex_unlock(&client_ctx_lock);
+	return ctx;
+}
+
+static bool is_address(const char *host)
+{
+	struct in6_addr a6;
+	struct in_addr a4;
+	return inet_pton(AF_INET, host, &a4) == 1 || inet_pton(AF_INET6, host, &a6) == 1;
+}
+
+/* Is the relay the one the config names? With tls_fingerprint, the
+ * SHA-256 of its certificate must be one of them, and nothing else is
+ * checked (as msmtp's tls_fingerprint: a pin replaces the CA, so a
+ * self-signed relay can be pinned). Otherwise the chain must verify to
+ * tls_ca_file or the system store, within its validity, and name the
+ * url's host (RFC 6125; an address in the url must be an IP address in
+ * subjectAltName). Returns NULL when verified, else why not. */
+static const char *tls_check(struct relay *r)
+{
+	const struct config *c = r->c;
+	X509 *cert = SSL_get1_peer_certificate(r->tls);
+	if (!cert)
+		return "the relay sent no certificate";
+	if (c->n_relay_tls_fingerprints == 0) {
+		X509_free(cert);
+		long v = SSL_get_verify_result(r->tls);
+		return v == X509_V_OK ? NULL : X509_verify_cert_error_string(v);
+	}
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned len = 0;
+	bool match = false;
+	if (X509_digest(cert, EVP_sha256(), md, &len) == 1 && len == 32)
+		for (size_t i = 0; i < c->n_relay_tls_fingerprints && !match; i++)
+			match = CRYPTO_memcmp(md, c->relay_tls_fingerprints[i], 32) == 0;
+	X509_free(cert);
+	return match ? NULL : "its SHA-256 fingerprint is none of tls_fingerprint";
+}
+
+/* The TLS handshake, SNI and the expected name included, then the check
+ * of the certificate. Without a verified certificate the connection is
+ * refused, except with starttls = opportunistic (RFC 7435: encryption
+ * without authentication beats none), where it goes on but carries no
+ * AUTH (authenticate). tls_verify = no trusts any certificate. */
 static int tls_start(struct relay *r, struct error *err)
 {
-	r->tls_ctx = SSL_CTX_new(TLS_client_method());
-	if (!r->tls_ctx)
-		return error_set(err, "relay %s: TLS set-up failed: %s",
-				 r->name.data, tls_error_text());
-	SSL_CTX_set_min_proto_version(r->tls_ctx, TLS1_2_VERSION);
-	SSL_CTX_set_verify(r->tls_ctx, SSL_VERIFY_NONE, NULL);
+	const struct config *c = r->c;
+	if (!r->tls_ctx && !(r->tls_ctx = client_context(r, err)))
+		return -1;
 	r->tls = SSL_new(r->tls_ctx);
 	if (!r->tls || SSL_set_fd(r->tls, r->fd) != 1)
 		return error_set(err, "relay %s: TLS set-up failed: %s",
-				 r->name.data, tls_error_text());
-	/* SNI for a host name (RFC 6066 section 3 forbids addresses). */
-	struct in6_addr a6;
-	struct in_addr a4;
-	const char *host = r->c->relay.host;
-	if (inet_pton(AF_INET, host, &a4) != 1 && inet_pton(AF_INET6, host, &a6) != 1)
-		SSL_set_tlsext_host_name(r->tls, host);
-	int rc = SSL_connect(r->tls);
-	if (rc != 1) {
+				 r->name.data, error_openssl_reason("no details"));
+	const char *host = c->relay.host;
+	/* SNI for a host name only (RFC 6066 section 3 forbids addresses). */
+	int ok = 1;
+	if (is_address(host)) {
+		ok = X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(r->tls), host);
+	} else {
+		SSL_set_hostflags(r->tls, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+		ok = SSL_set_tlsext_host_name(r->tls, host) == 1 &&
+		     SSL_set1_host(r->tls, host) == 1;
+	}
+	if (!ok)
+		return error_set(err, "relay %s: TLS set-up failed: %s",
+				 r->name.data, error_openssl_reason("no details"));
+	arm(r);
+	int rc;
+	while ((rc = SSL_connect(r->tls)) != 1) {
 		int e = SSL_get_error(r->tls, rc);
-		if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
-			return error_set(err, "relay %s: TLS handshake timed out",
-					 r->name.data);
+		int w = tls_wait(r, e, "TLS handshake", err);
+		if (w == 0)
+			continue;
+		if (w < 0)
+			return -1;
 		if (e == SSL_ERROR_SYSCALL)
 			return error_set(err, "relay %s: TLS handshake failed: %s",
 					 r->name.data,
 					 errno ? strerror(errno) : "connection closed");
 		return error_set(err, "relay %s: TLS handshake failed: %s",
-				 r->name.data, tls_error_text());
+				 r->name.data, error_openssl_reason("no details"));
+	}
+	const char *why = c->relay_tls_verify ? tls_check(r) : NULL;
+	r->tls_trusted = why == NULL;
+	r->tls_unverified = why;
+	if (why && !(c->relay.scheme == RELAY_SMTP &&
+		     c->relay_starttls == RELAY_STARTTLS_OPPORTUNISTIC)) {
+		return error_set(err, "relay %s: certificate verify failed: %s "
+				 "(see tls_ca_file and tls_fingerprint in "
+				 "smtpgate.conf(5))", r->name.data, why);
 	}
 	return 0;
 }
@@ -528,15 +698,32 @@ static char *base64(const char *data, size_t len)
 }
 
 /* AUTH PLAIN, else AUTH LOGIN (RFC 4954, RFC 4616). The secret goes only
- * over TLS or to a loopback address, where nobody can listen in. */
+ * to the relay the config names: over TLS with a verified certificate
+ * (or tls_verify = no), or in clear text to a loopback address when the
+ * operator chose starttls = no. An impostor that answers with a
+ * certificate for another name, or that offers no STARTTLS to an
+ * opportunistic client, never sees it. */
 static int authenticate(struct relay *r, struct error *err)
 {
-	const char *user = r->c->relay_username;
-	const char *pass = r->c->relay_password ? r->c->relay_password : "";
+	const struct config *c = r->c;
+	const char *user = c->relay_username;
+	const char *pass = c->relay_password ? c->relay_password : "";
+	if (r->tls && !r->tls_trusted)
+		return error_set(err, "relay %s: not sending the AUTH password: "
+				 "certificate verify failed: %s (see tls_ca_file "
+				 "and tls_fingerprint in smtpgate.conf(5))",
+				 r->name.data, r->tls_unverified);
 	if (!r->tls && !r->loopback)
 		return error_set(err, "relay %s: refusing to send the AUTH password "
 				 "without TLS to a host that is not loopback "
 				 "(use starttls = yes or smtps://)", r->name.data);
+	if (!r->tls && c->relay_starttls != RELAY_STARTTLS_NO)
+		return error_set(err, "relay %s: refusing to send the AUTH password "
+				 "in clear text: no TLS came up with starttls = %s "
+				 "(for a relay on loopback without TLS, set "
+				 "starttls = no)", r->name.data,
+				 c->relay_starttls == RELAY_STARTTLS_YES ? "yes"
+				 : "opportunistic");
 	if (!r->auth_plain && !r->auth_login)
 		return error_set(err, "relay %s: username is set but the relay "
 				 "offers neither AUTH PLAIN nor AUTH LOGIN",
@@ -604,6 +791,8 @@ static void relay_reset_connection(struct relay *r)
 		SSL_CTX_free(r->tls_ctx);
 	r->tls = NULL;
 	r->tls_ctx = NULL;
+	r->tls_trusted = false;
+	r->tls_unverified = NULL;
 	if (r->fd >= 0)
 		close(r->fd);
 	r->fd = -1;
@@ -643,6 +832,10 @@ static int set_up(struct relay *r, bool use_starttls, bool *tls_failed,
 				goto out;
 			}
 		} else {
+			/* A CA file that cannot be loaded is the operator's to
+			 * fix, not a failed handshake: no fallback to clear. */
+			if (!r->tls_ctx && !(r->tls_ctx = client_context(r, err)))
+				goto out;
 			if (command(r, &rep, err, "STARTTLS") != 0)
 				goto out;
 			if (rep.code != 220) {
@@ -692,12 +885,14 @@ static int establish(struct relay *r, struct error *err)
 	return set_up(r, false, &tls_failed, err);
 }
 
-int relay_open(struct relay **out, const struct config *c, struct error *err)
+int relay_open(struct relay **out, const struct config *c, double deadline,
+	       struct error *err)
 {
 	*out = NULL;
 	struct relay *r = xcalloc(1, sizeof *r);
 	r->c = c;
 	r->fd = -1;
+	r->run_deadline = deadline;
 	switch (c->relay.scheme) {
 	case RELAY_SMTP:
 	case RELAY_SMTPS:
@@ -872,6 +1067,12 @@ static int smtp_transaction(struct relay *r, const char *from,
 			    const char *const *rcpts, size_t n_rcpts,
 			    const char *data, size_t len,
 			    struct relay_result *results, bool *started);
+static size_t refuse_utf8_addresses(const struct relay *r, const char *from,
+				    const char *const *rcpts, size_t n_rcpts,
+				    struct relay_result *results, size_t *keep);
+static int smtp_send(struct relay *r, const char *from,
+		     const char *const *rcpts, size_t n_rcpts,
+		     const char *data, size_t len, struct relay_result *results);
 
 int relay_send(struct relay *r, const char *from, const char *const *rcpts,
 	       size_t n_rcpts, const char *data, size_t len,
@@ -905,6 +1106,59 @@ int relay_send(struct relay *r, const char *from, const char *const *rcpts,
 		return 0;
 	}
 
+	size_t *keep = xcalloc(n_rcpts + 1, sizeof *keep);
+	size_t n_keep = refuse_utf8_addresses(r, from, rcpts, n_rcpts, results, keep);
+	int rc = 0;
+	if (n_keep == n_rcpts) {
+		rc = smtp_send(r, from, rcpts, n_rcpts, data, len, results);
+	} else if (n_keep > 0) {
+		const char **some = xcalloc(n_keep, sizeof *some);
+		struct relay_result *sub = xcalloc(n_keep, sizeof *sub);
+		for (size_t k = 0; k < n_keep; k++)
+			some[k] = rcpts[keep[k]];
+		rc = smtp_send(r, from, some, n_keep, data, len, sub);
+		for (size_t k = 0; k < n_keep; k++)
+			results[keep[k]] = sub[k];
+		free(sub);
+		free(some);
+	}
+	free(keep);
+	return rc;
+}
+
+/* RFC 6531 section 3.4: a message whose envelope has an address with
+ * UTF-8 in it must not be sent to a relay that does not offer SMTPUTF8
+ * (without the parameter it would be taken as something it is not). Each
+ * such recipient, or every one when the sender is such an address, gets
+ * a local 553 5.6.7, which smtpgate-flush records as a bounce: the
+ * relay's extensions do not change while the message waits. Returns how
+ * many recipients remain to be sent, their indexes in keep. */
+static size_t refuse_utf8_addresses(const struct relay *r, const char *from,
+				    const char *const *rcpts, size_t n_rcpts,
+				    struct relay_result *results, size_t *keep)
+{
+	bool sender = !r->smtputf8 && has_8bit(from, strlen(from));
+	size_t n_keep = 0;
+	for (size_t i = 0; i < n_rcpts; i++) {
+		if (!sender && (r->smtputf8 || !has_8bit(rcpts[i], strlen(rcpts[i])))) {
+			keep[n_keep++] = i;
+			continue;
+		}
+		set_result(&results[i], 553, "5.6.7", sender
+			   ? "553 5.6.7 sender address needs SMTPUTF8, which the "
+			     "relay does not offer"
+			   : "553 5.6.7 recipient address needs SMTPUTF8, which "
+			     "the relay does not offer");
+	}
+	return n_keep;
+}
+
+/* One message over the SMTP connection, with one new connection when the
+ * kept one turns out dead before MAIL was answered. */
+static int smtp_send(struct relay *r, const char *from,
+		     const char *const *rcpts, size_t n_rcpts,
+		     const char *data, size_t len, struct relay_result *results)
+{
 	if (r->broken) {
 		fail_open(results, NULL, n_rcpts, "relay connection already failed");
 		return -1;

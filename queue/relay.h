@@ -38,13 +38,22 @@ struct relay_result {
 /* Opens a connection to the relay of c (c->relay must not be RELAY_NONE):
  * connects (each address of the host in turn, IPv6 included), reads the
  * greeting, EHLO (HELO when EHLO is refused), STARTTLS per
- * c->relay_starttls, AUTH when c->relay_username is set. For maildir:
- * makes sure tmp/, new/ and cur/ exist; for discard: nothing. On failure
- * returns -1 with err naming the relay and what failed (that text becomes
- * the deferral reason); *r is then NULL.
+ * c->relay_starttls, verifies the relay's certificate per
+ * c->relay_tls_verify, tls_ca_file and tls_fingerprint, AUTH when
+ * c->relay_username is set (never over an unverified connection). For
+ * maildir: makes sure tmp/, new/ and cur/ exist; for discard: nothing. On
+ * failure returns -1 with err naming the relay and what failed (that text
+ * becomes the deferral reason); *r is then NULL.
+ *
+ * Each reply, each write (a command, or 64 KiB of data) and the TLS
+ * handshake must complete within [gate] timeout; deadline, when not 0,
+ * is a CLOCK_MONOTONIC time in seconds past which this connection does
+ * no more I/O at all (smtpgate-flush --max-time): what is under way then
+ * fails as a broken connection.
  *
  * c must outlive the connection. */
-int relay_open(struct relay **r, const struct config *c, struct error *err);
+int relay_open(struct relay **r, const struct config *c, double deadline,
+	       struct error *err);
 
 /* Sends one message: MAIL FROM:<from> (from "" is the null sender, sent
  * unchanged), one RCPT TO per recipient, DATA with the bytes of data
@@ -53,7 +62,10 @@ int relay_open(struct relay **r, const struct config *c, struct error *err);
  * outcome: the RCPT reply when RCPT was refused, else the reply to the
  * end of data (or to MAIL or DATA when those were refused). A message
  * larger than the relay's SIZE is not sent: every recipient gets a local
- * "552 5.3.4" result.
+ * "552 5.3.4" result. When the relay does not offer SMTPUTF8, a recipient
+ * whose address has UTF-8 in it is not sent (RFC 6531 section 3.4) and
+ * gets a local "553 5.6.7" result; with such a sender, every recipient
+ * does.
  *
  * Returns 0 when the connection can carry another message, -1 when it
  * failed (the results say which recipients it took with it); the caller

@@ -17,7 +17,10 @@
  *   4. records every recipient's outcome (log, counters, suppress,
  *      back-off, expiry, removal) in one durable write transaction;
  *   5. repeats until nothing is due, --max-time has passed, SIGTERM or
- *      SIGINT came, or the relay cannot be reached;
+ *      SIGINT came, or the relay cannot be reached. --max-time is a hard
+ *      deadline: at it, every relay connection stops wherever it is (its
+ *      messages are deferred as after a broken connection) and messages
+ *      not yet started stay due as they were;
  *   6. runs the after-flush steps (delivery callbacks).
  *
  * A crash anywhere loses nothing: a message leaves the queue only in the
@@ -76,7 +79,8 @@ static const char usage[] =
 	"became of every recipient, and exits. Options:\n"
 	"  -c FILE               configuration (default $SMTPGATE_CONF or "
 	CONFIG_DEFAULT_PATH ")\n"
-	"  --max-time SECONDS    claim no new batch after this long\n"
+	"  --max-time SECONDS    stop talking to the relay after this long;\n"
+	"                        what is not delivered by then stays queued\n"
 	"  -v                    also log connections, batches and a summary\n"
 	"  --callbacks-only      only post the new log events to [callback] url,\n"
 	"                        now, whatever the back-off (exit 75: it failed)\n"
@@ -86,6 +90,14 @@ static const char usage[] =
 	"75 relay unreachable, 1 local error, 2 usage.\n";
 
 static volatile sig_atomic_t stop_requested;
+
+/* CLOCK_MONOTONIC, the clock of relay_open's deadline. */
+static double now_seconds(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
 
 static void on_stop_signal(int sig)
 {
@@ -110,7 +122,8 @@ struct job {
 	size_t len;
 	bool drop;			/* demo account: never sent */
 	struct relay_result *results;	/* n_rcpts, filled by a worker */
-	bool attempted;			/* a worker tried to deliver it */
+	bool attempted;			/* a worker tried to deliver it (else,
+					 * past the deadline, it stays due) */
 	bool reached;			/* a relay connection was up for it */
 };
 
@@ -127,6 +140,7 @@ struct job {
 
 struct pool {
 	const struct config *config;
+	double deadline;		/* --max-time, CLOCK_MONOTONIC; 0: none */
 	pthread_mutex_t lock;
 	pthread_cond_t work;		/* a batch is ready, or quit */
 	pthread_cond_t done;		/* a worker finished its share */
@@ -183,7 +197,7 @@ static void deliver_job(struct pool *p, struct relay **conn, struct job *j)
 			return;
 		}
 		struct error err;
-		if (relay_open(conn, p->config, &err) != 0) {
+		if (relay_open(conn, p->config, p->deadline, &err) != 0) {
 			pthread_mutex_lock(&p->down_lock);
 			if (!atomic_load(&p->relay_down)) {
 				buf_clear(&p->down_reason);
@@ -232,6 +246,8 @@ static void *worker_main(void *arg)
 			struct job *j = &p->jobs[i];
 			if (j->drop || j->n_rcpts == 0)
 				continue;
+			if (p->deadline > 0 && now_seconds() >= p->deadline)
+				break;	/* the rest stays due, untouched */
 			deliver_job(p, &conn, j);
 			buf_append(&mine, &i, sizeof i);
 		}
@@ -255,10 +271,12 @@ static void *worker_main(void *arg)
 	return NULL;
 }
 
-static int pool_start(struct pool *p, const struct config *c, struct error *err)
+static int pool_start(struct pool *p, const struct config *c, double deadline,
+		      struct error *err)
 {
 	memset(p, 0, sizeof *p);
 	p->config = c;
+	p->deadline = deadline;
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_mutex_init(&p->down_lock, NULL);
 	pthread_cond_init(&p->work, NULL);
@@ -405,14 +423,6 @@ static int prepare_queue(const struct config *c, struct error *err)
 
 /* ---- main ---- */
 
-static double now_seconds(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-
 /* Outcomes of a batch, built from the jobs; the strings live in the jobs'
  * results and in the batch. */
 struct run_totals {
@@ -473,6 +483,8 @@ static void log_outcomes(const struct config *c, const struct job *jobs,
 	struct buf expired_text = BUF_INIT;
 	for (size_t i = 0; i < n_jobs; i++) {
 		const struct job *j = &jobs[i];
+		if (!j->drop && !j->attempted)
+			continue;
 		bool expired = now_us >= j->m->received_us +
 			       (int64_t)c->max_queue_lifetime * 1000000;
 		for (size_t r = 0; r < j->n_rcpts; r++) {
@@ -525,6 +537,13 @@ static int flush_run(const struct config *c, double max_time,
 			   c->relay.host, c->relay.port);
 	else
 		buf_puts(&relay, c->relay_url_text);
+	/* Every run says it again (SPEC section 7): an unverified relay is a
+	 * choice to be reminded of, not a default. */
+	if (!c->relay_tls_verify && (c->relay.scheme == RELAY_SMTPS ||
+	    (c->relay.scheme == RELAY_SMTP && c->relay_starttls != RELAY_STARTTLS_NO)))
+		log_msg(LOG_WARNING, "[relay] tls_verify = no: the certificate of "
+			"%s is not checked; whoever answers in its place gets the "
+			"mail and the AUTH password", relay.data);
 
 	for (;;) {
 		if (stop_requested) {
@@ -560,7 +579,8 @@ static int flush_run(const struct config *c, double max_time,
 			if (!jobs[i].drop && jobs[i].n_rcpts > 0)
 				any_to_send = true;
 		if (any_to_send && !pool_up) {
-			if (pool_start(&pool, c, err) != 0) {
+			if (pool_start(&pool, c, max_time > 0 ? started + max_time : 0,
+				       err) != 0) {
 				log_msg(LOG_ERR, "%s", err->text);
 				pool_stop(&pool);
 				free_jobs(jobs, b.n);
@@ -574,10 +594,12 @@ static int flush_run(const struct config *c, double max_time,
 		if (any_to_send)
 			pool_run(&pool, jobs, b.n);
 
-		/* One outcome per open recipient of every message. */
+		/* One outcome per open recipient of every message, except
+		 * those the deadline left untouched. */
 		size_t n_out = 0, attempted = 0, reached = 0;
 		for (size_t i = 0; i < b.n; i++) {
-			n_out += jobs[i].n_rcpts;
+			if (jobs[i].drop || jobs[i].attempted)
+				n_out += jobs[i].n_rcpts;
 			attempted += jobs[i].attempted;
 			reached += jobs[i].reached;
 		}
@@ -585,6 +607,8 @@ static int flush_run(const struct config *c, double max_time,
 		size_t k = 0;
 		for (size_t i = 0; i < b.n; i++) {
 			struct job *j = &jobs[i];
+			if (!j->drop && !j->attempted)
+				continue;
 			for (size_t r = 0; r < j->n_rcpts; r++, k++) {
 				out[k].qid = j->qid;
 				out[k].rcpt = j->rcpt_index[r];

@@ -142,11 +142,12 @@ class _Counting(Controller):
 class Sink:
     def __init__(self, script=None, default="accept", host="127.0.0.1",
                  pipelining=True, starttls_keys=None, smtps_keys=None,
-                 require_starttls=False, auth=None, size=None):
+                 require_starttls=False, auth=None, size=None, smtputf8=True):
         """starttls_keys / smtps_keys: a conftest Keys (its cert and key)
         to offer STARTTLS / to speak TLS from the start. auth: (login,
-        password) to offer AUTH PLAIN LOGIN and accept only that pair.
-        size: the SIZE to announce."""
+        password) to offer AUTH PLAIN LOGIN and accept only that pair;
+        every attempt is kept in auth_attempts. size: the SIZE to
+        announce. smtputf8: whether to offer SMTPUTF8 (RFC 6531)."""
         self.script = dict(script or {})
         self.default = default
         self.host = host
@@ -154,6 +155,8 @@ class Sink:
         self.size = size
         self.lock = threading.Lock()
         self.messages = []
+        self.auth_attempts = []     # (mechanism, credentials) of every AUTH
+        self.sni = []               # the SNI name of every TLS handshake
         self.counters = Counters()
         self.stalled = 0
         self.stopping = False
@@ -164,21 +167,21 @@ class Sink:
             self.port = s.getsockname()[1]
         kwargs = {"hostname": host, "port": self.port,
                   "server_hostname": "sink.example.net",
-                  "decode_data": False, "enable_SMTPUTF8": True,
+                  "decode_data": False, "enable_SMTPUTF8": smtputf8,
                   "ready_timeout": 10}
         if starttls_keys is not None:
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            ctx.load_cert_chain(str(starttls_keys.cert), str(starttls_keys.key))
+            ctx = self._server_context(starttls_keys)
             kwargs["tls_context"] = ctx
             kwargs["require_starttls"] = require_starttls
         if smtps_keys is not None:
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            ctx.load_cert_chain(str(smtps_keys.cert), str(smtps_keys.key))
-            kwargs["ssl_context"] = ctx
+            kwargs["ssl_context"] = self._server_context(smtps_keys)
         if auth is not None:
             login, password = auth
 
             def authenticator(server, session, envelope, mechanism, data):
+                # Every attempt, right or wrong: an impostor must see none.
+                with self.lock:
+                    self.auth_attempts.append((mechanism, data))
                 ok = (isinstance(data, LoginPassword)
                       and data.login.decode() == login
                       and data.password.decode() == password)
@@ -189,6 +192,18 @@ class Sink:
             kwargs["auth_require_tls"] = False
         self.smtps = smtps_keys is not None
         self.controller = _Counting(self, _Handler(self), **kwargs)
+
+    def _server_context(self, keys):
+        """A TLS server context with keys' cert and key that records the
+        SNI name of every handshake in self.sni (None: none sent)."""
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(str(keys.cert), str(keys.key))
+
+        def record(sock, name, context):
+            with self.lock:
+                self.sni.append(name)
+        ctx.sni_callback = record
+        return ctx
 
     def action(self, address):
         return self.script.get(address, self.default)
@@ -204,6 +219,7 @@ class Sink:
         # that the server is up; count only the clients' connections.
         with self.lock:
             self.counters.connections = 0
+            self.sni.clear()
         return self
 
     def stop(self):

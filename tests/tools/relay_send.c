@@ -55,7 +55,7 @@ int main(int argc, char **argv)
 	struct relay *r = NULL;
 	int status = 0;
 	for (long i = 0; i < count; i++) {
-		if (!r && relay_open(&r, &c, &err) != 0) {
+		if (!r && relay_open(&r, &c, 0, &err) != 0) {
 			fprintf(stderr, "relay_send: %s\n", err.text);
 			status = 75;
 			break;

@@ -476,7 +476,23 @@ TEST(test_key_table_lists_every_key_once)
 			const struct config_key_info *o = config_key_at(j);
 			CHECK(!(strcmp(o->section, k->section) == 0 && strcmp(o->key, k->key) == 0));
 		}
-	CHECK(n == 35);
+	CHECK(n == 38);
+}
+
+TEST(test_url_shown_hides_the_userinfo)
+{
+	static const char *const cases[][2] = {
+		{ "smtp://u:p@ss@relay.example.net:25", "smtp://***@relay.example.net:25" },
+		{ "https://hooks.example.com/a@b", "https://hooks.example.com/a@b" },
+		{ "https://:secret@h/x?y=@", "https://***@h/x?y=@" },
+		{ "discard:", "discard:" },
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		struct buf b = BUF_INIT;
+		config_url_shown(&b, cases[i][0]);
+		CHECK(strcmp(b.data, cases[i][1]) == 0);
+		buf_free(&b);
+	}
 }
 
 TEST(test_dump_shows_effective_values_but_no_secrets)
@@ -509,5 +525,5 @@ UNIT_MAIN(test_defaults_match_the_spec, test_every_gate_key_is_read,
 	  test_every_account_key_is_read, test_credentials_directory,
 	  test_syntax_and_structure_errors, test_value_errors,
 	  test_account_errors, test_cidr_parse,
-	  test_key_table_lists_every_key_once,
+	  test_key_table_lists_every_key_once, test_url_shown_hides_the_userinfo,
 	  test_dump_shows_effective_values_but_no_secrets)
