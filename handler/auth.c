@@ -228,9 +228,9 @@ static char *loggable(const char *text)
 }
 
 /* Adds delta to the client address's failure count (see
- * queue_authfail_add); returns the new count, or -1 when the queue cannot
- * say (then nobody is locked out: a broken queue is logged, not a reason
- * to refuse every client). */
+ * queue_authfail_add); returns the new count, or -1 when it cannot be
+ * recorded (logged here; the attempt is then refused, see
+ * auth_proceed). */
 static int count_failures(struct session *s, int delta)
 {
 	if (!s->queue)
@@ -294,6 +294,13 @@ void auth_proceed(struct session *s, const char *arg)
 	 * parallel cannot all pass a check made before any of them failed.
 	 * A right password gives the count back. */
 	int failures = count_failures(s, 1);
+	if (failures < 0) {
+		/* Fail closed: an attempt that is not counted would be a
+		 * guess outside max_auth_failures, as many as the client
+		 * likes while the queue cannot be written. */
+		session_reply(s, REPLY_AUTH_UNRECORDED);
+		goto done;
+	}
 	if (failures > (int)s->config->max_auth_failures) {
 		session_reply(s, REPLY_AUTH_LOCKED, s->config->hostname);
 		session_close(s, "421 4.7.0 locked out after authentication failures");

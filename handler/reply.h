@@ -38,6 +38,7 @@
 	X(STORAGE,           452, "4.3.1",  0, "Insufficient system storage") \
 	X(TOO_MANY_RCPTS,    452, "4.5.3",  0, "Too many recipients") \
 	X(TLS_UNAVAILABLE,   454, "4.7.0",  0, "TLS not available due to temporary reason") \
+	X(AUTH_UNRECORDED,   454, "4.7.0",  0, "Temporary authentication failure: the attempt cannot be recorded, try again later") \
 	X(UNKNOWN_COMMAND,   500, "5.5.2",  1, "Error: command not recognized") \
 	X(LINE_TOO_LONG,     500, "5.5.2",  1, "Error: line too long (512 octets at most)") \
 	X(SYNTAX_HELO,       501, "5.5.4",  1, "Syntax: %s domain") \
