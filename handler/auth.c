@@ -195,7 +195,7 @@ static enum response challenge(struct session *s, const char *b64,
 	session_reply(s, REPLY_AUTH_CHALLENGE, b64);
 	const char *line;
 	size_t len;
-	if (!session_read_line(s, &line, &len))
+	if (!session_read_auth_response(s, &line, &len))
 		return RESPONSE_GONE;
 	if (len == SIZE_MAX)
 		return RESPONSE_BAD;	/* too long, answered already */
@@ -319,7 +319,12 @@ void auth_proceed(struct session *s, const char *arg)
 		goto done;
 	}
 	if (!ok) {
-		auth_failed(s, login, a ? "wrong password" : "unknown login", failures);
+		/* crypt_r fails on such a password before any hashing, for a
+		 * known login as for an unknown one. */
+		const char *why = strlen(password) >= CRYPT_MAX_PASSPHRASE_SIZE
+			? "password longer than crypt(3) can check (511 octets)"
+			: a ? "wrong password" : "unknown login";
+		auth_failed(s, login, why, failures);
 		goto done;
 	}
 	count_failures(s, -1);

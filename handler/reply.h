@@ -41,6 +41,7 @@
 	X(AUTH_UNRECORDED,   454, "4.7.0",  0, "Temporary authentication failure: the attempt cannot be recorded, try again later") \
 	X(UNKNOWN_COMMAND,   500, "5.5.2",  1, "Error: command not recognized") \
 	X(LINE_TOO_LONG,     500, "5.5.2",  1, "Error: line too long (512 octets at most)") \
+	X(AUTH_LINE_TOO_LONG, 500, "5.5.6", 1, "Authentication Exchange line is too long (12288 octets at most)") \
 	X(SYNTAX_HELO,       501, "5.5.4",  1, "Syntax: %s domain") \
 	X(SYNTAX_NO_ARGS,    501, "5.5.4",  1, "Syntax: %s takes no argument") \
 	X(SYNTAX_MAIL,       501, "5.5.4",  1, "Syntax: MAIL FROM:<address> [parameters]") \

@@ -18,6 +18,10 @@
 
 /* RFC 5321 section 4.5.3.1.4: 512 octets with the CRLF. */
 #define COMMAND_MAX 510
+/* RFC 4954 section 4: 12288 octets with the CRLF for the AUTH command
+ * with its initial response and for each response to a 334, what SASL
+ * responses need (a PLAIN response of a long password); only those. */
+#define AUTH_LINE_MAX 12286
 /* Protocol errors a session may make before it is closed. */
 #define MAX_PROTOCOL_ERRORS 10
 
@@ -71,11 +75,20 @@ void session_drop_transaction(struct session *s)
 		s->state = STATE_GREETED;
 }
 
-bool session_read_line(struct session *s, const char **line, size_t *len)
+static bool read_line(struct session *s, size_t max, const char **line,
+		      size_t *len)
 {
-	enum io_status st = io_read_line(&s->io, COMMAND_MAX, line, len);
+	enum io_status st = io_read_line(&s->io, max, line, len);
+	if (st == IO_TOO_LONG && max < AUTH_LINE_MAX &&
+	    io_input_starts_with(&s->io, "AUTH ")) {
+		/* Read on: the line's time-out starts again here, so such
+		 * a line has at most twice the timeout. */
+		max = AUTH_LINE_MAX;
+		st = io_read_line(&s->io, max, line, len);
+	}
 	if (st == IO_TOO_LONG) {
-		session_reply(s, REPLY_LINE_TOO_LONG);
+		session_reply(s, max == AUTH_LINE_MAX ? REPLY_AUTH_LINE_TOO_LONG
+						      : REPLY_LINE_TOO_LONG);
 		io_flush(&s->io);	/* answered at once, not after the line */
 		st = io_skip_line(&s->io);
 		*len = SIZE_MAX;
@@ -98,6 +111,17 @@ bool session_read_line(struct session *s, const char **line, size_t *len)
 	}
 	session_close(s, s->tx ? "client left during a transaction" : NULL);
 	return false;
+}
+
+bool session_read_line(struct session *s, const char **line, size_t *len)
+{
+	return read_line(s, COMMAND_MAX, line, len);
+}
+
+bool session_read_auth_response(struct session *s, const char **line,
+				size_t *len)
+{
+	return read_line(s, AUTH_LINE_MAX, line, len);
 }
 
 /* ---- the verbs ---- */
