@@ -85,20 +85,26 @@ int auth_plain_split(char *msg, size_t n, const char **authzid,
 	return 0;
 }
 
-/* A hash of the right kind for a login that does not exist, so that a
- * wrong login costs as much time as a wrong password. */
-static const char *dummy_setting(void)
+/* For a login that does not exist: the costliest hash of the accounts
+ * (config.h, unknown_login_hash), so that a wrong login costs as much
+ * time as a wrong password; with no account hash at all, a yescrypt
+ * setting of the default cost. */
+static const char *unknown_login_setting(const struct config *c)
 {
 	static char setting[CRYPT_GENSALT_OUTPUT_SIZE];
+	if (c->unknown_login_hash)
+		return c->unknown_login_hash;
 	if (!setting[0] && !crypt_gensalt_rn("$y$", 0, NULL, 0, setting, sizeof setting))
 		strcpy(setting, "$6$smtpgatesmtpgat");
 	return setting;
 }
 
-bool auth_password_matches(const struct account *a, const char *password)
+bool auth_password_matches(const struct config *c, const struct account *a,
+			   const char *password)
 {
 	struct crypt_data *cd = xcalloc(1, sizeof *cd);
-	const char *hash = a && a->password_hash ? a->password_hash : dummy_setting();
+	const char *hash = a && a->password_hash ? a->password_hash
+						 : unknown_login_setting(c);
 	const char *got = crypt_r(password, hash, cd);
 	bool ok = false;
 	if (a && a->password_hash && got && got[0] != '*') {
@@ -311,7 +317,7 @@ void auth_proceed(struct session *s, const char *arg)
 		count_failures(s, -1);	/* not the client's failure */
 		goto done;
 	}
-	bool ok = auth_password_matches(a, password);
+	bool ok = auth_password_matches(s->config, a, password);
 	if (ok && *authzid && strcmp(authzid, login) != 0) {
 		/* RFC 4616 section 2: acting as another identity is not
 		 * something any account may do here. */
