@@ -12,6 +12,7 @@
 #include "address.h"
 #include "auth.h"
 #include "log.h"
+#include "mailbox.h"
 #include "policy.h"
 #include "queue/queue.h"
 #include "tls.h"
@@ -461,6 +462,13 @@ static void proceed_rcpt(struct session *s, const char *arg)
 {
 	(void)arg;
 	struct transaction *tx = s->tx;
+	/* The lists, the duplicates and the relay see the mailbox, not its
+	 * spelling: "stop"@example.net is stop@example.net. */
+	struct buf canonical = BUF_INIT;
+	mailbox_canonical(s->scratch.data, &canonical);
+	buf_clear(&s->scratch);
+	buf_append(&s->scratch, canonical.data, canonical.len);
+	buf_free(&canonical);
 	const char *address = s->scratch.data;
 	bool sink;
 	enum reply_id r = policy_recipient(s, address, &sink);
