@@ -76,6 +76,7 @@
 	X(MISSING_HEADER,    550, "5.6.0",  0, "no %s:") \
 	X(NO_FROM_ADDRESS,   550, "5.6.0",  0, "no email in From:") \
 	X(MULTIPLE_FROM,     550, "5.6.0",  0, "more than one From:") \
+	X(FROM_MAILBOXES,    550, "5.6.0",  0, "more than one mailbox in From:, one is allowed") \
 	X(BAD_ID_HEADER,     550, "5.6.0",  0, "%s: must be 1 to 128 of A-Z a-z 0-9 _ -") \
 	X(HEADER_MALFORMED,  550, "5.6.0",  0, "Header line is not a field; an empty line must come before the body") \
 	X(TOO_BIG,           552, "5.3.4",  0, "Message size exceeds fixed limit") \

@@ -1,10 +1,13 @@
-"""Policy hardening of issue 16: a quoted local part is the same mailbox as
-the unquoted one, for the stoplist, the suppression list, the sink
-recipients and the recipients of one transaction (point 5)."""
+"""Policy hardening of issue 16: a From: of more than one mailbox is
+refused (point 4); a quoted local part is the same mailbox as the unquoted
+one, for the stoplist, the suppression list, the sink recipients and the
+recipients of one transaction (point 5)."""
 
 import json
 
-from conftest import message
+import pytest
+
+from conftest import DEMO_LOGIN, message
 from smtp_raw import Raw, queued_id
 
 STOPLISTED = "550 5.0.0 Email is in the account stoplist"
@@ -85,3 +88,60 @@ def test_recipients_are_deduplicated_and_stored_canonical(gate):
     # section 4.1.2), as it will be relayed. Before: all six, as given.
     assert rcpts(g, qid) == ["a@example.net", '"b c"@example.net',
                              '"d\\"e"@example.net']
+
+
+# ---- point 4: one mailbox in From: ----
+
+FROM_MAILBOXES = "550 5.6.0 more than one mailbox in From:, one is allowed"
+
+
+def sender_gate(gate, keys, senders):
+    return gate(accounts={"demo": {"login": DEMO_LOGIN,
+                                   "password": keys.password_hash,
+                                   "dkim_key": f"example.com sel-rsa {keys.rsa}",
+                                   "sender": senders}})
+
+
+def with_from(value):
+    msg = message()
+    start = msg.index(b"From: ")
+    end = msg.index(b"\r\n", start)
+    return msg[:start] + b"From:" + value.encode() + msg[end:]
+
+
+@pytest.mark.parametrize("value", [
+    " news@example.com, ceo@bank.example",
+    " News <news@example.com>,\r\n CEO <ceo@bank.example>",
+    " Group: news@example.com, ceo@bank.example;",
+    " <news@example.com> ceo@bank.example",
+    # Every mailbox allowed by a sender line, one domain: refused all the
+    # same (RFC 5322 wants a Sender: then; DMARC receivers reject it).
+    " news@example.com, info@example.com",
+])
+def test_from_with_more_than_one_mailbox_is_550_5_6_0(gate, keys, value):
+    g = sender_gate(gate, keys, ["*@example.com active"])
+    with session(g) as c:
+        assert c.cmd("RCPT TO:<rcpt@example.net>") == "250 2.1.5 Ok"
+        # Before: 250 2.0.0 queued, signed with d=example.com.
+        assert finish(c, with_from(value)) == FROM_MAILBOXES
+    assert g.db("msg") == {}
+
+
+@pytest.mark.parametrize("value", [
+    " \"Example, News\" <news@example.com>",
+    " Team: news@example.com;",
+    " news@example.com,",
+])
+def test_from_with_one_mailbox_is_queued(gate, keys, value):
+    g = sender_gate(gate, keys, ["*@example.com active"])
+    with session(g) as c:
+        assert c.cmd("RCPT TO:<rcpt@example.net>") == "250 2.1.5 Ok"
+        qid = queued_id(finish(c, with_from(value)))
+    assert b"d=example.com" in g.db("msg")[qid.encode()]
+
+
+def test_from_with_more_than_one_mailbox_is_refused_without_sender_lines(gate):
+    g = gate()
+    with session(g) as c:
+        assert c.cmd("RCPT TO:<rcpt@example.net>") == "250 2.1.5 Ok"
+        assert finish(c, with_from(" a@example.com, b@example.org")) == FROM_MAILBOXES
