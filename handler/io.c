@@ -46,6 +46,7 @@ size_t io_discard_input(struct io *io)
 {
 	size_t n = io->in_end - io->in_start;
 	io->in_start = io->in_end = 0;
+	io->line_too_long = false;
 	return n;
 }
 
@@ -186,7 +187,10 @@ enum io_status io_read_line(struct io *io, size_t max, const char **line,
 			    size_t *len)
 {
 	size_t scanned = io->in_start;
-	io_start_deadline(io);
+	/* A line read on with a larger max keeps its deadline. */
+	if (!io->line_too_long)
+		io_start_deadline(io);
+	io->line_too_long = false;
 	for (;;) {
 		char *base = io->in + io->in_start;
 		char *from = io->in + scanned;
@@ -199,8 +203,10 @@ enum io_status io_read_line(struct io *io, size_t max, const char **line,
 			if (n == 0 || base[n - 1] != '\r' ||
 			    memchr(base, '\r', n - 1) || memchr(base, '\0', n - 1))
 				return IO_BARE;
-			if (n - 1 > max)
-				return IO_TOO_LONG;	/* left unread: io_skip_line */
+			if (n - 1 > max) {
+				io->line_too_long = true;	/* left unread */
+				return IO_TOO_LONG;
+			}
 			io->in_start += n + 1;
 			*line = base;
 			*len = n - 1;
@@ -212,8 +218,10 @@ enum io_status io_read_line(struct io *io, size_t max, const char **line,
 		if (have && (memchr(base, '\0', have) ||
 			     memchr(base, '\r', have - 1)))
 			return IO_BARE;
-		if (have > max + 1)
-			return IO_TOO_LONG;	/* left unread: io_skip_line */
+		if (have > max + 1) {
+			io->line_too_long = true;	/* left unread */
+			return IO_TOO_LONG;
+		}
 		scanned = io->in_end;
 		size_t offset = scanned - io->in_start;
 		enum io_status st = fill(io);
@@ -226,6 +234,7 @@ enum io_status io_read_line(struct io *io, size_t max, const char **line,
 enum io_status io_skip_line(struct io *io)
 {
 	io_start_deadline(io);
+	io->line_too_long = false;
 	bool cr = false;	/* the last octet seen was a CR */
 	for (;;) {
 		/* Consumed as it is checked: a line of any length passes

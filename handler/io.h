@@ -40,6 +40,7 @@ struct io {
 	unsigned long long deadline_bytes;	/* bytes_in when it was set */
 	char *in;		/* IO_BUFFER_SIZE octets */
 	size_t in_start, in_end;
+	bool line_too_long;	/* the line at in_start got IO_TOO_LONG */
 	struct buf out;
 	bool write_failed;
 	unsigned long long bytes_in;
@@ -56,8 +57,8 @@ void io_free(struct io *io);
  * client spaces its bytes). On IO_LINE, *line points to its len octets without the
  * CRLF, valid until the next call. A line whose content exceeds max octets
  * gives IO_TOO_LONG; the line is then still unread: io_skip_line discards
- * it, or io_read_line with a larger max reads it after all. max must stay
- * below IO_BUFFER_SIZE - 2. */
+ * it, or io_read_line with a larger max reads it after all, within the
+ * same deadline. max must stay below IO_BUFFER_SIZE - 2. */
 enum io_status io_read_line(struct io *io, size_t max, const char **line,
 			    size_t *len);
 

@@ -82,8 +82,7 @@ static bool read_line(struct session *s, size_t max, const char **line,
 	enum io_status st = io_read_line(&s->io, max, line, len);
 	if (st == IO_TOO_LONG && max < AUTH_LINE_MAX &&
 	    io_input_starts_with(&s->io, "AUTH ")) {
-		/* Read on: the line's time-out starts again here, so such
-		 * a line has at most twice the timeout. */
+		/* Read on, within the same time-out. */
 		max = AUTH_LINE_MAX;
 		st = io_read_line(&s->io, max, line, len);
 	}

@@ -154,6 +154,34 @@ def test_auth_line_over_12288_octets_is_500_5_5_6_at_once(gate):
         assert c.auth_plain() == "235 2.7.0 Authentication successful"
 
 
+def test_a_trickled_auth_line_has_one_timeout(gate):
+    # The line is read on with the larger limit once it passes 512
+    # octets, but within the time-out it started with: a client sending
+    # 60 octets every 0.2 s gets 421 4.4.2 after timeout = 2 s, not after
+    # the 2 s more that a fresh time-out at octet 512 would give.
+    g = gate(gate_keys={"timeout": "2", "auth_requires_tls": "no"})
+    with Raw(g) as c:
+        assert c.greeting().startswith("220 ")
+        c.ehlo()
+        started = time.monotonic()
+        c.send("AUTH PLAIN ")
+        reply, elapsed = None, None
+        while time.monotonic() - started < 6:
+            try:
+                c.send("Q" * 60)
+            except OSError:
+                break
+            c.sock.settimeout(0.2)
+            try:
+                reply = c.reply_line()
+                elapsed = time.monotonic() - started
+                break
+            except TimeoutError:
+                continue
+        assert reply == "421 4.4.2 gate.example.com Error: timeout exceeded"
+        assert elapsed < 3.2, elapsed
+
+
 def test_other_commands_keep_512_octets_answered_at_once(gate):
     g = gate()
     with tls_session(g) as c:
