@@ -19,6 +19,7 @@
 
 #include "buf.h"
 #include "config_internal.h"
+#include "mailbox.h"
 
 enum key_type {
 	T_STRING,	/* any text */
@@ -362,9 +363,12 @@ static int add_sink(struct loader *ld, const char *word, void *arg)
 	struct config *c = ld->c;
 	if (!valid_config_address(word))
 		return fail(ld, "sink_recipients: \"%s\" is not an e-mail address", word), -1;
+	/* Compared with recipients in their canonical form (mailbox.h). */
+	struct buf canonical = BUF_INIT;
+	mailbox_canonical(word, &canonical);
 	c->sink_recipients = xrealloc(c->sink_recipients,
 		(c->n_sink_recipients + 1) * sizeof *c->sink_recipients);
-	c->sink_recipients[c->n_sink_recipients++] = xstrdup(word);
+	c->sink_recipients[c->n_sink_recipients++] = buf_steal(&canonical);
 	return 0;
 }
 
@@ -421,6 +425,12 @@ static int add_sender(struct loader *ld, struct account *a, const char *value)
 	const char *probe = strncmp(pattern, "*@", 2) == 0 ? pattern + 1 : pattern;
 	if (probe != pattern ? !valid_domain(pattern + 2) : !valid_config_address(pattern))
 		return fail(ld, "sender: \"%s\" is not an address or *@domain", pattern), -1;
+	/* Compared with From: addresses in their canonical form (mailbox.h),
+	 * which is never longer. */
+	struct buf canonical = BUF_INIT;
+	mailbox_canonical(pattern, &canonical);
+	memcpy(pattern, canonical.data, canonical.len + 1);
+	buf_free(&canonical);
 	for (size_t i = 0; i < a->n_senders; i++)
 		if (address_equal(a->senders[i].pattern, pattern))
 			return fail(ld, "sender: \"%s\" is listed twice", pattern), -1;

@@ -7,6 +7,7 @@
 
 #include "dkim/dkim.h"
 #include "log.h"
+#include "mailbox.h"
 #include "queue/queue.h"
 #include "session.h"
 
@@ -214,7 +215,13 @@ static int check_and_queue(struct session *s)
 		return record_incomplete(s, "no email in From:");
 	}
 
-	switch (config_sender_verdict(tx->account, m->from_address.data)) {
+	/* The sender lines name mailboxes: "ceo"@example.com is
+	 * ceo@example.com (mailbox.h). */
+	struct buf from = BUF_INIT;
+	mailbox_canonical(m->from_address.data, &from);
+	enum sender_verdict verdict = config_sender_verdict(tx->account, from.data);
+	buf_free(&from);
+	switch (verdict) {
 	case SENDER_UNKNOWN:
 		return refuse(s, REPLY_SENDER_UNKNOWN, NULL);
 	case SENDER_IS_MODERATION:

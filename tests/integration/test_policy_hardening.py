@@ -76,6 +76,26 @@ def test_quoted_sink_recipient_is_a_sink(gate):
     assert g.db("msg") == {}
 
 
+def test_quoted_sink_in_the_config_matches_the_plain_address(gate):
+    g = gate(gate_keys={"sink_recipients": '"sink"@test.ru'})
+    with session(g) as c:
+        assert c.cmd("RCPT TO:<sink@test.ru>") == "250 2.1.5 Ok"
+        assert finish(c) == ("250 2.0.0 Ok: accepted for test recipients "
+                             "only, not queued")
+
+
+def test_quoted_from_address_meets_its_exact_sender_line(gate, keys):
+    g = sender_gate(gate, keys, ["*@example.com active", "ceo@example.com prohibited",
+                                 '"mod"@example.com moderation'])
+    for sender, reply in (('"ceo"@example.com', "550 5.7.1 error/sender/prohibited"),
+                          ('"c\\eo"@example.com', "550 5.7.1 error/sender/prohibited"),
+                          ("mod@example.com", "550 5.7.1 error/sender/onmoderation")):
+        with session(g) as c:
+            assert c.cmd("RCPT TO:<rcpt@example.net>") == "250 2.1.5 Ok"
+            # Before: the domain line's active, and queued.
+            assert finish(c, message(sender=sender)) == reply, sender
+
+
 def test_recipients_are_deduplicated_and_stored_canonical(gate):
     g = start_with_queue(gate)
     with session(g) as c:

@@ -516,6 +516,24 @@ static char *costliest_of(const char *const *hashes)
 #define YESCRYPT_COST_3 "$y$j7T$abcdefghijklmnop$0123456789012345678901234567890123456789012"
 #define BCRYPT_10 "$2b$10$abcdefghijklmnopqrstuu0123456789012345678901234567890"
 
+TEST(test_sinks_and_sender_lines_are_canonical)
+{
+	struct config c;
+	struct error err;
+	int rc = load(&c, &err, "[gate]\nsink_recipients = \"sink\"@Test.ru \"a.b\"@test.ru\n"
+			  "[account demo]\nnetworks = 192.0.2.0/24\n"
+			  "sender = \"c\\eo\"@example.com prohibited\n");
+	CHECK(rc == 0);
+	if (rc != 0)
+		return;
+	CHECK_STR(c.sink_recipients[0], "sink@Test.ru");
+	CHECK_STR(c.sink_recipients[1], "a.b@test.ru");
+	CHECK(config_is_sink(&c, "sink@test.ru"));
+	CHECK_STR(c.accounts[0].senders[0].pattern, "ceo@example.com");
+	CHECK(config_sender_verdict(&c.accounts[0], "ceo@example.com") == SENDER_IS_PROHIBITED);
+	config_free(&c);
+}
+
 TEST(test_unknown_login_hash_is_the_costliest_account_hash)
 {
 	/* One method and cost for all (the usual case): exactly that. */
@@ -556,4 +574,5 @@ UNIT_MAIN(test_defaults_match_the_spec, test_every_gate_key_is_read,
 	  test_account_errors, test_cidr_parse,
 	  test_key_table_lists_every_key_once,
 	  test_dump_shows_effective_values_but_no_secrets,
-	  test_unknown_login_hash_is_the_costliest_account_hash)
+	  test_unknown_login_hash_is_the_costliest_account_hash,
+	  test_sinks_and_sender_lines_are_canonical)
