@@ -7,6 +7,7 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <float.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <stdlib.h>
@@ -18,6 +19,7 @@
 
 #include "buf.h"
 #include "config_internal.h"
+#include "mailbox.h"
 
 enum key_type {
 	T_STRING,	/* any text */
@@ -396,9 +398,12 @@ static int add_sink(struct loader *ld, const char *word, void *arg)
 	struct config *c = ld->c;
 	if (!valid_config_address(word))
 		return fail(ld, "sink_recipients: \"%s\" is not an e-mail address", word), -1;
+	/* Compared with recipients in their canonical form (mailbox.h). */
+	struct buf canonical = BUF_INIT;
+	mailbox_canonical(word, &canonical);
 	c->sink_recipients = xrealloc(c->sink_recipients,
 		(c->n_sink_recipients + 1) * sizeof *c->sink_recipients);
-	c->sink_recipients[c->n_sink_recipients++] = xstrdup(word);
+	c->sink_recipients[c->n_sink_recipients++] = buf_steal(&canonical);
 	return 0;
 }
 
@@ -488,6 +493,12 @@ static int add_sender(struct loader *ld, struct account *a, const char *value)
 	const char *probe = strncmp(pattern, "*@", 2) == 0 ? pattern + 1 : pattern;
 	if (probe != pattern ? !valid_domain(pattern + 2) : !valid_config_address(pattern))
 		return fail(ld, "sender: \"%s\" is not an address or *@domain", pattern), -1;
+	/* Compared with From: addresses in their canonical form (mailbox.h),
+	 * which is never longer. */
+	struct buf canonical = BUF_INIT;
+	mailbox_canonical(pattern, &canonical);
+	memcpy(pattern, canonical.data, canonical.len + 1);
+	buf_free(&canonical);
 	for (size_t i = 0; i < a->n_senders; i++)
 		if (address_equal(a->senders[i].pattern, pattern))
 			return fail(ld, "sender: \"%s\" is listed twice", pattern), -1;
@@ -995,11 +1006,93 @@ static int parse_text(struct loader *ld, const char *text, size_t len,
 	return rc;
 }
 
+/* The value of one character of crypt(3)'s base-64 alphabet, or -1. */
+static int itoa64_value(char ch)
+{
+	static const char alphabet[] =
+		"./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+	const char *p = ch ? strchr(alphabet, ch) : NULL;
+	return p ? (int)(p - alphabet) : -1;
+}
+
+/* Per unit of each method's cost parameter, measured with libxcrypt 4.4
+ * on one x86-64 core (2026): sha512-crypt 0.25 us a round (5000 rounds,
+ * its default: 1.3 ms; 50000: 12 ms), sha256-crypt 0.33 us a round,
+ * bcrypt 49 us times 2^cost (cost 10: 50 ms), yescrypt and scrypt
+ * 0.14 us times N times r (yescrypt's default N = 4096, r = 32: 19 ms).
+ * The ratios between methods are what matters; they hold on other
+ * machines within a factor of about two. A hash this does not know is
+ * taken for the costliest, so that an unknown login never costs less. */
+double config_hash_cost(const char *hash)
+{
+	const char *p;
+	if (strncmp(hash, "$6$", 3) == 0 || strncmp(hash, "$5$", 3) == 0) {
+		double rounds = 5000;	/* crypt(5): the default, no rounds= */
+		p = hash + 3;
+		if (strncmp(p, "rounds=", 7) == 0) {
+			rounds = strtod(p + 7, NULL);
+			rounds = rounds < 1000 ? 1000 : rounds > 999999999 ? 999999999 : rounds;
+		}
+		return rounds * (hash[1] == '6' ? 0.25 : 0.33);
+	}
+	if (hash[0] == '$' && hash[1] == '2' && hash[2] && hash[3] == '$' &&
+	    isdigit((unsigned char)hash[4]) && isdigit((unsigned char)hash[5])) {
+		int cost = (hash[4] - '0') * 10 + (hash[5] - '0');	/* 4 to 31 */
+		return cost > 31 ? DBL_MAX : 49.0 * (double)(1ULL << cost);
+	}
+	/* yescrypt: "$y$" flags, N_log2 - 1, r - 1, each one character for
+	 * the values used (below 48); gost-yescrypt the same after "$gy$". */
+	p = strncmp(hash, "$y$", 3) == 0 ? hash + 3 :
+	    strncmp(hash, "$gy$", 4) == 0 ? hash + 4 : NULL;
+	if (p) {
+		int n = itoa64_value(p[0]) < 0 ? -1 : itoa64_value(p[1]);
+		int r = itoa64_value(p[2]);
+		if (n >= 0 && n < 48 && r >= 0 && r < 48)
+			return 0.14 * (double)(1ULL << (n + 1)) * (r + 1);
+		return DBL_MAX;
+	}
+	/* scrypt: "$7$" N_log2, then r and p in five characters each, least
+	 * significant first. */
+	if (strncmp(hash, "$7$", 3) == 0 && strlen(hash) > 14) {
+		double rp[2] = { 0, 0 };
+		for (int k = 0; k < 2; k++)
+			for (int i = 4; i >= 0; i--) {
+				int v = itoa64_value(hash[4 + 5 * k + i]);
+				if (v < 0)
+					return DBL_MAX;
+				rp[k] = rp[k] * 64 + v;
+			}
+		int n = itoa64_value(hash[3]);
+		if (n < 0 || n > 62)
+			return DBL_MAX;
+		return 0.14 * (double)(1ULL << n) * rp[0] * rp[1];
+	}
+	return DBL_MAX;
+}
+
+/* See unknown_login_hash in config.h. */
+static char *costliest_hash(const struct config *c)
+{
+	const char *best = NULL;
+	double best_cost = -1;
+	for (size_t i = 0; i < c->n_accounts; i++) {
+		const char *h = c->accounts[i].password_hash;
+		double cost = h ? config_hash_cost(h) : -1;
+		if (h && cost > best_cost) {
+			best = h;
+			best_cost = cost;
+		}
+	}
+	return best ? xstrdup(best) : NULL;
+}
+
 /* The checks after a whole file is read; on failure c is freed. */
 static int end_load(struct loader *ld)
 {
 	if (!ld->failed)
 		check_accounts(ld);
+	if (!ld->failed)
+		ld->c->unknown_login_hash = costliest_hash(ld->c);
 	if (ld->failed) {
 		free(ld->sections);
 		ld->sections = NULL;
@@ -1127,6 +1220,7 @@ void config_free(struct config *c)
 	for (size_t i = 0; i < c->n_accounts; i++)
 		config_account_free(&c->accounts[i]);
 	free(c->accounts);
+	free(c->unknown_login_hash);
 	memset(c, 0, sizeof *c);
 }
 

@@ -137,11 +137,23 @@ struct config {
 	struct account *accounts;
 	size_t n_accounts;
 
+	/* The password hash of the account whose hash costs the most to
+	 * check (config_hash_cost), NULL when no account has a password.
+	 * The handler checks an unknown login's password against it, so
+	 * that an unknown login takes as long as a known one with a wrong
+	 * password: the same method, the same cost. Kept in the index too. */
+	char *unknown_login_hash;
+
 	/* Set by config_load_indexed when the accounts are read from
 	 * PATH.index one at a time, on their first lookup; accounts is then
 	 * empty. */
 	struct config_index *index;
 };
+
+/* What checking a password against a crypt(3) hash costs, estimated in
+ * microseconds from the method and its cost parameter; only to compare
+ * the hashes of one config. */
+double config_hash_cost(const char *hash);
 
 /* The path to use when no -c is given: $SMTPGATE_CONF, else
  * CONFIG_DEFAULT_PATH. */

@@ -5,7 +5,8 @@
  * Named databases:
  *   meta     "format" -> INDEX_FORMAT; "source" -> struct source_id of the
  *            config file indexed; "prefixes" -> 2 x 129 bytes, 1 where some
- *            account has an IPv4 (first 33) or IPv6 network of that length
+ *            account has an IPv4 (first 33) or IPv6 network of that length;
+ *            "unknown_login_hash" -> config's unknown_login_hash ("": none)
  *   global   line number (4 bytes, big-endian: file order) -> the text of
  *            a [gate], [relay] or [callback] section
  *   account  name -> line number (4 bytes) + the text of [account NAME]
@@ -183,6 +184,9 @@ static int fill(struct writer *w, const struct config *c, const char *text,
 	    put(w, DB_META, "source", 6, id, sizeof *id, 0) != 0 ||
 	    put(w, DB_META, "prefixes", 8, prefixes, sizeof prefixes, 0) != 0)
 		return -1;
+	const char *hash = c->unknown_login_hash ? c->unknown_login_hash : "";
+	if (put(w, DB_META, "unknown_login_hash", 18, hash, strlen(hash), 0) != 0)
+		return -1;
 	return 0;
 }
 
@@ -328,7 +332,7 @@ static enum open_result open_index(struct config *c, const char *path,
 	for (int i = 0; i < N_DBS && rc == 0; i++)
 		rc = mdb_dbi_open(x->txn, db_names[i], 0, &dbi[i]);
 	enum open_result result = INDEX_NOT_USED;
-	MDB_val format, source, prefixes;
+	MDB_val format, source, prefixes, hash;
 	if (rc == ENOENT) {
 		/* No index: a small config needs none. */
 	} else if (rc != 0) {
@@ -339,7 +343,8 @@ static enum open_result open_index(struct config *c, const char *path,
 		   get(x->txn, dbi[DB_META], "source", 6, &source) != 0 ||
 		   source.mv_size != sizeof(struct source_id) ||
 		   get(x->txn, dbi[DB_META], "prefixes", 8, &prefixes) != 0 ||
-		   prefixes.mv_size != sizeof x->prefixes) {
+		   prefixes.mv_size != sizeof x->prefixes ||
+		   get(x->txn, dbi[DB_META], "unknown_login_hash", 18, &hash) != 0) {
 		error_set(warning, "%s was not written by this smtpgate-queue index-config", index_path.data);
 	} else {
 		struct source_id id = source_of(&st), indexed;
@@ -358,6 +363,8 @@ static enum open_result open_index(struct config *c, const char *path,
 	x->networks = dbi[DB_NETWORK];
 
 	config_begin(c, path);
+	if (hash.mv_size)
+		c->unknown_login_hash = xstrndup(hash.mv_data, hash.mv_size);
 	MDB_cursor *cur;
 	MDB_val k, v;
 	rc = mdb_cursor_open(x->txn, dbi[DB_GLOBAL], &cur);

@@ -23,6 +23,12 @@
  * From:"). */
 int dkim_from_address(const char *value, size_t len, struct buf *out);
 
+/* How many mailboxes the same From: value names: the non-empty elements
+ * of its list, those inside groups counted one by one (a group's name is
+ * not one), an element with words after its <address> as two. More than
+ * one is refused: only one domain can sign the message. */
+size_t dkim_from_mailboxes(const char *value, size_t len);
+
 struct dkim_signer;
 
 /* Starts signing a message whose header block (every header field with

@@ -1,5 +1,6 @@
 /* The first address of a From: field (RFC 5322 3.4 address-list with the
- * obsolete forms of 4.4, RFC 6532 UTF-8, RFC 2047 encoded words).
+ * obsolete forms of 4.4, RFC 6532 UTF-8, RFC 2047 encoded words), and how
+ * many mailboxes the field names.
  *
  * A small tokenizer turns the value into words (atoms, quoted strings),
  * dots and specials, skipping folding white space and (nested) comments;
@@ -317,4 +318,46 @@ int dkim_from_address(const char *value, size_t len, struct buf *out)
 	}
 	buf_free(&addr);
 	return found;
+}
+
+size_t dkim_from_mailboxes(const char *value, size_t len)
+{
+	struct lexer l = { value, value + len };
+	size_t count = 0;
+	bool content = false;	/* the current list element has a token */
+	bool phrase = true;	/* ... only words: a group's name before ':' */
+	bool closed = false;	/* ... and its angle-addr has ended */
+	bool in_angle = false;
+	for (struct token t = next_token(&l); t.kind != TOK_END; t = next_token(&l)) {
+		if (in_angle) {
+			/* An obs-route's ',' and ':' are inside <...>. */
+			if (is_special(t, '>')) {
+				in_angle = false;
+				closed = true;
+			}
+			continue;
+		}
+		if (is_special(t, ',') || is_special(t, ';')) {
+			count += content;
+			content = closed = false;
+			phrase = true;
+			continue;
+		}
+		if (is_special(t, ':') && content && phrase) {
+			content = false;	/* "name:" opens a group */
+			continue;
+		}
+		if (closed) {
+			/* Words after "<...>" in one element: a reader may
+			 * see another mailbox there, so it counts as one. */
+			count++;
+			closed = false;
+		}
+		content = true;
+		if (is_special(t, '<'))
+			in_angle = true;
+		else if (t.kind != TOK_ATOM && t.kind != TOK_QUOTED && !is_special(t, '.'))
+			phrase = false;
+	}
+	return count + content;
 }

@@ -85,20 +85,26 @@ int auth_plain_split(char *msg, size_t n, const char **authzid,
 	return 0;
 }
 
-/* A hash of the right kind for a login that does not exist, so that a
- * wrong login costs as much time as a wrong password. */
-static const char *dummy_setting(void)
+/* For a login that does not exist: the costliest hash of the accounts
+ * (config.h, unknown_login_hash), so that a wrong login costs as much
+ * time as a wrong password; with no account hash at all, a yescrypt
+ * setting of the default cost. */
+static const char *unknown_login_setting(const struct config *c)
 {
 	static char setting[CRYPT_GENSALT_OUTPUT_SIZE];
+	if (c->unknown_login_hash)
+		return c->unknown_login_hash;
 	if (!setting[0] && !crypt_gensalt_rn("$y$", 0, NULL, 0, setting, sizeof setting))
 		strcpy(setting, "$6$smtpgatesmtpgat");
 	return setting;
 }
 
-bool auth_password_matches(const struct account *a, const char *password)
+bool auth_password_matches(const struct config *c, const struct account *a,
+			   const char *password)
 {
 	struct crypt_data *cd = xcalloc(1, sizeof *cd);
-	const char *hash = a && a->password_hash ? a->password_hash : dummy_setting();
+	const char *hash = a && a->password_hash ? a->password_hash
+						 : unknown_login_setting(c);
 	const char *got = crypt_r(password, hash, cd);
 	bool ok = false;
 	if (a && a->password_hash && got && got[0] != '*') {
@@ -195,7 +201,7 @@ static enum response challenge(struct session *s, const char *b64,
 	session_reply(s, REPLY_AUTH_CHALLENGE, b64);
 	const char *line;
 	size_t len;
-	if (!session_read_line(s, &line, &len))
+	if (!session_read_auth_response(s, &line, &len))
 		return RESPONSE_GONE;
 	if (len == SIZE_MAX)
 		return RESPONSE_BAD;	/* too long, answered already */
@@ -228,9 +234,9 @@ static char *loggable(const char *text)
 }
 
 /* Adds delta to the client address's failure count (see
- * queue_authfail_add); returns the new count, or -1 when the queue cannot
- * say (then nobody is locked out: a broken queue is logged, not a reason
- * to refuse every client). */
+ * queue_authfail_add); returns the new count, or -1 when it cannot be
+ * recorded (logged here; the attempt is then refused, see
+ * auth_proceed). */
 static int count_failures(struct session *s, int delta)
 {
 	if (!s->queue)
@@ -243,9 +249,15 @@ static int count_failures(struct session *s, int delta)
 	return n;
 }
 
-/* Answers a failed attempt, already counted as failure number n. */
+/* Answers a failed attempt, already counted as failure number n; n < 0:
+ * it could not be counted, and is refused as auth_proceed refuses an
+ * uncounted attempt (fail closed). */
 static void auth_failed(struct session *s, const char *login, const char *why, int n)
 {
+	if (n < 0) {
+		session_reply(s, REPLY_AUTH_UNRECORDED);
+		return;
+	}
 	s->auth_failures++;
 	sleep_ms(AUTH_FAILURE_DELAY_MS);
 	char count[16];
@@ -297,6 +309,13 @@ void auth_proceed(struct session *s, const char *arg)
 	 * parallel cannot all pass a check made before any of them failed.
 	 * A right password gives the count back. */
 	int failures = count_failures(s, 1);
+	if (failures < 0) {
+		/* Fail closed: an attempt that is not counted would be a
+		 * guess outside max_auth_failures, as many as the client
+		 * likes while the queue cannot be written. */
+		session_reply(s, REPLY_AUTH_UNRECORDED);
+		goto done;
+	}
 	if (failures > (int)s->config->max_auth_failures) {
 		session_reply(s, REPLY_AUTH_LOCKED, s->config->hostname);
 		session_close(s, "421 4.7.0 locked out after authentication failures");
@@ -307,7 +326,7 @@ void auth_proceed(struct session *s, const char *arg)
 		count_failures(s, -1);	/* not the client's failure */
 		goto done;
 	}
-	bool ok = auth_password_matches(a, password);
+	bool ok = auth_password_matches(s->config, a, password);
 	if (ok && *authzid && strcmp(authzid, login) != 0) {
 		/* RFC 4616 section 2: acting as another identity is not
 		 * something any account may do here. */
@@ -315,7 +334,12 @@ void auth_proceed(struct session *s, const char *arg)
 		goto done;
 	}
 	if (!ok) {
-		auth_failed(s, login, a ? "wrong password" : "unknown login", failures);
+		/* crypt_r fails on such a password before any hashing, for a
+		 * known login as for an unknown one. */
+		const char *why = strlen(password) >= CRYPT_MAX_PASSPHRASE_SIZE
+			? "password longer than crypt(3) can check (511 octets)"
+			: a ? "wrong password" : "unknown login";
+		auth_failed(s, login, why, failures);
 		goto done;
 	}
 	count_failures(s, -1);

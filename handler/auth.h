@@ -37,7 +37,10 @@ int auth_plain_split(char *msg, size_t n, const char **authzid,
 		     const char **authcid, const char **password);
 
 /* True when password matches the account's hash (constant time in the
- * comparison; always false for an account without a password). */
-bool auth_password_matches(const struct account *a, const char *password);
+ * comparison; always false for an account without a password). a NULL
+ * (an unknown login): false, after as much work as the costliest
+ * account hash of c takes. */
+bool auth_password_matches(const struct config *c, const struct account *a,
+			   const char *password);
 
 #endif

@@ -100,9 +100,11 @@ static void headers_done(struct message *m)
 				    strncasecmp(p, required_header_names[h], name_len) == 0)
 					m->required[h] = true;
 			if (name_len == 4 && strncasecmp(p, "From", 4) == 0) {
-				if (++m->n_from == 1)
+				if (++m->n_from == 1) {
 					m->from_has_address = dkim_from_address(
 						value, value_len, &m->from_address) == 0;
+					m->from_mailboxes = dkim_from_mailboxes(value, value_len);
+				}
 			} else if (name_len == 13 && strncasecmp(p, "X-Campaign-Id", 13) == 0) {
 				if (!m->campaign)
 					m->campaign = unfolded_value(value, value_len);
@@ -113,7 +115,8 @@ static void headers_done(struct message *m)
 		}
 		p = field_end;
 	}
-	if (m->too_big || m->n_from != 1 || !m->from_has_address)
+	if (m->too_big || m->n_from != 1 || !m->from_has_address ||
+	    m->from_mailboxes > 1)
 		return;	/* refused or recorded unsigned at the end anyway */
 
 	const char *from = m->from_address.data;

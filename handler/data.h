@@ -67,6 +67,7 @@ struct message {
 	bool required[HEADER_REQUIRED_COUNT];
 	struct buf from_address;	/* the first address in From:, or empty */
 	bool from_has_address;
+	size_t from_mailboxes;	/* mailboxes in From: (dkim_from_mailboxes) */
 	char *campaign;		/* X-Campaign-Id value, NULL when absent */
 	char *letter;		/* X-Letter-Id value, NULL when absent */
 

@@ -4,6 +4,7 @@
 #include <limits.h>
 #include <poll.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <time.h>
@@ -45,6 +46,7 @@ size_t io_discard_input(struct io *io)
 {
 	size_t n = io->in_end - io->in_start;
 	io->in_start = io->in_end = 0;
+	io->line_too_long = false;
 	return n;
 }
 
@@ -185,7 +187,10 @@ enum io_status io_read_line(struct io *io, size_t max, const char **line,
 			    size_t *len)
 {
 	size_t scanned = io->in_start;
-	io_start_deadline(io);
+	/* A line read on with a larger max keeps its deadline. */
+	if (!io->line_too_long)
+		io_start_deadline(io);
+	io->line_too_long = false;
 	for (;;) {
 		char *base = io->in + io->in_start;
 		char *from = io->in + scanned;
@@ -198,9 +203,11 @@ enum io_status io_read_line(struct io *io, size_t max, const char **line,
 			if (n == 0 || base[n - 1] != '\r' ||
 			    memchr(base, '\r', n - 1) || memchr(base, '\0', n - 1))
 				return IO_BARE;
+			if (n - 1 > max) {
+				io->line_too_long = true;	/* left unread */
+				return IO_TOO_LONG;
+			}
 			io->in_start += n + 1;
-			if (n - 1 > max)
-				return IO_TOO_LONG;	/* already consumed */
 			*line = base;
 			*len = n - 1;
 			return IO_LINE;
@@ -212,9 +219,7 @@ enum io_status io_read_line(struct io *io, size_t max, const char **line,
 			     memchr(base, '\r', have - 1)))
 			return IO_BARE;
 		if (have > max + 1) {
-			io->skipping = true;
-			io->skip_cr = base[have - 1] == '\r';
-			io->in_start = io->in_end = 0;
+			io->line_too_long = true;	/* left unread */
 			return IO_TOO_LONG;
 		}
 		scanned = io->in_end;
@@ -229,27 +234,31 @@ enum io_status io_read_line(struct io *io, size_t max, const char **line,
 enum io_status io_skip_line(struct io *io)
 {
 	io_start_deadline(io);
-	while (io->skipping) {
-		if (io->in_start == io->in_end) {
-			enum io_status st = fill(io);
-			if (st != IO_LINE)
-				return st;
-		}
+	io->line_too_long = false;
+	bool cr = false;	/* the last octet seen was a CR */
+	for (;;) {
+		/* Consumed as it is checked: a line of any length passes
+		 * through the buffer, which fill() empties. */
 		while (io->in_start < io->in_end) {
 			char c = io->in[io->in_start++];
-			if (io->skip_cr) {
-				if (c != '\n')
-					return IO_BARE;
-				io->skipping = io->skip_cr = false;
-				return IO_LINE;
-			}
+			if (cr)
+				return c == '\n' ? IO_LINE : IO_BARE;
 			if (c == '\r')
-				io->skip_cr = true;
+				cr = true;
 			else if (c == '\n' || c == '\0')
 				return IO_BARE;
 		}
+		enum io_status st = fill(io);
+		if (st != IO_LINE)
+			return st;
 	}
-	return IO_LINE;
+}
+
+bool io_input_starts_with(const struct io *io, const char *prefix)
+{
+	size_t n = strlen(prefix);
+	return io->in_end - io->in_start >= n &&
+	       strncasecmp(io->in + io->in_start, prefix, n) == 0;
 }
 
 enum io_status io_read_bytes(struct io *io, size_t max, const char **p,

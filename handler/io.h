@@ -40,8 +40,7 @@ struct io {
 	unsigned long long deadline_bytes;	/* bytes_in when it was set */
 	char *in;		/* IO_BUFFER_SIZE octets */
 	size_t in_start, in_end;
-	bool skipping;		/* inside a line too long to keep */
-	bool skip_cr;		/* ... whose last octet seen was a CR */
+	bool line_too_long;	/* the line at in_start got IO_TOO_LONG */
 	struct buf out;
 	bool write_failed;
 	unsigned long long bytes_in;
@@ -57,15 +56,19 @@ void io_free(struct io *io);
 /* Reads one line, which must be complete within the timeout (however the
  * client spaces its bytes). On IO_LINE, *line points to its len octets without the
  * CRLF, valid until the next call. A line whose content exceeds max octets
- * gives IO_TOO_LONG; the rest of it is then still unread, and
- * io_skip_line discards it. */
+ * gives IO_TOO_LONG; the line is then still unread: io_skip_line discards
+ * it, or io_read_line with a larger max reads it after all, within the
+ * same deadline. max must stay below IO_BUFFER_SIZE - 2. */
 enum io_status io_read_line(struct io *io, size_t max, const char **line,
 			    size_t *len);
 
-/* Discards the rest of a line after IO_TOO_LONG, still refusing bare CR,
- * bare LF and NUL. Returns IO_LINE once past its CRLF (at once when the
- * line had already ended). */
+/* Discards a line after IO_TOO_LONG, still refusing bare CR, bare LF and
+ * NUL. Returns IO_LINE once past its CRLF. */
 enum io_status io_skip_line(struct io *io);
+
+/* True when the unread input (after IO_TOO_LONG: the start of the line
+ * found too long) begins with prefix, ignoring case. */
+bool io_input_starts_with(const struct io *io, const char *prefix);
 
 /* Returns up to max octets of raw input (BDAT chunks): *p and *n describe
  * them, valid until the next call. Waits for input only when none is

@@ -7,6 +7,7 @@
 
 #include "dkim/dkim.h"
 #include "log.h"
+#include "mailbox.h"
 #include "queue/queue.h"
 #include "session.h"
 
@@ -187,6 +188,12 @@ static int check_and_queue(struct session *s)
 		return refuse(s, REPLY_HEADER_MALFORMED, NULL);
 	if (m->n_from > 1)
 		return refuse(s, REPLY_MULTIPLE_FROM, NULL);
+	/* RFC 5322 section 3.6.2 allows several authors only with a Sender:,
+	 * DMARC receivers reject them (RFC 7489 section 6.6.1), and the
+	 * signature can be for one domain: the sender rules and the key
+	 * would see the first mailbox while a reader sees another. */
+	if (m->from_mailboxes > 1)
+		return refuse(s, REPLY_FROM_MAILBOXES, NULL);
 	if (m->campaign && !policy_valid_id(m->campaign))
 		return refuse(s, REPLY_BAD_ID_HEADER, "X-Campaign-Id");
 	if (m->letter && !policy_valid_id(m->letter))
@@ -208,7 +215,13 @@ static int check_and_queue(struct session *s)
 		return record_incomplete(s, "no email in From:");
 	}
 
-	switch (config_sender_verdict(tx->account, m->from_address.data)) {
+	/* The sender lines name mailboxes: "ceo"@example.com is
+	 * ceo@example.com (mailbox.h). */
+	struct buf from = BUF_INIT;
+	mailbox_canonical(m->from_address.data, &from);
+	enum sender_verdict verdict = config_sender_verdict(tx->account, from.data);
+	buf_free(&from);
+	switch (verdict) {
 	case SENDER_UNKNOWN:
 		return refuse(s, REPLY_SENDER_UNKNOWN, NULL);
 	case SENDER_IS_MODERATION:

@@ -39,8 +39,10 @@
 	X(STORAGE,           452, "4.3.1",  0, "Insufficient system storage") \
 	X(TOO_MANY_RCPTS,    452, "4.5.3",  0, "Too many recipients") \
 	X(TLS_UNAVAILABLE,   454, "4.7.0",  0, "TLS not available due to temporary reason") \
+	X(AUTH_UNRECORDED,   454, "4.7.0",  0, "Temporary authentication failure: the attempt cannot be recorded, try again later") \
 	X(UNKNOWN_COMMAND,   500, "5.5.2",  1, "Error: command not recognized") \
 	X(LINE_TOO_LONG,     500, "5.5.2",  1, "Error: line too long (512 octets at most)") \
+	X(AUTH_LINE_TOO_LONG, 500, "5.5.6", 1, "Authentication Exchange line is too long (12288 octets at most)") \
 	X(SYNTAX_HELO,       501, "5.5.4",  1, "Syntax: %s domain") \
 	X(SYNTAX_NO_ARGS,    501, "5.5.4",  1, "Syntax: %s takes no argument") \
 	X(SYNTAX_MAIL,       501, "5.5.4",  1, "Syntax: MAIL FROM:<address> [parameters]") \
@@ -77,6 +79,7 @@
 	X(MISSING_HEADER,    550, "5.6.0",  0, "no %s:") \
 	X(NO_FROM_ADDRESS,   550, "5.6.0",  0, "no email in From:") \
 	X(MULTIPLE_FROM,     550, "5.6.0",  0, "more than one From:") \
+	X(FROM_MAILBOXES,    550, "5.6.0",  0, "more than one mailbox in From:, one is allowed") \
 	X(BAD_ID_HEADER,     550, "5.6.0",  0, "%s: must be 1 to 128 of A-Z a-z 0-9 _ -") \
 	X(HEADER_MALFORMED,  550, "5.6.0",  0, "Header line is not a field; an empty line must come before the body") \
 	X(TOO_BIG,           552, "5.3.4",  0, "Message size exceeds fixed limit") \

@@ -12,12 +12,17 @@
 #include "address.h"
 #include "auth.h"
 #include "log.h"
+#include "mailbox.h"
 #include "policy.h"
 #include "queue/queue.h"
 #include "tls.h"
 
 /* RFC 5321 section 4.5.3.1.4: 512 octets with the CRLF. */
 #define COMMAND_MAX 510
+/* RFC 4954 section 4: 12288 octets with the CRLF for the AUTH command
+ * with its initial response and for each response to a 334, what SASL
+ * responses need (a PLAIN response of a long password); only those. */
+#define AUTH_LINE_MAX 12286
 /* Protocol errors a session may make before it is closed. */
 #define MAX_PROTOCOL_ERRORS 10
 
@@ -71,11 +76,19 @@ void session_drop_transaction(struct session *s)
 		s->state = STATE_GREETED;
 }
 
-bool session_read_line(struct session *s, const char **line, size_t *len)
+static bool read_line(struct session *s, size_t max, const char **line,
+		      size_t *len)
 {
-	enum io_status st = io_read_line(&s->io, COMMAND_MAX, line, len);
+	enum io_status st = io_read_line(&s->io, max, line, len);
+	if (st == IO_TOO_LONG && max < AUTH_LINE_MAX &&
+	    io_input_starts_with(&s->io, "AUTH ")) {
+		/* Read on, within the same time-out. */
+		max = AUTH_LINE_MAX;
+		st = io_read_line(&s->io, max, line, len);
+	}
 	if (st == IO_TOO_LONG) {
-		session_reply(s, REPLY_LINE_TOO_LONG);
+		session_reply(s, max == AUTH_LINE_MAX ? REPLY_AUTH_LINE_TOO_LONG
+						      : REPLY_LINE_TOO_LONG);
 		io_flush(&s->io);	/* answered at once, not after the line */
 		st = io_skip_line(&s->io);
 		*len = SIZE_MAX;
@@ -98,6 +111,17 @@ bool session_read_line(struct session *s, const char **line, size_t *len)
 	}
 	session_close(s, s->tx ? "client left during a transaction" : NULL);
 	return false;
+}
+
+bool session_read_line(struct session *s, const char **line, size_t *len)
+{
+	return read_line(s, COMMAND_MAX, line, len);
+}
+
+bool session_read_auth_response(struct session *s, const char **line,
+				size_t *len)
+{
+	return read_line(s, AUTH_LINE_MAX, line, len);
 }
 
 /* ---- the verbs ---- */
@@ -460,6 +484,13 @@ static void proceed_rcpt(struct session *s, const char *arg)
 {
 	(void)arg;
 	struct transaction *tx = s->tx;
+	/* The lists, the duplicates and the relay see the mailbox, not its
+	 * spelling: "stop"@example.net is stop@example.net. */
+	struct buf canonical = BUF_INIT;
+	mailbox_canonical(s->scratch.data, &canonical);
+	buf_clear(&s->scratch);
+	buf_append(&s->scratch, canonical.data, canonical.len);
+	buf_free(&canonical);
 	const char *address = s->scratch.data;
 	bool sink;
 	enum reply_id r = policy_recipient(s, address, &sink);

@@ -91,12 +91,17 @@ void session_free(struct session *s);
  * protocol errors. */
 void session_reply(struct session *s, enum reply_id id, ...);
 
-/* Reads one line of client input (a command, or an AUTH response) of at
- * most 510 octets plus CRLF. Answers what ends the session itself (bare
- * CR/LF/NUL: 521, time-out: 421, the client gone) and returns false then.
- * A line too long is answered 500 5.5.2 and skipped; *len is then
- * SIZE_MAX. */
+/* Reads one command line of at most 510 octets plus CRLF (an AUTH
+ * command: 12286, RFC 4954 section 4). Answers what ends the session
+ * itself (bare CR/LF/NUL: 521, time-out: 421, the client gone) and
+ * returns false then. A line too long is answered 500 5.5.2 (AUTH:
+ * 500 5.5.6) and skipped; *len is then SIZE_MAX. */
 bool session_read_line(struct session *s, const char **line, size_t *len);
+
+/* session_read_line for the response to a 334 challenge: at most 12286
+ * octets plus CRLF. */
+bool session_read_auth_response(struct session *s, const char **line,
+				size_t *len);
 
 /* Ends the session after the queued replies: flushes and marks it
  * closing; logs why (a refused session gets one journal entry). */

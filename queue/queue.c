@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "buf.h"
+#include "mailbox.h"
 #include "queue_internal.h"
 #include "record.h"
 
@@ -338,17 +339,24 @@ void queue_close(struct queue *q)
 
 /* ---- keys ---- */
 
-/* Appends address with its domain in lower case (domains compare
- * case-insensitively, RFC 5321 section 2.4; the local part is exact). */
+/* Appends address in its canonical form (mailbox.h: "stop"@x is stop@x),
+ * with its domain in lower case (domains compare case-insensitively, RFC
+ * 5321 section 2.4; the local part is exact). */
 static void put_address(struct buf *out, const char *address)
 {
+	struct buf canonical = BUF_INIT;
+	mailbox_canonical(address, &canonical);
+	address = canonical.data;
 	const char *at = strrchr(address, '@');
 	size_t local = at ? (size_t)(at - address) : strlen(address);
 	xtext_encode(out, address, local, 0);
-	if (!at)
+	if (!at) {
+		buf_free(&canonical);
 		return;
+	}
 	struct buf dom = BUF_INIT;
 	buf_puts(&dom, at);
+	buf_free(&canonical);
 	for (size_t i = 0; i < dom.len; i++)
 		if (dom.data[i] >= 'A' && dom.data[i] <= 'Z')
 			dom.data[i] = (char)(dom.data[i] - 'A' + 'a');

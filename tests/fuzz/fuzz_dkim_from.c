@@ -17,7 +17,10 @@
  *   handler lets through (no NUL, every CR LF a fold or the end): with a
  *   bare CR or LF, "\" LF inside quotes loses its LF and then quotes the
  *   closing quote, which the handler's bare CR/LF rule makes unreachable;
- * - a value without an address leaves the output untouched. */
+ * - a value without an address leaves the output untouched;
+ * - a value with an address names at least one mailbox
+ *   (dkim_from_mailboxes), so that counting never lets through what the
+ *   address parser found. */
 #include <stdbool.h>
 
 #include "buf.h"
@@ -65,6 +68,8 @@ static void check_from(const char *value, size_t len)
 	const char *a = out.data;
 	size_t n = out.len;
 	FUZZ_REQUIRE(n > 0 && n <= len, "address length %zu of a %zu-byte value", n, len);
+	FUZZ_REQUIRE(dkim_from_mailboxes(value, len) >= 1,
+		     "\"%s\" was found, so the value names a mailbox", a);
 	const char *at = memrchr(a, '@', n);
 	FUZZ_REQUIRE(at && at > a && at + 1 < a + n, "\"%s\" has local@domain", a);
 	FUZZ_REQUIRE(!memchr(a, '\r', n) && !memchr(a, '\n', n), "\"%s\" holds no CR or LF", a);

@@ -60,12 +60,17 @@ TEST(test_password_matches_only_the_right_password)
 	memset(&cd, 0, sizeof cd);
 	char *hash = xstrdup(crypt_r("demo", setting, &cd));
 	struct account a = { .name = "demo", .login = "demo.demo@smtpgate", .password_hash = hash };
-	CHECK(auth_password_matches(&a, "demo"));
-	CHECK(!auth_password_matches(&a, "demo "));
-	CHECK(!auth_password_matches(&a, ""));
-	CHECK(!auth_password_matches(NULL, "demo"));
+	struct config c = { .unknown_login_hash = hash };
+	CHECK(auth_password_matches(&c, &a, "demo"));
+	CHECK(!auth_password_matches(&c, &a, "demo "));
+	CHECK(!auth_password_matches(&c, &a, ""));
+	/* An unknown login is checked against the accounts' costliest hash,
+	 * and never matches, not even with that account's password. */
+	CHECK(!auth_password_matches(&c, NULL, "demo"));
 	struct account no_password = { .name = "net" };
-	CHECK(!auth_password_matches(&no_password, ""));
+	CHECK(!auth_password_matches(&c, &no_password, ""));
+	struct config no_hashes = { 0 };
+	CHECK(!auth_password_matches(&no_hashes, NULL, "demo"));
 	free(hash);
 }
 

@@ -520,10 +520,92 @@ TEST(test_dump_shows_effective_values_but_no_secrets)
 	config_free(&c);
 }
 
+/* Loads accounts with the given hashes (NULL ends the list) and returns
+ * the config's unknown_login_hash, or NULL. */
+static char *costliest_of(const char *const *hashes)
+{
+	struct buf text = BUF_INIT;
+	for (int i = 0; hashes[i]; i++)
+		buf_printf(&text, "[account a%d]\nlogin = a%d@smtpgate\npassword = %s\n",
+			   i, i, hashes[i]);
+	buf_puts(&text, "[account net]\nnetworks = 192.0.2.0/24\n");
+	struct config c;
+	struct error err;
+	int rc = load(&c, &err, text.data);
+	buf_free(&text);
+	CHECK(rc == 0);
+	if (rc != 0)
+		return NULL;
+	char *got = c.unknown_login_hash ? xstrdup(c.unknown_login_hash) : NULL;
+	config_free(&c);
+	return got;
+}
+
+#define SHA512_DEFAULT "$6$saltsaltsaltsalt$" \
+	"pLJ0yCp8m3Zf5C7k7nKp1qP6eMgnxwQDR3bVfDIRS9v0H2sW0z7gE4oO0C6m1zN0QWkS9E3bXoHq0T8rX0XQZ1"
+#define SHA512_20000 "$6$rounds=20000$saltsaltsaltsalt$" \
+	"pLJ0yCp8m3Zf5C7k7nKp1qP6eMgnxwQDR3bVfDIRS9v0H2sW0z7gE4oO0C6m1zN0QWkS9E3bXoHq0T8rX0XQZ1"
+#define YESCRYPT_DEFAULT "$y$j9T$abcdefghijklmnop$0123456789012345678901234567890123456789012"
+#define YESCRYPT_COST_3 "$y$j7T$abcdefghijklmnop$0123456789012345678901234567890123456789012"
+#define BCRYPT_10 "$2b$10$abcdefghijklmnopqrstuu0123456789012345678901234567890"
+
+TEST(test_sinks_and_sender_lines_are_canonical)
+{
+	struct config c;
+	struct error err;
+	int rc = load(&c, &err, "[gate]\nsink_recipients = \"sink\"@Test.ru \"a.b\"@test.ru\n"
+			  "[account demo]\nnetworks = 192.0.2.0/24\n"
+			  "sender = \"c\\eo\"@example.com prohibited\n");
+	CHECK(rc == 0);
+	if (rc != 0)
+		return;
+	CHECK_STR(c.sink_recipients[0], "sink@Test.ru");
+	CHECK_STR(c.sink_recipients[1], "a.b@test.ru");
+	CHECK(config_is_sink(&c, "sink@test.ru"));
+	CHECK_STR(c.accounts[0].senders[0].pattern, "ceo@example.com");
+	CHECK(config_sender_verdict(&c.accounts[0], "ceo@example.com") == SENDER_IS_PROHIBITED);
+	config_free(&c);
+}
+
+TEST(test_unknown_login_hash_is_the_costliest_account_hash)
+{
+	/* One method and cost for all (the usual case): exactly that. */
+	const char *same[] = { SHA512_DEFAULT, SHA512_DEFAULT, NULL };
+	char *got = costliest_of(same);
+	CHECK_STR(got, SHA512_DEFAULT);
+	free(got);
+	/* More rounds cost more; so does yescrypt's default over
+	 * sha512-crypt's, and bcrypt at cost 10 over yescrypt's default. */
+	const char *rounds[] = { SHA512_DEFAULT, SHA512_20000, SHA512_DEFAULT, NULL };
+	got = costliest_of(rounds);
+	CHECK_STR(got, SHA512_20000);
+	free(got);
+	const char *methods[] = { SHA512_20000, YESCRYPT_COST_3, YESCRYPT_DEFAULT, NULL };
+	got = costliest_of(methods);
+	CHECK_STR(got, YESCRYPT_DEFAULT);
+	free(got);
+	const char *bcrypt[] = { YESCRYPT_DEFAULT, BCRYPT_10, SHA512_DEFAULT, NULL };
+	got = costliest_of(bcrypt);
+	CHECK_STR(got, BCRYPT_10);
+	free(got);
+	const char *none[] = { NULL };
+	CHECK(costliest_of(none) == NULL);
+
+	CHECK(config_hash_cost("$6$rounds=10$salt$x") == config_hash_cost("$6$rounds=1000$salt$x"));
+	CHECK(config_hash_cost("$6$salt$x") == config_hash_cost("$6$rounds=5000$salt$x"));
+	CHECK(config_hash_cost("$5$salt$x") < config_hash_cost("$6$rounds=10000$salt$x"));
+	CHECK(config_hash_cost("$2b$12$x") == 4 * config_hash_cost("$2b$10$x"));
+	CHECK(config_hash_cost("$y$jAT$x") == 2 * config_hash_cost("$y$j9T$x"));
+	/* A form it cannot read counts as the costliest. */
+	CHECK(config_hash_cost("$y$j9$") > config_hash_cost("$2b$31$x"));
+}
+
 UNIT_MAIN(test_defaults_match_the_spec, test_every_gate_key_is_read,
 	  test_relay_and_callback_keys_are_read, test_relay_urls,
 	  test_every_account_key_is_read, test_credentials_directory,
 	  test_syntax_and_structure_errors, test_value_errors,
 	  test_account_errors, test_cidr_parse,
 	  test_key_table_lists_every_key_once, test_url_shown_hides_the_userinfo,
-	  test_dump_shows_effective_values_but_no_secrets)
+	  test_dump_shows_effective_values_but_no_secrets,
+	  test_unknown_login_hash_is_the_costliest_account_hash,
+	  test_sinks_and_sender_lines_are_canonical)

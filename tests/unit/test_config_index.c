@@ -103,6 +103,10 @@ TEST(test_indexed_lookups_match_config_load)
 	CHECK(indexed.n_accounts == 0);
 	CHECK_STR(indexed.hostname, "gate.example.com");
 	CHECK(indexed.relay.scheme == RELAY_DISCARD);
+	/* What an unknown login is checked against, without reading every
+	 * account. */
+	CHECK(full.unknown_login_hash != NULL);
+	CHECK_STR(indexed.unknown_login_hash, full.unknown_login_hash);
 
 	static const char *const clients[] = {
 		"10.1.2.3", "10.1.3.3", "10.9.9.9", "192.0.2.1", "::ffff:10.1.2.3",

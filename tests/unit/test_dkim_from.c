@@ -1,4 +1,5 @@
-/* dkim_from_address: the first address of a From: field value. */
+/* dkim_from_address: the first address of a From: field value;
+ * dkim_from_mailboxes: how many mailboxes it names. */
 #include <stdlib.h>
 
 #include "dkim/dkim.h"
@@ -163,7 +164,36 @@ TEST(test_from_survives_random_input)
 	}
 }
 
-UNIT_MAIN(test_from_survives_random_input, test_from_bare_address, test_from_display_name_and_angle_brackets,
+static size_t mailboxes(const char *value)
+{
+	return dkim_from_mailboxes(value, strlen(value));
+}
+
+TEST(test_from_mailboxes_are_counted)
+{
+	CHECK(mailboxes(" joe@example.com\r\n") == 1);
+	CHECK(mailboxes(" Joe <joe@example.com>") == 1);
+	CHECK(mailboxes(" \"Smith, Joe\" <joe@example.com>") == 1);
+	CHECK(mailboxes(" (Smith, Joe) joe@example.com (a, b)") == 1);
+	CHECK(mailboxes(" <@relay.example,@other.example:joe@example.com>") == 1);
+	CHECK(mailboxes(" joe@example.com,") == 1);
+	CHECK(mailboxes(" ,, joe@example.com ,") == 1);
+	CHECK(mailboxes(" Friends: joe@example.com;") == 1);
+	CHECK(mailboxes(" =?utf-8?q?Jo=2C_e?= <joe@example.com>") == 1);
+	CHECK(mailboxes(" news@example.com, ceo@bank.example") == 2);
+	CHECK(mailboxes(" News <news@example.com>,\r\n CEO <ceo@bank.example>") == 2);
+	CHECK(mailboxes(" Group: a@example.com, b@bank.example;") == 2);
+	CHECK(mailboxes(" Group: a@example.com;, b@bank.example") == 2);
+	CHECK(mailboxes(" Group: a@example.com;, Other: b@bank.example;") == 2);
+	/* Words after the address: not one clean mailbox. */
+	CHECK(mailboxes(" <news@example.com> ceo@bank.example") == 2);
+	/* No mailbox: an empty group, nothing. */
+	CHECK(mailboxes(" undisclosed-recipients:;") == 0);
+	CHECK(mailboxes(" ") == 0);
+	CHECK(mailboxes(" (just a comment)") == 0);
+}
+
+UNIT_MAIN(test_from_survives_random_input, test_from_mailboxes_are_counted, test_from_bare_address, test_from_display_name_and_angle_brackets,
 	  test_from_quoted_display_name_with_specials,
 	  test_from_quoted_local_part_kept_quoted, test_from_comments_anywhere,
 	  test_from_folded, test_from_encoded_words, test_from_groups,

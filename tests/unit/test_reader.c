@@ -103,6 +103,31 @@ TEST(test_line_limit_and_skip)
 	buf_free(&input);
 }
 
+TEST(test_line_too_long_stays_unread_for_a_larger_limit)
+{
+	/* An AUTH line (RFC 4954 section 4) may exceed the command limit:
+	 * after IO_TOO_LONG the caller looks at its start and reads it with
+	 * the larger limit, or skips it. */
+	struct buf input = BUF_INIT;
+	buf_puts(&input, "AUTH PLAIN ");
+	for (int i = 0; i < 12000; i++)
+		buf_putc(&input, 'Q');
+	buf_puts(&input, "\r\nNOOP\r\n");
+	struct io io;
+	io_from(&io, input.data, input.len);
+	const char *line;
+	size_t len;
+	CHECK(io_read_line(&io, 510, &line, &len) == IO_TOO_LONG);
+	CHECK(io_input_starts_with(&io, "auth "));
+	CHECK(!io_input_starts_with(&io, "NOOP"));
+	CHECK(io_read_line(&io, 12286, &line, &len) == IO_LINE);
+	CHECK(len == 12011 && memcmp(line, "AUTH PLAIN QQQ", 14) == 0);
+	CHECK(io_read_line(&io, 510, &line, &len) == IO_LINE);
+	CHECK(len == 4 && memcmp(line, "NOOP", 4) == 0);
+	io_done(&io);
+	buf_free(&input);
+}
+
 TEST(test_very_long_line_is_skipped_still_checking_bare_lf)
 {
 	struct buf input = BUF_INIT;
@@ -267,7 +292,8 @@ TEST(test_bdat_bare_lf_is_refused)
 
 UNIT_MAIN(test_crlf_line_is_read, test_bare_lf_cr_and_nul_are_reported,
 	  test_nul_is_reported, test_unterminated_input_is_eof,
-	  test_line_limit_and_skip, test_very_long_line_is_skipped_still_checking_bare_lf,
+	  test_line_limit_and_skip, test_line_too_long_stays_unread_for_a_larger_limit,
+	  test_very_long_line_is_skipped_still_checking_bare_lf,
 	  test_discard_input_drops_pipelined_bytes,
 	  test_data_ends_at_crlf_dot_crlf_and_unstuffs, test_smuggling_sequences_are_bare,
 	  test_long_line_and_oversize_are_flagged_after_reading_on,
