@@ -3,13 +3,16 @@
 #include "queue.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "buf.h"
@@ -100,6 +103,188 @@ int queue_txn_commit(struct queue *q, MDB_txn *txn, struct error *err)
 	if (rc != 0)
 		return queue_mdb_error(q, rc, "commit", err);
 	return 0;
+}
+
+/* ---- data.mdb checked before LMDB maps it ----
+ *
+ * LMDB maps data.mdb whole and reads its pages in place: a page that the
+ * meta page names but that lies past the end of a truncated file kills the
+ * process with SIGBUS on first touch, with no reply and no log line. And
+ * it takes an empty data.mdb for a new environment, so an emptied queue
+ * would silently start over. The two meta pages are therefore read here
+ * with pread(2) first. Their layout is liblmdb's MDB_meta (mdb.c, data
+ * version 1) behind a page header of a page number, two 16-bit words (the
+ * second the page flags) and two more: every field below is a uint32_t,
+ * a uint16_t or a size_t (pgno_t, txnid_t and mdb_size_t are size_t
+ * outside MDB_VL32 builds), with no padding on either ILP32 or LP64. */
+#define META_PAGE_FLAGS (sizeof(size_t) + 2)	/* uint16_t mp_flags */
+#define META_FLAG 0x08				/* P_META */
+#define META_AT (sizeof(size_t) + 8)		/* PAGEHDRSZ */
+#define META_MAGIC (META_AT)			/* uint32_t mm_magic */
+#define META_VERSION (META_AT + 4)		/* uint32_t mm_version */
+#define META_DB(i) (META_AT + 8 + 2 * sizeof(size_t) + \
+		    (i) * (8 + 5 * sizeof(size_t)))	/* MDB_db mm_dbs[i] */
+#define META_PSIZE (META_DB(0))			/* mm_dbs[0].md_pad */
+#define META_ROOT(i) (META_DB(i) + 8 + 4 * sizeof(size_t))	/* md_root */
+#define META_LAST_PAGE (META_DB(2))		/* pgno_t mm_last_pg */
+#define META_TXNID (META_LAST_PAGE + sizeof(size_t))	/* mm_txnid */
+#define META_SIZE (META_TXNID + sizeof(size_t))
+#define LMDB_MAGIC 0xBEEFC0DEu
+#define LMDB_DATA_VERSION 1u
+/* A page that LMDB freed in the same transaction that took it from the
+ * end of the file is never written, so the file may end a few pages
+ * before the meta's last page (mdb.c: "the file may be shorter if the
+ * freeDB lists the final pages"). Only free pages can be missing. */
+#define META_UNWRITTEN_TAIL 64
+
+#define QUEUE_META_SHORT (-2)	/* a meta page is cut off */
+
+struct meta {
+	size_t psize, last_page, txnid, root[2];
+};
+
+static size_t meta_word(const unsigned char *p, size_t at)
+{
+	size_t v;
+	memcpy(&v, p + at, sizeof v);
+	return v;
+}
+
+/* Reads meta page n (at offset n * psize); 0, or -1 or QUEUE_META_SHORT
+ * with why set. */
+static int meta_read(int fd, size_t n, size_t psize, struct meta *m,
+		     const char **why)
+{
+	unsigned char p[META_SIZE];
+	ssize_t got = pread(fd, p, sizeof p, (off_t)(n * psize));
+	uint16_t flags;
+	uint32_t magic, version, ps;
+	if (got != (ssize_t)sizeof p)
+		return *why = "too short for its two meta pages", QUEUE_META_SHORT;
+	memcpy(&flags, p + META_PAGE_FLAGS, sizeof flags);
+	memcpy(&magic, p + META_MAGIC, sizeof magic);
+	memcpy(&version, p + META_VERSION, sizeof version);
+	memcpy(&ps, p + META_PSIZE, sizeof ps);
+	if (!(flags & META_FLAG) || magic != LMDB_MAGIC)
+		return *why = "not an LMDB file (no meta page with its magic "
+			      "number)", -1;
+	if (version != LMDB_DATA_VERSION)
+		return *why = "written by another LMDB data version", -1;
+	if (ps < 512 || ps > 65536 || (ps & (ps - 1)) != 0 ||
+	    (n > 0 && ps != psize))
+		return *why = "its meta page holds no valid page size", -1;
+	m->psize = ps;
+	m->last_page = meta_word(p, META_LAST_PAGE);
+	m->txnid = meta_word(p, META_TXNID);
+	m->root[0] = meta_word(p, META_ROOT(0));
+	m->root[1] = meta_word(p, META_ROOT(1));
+	return 0;
+}
+
+/* 0 when the file at path (open as fd, size bytes) is a whole LMDB file:
+ * both meta pages valid, and every page the newer one names inside the
+ * file. Else -1 (or QUEUE_META_SHORT) with err set. */
+static int data_file_check(const char *path, int fd, off_t size,
+			   struct error *err)
+{
+	struct meta m0, m1;
+	const char *why = NULL;
+	int rc = meta_read(fd, 0, 0, &m0, &why);
+	if (rc == 0)
+		rc = meta_read(fd, 1, m0.psize, &m1, &why);
+	if (rc != 0) {
+		error_set(err, "%s is damaged: %s", path, why);
+		return rc;
+	}
+	/* LMDB uses the meta of the newer transaction. */
+	const struct meta *m = m1.txnid > m0.txnid ? &m1 : &m0;
+	uint64_t pages = (uint64_t)size / m->psize;
+	bool roots_inside = true;
+	for (int i = 0; i < 2; i++)	/* (size_t)-1: the tree is empty */
+		if (m->root[i] != (size_t)-1 && m->root[i] >= pages)
+			roots_inside = false;
+	if (m->last_page < pages ||
+	    (roots_inside && m->last_page - pages < META_UNWRITTEN_TAIL))
+		return 0;
+	return error_set(err, "%s is damaged: it holds %jd bytes, but its "
+			 "meta page (transaction %zu) uses pages up to %zu "
+			 "of %zu bytes, %ju bytes", path, (intmax_t)size,
+			 m->txnid, m->last_page, m->psize,
+			 (uintmax_t)(m->last_page + 1) * m->psize);
+}
+
+/* What the operator can do about a damaged queue. */
+#define DAMAGED_ADVICE "; the gateway refuses mail (421 4.3.0) until it is " \
+	"repaired: restore the queue folder from a backup, or, to start an " \
+	"empty queue and lose what it held, stop the gateway and move the " \
+	"folder away"
+
+/* Checks QUEUE/data.mdb before LMDB opens it. *fresh is set when there is
+ * no queue yet (no data.mdb, or an empty one that LMDB is creating): an
+ * empty or missing data.mdb beside an existing lock.mdb is a queue that
+ * existed and lost its data, not a new one. Waits up to about 1 s for a
+ * queue that another process is creating at this moment (LMDB makes
+ * lock.mdb, then data.mdb, then writes its two meta pages in one write). Returns 0, or
+ * QUEUE_EDAMAGED / QUEUE_EIO with err naming the file. */
+static int data_file_ready(struct queue *q, bool *fresh, struct error *err)
+{
+	struct buf data = BUF_INIT, lock = BUF_INIT;
+	buf_printf(&data, "%s/data.mdb", q->path);
+	buf_printf(&lock, "%s/lock.mdb", q->path);
+	int rc = 0;
+	*fresh = false;
+	for (int waited_ms = 0;; waited_ms += 20) {
+		struct error e;
+		struct stat st;
+		int fd = open(data.data, O_RDONLY | O_CLOEXEC);
+		if (fd < 0 && errno != ENOENT) {
+			error_set(err, "queue %s: %s: %s", q->path, data.data,
+				  strerror(errno));
+			rc = QUEUE_EIO;
+			break;
+		}
+		bool had_lock = access(lock.data, F_OK) == 0;
+		if (fd >= 0 && fstat(fd, &st) != 0) {
+			error_set(err, "queue %s: %s: %s", q->path, data.data,
+				  strerror(errno));
+			rc = QUEUE_EIO;
+			close(fd);
+			break;
+		}
+		bool empty = fd < 0 || st.st_size == 0;
+		if (empty && !had_lock) {
+			*fresh = true;	/* a new queue: LMDB creates it */
+			if (fd >= 0)
+				close(fd);
+			break;
+		}
+		int bad = empty ? -1 : data_file_check(data.data, fd, st.st_size, &e);
+		if (fd >= 0)
+			close(fd);
+		if (bad == 0)
+			break;
+		/* Only a file this short can be one being created. */
+		if (waited_ms < 1000 && (empty || bad == QUEUE_META_SHORT)) {
+			struct timespec pause = { 0, 20 * 1000 * 1000 };
+			nanosleep(&pause, NULL);
+			continue;
+		}
+		if (empty)
+			error_set(err, "queue %s: %s is %s, but %s shows that "
+				  "this queue was in use: not starting a new "
+				  "queue over it, which would hide what was "
+				  "queued" DAMAGED_ADVICE " (data.mdb and "
+				  "lock.mdb both)", q->path, data.data,
+				  fd < 0 ? "missing" : "empty", lock.data);
+		else
+			error_set(err, "queue %s: %s" DAMAGED_ADVICE, q->path,
+				  e.text);
+		rc = QUEUE_EDAMAGED;
+		break;
+	}
+	buf_free(&data);
+	buf_free(&lock);
+	return rc;
 }
 
 /* ---- opening ---- */
@@ -261,25 +446,25 @@ int queue_open(struct queue **out, const struct config *c, bool read_only,
 	q->path = xstrdup(c->queue);
 	q->read_only = read_only;
 	int created = 0;
-	if (read_only) {
-		struct buf data = BUF_INIT;
-		buf_printf(&data, "%s/data.mdb", q->path);
-		if (access(data.data, F_OK) != 0) {
-			error_set(err, "queue %s: no queue here (%s: %s)",
-				  q->path, data.data, strerror(errno));
-			buf_free(&data);
-			queue_close(q);
-			return QUEUE_ENOTFOUND;
-		}
-		buf_free(&data);
-	} else {
+	if (!read_only) {
 		created = make_folder(q->path, err);
 		if (created < 0) {
 			queue_close(q);
 			return QUEUE_EIO;
 		}
 	}
-	int rc = mdb_env_create(&q->env);
+	bool fresh;
+	int rc = data_file_ready(q, &fresh, err);
+	if (rc == 0 && fresh && read_only) {
+		error_set(err, "queue %s: no queue here (no %s/data.mdb)",
+			  q->path, q->path);
+		rc = QUEUE_ENOTFOUND;
+	}
+	if (rc != 0) {
+		queue_close(q);
+		return rc;
+	}
+	rc = mdb_env_create(&q->env);
 	if (rc != 0) {
 		q->env = NULL;
 		rc = queue_mdb_error(q, rc, "create environment", err);
@@ -299,18 +484,13 @@ int queue_open(struct queue **out, const struct config *c, bool read_only,
 	 * may use several). No MDB_NOSYNC/MDB_NOMETASYNC: a commit reaches
 	 * the disk before it returns, which is what "250 queued" promises. */
 	unsigned flags = MDB_NOTLS | (read_only ? MDB_RDONLY : 0);
-	struct stat before;
-	struct buf data = BUF_INIT;
-	buf_printf(&data, "%s/data.mdb", q->path);
-	bool data_existed = stat(data.data, &before) == 0;
-	buf_free(&data);
 	rc = mdb_env_open(q->env, q->path, flags, 0660);
 	if (rc != 0) {
 		rc = queue_mdb_error(q, rc, "open", err);
 		queue_close(q);
 		return rc;
 	}
-	if (!read_only && (created || !data_existed))
+	if (!read_only && (created || fresh))
 		give_to_parent_owner(q->path);
 	/* Free the reader slots of processes that died in a read
 	 * transaction (a killed handler), so that they neither pin old pages

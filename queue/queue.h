@@ -77,6 +77,8 @@ enum {
 	QUEUE_ESCHEMA = -3,	/* the environment was written by another schema */
 	QUEUE_ENOTFOUND = -4,
 	QUEUE_EINVAL = -5,	/* a record that does not parse, a bad argument */
+	QUEUE_EDAMAGED = -6,	/* data.mdb truncated, emptied or not LMDB's:
+				 * never mapped, the handler answers 421 4.3.0 */
 };
 
 /* Queue ids: fixed-width text that sorts in arrival order (24 upper-case
@@ -122,7 +124,12 @@ const char *queue_rcpt_state_name(enum queue_rcpt_state s);
 struct queue;
 
 /* Opens (creating the folder and files if missing) the environment in
- * c->queue with c->queue_map_size. Read-only opens never create. */
+ * c->queue with c->queue_map_size. Read-only opens never create. Before
+ * LMDB maps data.mdb, its two meta pages are checked (LMDB's magic and
+ * data version, every page they name inside the file): a damaged file,
+ * or an empty or missing data.mdb beside an existing lock.mdb (a queue
+ * that lost its data, not a new one), gives QUEUE_EDAMAGED with err
+ * naming the file and what the operator can do. */
 int queue_open(struct queue **q, const struct config *c, bool read_only,
 	       struct error *err);
 void queue_close(struct queue *q);
