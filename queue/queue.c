@@ -219,18 +219,48 @@ static int data_file_check(const char *path, int fd, off_t size,
 	"empty queue and lose what it held, stop the gateway and move the " \
 	"folder away"
 
+/* The queue's marker file, written once its databases exist: a queue
+ * that has it is not new, whatever state data.mdb is in. (lock.mdb
+ * cannot tell: LMDB makes it before data.mdb, and leaves it behind when
+ * making data.mdb fails, on a full disk for example.) */
+#define QUEUE_MARKER "queue.created"
+
+/* Writes the marker when missing (a queue made before markers existed
+ * gets one at its first read-write open). Best effort: without it an
+ * emptied data.mdb would be taken for a new queue, as before. */
+static void marker_write(struct queue *q)
+{
+	struct buf path = BUF_INIT;
+	buf_printf(&path, "%s/" QUEUE_MARKER, q->path);
+	if (access(path.data, F_OK) != 0) {
+		int fd = open(path.data, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
+			      0640);
+		if (fd >= 0) {
+			static const char text[] =
+				"This folder holds an smtpgate queue: an empty "
+				"or missing data.mdb beside this file is damage, "
+				"not a new queue (smtpgate.conf(5), THE QUEUE).\n";
+			if (write(fd, text, sizeof text - 1) < 0 || fsync(fd) < 0) {
+				/* best effort, see above */
+			}
+			close(fd);
+		}
+	}
+	buf_free(&path);
+}
+
 /* Checks QUEUE/data.mdb before LMDB opens it. *fresh is set when there is
- * no queue yet (no data.mdb, or an empty one that LMDB is creating): an
- * empty or missing data.mdb beside an existing lock.mdb is a queue that
- * existed and lost its data, not a new one. Waits up to about 1 s for a
- * queue that another process is creating at this moment (LMDB makes
- * lock.mdb, then data.mdb, then writes its two meta pages in one write). Returns 0, or
- * QUEUE_EDAMAGED / QUEUE_EIO with err naming the file. */
+ * no queue yet: no data.mdb, or an empty one, and no marker. An empty or
+ * missing data.mdb beside the marker is a queue that lost its data. A
+ * data.mdb too short for its meta pages may be one that another process
+ * is creating at this moment (LMDB writes both meta pages in one write):
+ * that is given up to about 1 s. Returns 0, or QUEUE_EDAMAGED /
+ * QUEUE_EIO with err naming the file. */
 static int data_file_ready(struct queue *q, bool *fresh, struct error *err)
 {
-	struct buf data = BUF_INIT, lock = BUF_INIT;
+	struct buf data = BUF_INIT, marker = BUF_INIT;
 	buf_printf(&data, "%s/data.mdb", q->path);
-	buf_printf(&lock, "%s/lock.mdb", q->path);
+	buf_printf(&marker, "%s/" QUEUE_MARKER, q->path);
 	int rc = 0;
 	*fresh = false;
 	for (int waited_ms = 0;; waited_ms += 20) {
@@ -243,7 +273,6 @@ static int data_file_ready(struct queue *q, bool *fresh, struct error *err)
 			rc = QUEUE_EIO;
 			break;
 		}
-		bool had_lock = access(lock.data, F_OK) == 0;
 		if (fd >= 0 && fstat(fd, &st) != 0) {
 			error_set(err, "queue %s: %s: %s", q->path, data.data,
 				  strerror(errno));
@@ -252,38 +281,36 @@ static int data_file_ready(struct queue *q, bool *fresh, struct error *err)
 			break;
 		}
 		bool empty = fd < 0 || st.st_size == 0;
-		if (empty && !had_lock) {
-			*fresh = true;	/* a new queue: LMDB creates it */
+		if (empty) {
 			if (fd >= 0)
 				close(fd);
+			if (access(marker.data, F_OK) != 0) {
+				*fresh = true;	/* a new queue: LMDB makes it */
+				break;
+			}
+			error_set(err, "queue %s: %s is %s, but %s shows that "
+				  "this queue was in use: not starting a new "
+				  "queue over it, which would hide what was "
+				  "queued" DAMAGED_ADVICE, q->path, data.data,
+				  fd < 0 ? "missing" : "empty", marker.data);
+			rc = QUEUE_EDAMAGED;
 			break;
 		}
-		int bad = empty ? -1 : data_file_check(data.data, fd, st.st_size, &e);
-		if (fd >= 0)
-			close(fd);
+		int bad = data_file_check(data.data, fd, st.st_size, &e);
+		close(fd);
 		if (bad == 0)
 			break;
-		/* Only a file this short can be one being created. */
-		if (waited_ms < 1000 && (empty || bad == QUEUE_META_SHORT)) {
+		if (bad == QUEUE_META_SHORT && waited_ms < 1000) {
 			struct timespec pause = { 0, 20 * 1000 * 1000 };
 			nanosleep(&pause, NULL);
 			continue;
 		}
-		if (empty)
-			error_set(err, "queue %s: %s is %s, but %s shows that "
-				  "this queue was in use: not starting a new "
-				  "queue over it, which would hide what was "
-				  "queued" DAMAGED_ADVICE " (data.mdb and "
-				  "lock.mdb both)", q->path, data.data,
-				  fd < 0 ? "missing" : "empty", lock.data);
-		else
-			error_set(err, "queue %s: %s" DAMAGED_ADVICE, q->path,
-				  e.text);
+		error_set(err, "queue %s: %s" DAMAGED_ADVICE, q->path, e.text);
 		rc = QUEUE_EDAMAGED;
 		break;
 	}
 	buf_free(&data);
-	buf_free(&lock);
+	buf_free(&marker);
 	return rc;
 }
 
@@ -340,8 +367,9 @@ static void give_to_parent_owner(const char *path)
 		strcpy(parent, ".");
 	struct stat st;
 	if (stat(parent, &st) == 0 && st.st_uid != 0) {
-		static const char *const files[] = { "", "/data.mdb", "/lock.mdb" };
-		for (size_t i = 0; i < 3; i++) {
+		static const char *const files[] = { "", "/data.mdb", "/lock.mdb",
+						     "/" QUEUE_MARKER };
+		for (size_t i = 0; i < 4; i++) {
 			struct buf f = BUF_INIT;
 			buf_printf(&f, "%s%s", path, files[i]);
 			struct stat fst;
@@ -490,8 +518,6 @@ int queue_open(struct queue **out, const struct config *c, bool read_only,
 		queue_close(q);
 		return rc;
 	}
-	if (!read_only && (created || fresh))
-		give_to_parent_owner(q->path);
 	/* Free the reader slots of processes that died in a read
 	 * transaction (a killed handler), so that they neither pin old pages
 	 * nor fill the table. */
@@ -501,6 +527,11 @@ int queue_open(struct queue **out, const struct config *c, bool read_only,
 	if (rc != 0) {
 		queue_close(q);
 		return rc;
+	}
+	if (!read_only) {
+		marker_write(q);
+		if (created || fresh)
+			give_to_parent_owner(q->path);
 	}
 	*out = q;
 	return 0;

@@ -86,7 +86,7 @@ def test_emptied_data_mdb_of_a_used_queue_is_not_taken_for_a_new_one(damage_gate
         os.truncate(path, 0)
     else:
         path.unlink()
-    assert_refused_everywhere(g, [f"is {how}", "lock.mdb",
+    assert_refused_everywhere(g, [f"is {how}", "queue.created",
                                   "not starting a new queue"])
     # Nothing made a new queue over it.
     assert (path.stat().st_size == 0) if how == "empty" else not path.exists()
@@ -101,7 +101,19 @@ def test_data_mdb_that_is_not_lmdb_is_refused_with_its_name(damage_gate):
 
 
 def test_new_queue_folder_still_starts_a_queue(damage_gate):
-    """The check leaves the first start alone: no data.mdb, no lock.mdb."""
+    """The check leaves the first start alone, and the queue gets its
+    marker."""
     g = damage_gate()
     assert not (g.queue / "data.mdb").exists()
+    assert fill(g, n=1, size=2000)
+    assert (g.queue / "queue.created").exists()
+
+
+def test_queue_whose_creation_failed_is_made_again(damage_gate):
+    """LMDB leaves lock.mdb and an empty data.mdb behind when making the
+    queue fails (a full disk): without the marker that is no queue yet."""
+    g = damage_gate()
+    g.queue.mkdir()
+    (g.queue / "lock.mdb").write_bytes(b"")
+    (g.queue / "data.mdb").write_bytes(b"")
     assert fill(g, n=1, size=2000)
