@@ -73,8 +73,45 @@ int queue_mdb_error(struct queue *q, int rc, const char *what,
 		code = QUEUE_EFULL;
 	else if (rc == MDB_NOTFOUND)
 		code = QUEUE_ENOTFOUND;
-	error_set(err, "queue %s: %s: %s", path, what, mdb_strerror(rc));
+	if (rc == ENOSPC || rc == EDQUOT)
+		error_set(err, "queue %s: %s: %s/data.mdb cannot grow: %s (%s)",
+			  path, what, path, rc == ENOSPC ? "the disk is full"
+			  : "the queue's user is over its disk quota",
+			  strerror(rc));
+	else
+		error_set(err, "queue %s: %s: %s", path, what, mdb_strerror(rc));
 	return code;
+}
+
+/* Why a commit failed with EIO, when the disk is the reason: LMDB turns a
+ * short write (the file system had room for part of the pages) into EIO.
+ * Writing up to 1 MB into an unnamed file of the queue's folder (as the
+ * queue's user, so quotas count) brings back the kernel's own ENOSPC or
+ * EDQUOT; the file vanishes on close. Returns ENOSPC, EDQUOT or 0. */
+static int disk_full_reason(const char *dir)
+{
+	int fd = open(dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		if (errno == ENOSPC || errno == EDQUOT)
+			return errno;
+		/* No O_TMPFILE here: judge by the free space alone. */
+		struct statvfs vfs;
+		if (statvfs(dir, &vfs) == 0 &&
+		    (uint64_t)vfs.f_bavail * vfs.f_frsize < (1u << 20))
+			return ENOSPC;
+		return 0;
+	}
+	static const char zeros[65536];
+	int reason = 0;
+	for (size_t done = 0; done < (1u << 20) && reason == 0;) {
+		ssize_t n = write(fd, zeros, sizeof zeros);
+		if (n > 0)
+			done += (size_t)n;
+		else if (n < 0 && errno != EINTR)
+			reason = errno == ENOSPC || errno == EDQUOT ? errno : -1;
+	}
+	close(fd);
+	return reason > 0 ? reason : 0;
 }
 
 int queue_txn_begin(struct queue *q, bool read_only, MDB_txn **txn,
@@ -100,6 +137,10 @@ int queue_txn_begin(struct queue *q, bool read_only, MDB_txn **txn,
 int queue_txn_commit(struct queue *q, MDB_txn *txn, struct error *err)
 {
 	int rc = mdb_txn_commit(txn);
+	if (rc == EIO) {
+		int full = disk_full_reason(q->path);
+		rc = full ? full : rc;
+	}
 	if (rc != 0)
 		return queue_mdb_error(q, rc, "commit", err);
 	return 0;
