@@ -810,31 +810,51 @@ static void due_key(struct buf *key, int64_t when_us, const char *qid)
 	buf_puts(key, qid);
 }
 
-/* ---- room for smtpgate-flush ---- */
+/* ---- room: how much of the map each writer may use ----
+ *
+ * LMDB copies every page a transaction changes, and the pages one
+ * transaction frees are reusable only from the next but one (the
+ * snapshot before it stays whole until a newer meta page is durable). A
+ * map filled to the last page could never be drained: every flush fails
+ * with MDB_MAP_FULL, clients get 452 for ever, and pruning the log, which
+ * frees pages, needs pages too. So every writer that grows the map stops
+ * short of a level (Postfix's queue_minfree, in layers):
+ *
+ *   clients (append, bounce records of incomplete messages, auth
+ *   failures) leave the whole reserve free;
+ *   smtpgate-flush's deferrals leave the final band and the floor;
+ *   final outcomes (delivered, bounced, dropped) leave the floor;
+ *   pruning, which frees room, may use everything.
+ *
+ * The reserve is a sixteenth of the map, at least QUEUE_RESERVE_MIN_PAGES,
+ * at most 64 MB. Its floor (an eighth) is for pruning and the callback
+ * cursor; its final band (a half) holds two of smtpgate-flush's batches,
+ * whose outcomes queue_batch_fit bounds to a quarter of the reserve;
+ * deferrals get the rest. Sizes are estimates (queue_room_pages), on the
+ * safe side: records at twice their bytes, since B-tree pages split half
+ * full, and a path of copied pages per database touched. */
 
-/* Pages kept free for smtpgate-flush: a sixteenth of what the queue may
- * use, at least 16 pages, at most 64 MB. Recording a batch's outcomes
- * needs new pages (LMDB copies every page it changes, and pages freed by
- * the last transaction cannot be reused by the next), so a queue filled to
- * the last page could never be drained: every flush would fail with
- * MDB_MAP_FULL or ENOSPC and the gateway would answer 452 for ever.
- * Appends stop short of the reserve instead (Postfix's queue_minfree). */
-static size_t reserve_pages(size_t limit, size_t psize)
+/* Of the reserve, in pages: the floor, the final band, the whole. */
+static void reserve_bands(size_t map_pages, size_t psize, size_t *floor,
+			  size_t *final, size_t *reserve)
 {
-	size_t r = limit / 16, most = ((size_t)64 << 20) / psize;
-	return r < 16 ? 16 : r > most ? most : r;
+	size_t r = map_pages / 16, most = ((size_t)64 << 20) / psize;
+	r = r < QUEUE_RESERVE_MIN_PAGES ? QUEUE_RESERVE_MIN_PAGES
+					: r > most ? most : r;
+	*floor = r / 8;
+	*final = r / 2;
+	*reserve = r;
 }
 
-/* Pages on the freelist (a read transaction; LMDB allows reading the
- * free database only there). Each record is a page-number list whose
- * first word is its length. */
-static size_t free_pages(struct queue *q)
+/* Pages on the freelist, reusable by the next write transaction once no
+ * reader holds them, and the deepest tree (read in txn, a read
+ * transaction: LMDB allows reading the free database only there). Each
+ * freelist record is a page-number list whose first word is its length. */
+static void free_pages_and_depth(struct queue *q, MDB_txn *txn,
+				 size_t *reusable, size_t *depth)
 {
-	MDB_txn *txn;
 	MDB_cursor *cur;
-	size_t n = 0;
-	if (mdb_txn_begin(q->env, NULL, MDB_RDONLY, &txn) != 0)
-		return 0;
+	*reusable = 0;
 	if (mdb_cursor_open(txn, 0, &cur) == 0) {
 		MDB_val k, v;
 		int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
@@ -842,46 +862,147 @@ static size_t free_pages(struct queue *q)
 			size_t count;
 			if (v.mv_size >= sizeof count) {
 				memcpy(&count, v.mv_data, sizeof count);
-				n += count;
+				*reusable += count;
 			}
 			rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
 		}
 		mdb_cursor_close(cur);
 	}
-	mdb_txn_abort(txn);
+	*depth = 1;
+	for (int i = 0; i < QUEUE_DB_COUNT; i++) {
+		MDB_stat st;
+		if (mdb_stat(txn, q->dbi[i], &st) == 0 && st.ms_depth > *depth)
+			*depth = st.ms_depth;
+	}
+}
+
+int queue_room_measure(struct queue *q, struct queue_room *r)
+{
+	MDB_envinfo info;
+	MDB_stat st;
+	memset(r, 0, sizeof *r);
+	if (mdb_env_info(q->env, &info) != 0 || mdb_env_stat(q->env, &st) != 0)
+		return -1;	/* the transaction will tell */
+	r->psize = st.ms_psize;
+	r->used = info.me_last_pgno + 1;
+	r->map_pages = info.me_mapsize / r->psize;
+	r->limit = r->map_pages;
+	struct statvfs vfs;
+	if (statvfs(q->path, &vfs) == 0) {
+		/* The file grows by the pages beyond the last one used. */
+		uint64_t disk = (uint64_t)vfs.f_bavail * vfs.f_frsize / r->psize;
+		if (disk < r->limit - (r->used < r->limit ? r->used : r->limit))
+			r->limit = r->used + (size_t)disk;
+	}
+	MDB_txn *txn;
+	r->depth = 4;
+	if (mdb_txn_begin(q->env, NULL, MDB_RDONLY, &txn) == 0) {
+		free_pages_and_depth(q, txn, &r->reusable, &r->depth);
+		mdb_txn_abort(txn);
+	}
+	return 0;
+}
+
+size_t queue_room_pages(const struct queue_room *r, size_t record_bytes,
+			size_t big_bytes, unsigned dbs)
+{
+	size_t usable = r->psize - 16;	/* the page header */
+	return 2 * ((record_bytes + usable - 1) / usable) +
+	       (big_bytes + r->psize - 1) / r->psize +
+	       dbs * (r->depth + 1) + 2 * (r->depth + 1);
+}
+
+size_t queue_room_band(const struct queue_room *r, enum queue_room_level level)
+{
+	size_t floor, final, reserve;
+	reserve_bands(r->map_pages, r->psize, &floor, &final, &reserve);
+	switch (level) {
+	case QUEUE_ROOM_CLIENT:
+		return reserve;
+	case QUEUE_ROOM_DEFER:
+		return floor + final;
+	case QUEUE_ROOM_FINAL:
+		return floor;
+	case QUEUE_ROOM_BATCH:
+		return final / 2;
+	case QUEUE_ROOM_PRUNE:
+	default:
+		return 0;
+	}
+}
+
+size_t queue_room_left(const struct queue_room *r, enum queue_room_level level)
+{
+	size_t have = r->limit + r->reusable, keep = queue_room_band(r, level);
+	if (r->psize == 0)
+		return SIZE_MAX;	/* not measured: the transaction will tell */
+	return have > r->used + keep ? have - r->used - keep : 0;
+}
+
+int queue_room_check(struct queue *q, size_t need, enum queue_room_level level,
+		     const char *what, struct error *err)
+{
+	struct queue_room r;
+	if (queue_room_measure(q, &r) != 0 || need <= queue_room_left(&r, level))
+		return 0;
+	error_set(err, "queue %s: full: %s needs about %zu pages, %zu of %zu "
+		  "pages in use (%zu of them reusable), %zu kept for %s",
+		  q->path, what, need, r.used, r.limit, r.reusable,
+		  queue_room_band(&r, level),
+		  level == QUEUE_ROOM_CLIENT ? "smtpgate-flush" :
+		  level == QUEUE_ROOM_DEFER ? "final outcomes and pruning" :
+		  "pruning");
+	return QUEUE_EFULL;
+}
+
+size_t queue_log_record_bytes(const char *to, size_t msg_len,
+			      const char *account, const char *issue,
+			      const char *uniq)
+{
+	/* key TIME/QID/N, the field names, dt, status; node header. */
+	return 47 + 64 + 24 + 16 + strlen(to) + msg_len + strlen(account) +
+	       (issue ? strlen(issue) : 4) + (uniq ? strlen(uniq) : 0);
+}
+
+/* The bytes of an env record of env, about. */
+static size_t env_bytes(const struct queue_envelope *env)
+{
+	size_t n = 160 + strlen(env->from) + strlen(env->account) +
+		   (env->client ? strlen(env->client) : 0) +
+		   (env->helo ? strlen(env->helo) : 0) +
+		   (env->issue ? strlen(env->issue) : 4) +
+		   (env->uniq ? strlen(env->uniq) : 0);
+	for (size_t i = 0; i < env->n_rcpts; i++)
+		n += strlen(env->rcpts[i]) + 16;
 	return n;
+}
+
+/* The pages an append of a message of size octets needs, counting the
+ * log records its recipients will add when smtpgate-flush records them. */
+static size_t append_pages(const struct queue_room *r,
+			   const struct queue_envelope *env, size_t size)
+{
+	size_t future = 0;
+	for (size_t i = 0; i < env->n_rcpts; i++)
+		future += queue_log_record_bytes(env->rcpts[i], 64, env->account,
+						 env->issue, env->uniq);
+	size_t envb = env_bytes(env);
+	/* Values over half a page go to overflow pages of their own. */
+	size_t big = size + (envb > r->psize / 2 ? envb : 0);
+	size_t small = 64 + 128 + (envb > r->psize / 2 ? 0 : envb);
+	return queue_room_pages(r, small + future, big, 5);
 }
 
 /* 0 when a message of size octets fits and leaves the reserve free, in
  * the map and on the file system under it; else QUEUE_EFULL. */
-static int check_room(struct queue *q, size_t size, struct error *err)
+static int check_room(struct queue *q, const struct queue_envelope *env,
+		      size_t size, struct error *err)
 {
-	MDB_envinfo info;
-	MDB_stat st;
-	if (mdb_env_info(q->env, &info) != 0 || mdb_env_stat(q->env, &st) != 0)
-		return 0;	/* the transaction will tell */
-	size_t psize = st.ms_psize;
-	size_t used = info.me_last_pgno + 1;
-	size_t limit = info.me_mapsize / psize;
-	struct statvfs vfs;
-	if (statvfs(q->path, &vfs) == 0) {
-		/* The file grows by the pages beyond the last one used. */
-		uint64_t disk = (uint64_t)vfs.f_bavail * vfs.f_frsize / psize;
-		if (disk < limit - (used < limit ? used : limit))
-			limit = used + (size_t)disk;
-	}
-	/* The message in overflow pages, and the tree pages it changes. */
-	size_t need = size / psize + 1 + 8;
-	size_t reserve = reserve_pages(limit, psize);
-	if (used + need + reserve <= limit)
+	struct queue_room r;
+	if (queue_room_measure(q, &r) != 0)
 		return 0;
-	size_t reusable = free_pages(q);
-	if (used + need + reserve <= limit + reusable)
-		return 0;
-	error_set(err, "queue %s: full: %zu of %zu pages in use, %zu free, "
-		  "%zu kept for smtpgate-flush", q->path, used, limit, reusable,
-		  reserve);
-	return QUEUE_EFULL;
+	return queue_room_check(q, append_pages(&r, env, size),
+				QUEUE_ROOM_CLIENT, "a message", err);
 }
 
 /* Copies a part into the space LMDB reserved, a megabyte at a time: the
@@ -921,7 +1042,7 @@ static int append(struct queue *q, const struct queue_envelope *env,
 			       QUEUE_EINVAL;
 		size += parts[i].iov_len;
 	}
-	rc = check_room(q, size, err);
+	rc = check_room(q, env, size, err);
 	if (rc)
 		return rc;
 	MDB_txn *txn;
@@ -1043,6 +1164,22 @@ int queue_record_rejected(struct queue *q, const struct queue_envelope *env,
 	int rc = check_envelope(env, err);
 	if (rc)
 		return rc;
+	/* A record a recipient: they count against the reserve like a
+	 * message's bytes (92 such messages of 1,000 recipients once filled
+	 * a 16 MB map to its last page). */
+	struct queue_room room;
+	if (queue_room_measure(q, &room) == 0) {
+		size_t bytes = 128;
+		for (size_t i = 0; i < env->n_rcpts; i++)
+			bytes += queue_log_record_bytes(env->rcpts[i], strlen(reason),
+							env->account, env->issue,
+							env->uniq);
+		rc = queue_room_check(q, queue_room_pages(&room, bytes, 0, 2),
+				      QUEUE_ROOM_CLIENT, "the bounce records of "
+				      "an incomplete message", err);
+		if (rc)
+			return rc;
+	}
 	MDB_txn *txn;
 	rc = queue_txn_begin(q, false, &txn, err);
 	if (rc)
@@ -1182,6 +1319,16 @@ int queue_authfail_count(struct queue *q, const char *ip, unsigned window,
 int queue_authfail_add(struct queue *q, const char *ip, unsigned window,
 		       time_t now, int delta, struct error *err)
 {
+	/* One record per client address: many addresses (IPv6) must not
+	 * fill the map either. */
+	struct queue_room room;
+	if (delta > 0 && queue_room_measure(q, &room) == 0) {
+		int full = queue_room_check(q, queue_room_pages(&room, 128, 0, 1),
+					    QUEUE_ROOM_CLIENT,
+					    "an auth failure count", err);
+		if (full)
+			return full;
+	}
 	MDB_txn *txn;
 	int rc = queue_txn_begin(q, false, &txn, err);
 	if (rc)

@@ -276,6 +276,9 @@ struct queue_record_stats {
 	size_t ignored;		/* outcomes for messages or recipients that
 				 * were gone or already final (delete/retry
 				 * by the operator in the meantime) */
+	size_t unrecorded;	/* deferrals not recorded: the room left was
+				 * kept for final outcomes (the recipients
+				 * stay as they were, due again) */
 };
 
 /* Records a batch of outcomes in ONE durable write transaction:
@@ -294,11 +297,27 @@ struct queue_record_stats {
  *    moves; when every recipient is final, msg, env and due are removed.
  * A message's recipients without an outcome keep their state. Outcomes
  * for messages no longer queued, or recipients already final, are
- * ignored (counted in stats->ignored). On failure nothing is written.
- * stats may be NULL. */
+ * ignored (counted in stats->ignored). Recording stops short of the room
+ * kept for final outcomes (queue_internal.h, room): when the deferrals do
+ * not fit, only the final outcomes are recorded and the deferrals are
+ * counted in stats->unrecorded; when not even those fit, QUEUE_EFULL. On
+ * failure nothing is written. stats may be NULL. */
 int queue_record_outcomes(struct queue *q, unsigned lifetime, int64_t now_us,
 			  const struct queue_outcome *outcomes, size_t n,
 			  struct queue_record_stats *stats, struct error *err);
+
+/* How many of the first messages of batch b smtpgate-flush may send now
+ * (*fit): the outcome of every open recipient of each, delivered or
+ * bounced with a reply of up to QUEUE_REPLY_ROOM octets, must fit in the
+ * room kept for final outcomes, and the batch, but for its first message,
+ * within a quarter of the reserve (pages freed by one transaction are
+ * reusable only from the next but one: two batches must fit). A batch
+ * whose outcomes could not be recorded must not be sent: delivered
+ * messages would stay due and go out again. *fit = 0 returns QUEUE_EFULL
+ * with err saying how full the queue is. */
+#define QUEUE_REPLY_ROOM 512
+int queue_batch_fit(struct queue *q, const struct queue_batch *b,
+		    size_t *fit, struct error *err);
 
 /* True when an SMTP reply says the mailbox does not exist or is disabled:
  * basic code 550, or enhanced code 5.1.x or 5.2.1 (RFC 3463): the address

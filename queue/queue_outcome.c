@@ -224,7 +224,7 @@ static int compare_outcomes(const void *a, const void *b)
 
 /* Applies the outcomes of one message (group[0..n), all of one qid). */
 static int record_message(struct queue *q, MDB_txn *txn, unsigned lifetime,
-			  int64_t now_us, int64_t when,
+			  int64_t now_us, int64_t when, bool skip_deferrals,
 			  const struct queue_outcome *const *group, size_t n,
 			  struct queue_record_stats *st, struct error *err)
 {
@@ -240,6 +240,7 @@ static int record_message(struct queue *q, MDB_txn *txn, unsigned lifetime,
 	uint64_t add[QUEUE_COUNTER_COUNT] = { 0 };
 	int64_t expiry = m.received_us + (int64_t)lifetime * US_PER_S;
 	struct buf text = BUF_INIT;
+	size_t applied = 0;
 	for (size_t i = 0; i < n && rc == 0; i++) {
 		const struct queue_outcome *o = group[i];
 		if (o->rcpt >= m.n_rcpts ||
@@ -249,6 +250,12 @@ static int record_message(struct queue *q, MDB_txn *txn, unsigned lifetime,
 		}
 		enum queue_rcpt_state state = o->state;
 		const char *msg = o->msg ? o->msg : "";
+		if (state == QUEUE_RCPT_DEFERRED && now_us < expiry &&
+		    skip_deferrals) {
+			st->unrecorded++;
+			continue;
+		}
+		applied++;
 		if (state == QUEUE_RCPT_DEFERRED && now_us >= expiry) {
 			/* RFC 3463 X.4.7: delivery time expired. */
 			buf_clear(&text);
@@ -299,7 +306,7 @@ static int record_message(struct queue *q, MDB_txn *txn, unsigned lifetime,
 	buf_free(&text);
 	if (rc == 0)
 		rc = counters_for(q, txn, &m, add, err);
-	if (rc == 0) {
+	if (rc == 0 && applied > 0) {
 		bool done = true;
 		for (size_t i = 0; i < m.n_rcpts; i++)
 			done &= queue_rcpt_state_final(m.rcpts[i].state);
@@ -322,6 +329,81 @@ static int record_message(struct queue *q, MDB_txn *txn, unsigned lifetime,
 	return rc;
 }
 
+/* True when an outcome ends its recipient: anything but a deferral of a
+ * message that has not yet reached its lifetime (such a deferral becomes
+ * a bounce, see record_message). */
+static bool outcome_final(const struct queue_outcome *o,
+			  const struct queue_message *m, unsigned lifetime,
+			  int64_t now_us)
+{
+	return o->state != QUEUE_RCPT_DEFERRED ||
+	       now_us >= m->received_us + (int64_t)lifetime * US_PER_S;
+}
+
+/* The pages that recording outcomes (sorted by queue id) needs, about:
+ * in one read transaction, the env of each message gives the sizes of
+ * its log records and of its env rewritten. *all counts every outcome,
+ * *final only those that end their recipient. */
+static int outcomes_pages(struct queue *q, const struct queue_room *r,
+			  unsigned lifetime, int64_t now_us,
+			  const struct queue_outcome *const *sorted, size_t n,
+			  size_t *all, size_t *final, struct error *err)
+{
+	MDB_txn *txn;
+	int rc = queue_txn_begin(q, true, &txn, err);
+	if (rc)
+		return rc;
+	size_t bytes[2] = { 0, 0 }, big[2] = { 0, 0 };	/* all, final */
+	for (size_t i = 0; i < n;) {
+		size_t j = i + 1;
+		while (j < n && strcmp(sorted[j]->qid, sorted[i]->qid) == 0)
+			j++;
+		struct queue_message m;
+		struct error e;
+		MDB_val k = { strlen(sorted[i]->qid), (void *)sorted[i]->qid }, v;
+		if (mdb_get(txn, queue_dbi(q, QUEUE_DB_ENV), &k, &v) != 0 ||
+		    queue_message_parse(&m, sorted[i]->qid, v.mv_data, v.mv_size,
+					&e) != 0) {
+			i = j;	/* gone or unreadable: ignored when recorded */
+			continue;
+		}
+		bool any_final = false;
+		size_t log[2] = { 0, 0 };
+		for (size_t x = i; x < j; x++) {
+			const struct queue_outcome *o = sorted[x];
+			if (o->rcpt >= m.n_rcpts)
+				continue;
+			/* An expiry bounce quotes the last reply. */
+			size_t one = queue_log_record_bytes(
+				m.rcpts[o->rcpt].address,
+				(o->msg ? strlen(o->msg) : 0) + 64, m.account,
+				m.issue, m.uniq) + 256;	/* + suppress */
+			log[0] += one;
+			if (outcome_final(o, &m, lifetime, now_us)) {
+				log[1] += one;
+				any_final = true;
+			}
+		}
+		/* The env rewritten (or removed), its due key moved, the
+		 * issue counters. */
+		size_t env = v.mv_size > r->psize / 2 ? 0 : v.mv_size;
+		size_t env_big = v.mv_size > r->psize / 2 ? v.mv_size : 0;
+		for (int f = 0; f < 2; f++) {
+			if (f == 1 && !any_final)
+				continue;
+			bytes[f] += log[f] + env + 256;
+			big[f] += env_big;
+		}
+		queue_message_free(&m);
+		i = j;
+	}
+	mdb_txn_abort(txn);
+	/* log, env, due, issue, suppress, msg */
+	*all = queue_room_pages(r, bytes[0], big[0], 6);
+	*final = queue_room_pages(r, bytes[1], big[1], 6);
+	return 0;
+}
+
 int queue_record_outcomes(struct queue *q, unsigned lifetime, int64_t now_us,
 			  const struct queue_outcome *outcomes, size_t n,
 			  struct queue_record_stats *stats, struct error *err)
@@ -340,8 +422,29 @@ int queue_record_outcomes(struct queue *q, unsigned lifetime, int64_t now_us,
 	for (size_t i = 0; i < n; i++)
 		sorted[i] = &outcomes[i];
 	qsort(sorted, n, sizeof *sorted, compare_outcomes);
+	/* Deferrals change nothing for good, so they may not take the room
+	 * kept for final outcomes: when that is all there is, only the
+	 * final outcomes are recorded, the deferred recipients stay as they
+	 * were (stats->unrecorded), and the flush stops for this run. */
+	bool skip_deferrals = false;
+	struct queue_room room;
+	int rc = 0;
+	if (queue_room_measure(q, &room) == 0) {
+		size_t all, final;
+		rc = outcomes_pages(q, &room, lifetime, now_us, sorted, n, &all,
+				    &final, err);
+		if (rc == 0 && all > queue_room_left(&room, QUEUE_ROOM_DEFER)) {
+			skip_deferrals = true;
+			rc = queue_room_check(q, final, QUEUE_ROOM_FINAL,
+					      "recording the batch's outcomes", err);
+		}
+		if (rc) {
+			free(sorted);
+			return rc;
+		}
+	}
 	MDB_txn *txn;
-	int rc = queue_txn_begin(q, false, &txn, err);
+	rc = queue_txn_begin(q, false, &txn, err);
 	if (rc) {
 		free(sorted);
 		return rc;
@@ -351,8 +454,8 @@ int queue_record_outcomes(struct queue *q, unsigned lifetime, int64_t now_us,
 		size_t j = i + 1;
 		while (j < n && strcmp(sorted[j]->qid, sorted[i]->qid) == 0)
 			j++;
-		rc = record_message(q, txn, lifetime, now_us, when, sorted + i,
-				    j - i, st, err);
+		rc = record_message(q, txn, lifetime, now_us, when,
+				    skip_deferrals, sorted + i, j - i, st, err);
 		i = j;
 	}
 	free(sorted);
@@ -365,6 +468,47 @@ int queue_record_outcomes(struct queue *q, unsigned lifetime, int64_t now_us,
 	if (rc)
 		memset(st, 0, sizeof *st);
 	return rc;
+}
+
+/* ---- room for a batch, before it is sent ---- */
+
+int queue_batch_fit(struct queue *q, const struct queue_batch *b,
+		    size_t *fit, struct error *err)
+{
+	*fit = b->n;
+	struct queue_room r;
+	if (b->n == 0 || queue_room_measure(q, &r) != 0)
+		return 0;
+	size_t left = queue_room_left(&r, QUEUE_ROOM_FINAL);
+	size_t band = queue_room_band(&r, QUEUE_ROOM_BATCH);
+	size_t bytes = 0, big = 0, need = 0;
+	size_t k = 0;
+	for (; k < b->n; k++) {
+		const struct queue_message *m = &b->messages[k];
+		/* Every open recipient delivered or bounced, with a reply
+		 * of up to QUEUE_REPLY_ROOM octets; the env rewritten. */
+		size_t env = 256;
+		for (size_t i = 0; i < m->n_rcpts; i++) {
+			env += strlen(m->rcpts[i].address) + 16;
+			if (!queue_rcpt_state_final(m->rcpts[i].state))
+				bytes += queue_log_record_bytes(
+					m->rcpts[i].address, QUEUE_REPLY_ROOM,
+					m->account, m->issue, m->uniq) + 256;
+		}
+		if (env > r.psize / 2)
+			big += env;
+		else
+			bytes += env;
+		bytes += 256;
+		need = queue_room_pages(&r, bytes, big, 6);
+		if (need > left || (k > 0 && need > band))
+			break;
+	}
+	*fit = k;
+	if (k == 0)
+		return queue_room_check(q, need, QUEUE_ROOM_FINAL,
+					"recording one message's outcomes", err);
+	return 0;
 }
 
 /* ---- the operator's commands ---- */
@@ -472,6 +616,26 @@ int queue_delete(struct queue *q, const char *qid, int64_t now_us,
 	if (rc == QUEUE_EIO || rc == QUEUE_EFULL) {
 		mdb_txn_abort(txn);
 		return error_set(err, "%s", e.text), rc;
+	}
+	if (rc == 0) {
+		/* Deleting frees room, but its log records need some first:
+		 * it may use what final outcomes may. (The read transaction
+		 * that measures beside this write one is allowed: MDB_NOTLS.) */
+		struct queue_room room;
+		size_t bytes = 256;
+		for (size_t i = 0; i < m.n_rcpts; i++)
+			bytes += queue_log_record_bytes(m.rcpts[i].address,
+							strlen(reason), m.account,
+							m.issue, m.uniq);
+		int full = queue_room_measure(q, &room) != 0 ? 0 :
+			   queue_room_check(q, queue_room_pages(&room, bytes, 0, 5),
+					    QUEUE_ROOM_FINAL, "deleting a message",
+					    err);
+		if (full) {
+			queue_message_free(&m);
+			mdb_txn_abort(txn);
+			return full;
+		}
 	}
 	if (rc == 0) {
 		/* The recipients not yet done are accounted for as dropped. */

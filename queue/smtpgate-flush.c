@@ -500,6 +500,38 @@ static void log_outcomes(const struct config *c, const struct job *jobs,
 	buf_free(&expired_text);
 }
 
+/* Never send a batch whose outcomes could not be recorded: its delivered
+ * messages would stay due and go out again on every run. Trims b to the
+ * messages whose outcomes fit the room kept for them (queue_batch_fit);
+ * when room is short, prunes the log first, once a run (*pruned). False
+ * when not even one message fits: said at priority crit, nothing is sent. */
+static bool batch_fits(const struct config *c, struct queue *q,
+		       struct queue_batch *b, bool *pruned)
+{
+	struct error err;
+	size_t fit;
+	int rc = queue_batch_fit(q, b, &fit, &err);
+	if (fit < b->n && !*pruned) {
+		*pruned = true;
+		struct error perr;
+		if (queue_prune(q, queue_now_us(), c->log_retention,
+				c->auth_failure_window, &perr) != 0)
+			log_msg(LOG_WARNING, "%s", perr.text);
+		rc = queue_batch_fit(q, b, &fit, &err);
+	}
+	if (rc != 0 || fit == 0) {
+		log_msg(LOG_CRIT, "not sending: the outcomes could not be "
+			"recorded, and delivered messages would go out again; "
+			"make room (smtpgate-queue delete, or a larger "
+			"queue_map_size): %s", err.text);
+		return false;
+	}
+	for (size_t i = fit; i < b->n; i++)	/* due still: the next batch */
+		queue_message_free(&b->messages[i]);
+	b->n = fit;
+	return true;
+}
+
 /* The flush loop: claim, deliver, record, until nothing is due. Returns
  * the exit status. */
 static int flush_run(const struct config *c, double max_time,
@@ -519,6 +551,7 @@ static int flush_run(const struct config *c, double max_time,
 	int status = 0;
 	struct run_totals totals = { 0 };
 	size_t batches = 0;
+	bool pruned = false;
 	struct buf relay = BUF_INIT;
 	if (c->relay.scheme == RELAY_SMTP || c->relay.scheme == RELAY_SMTPS)
 		buf_printf(&relay, strchr(c->relay.host, ':') ? "[%s]:%u" : "%s:%u",
@@ -549,6 +582,11 @@ static int flush_run(const struct config *c, double max_time,
 					  "REASON", b.skipped[i], NULL);
 		if (b.n == 0) {
 			queue_batch_free(&b);
+			break;
+		}
+		if (!batch_fits(c, q, &b, &pruned)) {
+			queue_batch_free(&b);
+			status = 1;
 			break;
 		}
 		batches++;
@@ -604,9 +642,11 @@ static int flush_run(const struct config *c, double max_time,
 					       out, n_out, &stats, err);
 		if (rc != 0) {
 			/* Nothing was written: these messages stay due and
-			 * go out again next run (at-least-once). */
-			log_msg(LOG_ERR, "cannot record the outcomes of %zu messages "
-				"(they will be delivered again): %s", b.n, err->text);
+			 * go out again next run (at-least-once). batch_fits
+			 * made this rare: room changed since, or the disk. */
+			log_msg(LOG_CRIT, "cannot record the outcomes of %zu messages "
+				"(they will be delivered again); stopping: %s", b.n,
+				err->text);
 			status = 1;
 		} else {
 			log_outcomes(c, jobs, b.n, relay.data, now_us);
@@ -628,6 +668,17 @@ static int flush_run(const struct config *c, double max_time,
 		queue_batch_free(&b);
 		if (rc != 0)
 			break;
+		if (stats.unrecorded > 0) {
+			/* Those messages are due as before: claiming them
+			 * again in this run would only repeat the batch. */
+			log_msg(LOG_CRIT, "%zu deferrals not recorded: the queue's "
+				"room left is kept for delivered and bounced "
+				"outcomes; those recipients stay due as they were; "
+				"stopping this run (make room: smtpgate-queue "
+				"delete, or a larger queue_map_size)", stats.unrecorded);
+			status = 1;
+			break;
+		}
 		if (attempted > 0 && reached == 0) {
 			/* Not one connection could be set up: the relay is down.
 			 * Its batch is deferred; leave the rest due for the
@@ -653,8 +704,9 @@ static int flush_run(const struct config *c, double max_time,
 			totals.bounced, totals.expired, totals.suppressed,
 			totals.dropped, pool_up ? atomic_load(&pool.connections) : 0);
 
-	/* Housekeeping of the queue (old log events, stale auth failures). */
-	if (status != 1 && queue_prune(q, queue_now_us(), c->log_retention,
+	/* Housekeeping of the queue (old log events, stale auth failures),
+	 * also after a failed run: pruning frees room. */
+	if (queue_prune(q, queue_now_us(), c->log_retention,
 				       c->auth_failure_window, err) != 0)
 		log_msg(LOG_WARNING, "%s", err->text);
 	queue_close(q);
