@@ -826,8 +826,8 @@ static void due_key(struct buf *key, int64_t when_us, const char *qid)
  *   final outcomes (delivered, bounced, dropped) leave the floor;
  *   pruning, which frees room, may use everything.
  *
- * The reserve is a sixteenth of the map, at least QUEUE_RESERVE_MIN_PAGES,
- * at most 64 MB. Its floor (an eighth) is for pruning and the callback
+ * The reserve is a sixteenth of the map (or of the disk, when that holds
+ * less), at least QUEUE_RESERVE_MIN_PAGES, at most 64 MB. Its floor (an eighth) is for pruning and the callback
  * cursor; its final band (a half) holds two of smtpgate-flush's batches,
  * whose outcomes queue_batch_fit bounds to a quarter of the reserve;
  * deferrals get the rest. Sizes are estimates (queue_room_pages), on the
@@ -835,10 +835,10 @@ static void due_key(struct buf *key, int64_t when_us, const char *qid)
  * full, and a path of copied pages per database touched. */
 
 /* Of the reserve, in pages: the floor, the final band, the whole. */
-static void reserve_bands(size_t map_pages, size_t psize, size_t *floor,
+static void reserve_bands(size_t pages, size_t psize, size_t *floor,
 			  size_t *final, size_t *reserve)
 {
-	size_t r = map_pages / 16, most = ((size_t)64 << 20) / psize;
+	size_t r = pages / 16, most = ((size_t)64 << 20) / psize;
 	r = r < QUEUE_RESERVE_MIN_PAGES ? QUEUE_RESERVE_MIN_PAGES
 					: r > most ? most : r;
 	*floor = r / 8;
@@ -915,7 +915,9 @@ size_t queue_room_pages(const struct queue_room *r, size_t record_bytes,
 size_t queue_room_band(const struct queue_room *r, enum queue_room_level level)
 {
 	size_t floor, final, reserve;
-	reserve_bands(r->map_pages, r->psize, &floor, &final, &reserve);
+	/* Of what the map and the disk under it allow together: a disk
+	 * smaller than the map is the limit the reserve must fit in. */
+	reserve_bands(r->limit, r->psize, &floor, &final, &reserve);
 	switch (level) {
 	case QUEUE_ROOM_CLIENT:
 		return reserve;

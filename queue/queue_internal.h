@@ -74,7 +74,7 @@ struct queue_room {
 	size_t psize;
 	size_t used;		/* the last page used + 1 */
 	size_t limit;		/* pages the map, and the disk, allow */
-	size_t map_pages;	/* the map's own size, which sizes the reserve */
+	size_t map_pages;	/* the map's own size */
 	size_t reusable;	/* pages on the freelist */
 	size_t depth;		/* the deepest tree */
 };

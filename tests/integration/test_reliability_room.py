@@ -90,9 +90,12 @@ def test_incomplete_message_flood_stops_short_of_the_reserve(gate, keys):
     with Sink() as sink:
         g = gate(accounts=networks_accounts(keys), relay={"url": sink.url},
                  gate_keys={"queue_map_size": map_size, "reject_incomplete": "no"})
-        queued = [f"before{i}@room.example.com" for i in range(3)]
+        # Mail queued before the flood: one batch of 100 outcomes to
+        # record.
+        queued = [f"before{i}@room.example.com" for i in range(20)]
         for mid in queued:
-            assert send(g, mid).startswith("250 2.0.0 Ok: queued as ")
+            assert send(g, mid, [f"r{k}@example.net" for k in range(5)]) \
+                .startswith("250 2.0.0 Ok: queued as ")
         rcpts = [f"flood-recipient-{i}@example.net" for i in range(n_rcpts)]
         accepted, reply = 0, None
         for i in range(10_000):
