@@ -267,7 +267,7 @@ static int parse_scaled(struct loader *ld, const struct key_row *row,
 		return fail(ld, "%s: %s is out of range (%llu to %llu)", row->info.key,
 			    value, (unsigned long long)row->min,
 			    (unsigned long long)row->max), -1;
-	if (row->offset == offsetof(struct config, queue_map_size)) {
+	if (strcmp(row->info.key, "queue_map_size") == 0) {
 		uint64_t least = (uint64_t)CONFIG_QUEUE_MIN_MAP_PAGES *
 				 (uint64_t)sysconf(_SC_PAGESIZE);
 		if (v < least)

@@ -752,8 +752,17 @@ int queue_prune(struct queue *q, int64_t now_us, unsigned log_retention,
 	char cutoff[QUEUE_TIME_SIZE];
 	queue_time_format(now_us - (int64_t)log_retention * US_PER_S, cutoff);
 	bool more = true;
+	size_t batch = 10000;
 	for (int rounds = 0; more && rounds < 1000; rounds++) {
-		int rc = prune_log_batch(q, cutoff, 10000, &more, err);
+		int rc = prune_log_batch(q, cutoff, batch, &more, err);
+		/* Pruning frees room, but a transaction needs some: in a map
+		 * with no room left, smaller ones (fewer pages changed and
+		 * freed, a shorter freelist record) still get through. */
+		if (rc == QUEUE_EFULL && batch > 10) {
+			batch /= 10;
+			more = true;
+			continue;
+		}
 		if (rc)
 			return rc;
 	}

@@ -468,7 +468,8 @@ static void free_jobs(struct job *jobs, size_t n)
  * turned into a bounce by queue_record_outcomes (with the same now_us);
  * the log line says so too. */
 static void log_outcomes(const struct config *c, const struct job *jobs,
-			 size_t n_jobs, const char *relay, int64_t now_us)
+			 size_t n_jobs, const char *relay, int64_t now_us,
+			 bool deferrals_unrecorded)
 {
 	struct buf expired_text = BUF_INIT;
 	for (size_t i = 0; i < n_jobs; i++) {
@@ -482,6 +483,9 @@ static void log_outcomes(const struct config *c, const struct job *jobs,
 				s = classify(&j->results[r]);
 				text = j->results[r].text;
 			}
+			if (s == QUEUE_RCPT_DEFERRED && !expired &&
+			    deferrals_unrecorded)
+				continue;	/* not recorded: see flush_run */
 			if (s == QUEUE_RCPT_DEFERRED && expired) {
 				s = QUEUE_RCPT_BOUNCED;
 				buf_clear(&expired_text);
@@ -649,7 +653,8 @@ static int flush_run(const struct config *c, double max_time,
 				err->text);
 			status = 1;
 		} else {
-			log_outcomes(c, jobs, b.n, relay.data, now_us);
+			log_outcomes(c, jobs, b.n, relay.data, now_us,
+				     stats.unrecorded > 0);
 			totals.messages += b.n;
 			totals.delivered += stats.delivered;
 			totals.deferred += stats.deferred;

@@ -111,30 +111,3 @@ def test_full_file_system_gives_452_4_3_1_and_recovers_after_flush(gate, keys, t
             g.stop()
     report("disk-tmpfs-full", tmpfs="1M", accepted_before_full=n)
 
-
-def test_full_file_system_at_commit_is_named_as_such_not_eio(gate, keys, tmp_path):
-    """Issue 16 point 11: LMDB turns the short write of a commit on a
-    full file system into EIO ("commit: Input/output error"). The error
-    says that the disk is full, and which file cannot grow."""
-    with tmpfs(tmp_path / "tmpfs", 1) as mount:
-        g = gate(accounts=networks_accounts(keys),
-                 gate_keys={"queue": str(mount / "queue"), "queue_map_size": "64M"},
-                 relay={"url": "discard:"})
-        g.queue = mount / "queue"
-        try:
-            assert send(g, "first@disk.example.com").startswith("250 ")
-            # Fill the file system but for 20 KB: the commit below writes
-            # part of its pages and fails.
-            stat = subprocess.run(["df", "-k", "--output=avail", str(mount)],
-                                  capture_output=True, text=True, check=True)
-            free_kb = int(stat.stdout.split()[-1])
-            (mount / "filler").write_bytes(b"\0" * (max(free_kb - 20, 0) * 1024))
-            listing = tmp_path / "stoplist.txt"
-            listing.write_text("".join(f"user{i}@example.net\n" for i in range(5000)))
-            r = g.queue_tool("stoplist", "import", "demo", str(listing), check=False)
-        finally:
-            g.stop()
-    assert r.returncode == 1, r
-    assert "Input/output error" not in r.stderr, r.stderr
-    assert f"{mount}/queue/data.mdb cannot grow: the disk is full" in r.stderr, r.stderr
-    report("disk-commit-full", error=r.stderr.strip().split(": ", 2)[-1][:80])

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -545,6 +546,69 @@ TEST(test_bounce_records_stop_short_of_the_reserve_and_pruning_frees_them)
 	free(dir);
 }
 
+/* Issue 16 point 11: on a full file system LMDB's commit writes part of
+ * its pages and turns the short write into EIO, which was logged as
+ * "commit: Input/output error". The error names the disk and the file.
+ * Needs a small tmpfs of its own (root, as make check runs here). */
+TEST(test_commit_on_a_full_disk_says_so_and_names_the_file)
+{
+	char *dir = temp_folder();
+	struct buf cmd = BUF_INIT;
+	buf_printf(&cmd, "mount -t tmpfs -o size=1m,mode=0700 smtpgate-unit '%s' "
+		   "2>/dev/null", dir);
+	if (system(cmd.data) != 0) {
+		printf("SKIPPED LOUDLY: cannot mount a tmpfs on %s: the "
+		       "full-disk commit is not tested\n", dir);
+		buf_free(&cmd);
+		remove_folder(dir);
+		free(dir);
+		return;
+	}
+	struct buf folder = BUF_INIT, filler = BUF_INIT;
+	buf_printf(&folder, "%s/queue", dir);
+	buf_printf(&filler, "%s/filler", dir);
+	struct config c = config_for(folder.data, 64 << 20);
+	struct queue *q;
+	struct error err;
+	CHECK(queue_open(&q, &c, false, &err) == 0);
+	/* Fill the file system but for 8 KB. */
+	struct statvfs vfs;
+	CHECK(statvfs(dir, &vfs) == 0);
+	size_t fill = (size_t)vfs.f_bavail * vfs.f_frsize - 8192;
+	FILE *f = fopen(filler.data, "w");
+	CHECK(f != NULL);
+	char zeros[4096] = { 0 };
+	for (size_t done = 0; f && done < fill; done += sizeof zeros)
+		if (fwrite(zeros, 1, sizeof zeros, f) != sizeof zeros)
+			break;
+	if (f)
+		fclose(f);
+	/* A transaction of 64 KB: its commit cannot write it all. */
+	MDB_txn *txn;
+	CHECK(queue_txn_begin(q, false, &txn, &err) == 0);
+	MDB_val k = { 5, "probe" }, v = { 65536, NULL };
+	CHECK(mdb_put(txn, queue_dbi(q, QUEUE_DB_META), &k, &v, MDB_RESERVE) == 0);
+	memset(v.mv_data, 'x', v.mv_size);
+	err.text[0] = '\0';
+	CHECK(queue_txn_commit(q, txn, &err) == QUEUE_EFULL);
+	CHECK(strstr(err.text, "Input/output error") == NULL);
+	struct buf want = BUF_INIT;
+	buf_printf(&want, "%s/data.mdb cannot grow: the disk is full", folder.data);
+	CHECK(strstr(err.text, want.data) != NULL);
+	if (!strstr(err.text, want.data))
+		printf("got: %s\n", err.text);
+	queue_close(q);
+	buf_clear(&cmd);
+	buf_printf(&cmd, "umount '%s'", dir);
+	CHECK(system(cmd.data) == 0);
+	buf_free(&want);
+	buf_free(&cmd);
+	buf_free(&folder);
+	buf_free(&filler);
+	remove_folder(dir);
+	free(dir);
+}
+
 TEST(test_a_map_grown_by_another_process_is_adopted)
 {
 	char *dir = temp_folder();
@@ -746,6 +810,7 @@ UNIT_MAIN(test_open_creates_the_folder_0750_and_every_database,
 	  test_authfail_counts_within_the_window_then_expires,
 	  test_map_full_is_efull_and_leaves_nothing_half_written,
 	  test_bounce_records_stop_short_of_the_reserve_and_pruning_frees_them,
+	  test_commit_on_a_full_disk_says_so_and_names_the_file,
 	  test_a_map_grown_by_another_process_is_adopted,
 	  test_concurrent_appending_processes_lose_nothing,
 	  test_appenders_killed_midway_leave_only_whole_messages,
