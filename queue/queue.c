@@ -355,6 +355,35 @@ static int data_file_ready(struct queue *q, bool *fresh, struct error *err)
 	return rc;
 }
 
+/* LMDB maps lock.mdb, a sparse file, and its reader table is written
+ * through the map: on a full disk the first write to a page never written
+ * before kills the process with SIGBUS (no reply, no log line). Allocating
+ * the file's blocks first (fallocate(2), which leaves its bytes alone)
+ * turns that into an error. Done before LMDB opens the file: closing
+ * another descriptor of it later would drop LMDB's fcntl(2) locks. A new
+ * queue's lock.mdb does not exist yet: LMDB makes it. */
+static int lock_file_allocate(struct queue *q, struct error *err)
+{
+	struct buf path = BUF_INIT;
+	buf_printf(&path, "%s/lock.mdb", q->path);
+	int rc = 0;
+	int fd = open(path.data, O_RDWR | O_CLOEXEC);
+	struct stat st;
+	if (fd >= 0 && fstat(fd, &st) == 0 && st.st_size > 0 &&
+	    fallocate(fd, 0, 0, st.st_size) != 0 &&
+	    (errno == ENOSPC || errno == EDQUOT)) {
+		error_set(err, "queue %s: %s cannot be allocated: %s (%s)",
+			  q->path, path.data, errno == ENOSPC ? "the disk is full"
+			  : "the queue's user is over its disk quota",
+			  strerror(errno));
+		rc = QUEUE_EFULL;
+	}
+	if (fd >= 0)
+		close(fd);
+	buf_free(&path);
+	return rc;
+}
+
 /* ---- opening ---- */
 
 /* Creates the folder when missing (mode 0750: the queue's user and its
@@ -524,6 +553,8 @@ int queue_open(struct queue **out, const struct config *c, bool read_only,
 	}
 	bool fresh;
 	int rc = data_file_ready(q, &fresh, err);
+	if (rc == 0)
+		rc = lock_file_allocate(q, err);
 	if (rc == 0 && fresh && read_only) {
 		error_set(err, "queue %s: no queue here (no %s/data.mdb)",
 			  q->path, q->path);

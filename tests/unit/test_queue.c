@@ -546,36 +546,39 @@ TEST(test_bounce_records_stop_short_of_the_reserve_and_pruning_frees_them)
 	free(dir);
 }
 
-/* Issue 16 point 11: on a full file system LMDB's commit writes part of
- * its pages and turns the short write into EIO, which was logged as
- * "commit: Input/output error". The error names the disk and the file.
- * Needs a small tmpfs of its own (root, as make check runs here). */
-TEST(test_commit_on_a_full_disk_says_so_and_names_the_file)
+/* A tmpfs of 1 MB mounted on dir (root, as make check runs here); false,
+ * said loudly, where mounting is not permitted. */
+static bool mount_tmpfs(const char *dir, const char *what)
 {
-	char *dir = temp_folder();
 	struct buf cmd = BUF_INIT;
 	buf_printf(&cmd, "mount -t tmpfs -o size=1m,mode=0700 smtpgate-unit '%s' "
 		   "2>/dev/null", dir);
-	if (system(cmd.data) != 0) {
-		printf("SKIPPED LOUDLY: cannot mount a tmpfs on %s: the "
-		       "full-disk commit is not tested\n", dir);
-		buf_free(&cmd);
-		remove_folder(dir);
-		free(dir);
-		return;
-	}
-	struct buf folder = BUF_INIT, filler = BUF_INIT;
-	buf_printf(&folder, "%s/queue", dir);
-	buf_printf(&filler, "%s/filler", dir);
-	struct config c = config_for(folder.data, 64 << 20);
-	struct queue *q;
-	struct error err;
-	CHECK(queue_open(&q, &c, false, &err) == 0);
-	/* Fill the file system but for 8 KB. */
+	bool ok = system(cmd.data) == 0;
+	if (!ok)
+		printf("SKIPPED LOUDLY: cannot mount a tmpfs on %s: %s is not "
+		       "tested\n", dir, what);
+	buf_free(&cmd);
+	return ok;
+}
+
+static void unmount_tmpfs(const char *dir)
+{
+	struct buf cmd = BUF_INIT;
+	buf_printf(&cmd, "umount '%s'", dir);
+	CHECK(system(cmd.data) == 0);
+	buf_free(&cmd);
+}
+
+/* Fills the file system of dir but for keep bytes, with dir/filler. */
+static void fill_disk(const char *dir, size_t keep)
+{
 	struct statvfs vfs;
 	CHECK(statvfs(dir, &vfs) == 0);
-	size_t fill = (size_t)vfs.f_bavail * vfs.f_frsize - 8192;
-	FILE *f = fopen(filler.data, "w");
+	size_t avail = (size_t)vfs.f_bavail * vfs.f_frsize;
+	size_t fill = avail > keep ? avail - keep : 0;
+	struct buf path = BUF_INIT;
+	buf_printf(&path, "%s/filler", dir);
+	FILE *f = fopen(path.data, "w");
 	CHECK(f != NULL);
 	char zeros[4096] = { 0 };
 	for (size_t done = 0; f && done < fill; done += sizeof zeros)
@@ -583,6 +586,27 @@ TEST(test_commit_on_a_full_disk_says_so_and_names_the_file)
 			break;
 	if (f)
 		fclose(f);
+	buf_free(&path);
+}
+
+/* Issue 16 point 11: on a full file system LMDB's commit writes part of
+ * its pages and turns the short write into EIO, which was logged as
+ * "commit: Input/output error". The error names the disk and the file. */
+TEST(test_commit_on_a_full_disk_says_so_and_names_the_file)
+{
+	char *dir = temp_folder();
+	if (!mount_tmpfs(dir, "the full-disk commit")) {
+		remove_folder(dir);
+		free(dir);
+		return;
+	}
+	struct buf folder = BUF_INIT;
+	buf_printf(&folder, "%s/queue", dir);
+	struct config c = config_for(folder.data, 64 << 20);
+	struct queue *q;
+	struct error err;
+	CHECK(queue_open(&q, &c, false, &err) == 0);
+	fill_disk(dir, 8192);
 	/* A transaction of 64 KB: its commit cannot write it all. */
 	MDB_txn *txn;
 	CHECK(queue_txn_begin(q, false, &txn, &err) == 0);
@@ -598,13 +622,59 @@ TEST(test_commit_on_a_full_disk_says_so_and_names_the_file)
 	if (!strstr(err.text, want.data))
 		printf("got: %s\n", err.text);
 	queue_close(q);
-	buf_clear(&cmd);
-	buf_printf(&cmd, "umount '%s'", dir);
-	CHECK(system(cmd.data) == 0);
+	unmount_tmpfs(dir);
 	buf_free(&want);
-	buf_free(&cmd);
 	buf_free(&folder);
+	remove_folder(dir);
+	free(dir);
+}
+
+/* LMDB makes lock.mdb sparse and writes its reader table through a map:
+ * on a full disk, the first write to a page of it never written before
+ * would kill the process with SIGBUS. An open allocates the file first,
+ * and on a full disk says so instead. */
+TEST(test_open_on_a_full_disk_allocates_lock_mdb_or_says_why_not)
+{
+	char *dir = temp_folder();
+	if (!mount_tmpfs(dir, "the allocation of lock.mdb")) {
+		remove_folder(dir);
+		free(dir);
+		return;
+	}
+	struct buf folder = BUF_INIT, lock = BUF_INIT;
+	buf_printf(&folder, "%s/queue", dir);
+	buf_printf(&lock, "%s/lock.mdb", folder.data);
+	struct config c = config_for(folder.data, 64 << 20);
+	struct queue *q;
+	struct error err;
+	/* LMDB makes the queue: lock.mdb as sparse as LMDB leaves it. */
+	CHECK(queue_open(&q, &c, false, &err) == 0);
+	queue_close(q);
+	struct stat st;
+	CHECK(stat(lock.data, &st) == 0 && (off_t)st.st_blocks * 512 < st.st_size);
+	fill_disk(dir, 0);
+	err.text[0] = '\0';
+	int rc = queue_open(&q, &c, false, &err);
+	CHECK(rc == QUEUE_EFULL);
+	if (rc == 0)
+		queue_close(q);
+	struct buf want = BUF_INIT;
+	buf_printf(&want, "%s cannot be allocated: the disk is full", lock.data);
+	CHECK(strstr(err.text, want.data) != NULL);
+	if (!strstr(err.text, want.data))
+		printf("got: %s\n", err.text);
+	/* With room, the next open allocates it whole. */
+	struct buf filler = BUF_INIT;
+	buf_printf(&filler, "%s/filler", dir);
+	unlink(filler.data);
+	CHECK(queue_open(&q, &c, false, &err) == 0);
+	queue_close(q);
+	CHECK(stat(lock.data, &st) == 0 && (off_t)st.st_blocks * 512 >= st.st_size);
+	unmount_tmpfs(dir);
+	buf_free(&want);
 	buf_free(&filler);
+	buf_free(&folder);
+	buf_free(&lock);
 	remove_folder(dir);
 	free(dir);
 }
@@ -811,6 +881,7 @@ UNIT_MAIN(test_open_creates_the_folder_0750_and_every_database,
 	  test_map_full_is_efull_and_leaves_nothing_half_written,
 	  test_bounce_records_stop_short_of_the_reserve_and_pruning_frees_them,
 	  test_commit_on_a_full_disk_says_so_and_names_the_file,
+	  test_open_on_a_full_disk_allocates_lock_mdb_or_says_why_not,
 	  test_a_map_grown_by_another_process_is_adopted,
 	  test_concurrent_appending_processes_lose_nothing,
 	  test_appenders_killed_midway_leave_only_whole_messages,
