@@ -107,8 +107,9 @@ static int disk_full_reason(const char *dir)
 		ssize_t n = write(fd, zeros, sizeof zeros);
 		if (n > 0)
 			done += (size_t)n;
-		else if (n < 0 && errno != EINTR)
-			reason = errno == ENOSPC || errno == EDQUOT ? errno : -1;
+		else if (n == 0 || errno != EINTR)
+			reason = n < 0 && (errno == ENOSPC || errno == EDQUOT)
+				 ? errno : -1;
 	}
 	close(fd);
 	return reason > 0 ? reason : 0;

@@ -712,7 +712,7 @@ static int flush_run(const struct config *c, double max_time,
 	/* Housekeeping of the queue (old log events, stale auth failures),
 	 * also after a failed run: pruning frees room. */
 	if (queue_prune(q, queue_now_us(), c->log_retention,
-				       c->auth_failure_window, err) != 0)
+			c->auth_failure_window, err) != 0)
 		log_msg(LOG_WARNING, "%s", err->text);
 	queue_close(q);
 	buf_free(&relay);
