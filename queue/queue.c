@@ -935,13 +935,18 @@ int queue_room_measure(struct queue *q, struct queue_room *r)
 	return 0;
 }
 
-size_t queue_room_pages(const struct queue_room *r, size_t record_bytes,
-			size_t big_bytes, unsigned dbs)
+size_t queue_room_pages(const struct queue_room *r,
+			const struct queue_writes *w)
 {
 	size_t usable = r->psize - 16;	/* the page header */
-	return 2 * ((record_bytes + usable - 1) / usable) +
-	       (big_bytes + r->psize - 1) / r->psize +
-	       dbs * (r->depth + 1) + 2 * (r->depth + 1);
+	/* Pages split half full where records land at random; appended
+	 * ones fill their pages (MDB_APPEND). Each database touched copies
+	 * a path of pages (one more where a split deepens it), and so do
+	 * the main and the free database. */
+	return 2 * ((w->bytes + usable - 1) / usable) +
+	       (w->appended + usable - 1) / usable + 1 +
+	       (w->big + r->psize - 1) / r->psize +
+	       (w->dbs + 2) * (r->depth + 1);
 }
 
 size_t queue_room_band(const struct queue_room *r, enum queue_room_level level)
@@ -998,6 +1003,23 @@ size_t queue_log_record_bytes(const char *to, size_t msg_len,
 	       (issue ? strlen(issue) : 4) + (uniq ? strlen(uniq) : 0);
 }
 
+void queue_final_writes(struct queue_writes *w, const struct queue_room *r,
+			const char *const *to, size_t n, const char *account,
+			const char *issue, const char *uniq, size_t env_bytes)
+{
+	for (size_t i = 0; i < n; i++)
+		w->appended += queue_log_record_bytes(to[i], QUEUE_REPLY_ROOM,
+						      account, issue, uniq);
+	/* The env rewritten or removed (a value over half a page has
+	 * overflow pages of its own), its due key moved, the counters. */
+	if (env_bytes > r->psize / 2)
+		w->big += env_bytes;
+	else
+		w->bytes += env_bytes;
+	w->bytes += 256;
+	w->dbs = 6;	/* log, env, due, issue, msg, suppress */
+}
+
 /* The bytes of an env record of env, about. */
 static size_t env_bytes(const struct queue_envelope *env)
 {
@@ -1011,32 +1033,42 @@ static size_t env_bytes(const struct queue_envelope *env)
 	return n;
 }
 
-/* The pages an append of a message of size octets needs, counting the
- * log records its recipients will add when smtpgate-flush records them. */
-static size_t append_pages(const struct queue_room *r,
-			   const struct queue_envelope *env, size_t size)
-{
-	size_t future = 0;
-	for (size_t i = 0; i < env->n_rcpts; i++)
-		future += queue_log_record_bytes(env->rcpts[i], 64, env->account,
-						 env->issue, env->uniq);
-	size_t envb = env_bytes(env);
-	/* Values over half a page go to overflow pages of their own. */
-	size_t big = size + (envb > r->psize / 2 ? envb : 0);
-	size_t small = 64 + 128 + (envb > r->psize / 2 ? 0 : envb);
-	return queue_room_pages(r, small + future, big, 5);
-}
-
 /* 0 when a message of size octets fits and leaves the reserve free, in
- * the map and on the file system under it; else QUEUE_EFULL. */
+ * the map and on the file system under it; else QUEUE_EFULL. Its
+ * recipients count: the room it needs includes the log records that
+ * smtpgate-flush will write for them, and a message whose outcomes could
+ * never be recorded, being more than the room kept for final outcomes
+ * holds, is refused, since it could never be sent. */
 static int check_room(struct queue *q, const struct queue_envelope *env,
 		      size_t size, struct error *err)
 {
 	struct queue_room r;
 	if (queue_room_measure(q, &r) != 0)
 		return 0;
-	return queue_room_check(q, append_pages(&r, env, size),
-				QUEUE_ROOM_CLIENT, "a message", err);
+	size_t envb = env_bytes(env);
+	struct queue_writes final = { 0 };
+	queue_final_writes(&final, &r, env->rcpts, env->n_rcpts, env->account,
+			   env->issue, env->uniq, envb);
+	size_t later = queue_room_pages(&r, &final);
+	size_t kept = queue_room_band(&r, QUEUE_ROOM_DEFER) -
+		      queue_room_band(&r, QUEUE_ROOM_FINAL);
+	if (later > kept)
+		return error_set(err, "queue %s: a message of %zu recipients "
+				 "needs about %zu pages to record its "
+				 "outcomes, more than the %zu the queue keeps "
+				 "for them: a larger queue_map_size would take "
+				 "it", q->path, env->n_rcpts, later, kept),
+		       QUEUE_EFULL;
+	/* Now: the message (overflow pages), its env, due key and issue
+	 * counter; later: its outcomes. */
+	struct queue_writes now = {
+		.bytes = 64 + 128 + (envb > r.psize / 2 ? 0 : envb),
+		.appended = final.appended,
+		.big = size + (envb > r.psize / 2 ? envb : 0),
+		.dbs = 5,
+	};
+	return queue_room_check(q, queue_room_pages(&r, &now), QUEUE_ROOM_CLIENT,
+				"a message", err);
 }
 
 /* Copies a part into the space LMDB reserved, a megabyte at a time: the
@@ -1203,12 +1235,12 @@ int queue_record_rejected(struct queue *q, const struct queue_envelope *env,
 	 * a 16 MB map to its last page). */
 	struct queue_room room;
 	if (queue_room_measure(q, &room) == 0) {
-		size_t bytes = 128;
+		struct queue_writes w = { .bytes = 128, .dbs = 2 };
 		for (size_t i = 0; i < env->n_rcpts; i++)
-			bytes += queue_log_record_bytes(env->rcpts[i], strlen(reason),
-							env->account, env->issue,
-							env->uniq);
-		rc = queue_room_check(q, queue_room_pages(&room, bytes, 0, 2),
+			w.appended += queue_log_record_bytes(
+				env->rcpts[i], strlen(reason), env->account,
+				env->issue, env->uniq);
+		rc = queue_room_check(q, queue_room_pages(&room, &w),
 				      QUEUE_ROOM_CLIENT, "the bounce records of "
 				      "an incomplete message", err);
 		if (rc)
@@ -1357,7 +1389,8 @@ int queue_authfail_add(struct queue *q, const char *ip, unsigned window,
 	 * fill the map either. */
 	struct queue_room room;
 	if (delta > 0 && queue_room_measure(q, &room) == 0) {
-		int full = queue_room_check(q, queue_room_pages(&room, 128, 0, 1),
+		struct queue_writes w = { .bytes = 128, .dbs = 1 };
+		int full = queue_room_check(q, queue_room_pages(&room, &w),
 					    QUEUE_ROOM_CLIENT,
 					    "an auth failure count", err);
 		if (full)

@@ -308,14 +308,14 @@ int queue_record_outcomes(struct queue *q, unsigned lifetime, int64_t now_us,
 
 /* How many of the first messages of batch b smtpgate-flush may send now
  * (*fit): the outcome of every open recipient of each, delivered or
- * bounced with a reply of up to QUEUE_REPLY_ROOM octets, must fit in the
+ * bounced with a reply of about QUEUE_REPLY_ROOM octets, must fit in the
  * room kept for final outcomes, and the batch, but for its first message,
  * within a quarter of the reserve (pages freed by one transaction are
  * reusable only from the next but one: two batches must fit). A batch
  * whose outcomes could not be recorded must not be sent: delivered
  * messages would stay due and go out again. *fit = 0 returns QUEUE_EFULL
  * with err saying how full the queue is. */
-#define QUEUE_REPLY_ROOM 512
+#define QUEUE_REPLY_ROOM 128	/* "250 2.0.0 Ok: queued as ..." and more */
 int queue_batch_fit(struct queue *q, const struct queue_batch *b,
 		    size_t *fit, struct error *err);
 

@@ -82,10 +82,27 @@ struct queue_room {
 /* Measures the environment now; -1 when LMDB cannot say (the write
  * transaction then finds out itself). */
 int queue_room_measure(struct queue *q, struct queue_room *r);
-/* The pages a transaction may need: record_bytes of small records,
- * big_bytes of values in overflow pages, dbs databases touched. */
-size_t queue_room_pages(const struct queue_room *r, size_t record_bytes,
-			size_t big_bytes, unsigned dbs);
+/* What a transaction writes, in bytes (key, value and node header of
+ * each record), for queue_room_pages. */
+struct queue_writes {
+	size_t bytes;		/* records at random places of B-trees */
+	size_t appended;	/* records appended in key order: the log */
+	size_t big;		/* values in overflow pages of their own */
+	unsigned dbs;		/* databases touched */
+};
+
+/* The pages a transaction that writes w may need, about, on the safe
+ * side. */
+size_t queue_room_pages(const struct queue_room *r,
+			const struct queue_writes *w);
+/* Adds to w what recording the final outcomes of the recipients to[0..n)
+ * of a message writes (a log record each, with a reply of
+ * QUEUE_REPLY_ROOM octets), with its env of env_bytes rewritten or
+ * removed: the same estimate for the append that accepts a message and
+ * for the flush that sends it (queue_batch_fit). */
+void queue_final_writes(struct queue_writes *w, const struct queue_room *r,
+			const char *const *to, size_t n, const char *account,
+			const char *issue, const char *uniq, size_t env_bytes);
 /* The pages a level must leave free, and what it may still use. */
 size_t queue_room_band(const struct queue_room *r, enum queue_room_level level);
 size_t queue_room_left(const struct queue_room *r, enum queue_room_level level);

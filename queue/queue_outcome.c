@@ -353,7 +353,7 @@ static int outcomes_pages(struct queue *q, const struct queue_room *r,
 	int rc = queue_txn_begin(q, true, &txn, err);
 	if (rc)
 		return rc;
-	size_t bytes[2] = { 0, 0 }, big[2] = { 0, 0 };	/* all, final */
+	struct queue_writes w[2] = { { .dbs = 6 }, { .dbs = 6 } };	/* all, final */
 	for (size_t i = 0; i < n;) {
 		size_t j = i + 1;
 		while (j < n && strcmp(sorted[j]->qid, sorted[i]->qid) == 0)
@@ -368,39 +368,47 @@ static int outcomes_pages(struct queue *q, const struct queue_room *r,
 			continue;
 		}
 		bool any_final = false;
-		size_t log[2] = { 0, 0 };
+		struct queue_writes one[2] = { { 0 }, { 0 } };
 		for (size_t x = i; x < j; x++) {
 			const struct queue_outcome *o = sorted[x];
 			if (o->rcpt >= m.n_rcpts)
 				continue;
-			/* An expiry bounce quotes the last reply. */
-			size_t one = queue_log_record_bytes(
-				m.rcpts[o->rcpt].address,
-				(o->msg ? strlen(o->msg) : 0) + 64, m.account,
-				m.issue, m.uniq) + 256;	/* + suppress */
-			log[0] += one;
-			if (outcome_final(o, &m, lifetime, now_us)) {
-				log[1] += one;
-				any_final = true;
+			const char *msg = o->msg ? o->msg : "";
+			/* + 64: an expiry bounce quotes the last reply. */
+			size_t log = queue_log_record_bytes(m.rcpts[o->rcpt].address,
+							    strlen(msg) + 64, m.account,
+							    m.issue, m.uniq);
+			/* A mailbox failure adds to suppress, anywhere. */
+			size_t sup = o->state == QUEUE_RCPT_BOUNCED &&
+				     queue_is_mailbox_failure(msg)
+				     ? 64 + strlen(m.account) + strlen(msg) +
+				       strlen(m.rcpts[o->rcpt].address) : 0;
+			for (int f = 0; f < 2; f++) {
+				if (f == 1 && !outcome_final(o, &m, lifetime, now_us))
+					continue;
+				one[f].appended += log;
+				one[f].bytes += sup;
+				any_final |= f == 1;
 			}
 		}
 		/* The env rewritten (or removed), its due key moved, the
 		 * issue counters. */
-		size_t env = v.mv_size > r->psize / 2 ? 0 : v.mv_size;
-		size_t env_big = v.mv_size > r->psize / 2 ? v.mv_size : 0;
 		for (int f = 0; f < 2; f++) {
 			if (f == 1 && !any_final)
 				continue;
-			bytes[f] += log[f] + env + 256;
-			big[f] += env_big;
+			w[f].appended += one[f].appended;
+			w[f].bytes += one[f].bytes + 256;
+			if (v.mv_size > r->psize / 2)
+				w[f].big += v.mv_size;
+			else
+				w[f].bytes += v.mv_size;
 		}
 		queue_message_free(&m);
 		i = j;
 	}
 	mdb_txn_abort(txn);
-	/* log, env, due, issue, suppress, msg */
-	*all = queue_room_pages(r, bytes[0], big[0], 6);
-	*final = queue_room_pages(r, bytes[1], big[1], 6);
+	*all = queue_room_pages(r, &w[0]);
+	*final = queue_room_pages(r, &w[1]);
 	return 0;
 }
 
@@ -481,26 +489,23 @@ int queue_batch_fit(struct queue *q, const struct queue_batch *b,
 		return 0;
 	size_t left = queue_room_left(&r, QUEUE_ROOM_FINAL);
 	size_t band = queue_room_band(&r, QUEUE_ROOM_BATCH);
-	size_t bytes = 0, big = 0, need = 0;
-	size_t k = 0;
+	struct queue_writes w = { 0 };
+	size_t need = 0, k = 0;
 	for (; k < b->n; k++) {
+		/* Every open recipient delivered or bounced; the env
+		 * rewritten or removed. */
 		const struct queue_message *m = &b->messages[k];
-		/* Every open recipient delivered or bounced, with a reply
-		 * of up to QUEUE_REPLY_ROOM octets; the env rewritten. */
-		size_t env = 256;
+		const char **open = xcalloc(m->n_rcpts + 1, sizeof *open);
+		size_t n_open = 0, env = 256;
 		for (size_t i = 0; i < m->n_rcpts; i++) {
 			env += strlen(m->rcpts[i].address) + 16;
 			if (!queue_rcpt_state_final(m->rcpts[i].state))
-				bytes += queue_log_record_bytes(
-					m->rcpts[i].address, QUEUE_REPLY_ROOM,
-					m->account, m->issue, m->uniq) + 256;
+				open[n_open++] = m->rcpts[i].address;
 		}
-		if (env > r.psize / 2)
-			big += env;
-		else
-			bytes += env;
-		bytes += 256;
-		need = queue_room_pages(&r, bytes, big, 6);
+		queue_final_writes(&w, &r, open, n_open, m->account, m->issue,
+				   m->uniq, env);
+		free(open);
+		need = queue_room_pages(&r, &w);
 		if (need > left || (k > 0 && need > band))
 			break;
 	}
@@ -622,13 +627,13 @@ int queue_delete(struct queue *q, const char *qid, int64_t now_us,
 		 * it may use what final outcomes may. (The read transaction
 		 * that measures beside this write one is allowed: MDB_NOTLS.) */
 		struct queue_room room;
-		size_t bytes = 256;
+		struct queue_writes w = { .bytes = 256, .dbs = 5 };
 		for (size_t i = 0; i < m.n_rcpts; i++)
-			bytes += queue_log_record_bytes(m.rcpts[i].address,
-							strlen(reason), m.account,
-							m.issue, m.uniq);
+			w.appended += queue_log_record_bytes(m.rcpts[i].address,
+							     strlen(reason), m.account,
+							     m.issue, m.uniq);
 		int full = queue_room_measure(q, &room) != 0 ? 0 :
-			   queue_room_check(q, queue_room_pages(&room, bytes, 0, 5),
+			   queue_room_check(q, queue_room_pages(&room, &w),
 					    QUEUE_ROOM_FINAL, "deleting a message",
 					    err);
 		if (full) {

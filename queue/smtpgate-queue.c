@@ -1083,7 +1083,8 @@ static int room_for_entries(struct queue *q, size_t most, size_t *n,
 	if (queue_room_measure(q, &r) != 0)
 		return 0;
 	size_t left = queue_room_left(&r, QUEUE_ROOM_CLIENT);
-	size_t one = queue_room_pages(&r, ENTRY_BYTES, 0, 1);
+	struct queue_writes w = { .bytes = ENTRY_BYTES, .dbs = 1 };
+	size_t one = queue_room_pages(&r, &w);
 	if (left < one)
 		return queue_room_check(q, one, QUEUE_ROOM_CLIENT,
 					"a new entry", err);

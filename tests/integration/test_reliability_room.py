@@ -195,3 +195,19 @@ def test_relay_outage_with_a_full_queue_drains_once_the_relay_is_back(gate, keys
            outage_runs_until_crit=runs_before_crit, outage_runs_after=outage_runs, deferral_records=deferral_records,
            crit_lines=crit, runs_to_drain=runs,
            max_copies=max(copies.values()), copies=sum(copies.values()))
+
+
+def test_message_whose_outcomes_could_never_be_recorded_is_refused(gate, keys):
+    """At the least map, 1,000 recipients' outcomes would need more than
+    the room kept for recording them: such a message could never be
+    sent (the flush sends nothing it cannot record), so it is refused
+    with 452 4.3.1 instead of being queued for ever. 100 are taken."""
+    g = gate(accounts=networks_accounts(keys), gate_keys={"queue_map_size": "1M"})
+    many = [f"recipient-{i}@example.net" for i in range(1000)]
+    assert send(g, "many@room.example.com", many) == FULL
+    assert "more than the" in g.log_text() and "a larger queue_map_size" in g.log_text()
+    assert g.db("msg") == {}
+    assert send(g, "fewer@room.example.com", many[:100]).startswith("250 2.0.0 Ok: queued as ")
+    r = g.flush()
+    assert r.returncode == 0 and not crit_lines(r.stderr), r.stderr
+    assert g.db("msg") == {}
