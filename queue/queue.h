@@ -16,6 +16,8 @@
  *         struct queue_batch b;
  *         queue_claim_due(q, start, 100, 64 << 20, &b, &err);  // read txn,
  *         if (b.n == 0) break;               //  closed before it returns
+ *         queue_batch_fit(q, &b, &fit, &err); // send only b.messages[0..fit):
+ *                                            //  what can be recorded
  *         ... deliver b.messages[i] (no transaction open meanwhile) ...
  *         ... one struct queue_outcome per recipient that is still
  *             pending or deferred: DELIVERED (2xx), DEFERRED (4xx, no
@@ -33,7 +35,8 @@
  *   delivery and queue_record_outcomes leaves the message due: it is
  *   delivered again (at-least-once), never lost. A failure of
  *   queue_record_outcomes (QUEUE_EFULL, QUEUE_EIO) has changed nothing:
- *   stop the run rather than claim the same batch again.
+ *   stop the run rather than claim the same batch again; so does
+ *   stats.unrecorded > 0 (deferrals that found no room: due as before).
  *
  *   Callbacks (queue/callback.*): queue_log_read from the cursor kept with
  *   queue_meta_get / queue_meta_put (key "callback_cursor").
