@@ -275,6 +275,18 @@ static int parse_scaled(struct loader *ld, const struct key_row *row,
 		return fail(ld, "%s: %s is out of range (%llu to %llu)", row->info.key,
 			    value, (unsigned long long)row->min,
 			    (unsigned long long)row->max), -1;
+	if (strcmp(row->info.key, "queue_map_size") == 0) {
+		uint64_t least = (uint64_t)CONFIG_QUEUE_MIN_MAP_PAGES *
+				 (uint64_t)sysconf(_SC_PAGESIZE);
+		if (v < least)
+			return fail(ld, "queue_map_size: %s is too small: the "
+				    "queue keeps %lluK of its map free for "
+				    "smtpgate-flush to record outcomes and "
+				    "prune, and needs as much again for "
+				    "messages; give at least %lluK", value,
+				    (unsigned long long)least / 2048,
+				    (unsigned long long)least / 1024), -1;
+	}
 	*out = v;
 	return 0;
 }

@@ -89,6 +89,12 @@ struct account {
 	int line;	/* line of the [account NAME] header */
 };
 
+/* The smallest queue_map_size, in pages of the system's size (LMDB's
+ * page): the queue keeps a reserve of at least half of it free for
+ * smtpgate-flush's outcomes and for pruning (queue_internal.h,
+ * QUEUE_RESERVE_MIN_PAGES), and the rest holds messages. */
+#define CONFIG_QUEUE_MIN_MAP_PAGES 256
+
 struct config {
 	char *path;	/* the file loaded, as given */
 	char *dir;	/* its folder: relative paths are resolved against it */

@@ -3,13 +3,16 @@
 #include "queue.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "buf.h"
@@ -71,8 +74,46 @@ int queue_mdb_error(struct queue *q, int rc, const char *what,
 		code = QUEUE_EFULL;
 	else if (rc == MDB_NOTFOUND)
 		code = QUEUE_ENOTFOUND;
-	error_set(err, "queue %s: %s: %s", path, what, mdb_strerror(rc));
+	if (rc == ENOSPC || rc == EDQUOT)
+		error_set(err, "queue %s: %s: %s/data.mdb cannot grow: %s (%s)",
+			  path, what, path, rc == ENOSPC ? "the disk is full"
+			  : "the queue's user is over its disk quota",
+			  strerror(rc));
+	else
+		error_set(err, "queue %s: %s: %s", path, what, mdb_strerror(rc));
 	return code;
+}
+
+/* Why a commit failed with EIO, when the disk is the reason: LMDB turns a
+ * short write (the file system had room for part of the pages) into EIO.
+ * Writing up to 1 MB into an unnamed file of the queue's folder (as the
+ * queue's user, so quotas count) brings back the kernel's own ENOSPC or
+ * EDQUOT; the file vanishes on close. Returns ENOSPC, EDQUOT or 0. */
+static int disk_full_reason(const char *dir)
+{
+	int fd = open(dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		if (errno == ENOSPC || errno == EDQUOT)
+			return errno;
+		/* No O_TMPFILE here: judge by the free space alone. */
+		struct statvfs vfs;
+		if (statvfs(dir, &vfs) == 0 &&
+		    (uint64_t)vfs.f_bavail * vfs.f_frsize < (1u << 20))
+			return ENOSPC;
+		return 0;
+	}
+	static const char zeros[65536];
+	int reason = 0;
+	for (size_t done = 0; done < (1u << 20) && reason == 0;) {
+		ssize_t n = write(fd, zeros, sizeof zeros);
+		if (n > 0)
+			done += (size_t)n;
+		else if (n == 0 || errno != EINTR)
+			reason = n < 0 && (errno == ENOSPC || errno == EDQUOT)
+				 ? errno : -1;
+	}
+	close(fd);
+	return reason > 0 ? reason : 0;
 }
 
 int queue_txn_begin(struct queue *q, bool read_only, MDB_txn **txn,
@@ -98,9 +139,251 @@ int queue_txn_begin(struct queue *q, bool read_only, MDB_txn **txn,
 int queue_txn_commit(struct queue *q, MDB_txn *txn, struct error *err)
 {
 	int rc = mdb_txn_commit(txn);
+	if (rc == EIO) {
+		int full = disk_full_reason(q->path);
+		rc = full ? full : rc;
+	}
 	if (rc != 0)
 		return queue_mdb_error(q, rc, "commit", err);
 	return 0;
+}
+
+/* ---- data.mdb checked before LMDB maps it ----
+ *
+ * LMDB maps data.mdb whole and reads its pages in place: a page that the
+ * meta page names but that lies past the end of a truncated file kills the
+ * process with SIGBUS on first touch, with no reply and no log line. And
+ * it takes an empty data.mdb for a new environment, so an emptied queue
+ * would silently start over. The two meta pages are therefore read here
+ * with pread(2) first. Their layout is liblmdb's MDB_meta (mdb.c, data
+ * version 1) behind a page header of a page number, two 16-bit words (the
+ * second the page flags) and two more: every field below is a uint32_t,
+ * a uint16_t or a size_t (pgno_t, txnid_t and mdb_size_t are size_t
+ * outside MDB_VL32 builds), with no padding on either ILP32 or LP64. */
+#define META_PAGE_FLAGS (sizeof(size_t) + 2)	/* uint16_t mp_flags */
+#define META_FLAG 0x08				/* P_META */
+#define META_AT (sizeof(size_t) + 8)		/* PAGEHDRSZ */
+#define META_MAGIC (META_AT)			/* uint32_t mm_magic */
+#define META_VERSION (META_AT + 4)		/* uint32_t mm_version */
+#define META_DB(i) (META_AT + 8 + 2 * sizeof(size_t) + \
+		    (i) * (8 + 5 * sizeof(size_t)))	/* MDB_db mm_dbs[i] */
+#define META_PSIZE (META_DB(0))			/* mm_dbs[0].md_pad */
+#define META_ROOT(i) (META_DB(i) + 8 + 4 * sizeof(size_t))	/* md_root */
+#define META_LAST_PAGE (META_DB(2))		/* pgno_t mm_last_pg */
+#define META_TXNID (META_LAST_PAGE + sizeof(size_t))	/* mm_txnid */
+#define META_SIZE (META_TXNID + sizeof(size_t))
+#define LMDB_MAGIC 0xBEEFC0DEu
+#define LMDB_DATA_VERSION 1u
+/* A page that LMDB freed in the same transaction that took it from the
+ * end of the file is never written, so the file may end a few pages
+ * before the meta's last page (mdb.c: "the file may be shorter if the
+ * freeDB lists the final pages"). Only free pages can be missing. */
+#define META_UNWRITTEN_TAIL 64
+
+#define QUEUE_META_SHORT (-2)	/* a meta page is cut off */
+
+struct meta {
+	size_t psize, last_page, txnid, root[2];
+};
+
+static size_t meta_word(const unsigned char *p, size_t at)
+{
+	size_t v;
+	memcpy(&v, p + at, sizeof v);
+	return v;
+}
+
+/* Reads meta page n (at offset n * psize); 0, or -1 or QUEUE_META_SHORT
+ * with why set. */
+static int meta_read(int fd, size_t n, size_t psize, struct meta *m,
+		     const char **why)
+{
+	unsigned char p[META_SIZE];
+	ssize_t got = pread(fd, p, sizeof p, (off_t)(n * psize));
+	uint16_t flags;
+	uint32_t magic, version, ps;
+	if (got != (ssize_t)sizeof p)
+		return *why = "too short for its two meta pages", QUEUE_META_SHORT;
+	memcpy(&flags, p + META_PAGE_FLAGS, sizeof flags);
+	memcpy(&magic, p + META_MAGIC, sizeof magic);
+	memcpy(&version, p + META_VERSION, sizeof version);
+	memcpy(&ps, p + META_PSIZE, sizeof ps);
+	if (!(flags & META_FLAG) || magic != LMDB_MAGIC)
+		return *why = "not an LMDB file (no meta page with its magic "
+			      "number)", -1;
+	if (version != LMDB_DATA_VERSION)
+		return *why = "written by another LMDB data version", -1;
+	if (ps < 512 || ps > 65536 || (ps & (ps - 1)) != 0 ||
+	    (n > 0 && ps != psize))
+		return *why = "its meta page holds no valid page size", -1;
+	m->psize = ps;
+	m->last_page = meta_word(p, META_LAST_PAGE);
+	m->txnid = meta_word(p, META_TXNID);
+	m->root[0] = meta_word(p, META_ROOT(0));
+	m->root[1] = meta_word(p, META_ROOT(1));
+	return 0;
+}
+
+/* 0 when the file at path (open as fd, size bytes) is a whole LMDB file:
+ * both meta pages valid, and every page the newer one names inside the
+ * file. Else -1 (or QUEUE_META_SHORT) with err set. */
+static int data_file_check(const char *path, int fd, off_t size,
+			   struct error *err)
+{
+	struct meta m0, m1;
+	const char *why = NULL;
+	int rc = meta_read(fd, 0, 0, &m0, &why);
+	if (rc == 0)
+		rc = meta_read(fd, 1, m0.psize, &m1, &why);
+	if (rc != 0) {
+		error_set(err, "%s is damaged: %s", path, why);
+		return rc;
+	}
+	/* LMDB uses the meta of the newer transaction. */
+	const struct meta *m = m1.txnid > m0.txnid ? &m1 : &m0;
+	uint64_t pages = (uint64_t)size / m->psize;
+	bool roots_inside = true;
+	for (int i = 0; i < 2; i++)	/* (size_t)-1: the tree is empty */
+		if (m->root[i] != (size_t)-1 && m->root[i] >= pages)
+			roots_inside = false;
+	if (m->last_page < pages ||
+	    (roots_inside && m->last_page - pages < META_UNWRITTEN_TAIL))
+		return 0;
+	return error_set(err, "%s is damaged: it holds %jd bytes, but its "
+			 "meta page (transaction %zu) uses pages up to %zu "
+			 "of %zu bytes, %ju bytes", path, (intmax_t)size,
+			 m->txnid, m->last_page, m->psize,
+			 (uintmax_t)(m->last_page + 1) * m->psize);
+}
+
+/* What the operator can do about a damaged queue. */
+#define DAMAGED_ADVICE "; the gateway refuses mail (421 4.3.0) until it is " \
+	"repaired: restore the queue folder from a backup, or, to start an " \
+	"empty queue and lose what it held, stop the gateway and move the " \
+	"folder away"
+
+/* The queue's marker file, written once its databases exist: a queue
+ * that has it is not new, whatever state data.mdb is in. (lock.mdb
+ * cannot tell: LMDB makes it before data.mdb, and leaves it behind when
+ * making data.mdb fails, on a full disk for example.) */
+#define QUEUE_MARKER "queue.created"
+
+/* Writes the marker when missing (a queue made before markers existed
+ * gets one at its first read-write open). Best effort: without it an
+ * emptied data.mdb would be taken for a new queue, as before. */
+static void marker_write(struct queue *q)
+{
+	struct buf path = BUF_INIT;
+	buf_printf(&path, "%s/" QUEUE_MARKER, q->path);
+	if (access(path.data, F_OK) != 0) {
+		int fd = open(path.data, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
+			      0640);
+		if (fd >= 0) {
+			static const char text[] =
+				"This folder holds an smtpgate queue: an empty "
+				"or missing data.mdb beside this file is damage, "
+				"not a new queue (smtpgate.conf(5), THE QUEUE).\n";
+			if (write(fd, text, sizeof text - 1) < 0 || fsync(fd) < 0) {
+				/* best effort, see above */
+			}
+			close(fd);
+		}
+	}
+	buf_free(&path);
+}
+
+/* Checks QUEUE/data.mdb before LMDB opens it. *fresh is set when there is
+ * no queue yet: no data.mdb, or an empty one, and no marker. An empty or
+ * missing data.mdb beside the marker is a queue that lost its data. A
+ * data.mdb too short for its meta pages may be one that another process
+ * is creating at this moment (LMDB writes both meta pages in one write):
+ * that is given up to about 1 s. Returns 0, or QUEUE_EDAMAGED /
+ * QUEUE_EIO with err naming the file. */
+static int data_file_ready(struct queue *q, bool *fresh, struct error *err)
+{
+	struct buf data = BUF_INIT, marker = BUF_INIT;
+	buf_printf(&data, "%s/data.mdb", q->path);
+	buf_printf(&marker, "%s/" QUEUE_MARKER, q->path);
+	int rc = 0;
+	*fresh = false;
+	for (int waited_ms = 0;; waited_ms += 20) {
+		struct error e;
+		struct stat st;
+		int fd = open(data.data, O_RDONLY | O_CLOEXEC);
+		if (fd < 0 && errno != ENOENT) {
+			error_set(err, "queue %s: %s: %s", q->path, data.data,
+				  strerror(errno));
+			rc = QUEUE_EIO;
+			break;
+		}
+		if (fd >= 0 && fstat(fd, &st) != 0) {
+			error_set(err, "queue %s: %s: %s", q->path, data.data,
+				  strerror(errno));
+			rc = QUEUE_EIO;
+			close(fd);
+			break;
+		}
+		bool empty = fd < 0 || st.st_size == 0;
+		if (empty) {
+			if (fd >= 0)
+				close(fd);
+			if (access(marker.data, F_OK) != 0) {
+				*fresh = true;	/* a new queue: LMDB makes it */
+				break;
+			}
+			error_set(err, "queue %s: %s is %s, but %s shows that "
+				  "this queue was in use: not starting a new "
+				  "queue over it, which would hide what was "
+				  "queued" DAMAGED_ADVICE, q->path, data.data,
+				  fd < 0 ? "missing" : "empty", marker.data);
+			rc = QUEUE_EDAMAGED;
+			break;
+		}
+		int bad = data_file_check(data.data, fd, st.st_size, &e);
+		close(fd);
+		if (bad == 0)
+			break;
+		if (bad == QUEUE_META_SHORT && waited_ms < 1000) {
+			struct timespec pause = { 0, 20 * 1000 * 1000 };
+			nanosleep(&pause, NULL);
+			continue;
+		}
+		error_set(err, "queue %s: %s" DAMAGED_ADVICE, q->path, e.text);
+		rc = QUEUE_EDAMAGED;
+		break;
+	}
+	buf_free(&data);
+	buf_free(&marker);
+	return rc;
+}
+
+/* LMDB maps lock.mdb, a sparse file, and its reader table is written
+ * through the map: on a full disk the first write to a page never written
+ * before kills the process with SIGBUS (no reply, no log line). Allocating
+ * the file's blocks first (fallocate(2), which leaves its bytes alone)
+ * turns that into an error. Done before LMDB opens the file: closing
+ * another descriptor of it later would drop LMDB's fcntl(2) locks. A new
+ * queue's lock.mdb does not exist yet: LMDB makes it. */
+static int lock_file_allocate(struct queue *q, struct error *err)
+{
+	struct buf path = BUF_INIT;
+	buf_printf(&path, "%s/lock.mdb", q->path);
+	int rc = 0;
+	int fd = open(path.data, O_RDWR | O_CLOEXEC);
+	struct stat st;
+	if (fd >= 0 && fstat(fd, &st) == 0 && st.st_size > 0 &&
+	    fallocate(fd, 0, 0, st.st_size) != 0 &&
+	    (errno == ENOSPC || errno == EDQUOT)) {
+		error_set(err, "queue %s: %s cannot be allocated: %s (%s)",
+			  q->path, path.data, errno == ENOSPC ? "the disk is full"
+			  : "the queue's user is over its disk quota",
+			  strerror(errno));
+		rc = QUEUE_EFULL;
+	}
+	if (fd >= 0)
+		close(fd);
+	buf_free(&path);
+	return rc;
 }
 
 /* ---- opening ---- */
@@ -156,8 +439,9 @@ static void give_to_parent_owner(const char *path)
 		strcpy(parent, ".");
 	struct stat st;
 	if (stat(parent, &st) == 0 && st.st_uid != 0) {
-		static const char *const files[] = { "", "/data.mdb", "/lock.mdb" };
-		for (size_t i = 0; i < 3; i++) {
+		static const char *const files[] = { "", "/data.mdb", "/lock.mdb",
+						     "/" QUEUE_MARKER };
+		for (size_t i = 0; i < 4; i++) {
 			struct buf f = BUF_INIT;
 			buf_printf(&f, "%s%s", path, files[i]);
 			struct stat fst;
@@ -262,25 +546,27 @@ int queue_open(struct queue **out, const struct config *c, bool read_only,
 	q->path = xstrdup(c->queue);
 	q->read_only = read_only;
 	int created = 0;
-	if (read_only) {
-		struct buf data = BUF_INIT;
-		buf_printf(&data, "%s/data.mdb", q->path);
-		if (access(data.data, F_OK) != 0) {
-			error_set(err, "queue %s: no queue here (%s: %s)",
-				  q->path, data.data, strerror(errno));
-			buf_free(&data);
-			queue_close(q);
-			return QUEUE_ENOTFOUND;
-		}
-		buf_free(&data);
-	} else {
+	if (!read_only) {
 		created = make_folder(q->path, err);
 		if (created < 0) {
 			queue_close(q);
 			return QUEUE_EIO;
 		}
 	}
-	int rc = mdb_env_create(&q->env);
+	bool fresh;
+	int rc = data_file_ready(q, &fresh, err);
+	if (rc == 0)
+		rc = lock_file_allocate(q, err);
+	if (rc == 0 && fresh && read_only) {
+		error_set(err, "queue %s: no queue here (no %s/data.mdb)",
+			  q->path, q->path);
+		rc = QUEUE_ENOTFOUND;
+	}
+	if (rc != 0) {
+		queue_close(q);
+		return rc;
+	}
+	rc = mdb_env_create(&q->env);
 	if (rc != 0) {
 		q->env = NULL;
 		rc = queue_mdb_error(q, rc, "create environment", err);
@@ -300,19 +586,12 @@ int queue_open(struct queue **out, const struct config *c, bool read_only,
 	 * may use several). No MDB_NOSYNC/MDB_NOMETASYNC: a commit reaches
 	 * the disk before it returns, which is what "250 queued" promises. */
 	unsigned flags = MDB_NOTLS | (read_only ? MDB_RDONLY : 0);
-	struct stat before;
-	struct buf data = BUF_INIT;
-	buf_printf(&data, "%s/data.mdb", q->path);
-	bool data_existed = stat(data.data, &before) == 0;
-	buf_free(&data);
 	rc = mdb_env_open(q->env, q->path, flags, 0660);
 	if (rc != 0) {
 		rc = queue_mdb_error(q, rc, "open", err);
 		queue_close(q);
 		return rc;
 	}
-	if (!read_only && (created || !data_existed))
-		give_to_parent_owner(q->path);
 	/* Free the reader slots of processes that died in a read
 	 * transaction (a killed handler), so that they neither pin old pages
 	 * nor fill the table. */
@@ -322,6 +601,11 @@ int queue_open(struct queue **out, const struct config *c, bool read_only,
 	if (rc != 0) {
 		queue_close(q);
 		return rc;
+	}
+	if (!read_only) {
+		marker_write(q);
+		if (created || fresh)
+			give_to_parent_owner(q->path);
 	}
 	*out = q;
 	return 0;
@@ -566,31 +850,51 @@ static void due_key(struct buf *key, int64_t when_us, const char *qid)
 	buf_puts(key, qid);
 }
 
-/* ---- room for smtpgate-flush ---- */
+/* ---- room: how much of the map each writer may use ----
+ *
+ * LMDB copies every page a transaction changes, and the pages one
+ * transaction frees are reusable only from the next but one (the
+ * snapshot before it stays whole until a newer meta page is durable). A
+ * map filled to the last page could never be drained: every flush fails
+ * with MDB_MAP_FULL, clients get 452 for ever, and pruning the log, which
+ * frees pages, needs pages too. So every writer that grows the map stops
+ * short of a level (Postfix's queue_minfree, in layers):
+ *
+ *   clients (append, bounce records of incomplete messages, auth
+ *   failures) leave the whole reserve free;
+ *   smtpgate-flush's deferrals leave the final band and the floor;
+ *   final outcomes (delivered, bounced, dropped) leave the floor;
+ *   pruning, which frees room, may use everything.
+ *
+ * The reserve is a sixteenth of the map (or of the disk, when that holds
+ * less), at least QUEUE_RESERVE_MIN_PAGES, at most 64 MB. Its floor (an eighth) is for pruning and the callback
+ * cursor; its final band (a half) holds two of smtpgate-flush's batches,
+ * whose outcomes queue_batch_fit bounds to a quarter of the reserve;
+ * deferrals get the rest. Sizes are estimates (queue_room_pages), on the
+ * safe side: records at twice their bytes, since B-tree pages split half
+ * full, and a path of copied pages per database touched. */
 
-/* Pages kept free for smtpgate-flush: a sixteenth of what the queue may
- * use, at least 16 pages, at most 64 MB. Recording a batch's outcomes
- * needs new pages (LMDB copies every page it changes, and pages freed by
- * the last transaction cannot be reused by the next), so a queue filled to
- * the last page could never be drained: every flush would fail with
- * MDB_MAP_FULL or ENOSPC and the gateway would answer 452 for ever.
- * Appends stop short of the reserve instead (Postfix's queue_minfree). */
-static size_t reserve_pages(size_t limit, size_t psize)
+/* Of the reserve, in pages: the floor, the final band, the whole. */
+static void reserve_bands(size_t pages, size_t psize, size_t *floor,
+			  size_t *final, size_t *reserve)
 {
-	size_t r = limit / 16, most = ((size_t)64 << 20) / psize;
-	return r < 16 ? 16 : r > most ? most : r;
+	size_t r = pages / 16, most = ((size_t)64 << 20) / psize;
+	r = r < QUEUE_RESERVE_MIN_PAGES ? QUEUE_RESERVE_MIN_PAGES
+					: r > most ? most : r;
+	*floor = r / 8;
+	*final = r / 2;
+	*reserve = r;
 }
 
-/* Pages on the freelist (a read transaction; LMDB allows reading the
- * free database only there). Each record is a page-number list whose
- * first word is its length. */
-static size_t free_pages(struct queue *q)
+/* Pages on the freelist, reusable by the next write transaction once no
+ * reader holds them, and the deepest tree (read in txn, a read
+ * transaction: LMDB allows reading the free database only there). Each
+ * freelist record is a page-number list whose first word is its length. */
+static void free_pages_and_depth(struct queue *q, MDB_txn *txn,
+				 size_t *reusable, size_t *depth)
 {
-	MDB_txn *txn;
 	MDB_cursor *cur;
-	size_t n = 0;
-	if (mdb_txn_begin(q->env, NULL, MDB_RDONLY, &txn) != 0)
-		return 0;
+	*reusable = 0;
 	if (mdb_cursor_open(txn, 0, &cur) == 0) {
 		MDB_val k, v;
 		int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
@@ -598,46 +902,181 @@ static size_t free_pages(struct queue *q)
 			size_t count;
 			if (v.mv_size >= sizeof count) {
 				memcpy(&count, v.mv_data, sizeof count);
-				n += count;
+				*reusable += count;
 			}
 			rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
 		}
 		mdb_cursor_close(cur);
 	}
-	mdb_txn_abort(txn);
+	*depth = 1;
+	for (int i = 0; i < QUEUE_DB_COUNT; i++) {
+		MDB_stat st;
+		if (mdb_stat(txn, q->dbi[i], &st) == 0 && st.ms_depth > *depth)
+			*depth = st.ms_depth;
+	}
+}
+
+int queue_room_measure(struct queue *q, struct queue_room *r)
+{
+	MDB_envinfo info;
+	MDB_stat st;
+	memset(r, 0, sizeof *r);
+	if (mdb_env_info(q->env, &info) != 0 || mdb_env_stat(q->env, &st) != 0)
+		return -1;	/* the transaction will tell */
+	r->psize = st.ms_psize;
+	r->used = info.me_last_pgno + 1;
+	r->map_pages = info.me_mapsize / r->psize;
+	r->limit = r->map_pages;
+	struct statvfs vfs;
+	if (statvfs(q->path, &vfs) == 0) {
+		/* The file grows by the pages beyond the last one used. */
+		uint64_t disk = (uint64_t)vfs.f_bavail * vfs.f_frsize / r->psize;
+		if (disk < r->limit - (r->used < r->limit ? r->used : r->limit))
+			r->limit = r->used + (size_t)disk;
+	}
+	MDB_txn *txn;
+	r->depth = 4;
+	if (mdb_txn_begin(q->env, NULL, MDB_RDONLY, &txn) == 0) {
+		free_pages_and_depth(q, txn, &r->reusable, &r->depth);
+		mdb_txn_abort(txn);
+	}
+	return 0;
+}
+
+size_t queue_room_pages(const struct queue_room *r,
+			const struct queue_writes *w)
+{
+	size_t usable = r->psize - 16;	/* the page header */
+	/* Pages split half full where records land at random; appended
+	 * ones fill their pages (MDB_APPEND). Each database touched copies
+	 * a path of pages (one more where a split deepens it), and so do
+	 * the main and the free database. */
+	return 2 * ((w->bytes + usable - 1) / usable) +
+	       (w->appended + usable - 1) / usable + 1 +
+	       (w->big + r->psize - 1) / r->psize +
+	       (w->dbs + 2) * (r->depth + 1);
+}
+
+size_t queue_room_band(const struct queue_room *r, enum queue_room_level level)
+{
+	size_t floor, final, reserve;
+	/* Of what the map and the disk under it allow together: a disk
+	 * smaller than the map is the limit the reserve must fit in. */
+	reserve_bands(r->limit, r->psize, &floor, &final, &reserve);
+	switch (level) {
+	case QUEUE_ROOM_CLIENT:
+		return reserve;
+	case QUEUE_ROOM_DEFER:
+		return floor + final;
+	case QUEUE_ROOM_FINAL:
+		return floor;
+	case QUEUE_ROOM_BATCH:
+		return final / 2;
+	case QUEUE_ROOM_PRUNE:
+	default:
+		return 0;
+	}
+}
+
+size_t queue_room_left(const struct queue_room *r, enum queue_room_level level)
+{
+	size_t have = r->limit + r->reusable, keep = queue_room_band(r, level);
+	if (r->psize == 0)
+		return SIZE_MAX;	/* not measured: the transaction will tell */
+	return have > r->used + keep ? have - r->used - keep : 0;
+}
+
+int queue_room_check(struct queue *q, size_t need, enum queue_room_level level,
+		     const char *what, struct error *err)
+{
+	struct queue_room r;
+	if (queue_room_measure(q, &r) != 0 || need <= queue_room_left(&r, level))
+		return 0;
+	error_set(err, "queue %s: full: %s needs about %zu pages, %zu of %zu "
+		  "pages in use (%zu of them reusable), %zu kept for %s",
+		  q->path, what, need, r.used, r.limit, r.reusable,
+		  queue_room_band(&r, level),
+		  level == QUEUE_ROOM_CLIENT ? "smtpgate-flush" :
+		  level == QUEUE_ROOM_DEFER ? "final outcomes and pruning" :
+		  "pruning");
+	return QUEUE_EFULL;
+}
+
+size_t queue_log_record_bytes(const char *to, size_t msg_len,
+			      const char *account, const char *issue,
+			      const char *uniq)
+{
+	/* key TIME/QID/N, the field names, dt, status; node header. */
+	return 47 + 64 + 24 + 16 + strlen(to) + msg_len + strlen(account) +
+	       (issue ? strlen(issue) : 4) + (uniq ? strlen(uniq) : 0);
+}
+
+void queue_final_writes(struct queue_writes *w, const struct queue_room *r,
+			const char *const *to, size_t n, const char *account,
+			const char *issue, const char *uniq, size_t env_bytes)
+{
+	for (size_t i = 0; i < n; i++)
+		w->appended += queue_log_record_bytes(to[i], QUEUE_REPLY_ROOM,
+						      account, issue, uniq);
+	/* The env rewritten or removed (a value over half a page has
+	 * overflow pages of its own), its due key moved, the counters. */
+	if (env_bytes > r->psize / 2)
+		w->big += env_bytes;
+	else
+		w->bytes += env_bytes;
+	w->bytes += 256;
+	w->dbs = 6;	/* log, env, due, issue, msg, suppress */
+}
+
+/* The bytes of an env record of env, about. */
+static size_t env_bytes(const struct queue_envelope *env)
+{
+	size_t n = 160 + strlen(env->from) + strlen(env->account) +
+		   (env->client ? strlen(env->client) : 0) +
+		   (env->helo ? strlen(env->helo) : 0) +
+		   (env->issue ? strlen(env->issue) : 4) +
+		   (env->uniq ? strlen(env->uniq) : 0);
+	for (size_t i = 0; i < env->n_rcpts; i++)
+		n += strlen(env->rcpts[i]) + 16;
 	return n;
 }
 
 /* 0 when a message of size octets fits and leaves the reserve free, in
- * the map and on the file system under it; else QUEUE_EFULL. */
-static int check_room(struct queue *q, size_t size, struct error *err)
+ * the map and on the file system under it; else QUEUE_EFULL. Its
+ * recipients count: the room it needs includes the log records that
+ * smtpgate-flush will write for them, and a message whose outcomes could
+ * never be recorded, being more than the room kept for final outcomes
+ * holds, is refused, since it could never be sent. */
+static int check_room(struct queue *q, const struct queue_envelope *env,
+		      size_t size, struct error *err)
 {
-	MDB_envinfo info;
-	MDB_stat st;
-	if (mdb_env_info(q->env, &info) != 0 || mdb_env_stat(q->env, &st) != 0)
-		return 0;	/* the transaction will tell */
-	size_t psize = st.ms_psize;
-	size_t used = info.me_last_pgno + 1;
-	size_t limit = info.me_mapsize / psize;
-	struct statvfs vfs;
-	if (statvfs(q->path, &vfs) == 0) {
-		/* The file grows by the pages beyond the last one used. */
-		uint64_t disk = (uint64_t)vfs.f_bavail * vfs.f_frsize / psize;
-		if (disk < limit - (used < limit ? used : limit))
-			limit = used + (size_t)disk;
-	}
-	/* The message in overflow pages, and the tree pages it changes. */
-	size_t need = size / psize + 1 + 8;
-	size_t reserve = reserve_pages(limit, psize);
-	if (used + need + reserve <= limit)
+	struct queue_room r;
+	if (queue_room_measure(q, &r) != 0)
 		return 0;
-	size_t reusable = free_pages(q);
-	if (used + need + reserve <= limit + reusable)
-		return 0;
-	error_set(err, "queue %s: full: %zu of %zu pages in use, %zu free, "
-		  "%zu kept for smtpgate-flush", q->path, used, limit, reusable,
-		  reserve);
-	return QUEUE_EFULL;
+	size_t envb = env_bytes(env);
+	struct queue_writes final = { 0 };
+	queue_final_writes(&final, &r, env->rcpts, env->n_rcpts, env->account,
+			   env->issue, env->uniq, envb);
+	size_t later = queue_room_pages(&r, &final);
+	size_t kept = queue_room_band(&r, QUEUE_ROOM_DEFER) -
+		      queue_room_band(&r, QUEUE_ROOM_FINAL);
+	if (later > kept)
+		return error_set(err, "queue %s: a message of %zu recipients "
+				 "needs about %zu pages to record its "
+				 "outcomes, more than the %zu the queue keeps "
+				 "for them: a larger queue_map_size would take "
+				 "it", q->path, env->n_rcpts, later, kept),
+		       QUEUE_EFULL;
+	/* Now: the message (overflow pages), its env, due key and issue
+	 * counter; later: its outcomes. */
+	struct queue_writes now = {
+		.bytes = 64 + 128 + (envb > r.psize / 2 ? 0 : envb),
+		.appended = final.appended,
+		.big = size + (envb > r.psize / 2 ? envb : 0),
+		.dbs = 5,
+	};
+	return queue_room_check(q, queue_room_pages(&r, &now), QUEUE_ROOM_CLIENT,
+				"a message", err);
 }
 
 /* Copies a part into the space LMDB reserved, a megabyte at a time: the
@@ -677,7 +1116,7 @@ static int append(struct queue *q, const struct queue_envelope *env,
 			       QUEUE_EINVAL;
 		size += parts[i].iov_len;
 	}
-	rc = check_room(q, size, err);
+	rc = check_room(q, env, size, err);
 	if (rc)
 		return rc;
 	MDB_txn *txn;
@@ -799,6 +1238,22 @@ int queue_record_rejected(struct queue *q, const struct queue_envelope *env,
 	int rc = check_envelope(env, err);
 	if (rc)
 		return rc;
+	/* A record a recipient: they count against the reserve like a
+	 * message's bytes (92 such messages of 1,000 recipients once filled
+	 * a 16 MB map to its last page). */
+	struct queue_room room;
+	if (queue_room_measure(q, &room) == 0) {
+		struct queue_writes w = { .bytes = 128, .dbs = 2 };
+		for (size_t i = 0; i < env->n_rcpts; i++)
+			w.appended += queue_log_record_bytes(
+				env->rcpts[i], strlen(reason), env->account,
+				env->issue, env->uniq);
+		rc = queue_room_check(q, queue_room_pages(&room, &w),
+				      QUEUE_ROOM_CLIENT, "the bounce records of "
+				      "an incomplete message", err);
+		if (rc)
+			return rc;
+	}
 	MDB_txn *txn;
 	rc = queue_txn_begin(q, false, &txn, err);
 	if (rc)
@@ -938,6 +1393,17 @@ int queue_authfail_count(struct queue *q, const char *ip, unsigned window,
 int queue_authfail_add(struct queue *q, const char *ip, unsigned window,
 		       time_t now, int delta, struct error *err)
 {
+	/* One record per client address: many addresses (IPv6) must not
+	 * fill the map either. */
+	struct queue_room room;
+	if (delta > 0 && queue_room_measure(q, &room) == 0) {
+		struct queue_writes w = { .bytes = 128, .dbs = 1 };
+		int full = queue_room_check(q, queue_room_pages(&room, &w),
+					    QUEUE_ROOM_CLIENT,
+					    "an auth failure count", err);
+		if (full)
+			return full;
+	}
 	MDB_txn *txn;
 	int rc = queue_txn_begin(q, false, &txn, err);
 	if (rc)

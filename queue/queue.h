@@ -16,6 +16,8 @@
  *         struct queue_batch b;
  *         queue_claim_due(q, start, 100, 64 << 20, &b, &err);  // read txn,
  *         if (b.n == 0) break;               //  closed before it returns
+ *         queue_batch_fit(q, &b, &fit, &err); // send only b.messages[0..fit):
+ *                                            //  what can be recorded
  *         ... deliver b.messages[i] (no transaction open meanwhile) ...
  *         ... one struct queue_outcome per recipient that is still
  *             pending or deferred: DELIVERED (2xx), DEFERRED (4xx, no
@@ -33,7 +35,8 @@
  *   delivery and queue_record_outcomes leaves the message due: it is
  *   delivered again (at-least-once), never lost. A failure of
  *   queue_record_outcomes (QUEUE_EFULL, QUEUE_EIO) has changed nothing:
- *   stop the run rather than claim the same batch again.
+ *   stop the run rather than claim the same batch again; so does
+ *   stats.unrecorded > 0 (deferrals that found no room: due as before).
  *
  *   Callbacks (queue/callback.*): queue_log_read from the cursor kept with
  *   queue_meta_get / queue_meta_put (key "callback_cursor").
@@ -77,6 +80,8 @@ enum {
 	QUEUE_ESCHEMA = -3,	/* the environment was written by another schema */
 	QUEUE_ENOTFOUND = -4,
 	QUEUE_EINVAL = -5,	/* a record that does not parse, a bad argument */
+	QUEUE_EDAMAGED = -6,	/* data.mdb truncated, emptied or not LMDB's:
+				 * never mapped, the handler answers 421 4.3.0 */
 };
 
 /* Queue ids: fixed-width text that sorts in arrival order (24 upper-case
@@ -122,7 +127,12 @@ const char *queue_rcpt_state_name(enum queue_rcpt_state s);
 struct queue;
 
 /* Opens (creating the folder and files if missing) the environment in
- * c->queue with c->queue_map_size. Read-only opens never create. */
+ * c->queue with c->queue_map_size. Read-only opens never create. Before
+ * LMDB maps data.mdb, its two meta pages are checked (LMDB's magic and
+ * data version, every page they name inside the file): a damaged file,
+ * or an empty or missing data.mdb beside an existing lock.mdb (a queue
+ * that lost its data, not a new one), gives QUEUE_EDAMAGED with err
+ * naming the file and what the operator can do. */
 int queue_open(struct queue **q, const struct config *c, bool read_only,
 	       struct error *err);
 void queue_close(struct queue *q);
@@ -269,6 +279,9 @@ struct queue_record_stats {
 	size_t ignored;		/* outcomes for messages or recipients that
 				 * were gone or already final (delete/retry
 				 * by the operator in the meantime) */
+	size_t unrecorded;	/* deferrals not recorded: the room left was
+				 * kept for final outcomes (the recipients
+				 * stay as they were, due again) */
 };
 
 /* Records a batch of outcomes in ONE durable write transaction:
@@ -287,11 +300,27 @@ struct queue_record_stats {
  *    moves; when every recipient is final, msg, env and due are removed.
  * A message's recipients without an outcome keep their state. Outcomes
  * for messages no longer queued, or recipients already final, are
- * ignored (counted in stats->ignored). On failure nothing is written.
- * stats may be NULL. */
+ * ignored (counted in stats->ignored). Recording stops short of the room
+ * kept for final outcomes (queue_internal.h, room): when the deferrals do
+ * not fit, only the final outcomes are recorded and the deferrals are
+ * counted in stats->unrecorded; when not even those fit, QUEUE_EFULL. On
+ * failure nothing is written. stats may be NULL. */
 int queue_record_outcomes(struct queue *q, unsigned lifetime, int64_t now_us,
 			  const struct queue_outcome *outcomes, size_t n,
 			  struct queue_record_stats *stats, struct error *err);
+
+/* How many of the first messages of batch b smtpgate-flush may send now
+ * (*fit): the outcome of every open recipient of each, delivered or
+ * bounced with a reply of about QUEUE_REPLY_ROOM octets, must fit in the
+ * room kept for final outcomes, and the batch, but for its first message,
+ * within a quarter of the reserve (pages freed by one transaction are
+ * reusable only from the next but one: two batches must fit). A batch
+ * whose outcomes could not be recorded must not be sent: delivered
+ * messages would stay due and go out again. *fit = 0 returns QUEUE_EFULL
+ * with err saying how full the queue is. */
+#define QUEUE_REPLY_ROOM 128	/* "250 2.0.0 Ok: queued as ..." and more */
+int queue_batch_fit(struct queue *q, const struct queue_batch *b,
+		    size_t *fit, struct error *err);
 
 /* True when an SMTP reply says the mailbox does not exist or is disabled:
  * basic code 550, or enhanced code 5.1.x or 5.2.1 (RFC 3463): the address

@@ -54,6 +54,68 @@ int queue_txn_commit(struct queue *q, MDB_txn *txn, struct error *err);
 int queue_mdb_error(struct queue *q, int rc, const char *what,
 		    struct error *err);
 
+/* ---- room (queue.c, "room: how much of the map each writer may use") ----
+ * Each writer that grows the map stops short of its level's band of the
+ * reserve; queue_room_check says whether need more pages fit. */
+#define QUEUE_RESERVE_MIN_PAGES 128	/* 512 KB of 4 KB pages */
+_Static_assert(QUEUE_RESERVE_MIN_PAGES * 2 <= CONFIG_QUEUE_MIN_MAP_PAGES,
+	       "queue_map_size's minimum must hold the reserve and as much "
+	       "again for the queue");
+
+enum queue_room_level {
+	QUEUE_ROOM_CLIENT,	/* leaves the whole reserve */
+	QUEUE_ROOM_DEFER,	/* smtpgate-flush's deferrals: final + floor */
+	QUEUE_ROOM_FINAL,	/* final outcomes, delete: the floor */
+	QUEUE_ROOM_PRUNE,	/* pruning: everything */
+	QUEUE_ROOM_BATCH,	/* (a band, not a level: one flush batch) */
+};
+
+struct queue_room {
+	size_t psize;
+	size_t used;		/* the last page used + 1 */
+	size_t limit;		/* pages the map, and the disk, allow */
+	size_t map_pages;	/* the map's own size */
+	size_t reusable;	/* pages on the freelist */
+	size_t depth;		/* the deepest tree */
+};
+
+/* Measures the environment now; -1 when LMDB cannot say (the write
+ * transaction then finds out itself). */
+int queue_room_measure(struct queue *q, struct queue_room *r);
+/* What a transaction writes, in bytes (key, value and node header of
+ * each record), for queue_room_pages. */
+struct queue_writes {
+	size_t bytes;		/* records at random places of B-trees */
+	size_t appended;	/* records appended in key order: the log */
+	size_t big;		/* values in overflow pages of their own */
+	unsigned dbs;		/* databases touched */
+};
+
+/* The pages a transaction that writes w may need, about, on the safe
+ * side. */
+size_t queue_room_pages(const struct queue_room *r,
+			const struct queue_writes *w);
+/* Adds to w what recording the final outcomes of the recipients to[0..n)
+ * of a message writes (a log record each, with a reply of
+ * QUEUE_REPLY_ROOM octets), with its env of env_bytes rewritten or
+ * removed: the same estimate for the append that accepts a message and
+ * for the flush that sends it (queue_batch_fit). */
+void queue_final_writes(struct queue_writes *w, const struct queue_room *r,
+			const char *const *to, size_t n, const char *account,
+			const char *issue, const char *uniq, size_t env_bytes);
+/* The pages a level must leave free, and what it may still use. */
+size_t queue_room_band(const struct queue_room *r, enum queue_room_level level);
+size_t queue_room_left(const struct queue_room *r, enum queue_room_level level);
+/* 0 when need pages fit at level now, else QUEUE_EFULL with err saying
+ * how full the queue is and what (e.g. "a message") did not fit. */
+int queue_room_check(struct queue *q, size_t need, enum queue_room_level level,
+		     const char *what, struct error *err);
+/* The bytes of one log record (key, value, node), about: msg_len for the
+ * reply or reason. */
+size_t queue_log_record_bytes(const char *to, size_t msg_len,
+			      const char *account, const char *issue,
+			      const char *uniq);
+
 /* Key builders (the key's text is appended to out):
  * account/address with the address's domain in lower case, as the
  * suppress and stoplist databases use; "account/@domain" for an address

@@ -224,7 +224,7 @@ static int compare_outcomes(const void *a, const void *b)
 
 /* Applies the outcomes of one message (group[0..n), all of one qid). */
 static int record_message(struct queue *q, MDB_txn *txn, unsigned lifetime,
-			  int64_t now_us, int64_t when,
+			  int64_t now_us, int64_t when, bool skip_deferrals,
 			  const struct queue_outcome *const *group, size_t n,
 			  struct queue_record_stats *st, struct error *err)
 {
@@ -240,6 +240,7 @@ static int record_message(struct queue *q, MDB_txn *txn, unsigned lifetime,
 	uint64_t add[QUEUE_COUNTER_COUNT] = { 0 };
 	int64_t expiry = m.received_us + (int64_t)lifetime * US_PER_S;
 	struct buf text = BUF_INIT;
+	size_t applied = 0;
 	for (size_t i = 0; i < n && rc == 0; i++) {
 		const struct queue_outcome *o = group[i];
 		if (o->rcpt >= m.n_rcpts ||
@@ -249,6 +250,12 @@ static int record_message(struct queue *q, MDB_txn *txn, unsigned lifetime,
 		}
 		enum queue_rcpt_state state = o->state;
 		const char *msg = o->msg ? o->msg : "";
+		if (state == QUEUE_RCPT_DEFERRED && now_us < expiry &&
+		    skip_deferrals) {
+			st->unrecorded++;
+			continue;
+		}
+		applied++;
 		if (state == QUEUE_RCPT_DEFERRED && now_us >= expiry) {
 			/* RFC 3463 X.4.7: delivery time expired. */
 			buf_clear(&text);
@@ -299,7 +306,7 @@ static int record_message(struct queue *q, MDB_txn *txn, unsigned lifetime,
 	buf_free(&text);
 	if (rc == 0)
 		rc = counters_for(q, txn, &m, add, err);
-	if (rc == 0) {
+	if (rc == 0 && applied > 0) {
 		bool done = true;
 		for (size_t i = 0; i < m.n_rcpts; i++)
 			done &= queue_rcpt_state_final(m.rcpts[i].state);
@@ -322,6 +329,89 @@ static int record_message(struct queue *q, MDB_txn *txn, unsigned lifetime,
 	return rc;
 }
 
+/* True when an outcome ends its recipient: anything but a deferral of a
+ * message that has not yet reached its lifetime (such a deferral becomes
+ * a bounce, see record_message). */
+static bool outcome_final(const struct queue_outcome *o,
+			  const struct queue_message *m, unsigned lifetime,
+			  int64_t now_us)
+{
+	return o->state != QUEUE_RCPT_DEFERRED ||
+	       now_us >= m->received_us + (int64_t)lifetime * US_PER_S;
+}
+
+/* The pages that recording outcomes (sorted by queue id) needs, about:
+ * in one read transaction, the env of each message gives the sizes of
+ * its log records and of its env rewritten. *all counts every outcome,
+ * *final only those that end their recipient. */
+static int outcomes_pages(struct queue *q, const struct queue_room *r,
+			  unsigned lifetime, int64_t now_us,
+			  const struct queue_outcome *const *sorted, size_t n,
+			  size_t *all, size_t *final, struct error *err)
+{
+	MDB_txn *txn;
+	int rc = queue_txn_begin(q, true, &txn, err);
+	if (rc)
+		return rc;
+	struct queue_writes w[2] = { { .dbs = 6 }, { .dbs = 6 } };	/* all, final */
+	for (size_t i = 0; i < n;) {
+		size_t j = i + 1;
+		while (j < n && strcmp(sorted[j]->qid, sorted[i]->qid) == 0)
+			j++;
+		struct queue_message m;
+		struct error e;
+		MDB_val k = { strlen(sorted[i]->qid), (void *)sorted[i]->qid }, v;
+		if (mdb_get(txn, queue_dbi(q, QUEUE_DB_ENV), &k, &v) != 0 ||
+		    queue_message_parse(&m, sorted[i]->qid, v.mv_data, v.mv_size,
+					&e) != 0) {
+			i = j;	/* gone or unreadable: ignored when recorded */
+			continue;
+		}
+		bool any_final = false;
+		struct queue_writes one[2] = { { 0 }, { 0 } };
+		for (size_t x = i; x < j; x++) {
+			const struct queue_outcome *o = sorted[x];
+			if (o->rcpt >= m.n_rcpts)
+				continue;
+			const char *msg = o->msg ? o->msg : "";
+			/* + 64: an expiry bounce quotes the last reply. */
+			size_t log = queue_log_record_bytes(m.rcpts[o->rcpt].address,
+							    strlen(msg) + 64, m.account,
+							    m.issue, m.uniq);
+			/* A mailbox failure adds to suppress, anywhere. */
+			size_t sup = o->state == QUEUE_RCPT_BOUNCED &&
+				     queue_is_mailbox_failure(msg)
+				     ? 64 + strlen(m.account) + strlen(msg) +
+				       strlen(m.rcpts[o->rcpt].address) : 0;
+			for (int f = 0; f < 2; f++) {
+				if (f == 1 && !outcome_final(o, &m, lifetime, now_us))
+					continue;
+				one[f].appended += log;
+				one[f].bytes += sup;
+				any_final |= f == 1;
+			}
+		}
+		/* The env rewritten (or removed), its due key moved, the
+		 * issue counters. */
+		for (int f = 0; f < 2; f++) {
+			if (f == 1 && !any_final)
+				continue;
+			w[f].appended += one[f].appended;
+			w[f].bytes += one[f].bytes + 256;
+			if (v.mv_size > r->psize / 2)
+				w[f].big += v.mv_size;
+			else
+				w[f].bytes += v.mv_size;
+		}
+		queue_message_free(&m);
+		i = j;
+	}
+	mdb_txn_abort(txn);
+	*all = queue_room_pages(r, &w[0]);
+	*final = queue_room_pages(r, &w[1]);
+	return 0;
+}
+
 int queue_record_outcomes(struct queue *q, unsigned lifetime, int64_t now_us,
 			  const struct queue_outcome *outcomes, size_t n,
 			  struct queue_record_stats *stats, struct error *err)
@@ -340,8 +430,29 @@ int queue_record_outcomes(struct queue *q, unsigned lifetime, int64_t now_us,
 	for (size_t i = 0; i < n; i++)
 		sorted[i] = &outcomes[i];
 	qsort(sorted, n, sizeof *sorted, compare_outcomes);
+	/* Deferrals change nothing for good, so they may not take the room
+	 * kept for final outcomes: when that is all there is, only the
+	 * final outcomes are recorded, the deferred recipients stay as they
+	 * were (stats->unrecorded), and the flush stops for this run. */
+	bool skip_deferrals = false;
+	struct queue_room room;
+	int rc = 0;
+	if (queue_room_measure(q, &room) == 0) {
+		size_t all, final;
+		rc = outcomes_pages(q, &room, lifetime, now_us, sorted, n, &all,
+				    &final, err);
+		if (rc == 0 && all > queue_room_left(&room, QUEUE_ROOM_DEFER)) {
+			skip_deferrals = true;
+			rc = queue_room_check(q, final, QUEUE_ROOM_FINAL,
+					      "recording the batch's outcomes", err);
+		}
+		if (rc) {
+			free(sorted);
+			return rc;
+		}
+	}
 	MDB_txn *txn;
-	int rc = queue_txn_begin(q, false, &txn, err);
+	rc = queue_txn_begin(q, false, &txn, err);
 	if (rc) {
 		free(sorted);
 		return rc;
@@ -351,8 +462,8 @@ int queue_record_outcomes(struct queue *q, unsigned lifetime, int64_t now_us,
 		size_t j = i + 1;
 		while (j < n && strcmp(sorted[j]->qid, sorted[i]->qid) == 0)
 			j++;
-		rc = record_message(q, txn, lifetime, now_us, when, sorted + i,
-				    j - i, st, err);
+		rc = record_message(q, txn, lifetime, now_us, when,
+				    skip_deferrals, sorted + i, j - i, st, err);
 		i = j;
 	}
 	free(sorted);
@@ -365,6 +476,44 @@ int queue_record_outcomes(struct queue *q, unsigned lifetime, int64_t now_us,
 	if (rc)
 		memset(st, 0, sizeof *st);
 	return rc;
+}
+
+/* ---- room for a batch, before it is sent ---- */
+
+int queue_batch_fit(struct queue *q, const struct queue_batch *b,
+		    size_t *fit, struct error *err)
+{
+	*fit = b->n;
+	struct queue_room r;
+	if (b->n == 0 || queue_room_measure(q, &r) != 0)
+		return 0;
+	size_t left = queue_room_left(&r, QUEUE_ROOM_FINAL);
+	size_t band = queue_room_band(&r, QUEUE_ROOM_BATCH);
+	struct queue_writes w = { 0 };
+	size_t need = 0, k = 0;
+	for (; k < b->n; k++) {
+		/* Every open recipient delivered or bounced; the env
+		 * rewritten or removed. */
+		const struct queue_message *m = &b->messages[k];
+		const char **open = xcalloc(m->n_rcpts + 1, sizeof *open);
+		size_t n_open = 0, env = 256;
+		for (size_t i = 0; i < m->n_rcpts; i++) {
+			env += strlen(m->rcpts[i].address) + 16;
+			if (!queue_rcpt_state_final(m->rcpts[i].state))
+				open[n_open++] = m->rcpts[i].address;
+		}
+		queue_final_writes(&w, &r, open, n_open, m->account, m->issue,
+				   m->uniq, env);
+		free(open);
+		need = queue_room_pages(&r, &w);
+		if (need > left || (k > 0 && need > band))
+			break;
+	}
+	*fit = k;
+	if (k == 0)
+		return queue_room_check(q, need, QUEUE_ROOM_FINAL,
+					"recording one message's outcomes", err);
+	return 0;
 }
 
 /* ---- the operator's commands ---- */
@@ -472,6 +621,26 @@ int queue_delete(struct queue *q, const char *qid, int64_t now_us,
 	if (rc == QUEUE_EIO || rc == QUEUE_EFULL) {
 		mdb_txn_abort(txn);
 		return error_set(err, "%s", e.text), rc;
+	}
+	if (rc == 0) {
+		/* Deleting frees room, but its log records need some first:
+		 * it may use what final outcomes may. (The read transaction
+		 * that measures beside this write one is allowed: MDB_NOTLS.) */
+		struct queue_room room;
+		struct queue_writes w = { .bytes = 256, .dbs = 5 };
+		for (size_t i = 0; i < m.n_rcpts; i++)
+			w.appended += queue_log_record_bytes(m.rcpts[i].address,
+							     strlen(reason), m.account,
+							     m.issue, m.uniq);
+		int full = queue_room_measure(q, &room) != 0 ? 0 :
+			   queue_room_check(q, queue_room_pages(&room, &w),
+					    QUEUE_ROOM_FINAL, "deleting a message",
+					    err);
+		if (full) {
+			queue_message_free(&m);
+			mdb_txn_abort(txn);
+			return full;
+		}
 	}
 	if (rc == 0) {
 		/* The recipients not yet done are accounted for as dropped. */
@@ -588,8 +757,17 @@ int queue_prune(struct queue *q, int64_t now_us, unsigned log_retention,
 	char cutoff[QUEUE_TIME_SIZE];
 	queue_time_format(now_us - (int64_t)log_retention * US_PER_S, cutoff);
 	bool more = true;
+	size_t batch = 10000;
 	for (int rounds = 0; more && rounds < 1000; rounds++) {
-		int rc = prune_log_batch(q, cutoff, 10000, &more, err);
+		int rc = prune_log_batch(q, cutoff, batch, &more, err);
+		/* Pruning frees room, but a transaction needs some: in a map
+		 * with no room left, smaller ones (fewer pages changed and
+		 * freed, a shorter freelist record) still get through. */
+		if (rc == QUEUE_EFULL && batch > 10) {
+			batch /= 10;
+			more = true;
+			continue;
+		}
 		if (rc)
 			return rc;
 	}

@@ -478,7 +478,8 @@ static void free_jobs(struct job *jobs, size_t n)
  * turned into a bounce by queue_record_outcomes (with the same now_us);
  * the log line says so too. */
 static void log_outcomes(const struct config *c, const struct job *jobs,
-			 size_t n_jobs, const char *relay, int64_t now_us)
+			 size_t n_jobs, const char *relay, int64_t now_us,
+			 bool deferrals_unrecorded)
 {
 	struct buf expired_text = BUF_INIT;
 	for (size_t i = 0; i < n_jobs; i++) {
@@ -494,6 +495,9 @@ static void log_outcomes(const struct config *c, const struct job *jobs,
 				s = classify(&j->results[r]);
 				text = j->results[r].text;
 			}
+			if (s == QUEUE_RCPT_DEFERRED && !expired &&
+			    deferrals_unrecorded)
+				continue;	/* not recorded: see flush_run */
 			if (s == QUEUE_RCPT_DEFERRED && expired) {
 				s = QUEUE_RCPT_BOUNCED;
 				buf_clear(&expired_text);
@@ -510,6 +514,38 @@ static void log_outcomes(const struct config *c, const struct job *jobs,
 		}
 	}
 	buf_free(&expired_text);
+}
+
+/* Never send a batch whose outcomes could not be recorded: its delivered
+ * messages would stay due and go out again on every run. Trims b to the
+ * messages whose outcomes fit the room kept for them (queue_batch_fit);
+ * when room is short, prunes the log first, once a run (*pruned). False
+ * when not even one message fits: said at priority crit, nothing is sent. */
+static bool batch_fits(const struct config *c, struct queue *q,
+		       struct queue_batch *b, bool *pruned)
+{
+	struct error err;
+	size_t fit;
+	int rc = queue_batch_fit(q, b, &fit, &err);
+	if (fit < b->n && !*pruned) {
+		*pruned = true;
+		struct error perr;
+		if (queue_prune(q, queue_now_us(), c->log_retention,
+				c->auth_failure_window, &perr) != 0)
+			log_msg(LOG_WARNING, "%s", perr.text);
+		rc = queue_batch_fit(q, b, &fit, &err);
+	}
+	if (rc != 0 || fit == 0) {
+		log_msg(LOG_CRIT, "not sending: the outcomes could not be "
+			"recorded, and delivered messages would go out again; "
+			"make room (smtpgate-queue delete, or a larger "
+			"queue_map_size): %s", err.text);
+		return false;
+	}
+	for (size_t i = fit; i < b->n; i++)	/* due still: the next batch */
+		queue_message_free(&b->messages[i]);
+	b->n = fit;
+	return true;
 }
 
 /* The flush loop: claim, deliver, record, until nothing is due. Returns
@@ -531,6 +567,7 @@ static int flush_run(const struct config *c, double max_time,
 	int status = 0;
 	struct run_totals totals = { 0 };
 	size_t batches = 0;
+	bool pruned = false;
 	struct buf relay = BUF_INIT;
 	if (c->relay.scheme == RELAY_SMTP || c->relay.scheme == RELAY_SMTPS)
 		buf_printf(&relay, strchr(c->relay.host, ':') ? "[%s]:%u" : "%s:%u",
@@ -568,6 +605,11 @@ static int flush_run(const struct config *c, double max_time,
 					  "REASON", b.skipped[i], NULL);
 		if (b.n == 0) {
 			queue_batch_free(&b);
+			break;
+		}
+		if (!batch_fits(c, q, &b, &pruned)) {
+			queue_batch_free(&b);
+			status = 1;
 			break;
 		}
 		batches++;
@@ -628,12 +670,15 @@ static int flush_run(const struct config *c, double max_time,
 					       out, n_out, &stats, err);
 		if (rc != 0) {
 			/* Nothing was written: these messages stay due and
-			 * go out again next run (at-least-once). */
-			log_msg(LOG_ERR, "cannot record the outcomes of %zu messages "
-				"(they will be delivered again): %s", b.n, err->text);
+			 * go out again next run (at-least-once). batch_fits
+			 * made this rare: room changed since, or the disk. */
+			log_msg(LOG_CRIT, "cannot record the outcomes of %zu messages "
+				"(they will be delivered again); stopping: %s", b.n,
+				err->text);
 			status = 1;
 		} else {
-			log_outcomes(c, jobs, b.n, relay.data, now_us);
+			log_outcomes(c, jobs, b.n, relay.data, now_us,
+				     stats.unrecorded > 0);
 			totals.messages += b.n;
 			totals.delivered += stats.delivered;
 			totals.deferred += stats.deferred;
@@ -652,6 +697,17 @@ static int flush_run(const struct config *c, double max_time,
 		queue_batch_free(&b);
 		if (rc != 0)
 			break;
+		if (stats.unrecorded > 0) {
+			/* Those messages are due as before: claiming them
+			 * again in this run would only repeat the batch. */
+			log_msg(LOG_CRIT, "%zu deferrals not recorded: the queue's "
+				"room left is kept for delivered and bounced "
+				"outcomes; those recipients stay due as they were; "
+				"stopping this run (make room: smtpgate-queue "
+				"delete, or a larger queue_map_size)", stats.unrecorded);
+			status = 1;
+			break;
+		}
 		if (attempted > 0 && reached == 0) {
 			/* Not one connection could be set up: the relay is down.
 			 * Its batch is deferred; leave the rest due for the
@@ -677,9 +733,10 @@ static int flush_run(const struct config *c, double max_time,
 			totals.bounced, totals.expired, totals.suppressed,
 			totals.dropped, pool_up ? atomic_load(&pool.connections) : 0);
 
-	/* Housekeeping of the queue (old log events, stale auth failures). */
-	if (status != 1 && queue_prune(q, queue_now_us(), c->log_retention,
-				       c->auth_failure_window, err) != 0)
+	/* Housekeeping of the queue (old log events, stale auth failures),
+	 * also after a failed run: pruning frees room. */
+	if (queue_prune(q, queue_now_us(), c->log_retention,
+			c->auth_failure_window, err) != 0)
 		log_msg(LOG_WARNING, "%s", err->text);
 	queue_close(q);
 	buf_free(&relay);

@@ -1071,6 +1071,29 @@ static int change_entry(struct queue *q, MDB_txn *txn, enum queue_db db,
 	return rc;
 }
 
+/* How many more stoplist or suppress entries, up to most, fit in one
+ * transaction and leave the queue's reserve free (queue_internal.h,
+ * room), in *n; QUEUE_EFULL when not even one does. */
+#define ENTRY_BYTES 700	/* a key of up to 511 bytes, time= and reason= */
+static int room_for_entries(struct queue *q, size_t most, size_t *n,
+			    struct error *err)
+{
+	struct queue_room r;
+	*n = most;
+	if (queue_room_measure(q, &r) != 0)
+		return 0;
+	size_t left = queue_room_left(&r, QUEUE_ROOM_CLIENT);
+	struct queue_writes w = { .bytes = ENTRY_BYTES, .dbs = 1 };
+	size_t one = queue_room_pages(&r, &w);
+	if (left < one)
+		return queue_room_check(q, one, QUEUE_ROOM_CLIENT,
+					"a new entry", err);
+	/* Twice the bytes in pages: leaves split half full. */
+	size_t fit = (left - one) * (r.psize - 16) / (2 * ENTRY_BYTES) + 1;
+	*n = fit < most ? fit : most;
+	return 0;
+}
+
 static int add_remove(const struct config *c, enum queue_db db, bool add,
 		      const char *account, const char *address)
 {
@@ -1091,7 +1114,12 @@ static int add_remove(const struct config *c, enum queue_db db, bool add,
 	struct error err;
 	char when[QUEUE_TIME_SIZE];
 	queue_time_format(queue_now_us(), when);
-	int rc = queue_txn_begin(q, false, &txn, &err);
+	/* An addition stops short of the queue's reserve, as a client's
+	 * message does. */
+	size_t fit;
+	int rc = add ? room_for_entries(q, 1, &fit, &err) : 0;
+	if (rc == 0)
+		rc = queue_txn_begin(q, false, &txn, &err);
 	if (rc == 0) {
 		rc = change_entry(q, txn, db, account, address, add,
 				  "added by smtpgate-queue", when, &err);
@@ -1124,8 +1152,9 @@ static int add_remove(const struct config *c, enum queue_db db, bool add,
 }
 
 /* Reads FILE one line at a time (never the whole file), one write
- * transaction per IMPORT_BATCH lines, so that a million lines take one
- * pass and handlers are held up only for one batch at a time. */
+ * transaction per IMPORT_BATCH lines (fewer when the queue's room is
+ * short), so that a million lines take one pass and handlers are held up
+ * only for one batch at a time. */
 #define IMPORT_BATCH 100000
 
 static int stoplist_import(const struct config *c, const char *account,
@@ -1151,7 +1180,7 @@ static int stoplist_import(const struct config *c, const char *account,
 	queue_time_format(queue_now_us(), when);
 	char *line = NULL;
 	size_t cap = 0, line_no = 0, added = 0, present = 0, invalid = 0;
-	size_t in_txn = 0;
+	size_t in_txn = 0, batch = IMPORT_BATCH;
 	ssize_t len;
 	MDB_txn *txn = NULL;
 	struct error err;
@@ -1174,7 +1203,11 @@ static int stoplist_import(const struct config *c, const char *account,
 					"address nor @domain\n", path, line_no);
 			continue;
 		}
-		if (!txn && (rc = queue_txn_begin(q, false, &txn, &err)) != 0)
+		/* A batch stops short of the queue's reserve, as a client's
+		 * message does: it ends where the room does. */
+		if (!txn && ((rc = room_for_entries(q, IMPORT_BATCH, &batch,
+						    &err)) != 0 ||
+			     (rc = queue_txn_begin(q, false, &txn, &err)) != 0))
 			break;
 		int r = change_entry(q, txn, QUEUE_DB_STOPLIST, account, s, true,
 				     reason.data, when, &err);
@@ -1192,7 +1225,7 @@ static int stoplist_import(const struct config *c, const char *account,
 			present++;
 		else
 			added++;
-		if (++in_txn == IMPORT_BATCH) {
+		if (++in_txn == batch) {
 			rc = queue_txn_commit(q, txn, &err);
 			txn = NULL;
 			in_txn = 0;

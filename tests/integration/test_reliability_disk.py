@@ -94,9 +94,9 @@ def fill_drain_refill(g, label, body_lines=BODY_LINES):
 
 def test_full_map_gives_452_4_3_1_and_recovers_after_flush(gate, keys):
     g = gate(accounts=networks_accounts(keys),
-             gate_keys={"queue_map_size": "256K"}, relay={"url": "discard:"})
+             gate_keys={"queue_map_size": "1M"}, relay={"url": "discard:"})
     n = fill_drain_refill(g, "map")
-    report("disk-map-full", map_size="256K", accepted_before_full=n)
+    report("disk-map-full", map_size="1M", accepted_before_full=n)
 
 
 def test_full_file_system_gives_452_4_3_1_and_recovers_after_flush(gate, keys, tmp_path):
@@ -110,3 +110,4 @@ def test_full_file_system_gives_452_4_3_1_and_recovers_after_flush(gate, keys, t
         finally:
             g.stop()
     report("disk-tmpfs-full", tmpfs="1M", accepted_before_full=n)
+

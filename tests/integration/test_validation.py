@@ -257,8 +257,8 @@ def test_one_journal_entry_per_message(gate):
 
 
 def test_queue_full_is_452_4_3_1_and_nothing_half_written(gate):
-    g = gate(gate_keys={"queue_map_size": "64K", "max_message_size": "1M"})
-    big = message(body=("q" * 98 + "\r\n") * 2000)   # ~200 KB: over the map
+    g = gate(gate_keys={"queue_map_size": "1M", "max_message_size": "2M"})
+    big = message(body=("q" * 98 + "\r\n") * 12000)   # ~1.2 MB: over the map
     with Raw(g) as c:
         c.login()
         assert send(g, big, session=c) == "452 4.3.1 Insufficient system storage"

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -436,8 +437,9 @@ TEST(test_authfail_counts_within_the_window_then_expires)
 TEST(test_map_full_is_efull_and_leaves_nothing_half_written)
 {
 	char *dir = temp_folder();
-	/* A map of 256 KiB: the first messages fit, a large one does not. */
-	struct config c = config_for(dir, 256 * 1024);
+	/* A map of 1 MiB (the least queue_map_size): the first messages
+	 * fit, a large one does not. */
+	struct config c = config_for(dir, 1024 * 1024);
 	struct queue *q;
 	struct error err;
 	CHECK(queue_open(&q, &c, false, &err) == 0);
@@ -450,7 +452,7 @@ TEST(test_map_full_is_efull_and_leaves_nothing_half_written)
 	char *issue = first_key(q, QUEUE_DB_ISSUE);
 	char *before = issue ? get(q, QUEUE_DB_ISSUE, issue) : NULL;
 
-	size_t big_len = 512 * 1024;
+	size_t big_len = 2048 * 1024;
 	char *big = xmalloc(big_len);
 	memset(big, 'y', big_len);
 	struct iovec big_part = { big, big_len };
@@ -474,19 +476,26 @@ TEST(test_map_full_is_efull_and_leaves_nothing_half_written)
 	free(dir);
 }
 
-TEST(test_map_full_inside_a_transaction_writes_nothing)
+/* Issue 16 point 2: bounce records of incomplete messages (one a
+ * recipient) filled the map to its last page; then smtpgate-flush could
+ * not record outcomes, and pruning, which needs pages too, could not make
+ * room, not even once log_retention had passed. */
+TEST(test_bounce_records_stop_short_of_the_reserve_and_pruning_frees_them)
 {
-	/* queue_record_rejected has no room check before its transaction:
-	 * MDB_MAP_FULL comes from LMDB itself, half-way through the puts. */
 	char *dir = temp_folder();
-	struct config c = config_for(dir, 256 * 1024);
+	struct config c = config_for(dir, 1024 * 1024);
 	struct queue *q;
 	struct error err;
 	CHECK(queue_open(&q, &c, false, &err) == 0);
+	/* A message queued before the flood, for the flush to record. */
 	struct queue_envelope e = sample_envelope();
-	CHECK(queue_record_rejected(q, &e, "635 6.7.8 no To:", (char[QUEUE_ID_SIZE]){ 0 },
-				    &err) == 0);
-	enum { N = 4000 };
+	char small[1000];
+	memset(small, 'x', sizeof small);
+	struct iovec part = { small, sizeof small };
+	char queued[QUEUE_ID_SIZE];
+	CHECK(queue_append(q, &e, &part, 1, queued, &err) == 0);
+
+	enum { N = 200 };
 	char **rcpts = xcalloc(N, sizeof *rcpts);
 	for (size_t i = 0; i < N; i++) {
 		struct buf a = BUF_INIT;
@@ -496,24 +505,176 @@ TEST(test_map_full_inside_a_transaction_writes_nothing)
 	e.rcpts = (const char *const *)rcpts;
 	e.n_rcpts = N;
 	char qid[QUEUE_ID_SIZE];
-	err.text[0] = '\0';
-	CHECK(queue_record_rejected(q, &e, "635 6.7.8 no To:", qid, &err) == QUEUE_EFULL);
-	CHECK(strstr(err.text, "MDB_MAP_FULL") != NULL);
+	size_t records = 0;
+	int rc = 0;
+	for (int i = 0; i < 1000 && rc == 0; i++) {
+		err.text[0] = '\0';
+		rc = queue_record_rejected(q, &e, "635 6.7.8 no To:", qid, &err);
+		records += rc == 0;
+	}
+	CHECK(rc == QUEUE_EFULL);
+	CHECK(records > 0);
+	CHECK(strstr(err.text, "the bounce records of an incomplete message") != NULL);
+	CHECK(strstr(err.text, "kept for smtpgate-flush") != NULL);
 	CHECK(qid[0] == '\0');
-	CHECK(count(q, QUEUE_DB_LOG) == 2);
-	char *issue = first_key(q, QUEUE_DB_ISSUE);
-	char *counts = issue ? get(q, QUEUE_DB_ISSUE, issue) : NULL;
-	CHECK_STR(counts, "accepted=2\ndelivered=0\ndeferred=0\nbounced=2\ndropped=0");
-	free(counts);
-	free(issue);
-	/* Nothing was left open: the next small transaction works. */
-	e = sample_envelope();
+	CHECK(count(q, QUEUE_DB_LOG) == records * N);
+
+	/* The flush still records: both recipients delivered, the message
+	 * leaves the queue. */
+	struct queue_outcome o[2] = {
+		{ queued, 0, QUEUE_RCPT_DELIVERED, "250 2.0.0 Ok" },
+		{ queued, 1, QUEUE_RCPT_DELIVERED, "250 2.0.0 Ok" },
+	};
+	struct queue_record_stats st;
+	CHECK(queue_record_outcomes(q, 432000, queue_now_us(), o, 2, &st, &err) == 0);
+	CHECK(st.delivered == 2 && st.removed == 1 && st.unrecorded == 0);
+	CHECK(count(q, QUEUE_DB_MSG) == 0);
+
+	/* Once log_retention has passed, pruning empties the log, and the
+	 * gateway takes such messages again. */
+	int64_t later = queue_now_us() + (int64_t)7200 * 1000000;
+	CHECK(queue_prune(q, later, 3600, 600, &err) == 0);
+	CHECK(count(q, QUEUE_DB_LOG) == 0);
 	CHECK(queue_record_rejected(q, &e, "635 6.7.8 no To:", qid, &err) == 0);
-	CHECK(count(q, QUEUE_DB_LOG) == 4);
+	printf("1 MB map: %zu incomplete messages of %d recipients, then 452\n",
+	       records, N);
 	for (size_t i = 0; i < N; i++)
 		free(rcpts[i]);
 	free(rcpts);
 	queue_close(q);
+	remove_folder(dir);
+	free(dir);
+}
+
+/* A tmpfs of 1 MB mounted on dir (root, as make check runs here); false,
+ * said loudly, where mounting is not permitted. */
+static bool mount_tmpfs(const char *dir, const char *what)
+{
+	struct buf cmd = BUF_INIT;
+	buf_printf(&cmd, "mount -t tmpfs -o size=1m,mode=0700 smtpgate-unit '%s' "
+		   "2>/dev/null", dir);
+	bool ok = system(cmd.data) == 0;
+	if (!ok)
+		printf("SKIPPED LOUDLY: cannot mount a tmpfs on %s: %s is not "
+		       "tested\n", dir, what);
+	buf_free(&cmd);
+	return ok;
+}
+
+static void unmount_tmpfs(const char *dir)
+{
+	struct buf cmd = BUF_INIT;
+	buf_printf(&cmd, "umount '%s'", dir);
+	CHECK(system(cmd.data) == 0);
+	buf_free(&cmd);
+}
+
+/* Fills the file system of dir but for keep bytes, with dir/filler. */
+static void fill_disk(const char *dir, size_t keep)
+{
+	struct statvfs vfs;
+	CHECK(statvfs(dir, &vfs) == 0);
+	size_t avail = (size_t)vfs.f_bavail * vfs.f_frsize;
+	size_t fill = avail > keep ? avail - keep : 0;
+	struct buf path = BUF_INIT;
+	buf_printf(&path, "%s/filler", dir);
+	FILE *f = fopen(path.data, "w");
+	CHECK(f != NULL);
+	char zeros[4096] = { 0 };
+	for (size_t done = 0; f && done < fill; done += sizeof zeros)
+		if (fwrite(zeros, 1, sizeof zeros, f) != sizeof zeros)
+			break;
+	if (f)
+		fclose(f);
+	buf_free(&path);
+}
+
+/* Issue 16 point 11: on a full file system LMDB's commit writes part of
+ * its pages and turns the short write into EIO, which was logged as
+ * "commit: Input/output error". The error names the disk and the file. */
+TEST(test_commit_on_a_full_disk_says_so_and_names_the_file)
+{
+	char *dir = temp_folder();
+	if (!mount_tmpfs(dir, "the full-disk commit")) {
+		remove_folder(dir);
+		free(dir);
+		return;
+	}
+	struct buf folder = BUF_INIT;
+	buf_printf(&folder, "%s/queue", dir);
+	struct config c = config_for(folder.data, 64 << 20);
+	struct queue *q;
+	struct error err;
+	CHECK(queue_open(&q, &c, false, &err) == 0);
+	fill_disk(dir, 8192);
+	/* A transaction of 64 KB: its commit cannot write it all. */
+	MDB_txn *txn;
+	CHECK(queue_txn_begin(q, false, &txn, &err) == 0);
+	MDB_val k = { 5, "probe" }, v = { 65536, NULL };
+	CHECK(mdb_put(txn, queue_dbi(q, QUEUE_DB_META), &k, &v, MDB_RESERVE) == 0);
+	memset(v.mv_data, 'x', v.mv_size);
+	err.text[0] = '\0';
+	CHECK(queue_txn_commit(q, txn, &err) == QUEUE_EFULL);
+	CHECK(strstr(err.text, "Input/output error") == NULL);
+	struct buf want = BUF_INIT;
+	buf_printf(&want, "%s/data.mdb cannot grow: the disk is full", folder.data);
+	CHECK(strstr(err.text, want.data) != NULL);
+	if (!strstr(err.text, want.data))
+		printf("got: %s\n", err.text);
+	queue_close(q);
+	unmount_tmpfs(dir);
+	buf_free(&want);
+	buf_free(&folder);
+	remove_folder(dir);
+	free(dir);
+}
+
+/* LMDB makes lock.mdb sparse and writes its reader table through a map:
+ * on a full disk, the first write to a page of it never written before
+ * would kill the process with SIGBUS. An open allocates the file first,
+ * and on a full disk says so instead. */
+TEST(test_open_on_a_full_disk_allocates_lock_mdb_or_says_why_not)
+{
+	char *dir = temp_folder();
+	if (!mount_tmpfs(dir, "the allocation of lock.mdb")) {
+		remove_folder(dir);
+		free(dir);
+		return;
+	}
+	struct buf folder = BUF_INIT, lock = BUF_INIT;
+	buf_printf(&folder, "%s/queue", dir);
+	buf_printf(&lock, "%s/lock.mdb", folder.data);
+	struct config c = config_for(folder.data, 64 << 20);
+	struct queue *q;
+	struct error err;
+	/* LMDB makes the queue: lock.mdb as sparse as LMDB leaves it. */
+	CHECK(queue_open(&q, &c, false, &err) == 0);
+	queue_close(q);
+	struct stat st;
+	CHECK(stat(lock.data, &st) == 0 && (off_t)st.st_blocks * 512 < st.st_size);
+	fill_disk(dir, 0);
+	err.text[0] = '\0';
+	int rc = queue_open(&q, &c, false, &err);
+	CHECK(rc == QUEUE_EFULL);
+	if (rc == 0)
+		queue_close(q);
+	struct buf want = BUF_INIT;
+	buf_printf(&want, "%s cannot be allocated: the disk is full", lock.data);
+	CHECK(strstr(err.text, want.data) != NULL);
+	if (!strstr(err.text, want.data))
+		printf("got: %s\n", err.text);
+	/* With room, the next open allocates it whole. */
+	struct buf filler = BUF_INIT;
+	buf_printf(&filler, "%s/filler", dir);
+	unlink(filler.data);
+	CHECK(queue_open(&q, &c, false, &err) == 0);
+	queue_close(q);
+	CHECK(stat(lock.data, &st) == 0 && (off_t)st.st_blocks * 512 >= st.st_size);
+	unmount_tmpfs(dir);
+	buf_free(&want);
+	buf_free(&filler);
+	buf_free(&folder);
+	buf_free(&lock);
 	remove_folder(dir);
 	free(dir);
 }
@@ -718,7 +879,9 @@ UNIT_MAIN(test_open_creates_the_folder_0750_and_every_database,
 	  test_log_keys_grow_in_commit_order_even_when_the_clock_lags,
 	  test_authfail_counts_within_the_window_then_expires,
 	  test_map_full_is_efull_and_leaves_nothing_half_written,
-	  test_map_full_inside_a_transaction_writes_nothing,
+	  test_bounce_records_stop_short_of_the_reserve_and_pruning_frees_them,
+	  test_commit_on_a_full_disk_says_so_and_names_the_file,
+	  test_open_on_a_full_disk_allocates_lock_mdb_or_says_why_not,
 	  test_a_map_grown_by_another_process_is_adopted,
 	  test_concurrent_appending_processes_lose_nothing,
 	  test_appenders_killed_midway_leave_only_whole_messages,
