@@ -236,7 +236,7 @@ TEST(test_events_listing_marks_acknowledged_events)
 	CHECK(callback_events_command(&f.c, 0, NULL, true, out) == 0);
 	fclose(out);
 	CHECK(strstr(text, "\"to\":\"a@example.net\"") != NULL);
-	CHECK(strstr(text, "\"acknowledged\":true}") < strstr(text, "\"acknowledged\":false}"));
+	CHECK_ORDER(text, "\"acknowledged\":true}", "\"acknowledged\":false}");
 	CHECK(text[0] == '[' && strstr(text, "\"gate.uniq\":\"u1\"") != NULL);
 	free(text);
 	char *since[] = { "--since", a, NULL };
