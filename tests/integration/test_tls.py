@@ -1,7 +1,9 @@
 """STARTTLS (RFC 3207) and implicit TLS (RFC 8314)."""
 
+import re
 import socket
 import ssl
+import time
 
 from smtp_raw import Raw
 
@@ -133,6 +135,29 @@ def test_plain_client_on_implicit_tls_port_gets_no_greeting(gate):
         except (ConnectionResetError, socket.timeout):
             pass
         assert b"220 " not in data
+    # Refused because it is no TLS, not because the handler died: it
+    # says why, exits 0, and the port serves a TLS client as before.
+    raw = socket.create_connection((g.host, g.port), timeout=10)
+    with client_context().wrap_socket(raw) as tls:
+        data = b""
+        while not data.endswith(b"\r\n"):
+            data += tls.recv(4096)
+        assert data == b"220 gate.example.com ESMTP smtpgate\r\n"
+    log = handlers_done(g)
+    assert "TLS handshake failed client=127.0.0.1 reason=TLS handshake: wrong version number" in log
+    assert re.findall(r"^Child \d+ died with (.*)$", log, re.M) == \
+        ["code 0"] * log.count("Spawned "), log
+
+
+def handlers_done(g, timeout=10):
+    """The gate's log once every handler it started has exited (as
+    systemd-socket-activate reports it), bounded."""
+    deadline = time.monotonic() + timeout
+    while True:
+        log = g.log_text()
+        if log.count("Spawned ") == log.count(" died with ") or time.monotonic() > deadline:
+            return log
+        time.sleep(0.1)
 
 
 def ecdsa_certificate(folder, key_form):
