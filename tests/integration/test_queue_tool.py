@@ -299,6 +299,28 @@ def test_json_output_survives_quotes_control_bytes_and_utf8(g):
     assert "\x01" not in tool(g, "errors").stdout
 
 
+def test_json_keeps_3_and_4_byte_utf8_and_replaces_each_invalid_byte(g):
+    """RFC 8259 section 8.1: the JSON is UTF-8. Valid 3- and 4-byte
+    sequences (up to U+10FFFF) pass as they are; a byte that does not
+    begin a valid sequence (stray continuation, truncated, overlong,
+    surrogate, above U+10FFFF, 0xFF) becomes one U+FFFD."""
+    q = fill(g, "append", "x@example.net")
+    msg = (b"550 5.1.1 \xe2\x82\xac \xe6\x97\xa5 \xf0\x9f\x98\x80 \xf4\x8f\xbf\xbf |"
+           b" \x80 \xe2\x82 \xc0\xaf \xed\xa0\x80 \xf4\x90\x80\x80 \xff")
+    r = subprocess.run([str(BUILD / "tests" / "tools" / "queue_fill"), "-c", str(g.config),
+                        "outcome", q, "0", "bounced", msg], capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    out = g.queue_tool("errors", "--json").stdout
+    raw = subprocess.run([binary("smtpgate-queue"), "-c", str(g.config), "errors",
+                          "--json"], capture_output=True, timeout=60).stdout
+    # The valid sequences as bytes, not as \u escapes.
+    assert b"\xe2\x82\xac \xe6\x97\xa5 \xf0\x9f\x98\x80 \xf4\x8f\xbf\xbf |" in raw
+    [err] = json.loads(out)
+    assert err["msg"] == ("550 5.1.1 \u20ac \u65e5 \U0001f600 \U0010ffff |"
+                          " \ufffd \ufffd\ufffd \ufffd\ufffd \ufffd\ufffd\ufffd"
+                          " \ufffd\ufffd\ufffd\ufffd \ufffd")
+
+
 def test_check_config_prints_the_effective_config_or_the_error(g, tmp_path):
     r = tool(g, "check-config")
     assert "[gate]" in r.stdout and f"queue = {g.queue}" in r.stdout
