@@ -10,6 +10,7 @@
 #include "mailbox.h"
 #include "queue/queue.h"
 #include "session.h"
+#include "tls.h"
 
 bool policy_valid_id(const char *text)
 {
@@ -93,7 +94,7 @@ static void received_header(const struct session *s, struct buf *out)
 		   s->helo ? s->helo : "unknown", strchr(s->client, ':') ? "IPv6:" : "",
 		   s->client, s->config->hostname, proto);
 	if (s->tls)
-		buf_printf(out, " (%s)", SSL_get_version(s->tls));
+		buf_printf(out, " (%s)", tls_version(s->tls));
 	buf_printf(out, "\r\n\t(account %s); %s\r\n", s->tx->account->name, date);
 }
 
@@ -104,9 +105,12 @@ static void log_message(const struct session *s, const char *qid,
 	char size[24], rcpts[24];
 	snprintf(size, sizeof size, "%llu", (unsigned long long)s->tx->msg.size);
 	snprintf(rcpts, sizeof rcpts, "%zu", s->tx->n_rcpts);
+	/* Over TLS, what protected the message on its way in. */
 	log_event(LOG_INFO, "message", "QUEUE_ID", qid,
 		  "ACCOUNT", s->tx->account->name, "CLIENT", s->client,
 		  "SIZE", size, "RCPTS", rcpts, "OUTCOME", outcome,
+		  "TLS", s->tls ? tls_version(s->tls) : NULL,
+		  "TLS_CIPHER", s->tls ? tls_cipher(s->tls) : NULL,
 		  (const char *)NULL);
 }
 

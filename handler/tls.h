@@ -21,10 +21,11 @@ SSL_CTX *tls_context_new(const struct config *c, struct error *err);
  * connection, which it returns; NULL with err set on failure. */
 SSL *tls_accept(SSL_CTX *ctx, struct io *io, struct error *err);
 
-/* The negotiated protocol, e.g. "TLSv1.3", for the Received: header. */
+/* The negotiated protocol, e.g. "TLSv1.3", for the Received: header and
+ * the message's log entry. */
 const char *tls_version(const SSL *ssl);
 
-/* The negotiated cipher name, for the log. */
+/* The negotiated cipher name, for the message's log entry. */
 const char *tls_cipher(const SSL *ssl);
 
 /* Sends close_notify (best effort) and frees the connection. */

@@ -1,6 +1,7 @@
 #!/bin/sh
 # Installs the Debian packages smtpgate needs to build, run and test;
-# "deps.sh bench" also those make bench measures with.
+# "deps.sh bench" also those make bench measures with, "deps.sh coverage"
+# what make coverage reports with.
 # Root: installs what is missing (one apt-get update, one apt-get install).
 # Not root: prints the one command that would do it, and fails.
 set -eu
@@ -43,9 +44,14 @@ linux-perf           perf stat: CPU time and page faults of one session
 valgrind             callgrind: instruction counts, stable on a busy machine
 strace               system calls and the time spent in each fsync
 "
-if [ "${1:-}" = bench ]; then
-	PACKAGES="$PACKAGES$BENCH_PACKAGES"
-fi
+# Only make coverage needs this (tools/coverage.sh).
+COVERAGE_PACKAGES="
+gcovr                line and function coverage per file from gcov's data
+"
+case "${1:-}" in
+bench) PACKAGES="$PACKAGES$BENCH_PACKAGES" ;;
+coverage) PACKAGES="$PACKAGES$COVERAGE_PACKAGES" ;;
+esac
 
 names=$(printf '%s\n' "$PACKAGES" | awk 'NF { print $1 }')
 missing=""

@@ -118,17 +118,32 @@ EOF
 mkdir -p "$run_dir/outbox"
 
 activator=""
-sleeper=""
 
 # Lets the handlers finish (bounded), kills what is left, and stops the
 # activator only after it has reaped them: PID 1 here may reap no orphans.
+#
+# Every child of this script is started with & and waited for with the
+# wait builtin, which a trapped SIGINT interrupts at once. A foreground
+# child would not do: bash runs the trap only once that child is reaped,
+# from inside its wait, and smtpgate-flush catches SIGINT itself. Children
+# started with & in a non-interactive shell ignore SIGINT, so Ctrl-C
+# reaches them only through this function. A signal can also land between
+# "cmd &" and the "pid=$!" after it; so the jobs bash knows, not the
+# variables, say what is running: the first one started is the activator.
 stop() {
 	trap - INT TERM EXIT
 	set +e
-	if [ -n "$sleeper" ]; then
-		kill "$sleeper" 2>/dev/null || true
-		wait "$sleeper" 2>/dev/null || true
-	fi
+	local pid
+	for pid in $(jobs -p); do
+		if [ -z "$activator" ]; then
+			activator=$pid
+		elif [ "$pid" != "$activator" ]; then
+			# The sleeper, or smtpgate-flush, which on SIGTERM
+			# records the batch in hand and exits.
+			kill -TERM "$pid" 2>/dev/null || true
+			wait "$pid" 2>/dev/null || true
+		fi
+	done
 	if [ -n "$activator" ]; then
 		# Deadlines in wall-clock seconds, not loop counts: on a busy
 		# machine each pgrep alone can take a good part of a second.
@@ -198,10 +213,10 @@ Ctrl-C stops it.
 
 EOF
 
+# In the background and waited for, like the sleep: see stop().
 while :; do
 	sleep "$interval" &
-	sleeper=$!
-	wait "$sleeper" || true
-	sleeper=""
-	"$build/smtpgate-flush" -c "$conf" </dev/null || true
+	wait $! || true
+	"$build/smtpgate-flush" -c "$conf" </dev/null &
+	wait $! || true
 done

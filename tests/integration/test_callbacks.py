@@ -285,6 +285,23 @@ def test_second_failure_doubles_the_back_off(tmp_path, keys):
         assert 50 < wait <= 61
 
 
+def test_a_refusal_keeps_the_start_of_the_answer_printable(tmp_path, keys):
+    """The log shows why the endpoint refused: the first 200 bytes of its
+    answer, control and non-ASCII bytes as "?", the rest left out."""
+    answer = b"queue full:\ttry again\r\nin a minute \xc3\xa9 " + b"x" * 400
+    with Receiver() as r:
+        r.script = [(503, {"Content-Type": "text/plain"}, answer)]
+        g = make_gate(tmp_path, keys, {"url": r.url})
+        Log(g.queue).add()
+        res = callbacks(g)
+    assert res.returncode == 75
+    kept = answer[:200].decode("latin-1")
+    kept = "".join(ch if 0x20 <= ord(ch) < 0x7f else "?" for ch in kept)
+    assert f"HTTP status 503: {kept}" in res.stderr, res.stderr
+    assert f"HTTP status 503: {kept}x" not in res.stderr
+    assert callback_state(g)["cursor"] == ""
+
+
 def test_redirect_is_not_followed(tmp_path, keys):
     with Receiver() as other, Receiver() as r:
         r.script = [(302, {"Location": other.url}, b"")]

@@ -79,6 +79,28 @@ def test_handler_reads_its_accounts_through_the_index(gate, keys):
             "535 5.7.8 Authentication credentials invalid"
     assert "index" not in g.log_text()
 
+    # Proof that the accounts come from the index: the file changed in
+    # place to what only a reader of the file would see (a login renamed),
+    # with its size, inode and modification time kept, which is what the
+    # index identifies the file by. The handler still finds the indexed
+    # login and not the renamed one.
+    stat = g.config.stat()
+    text = g.config.read_bytes()
+    assert text.count(b"login = user2345@smtpgate\n") == 1
+    with g.config.open("r+b") as f:
+        f.write(text.replace(b"login = user2345@smtpgate\n", b"login = uxer2345@smtpgate\n"))
+    os.utime(g.config, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    after = g.config.stat()
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == \
+        (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    assert send(g, login="user2345@smtpgate") == "a2345"
+    with Raw(g) as c:
+        c.greeting()
+        c.ehlo()
+        assert c.auth_plain(login="uxer2345@smtpgate") == \
+            "535 5.7.8 Authentication credentials invalid"
+    assert "index" not in g.log_text()
+
 
 def test_an_index_older_than_the_file_is_not_used(gate, keys):
     g = gate(gate_keys={"auth_requires_tls": "no"})

@@ -7,6 +7,7 @@ as the handler does), so these tests need no SMTP in front."""
 
 import datetime
 import fcntl
+import os
 import re
 import subprocess
 import time
@@ -375,6 +376,76 @@ def test_maildir_delivery_writes_the_queued_bytes(tmp_path, keys):
     assert all(f.read_bytes() == MESSAGE for f in files)
     assert list((box / "tmp").iterdir()) == []
     assert q.db("env") == {}
+
+
+# fsync(2) of any folder named .../outbox/new fails with EIO; everything
+# else is the C library's. Built by the test, loaded with LD_PRELOAD.
+FAILING_FOLDER_SYNC = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+int fsync(int fd)
+{
+	struct stat st;
+	char link[64], path[4096];
+	if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+		snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+		ssize_t n = readlink(link, path, sizeof path - 1);
+		if (n > 11) {
+			path[n] = 0;
+			if (strcmp(path + n - 11, "/outbox/new") == 0) {
+				errno = EIO;
+				return -1;
+			}
+		}
+	}
+	int (*real)(int) = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
+	return real(fd);
+}
+"""
+
+
+def test_maildir_folder_sync_failure_defers_what_it_delivered(tmp_path, keys):
+    """A message is delivered to a maildir only once the folder's fsync
+    says its entry is durable; when that fails, what the run put there
+    counts as not delivered: each recipient is deferred with the reason,
+    and the next run delivers it again (at-least-once)."""
+    shim = tmp_path / "failing_folder_sync.so"
+    source = tmp_path / "failing_folder_sync.c"
+    source.write_text(FAILING_FOLDER_SYNC)
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", str(shim), str(source), "-ldl"],
+                   check=True, timeout=60)
+    box = tmp_path / "outbox"
+    q = Queue(tmp_path, keys, {"url": f"maildir:{box}"})
+    qids = q.inject("a@example.net", "b@example.net", message=MESSAGE, n=2)
+    env = dict(os.environ, LD_PRELOAD=str(shim),
+               # the sanitizer runtime wants to come first otherwise
+               ASAN_OPTIONS=os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0")
+    r = subprocess.run([binary("smtpgate-flush"), "-c", str(q.config)], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    reason = f"maildir {box}/new: cannot sync: Input/output error"
+    assert "relay sync failed" in r.stderr and reason in r.stderr, r.stderr
+    assert len(list((box / "new").iterdir())) == 2      # there, but not durable
+    for qid in qids:
+        assert q.env(qid) is not None, f"{qid} recorded as delivered"
+        assert q.env(qid)["rcpt"] == [("a@example.net", "deferred"),
+                                      ("b@example.net", "deferred")]
+    events = [(e["to"], e["status"], e["msg"]) for _, e in q.log()]
+    assert sorted(events) == sorted([(rcpt, "deferred", f"451 4.3.0 {reason}")
+                                     for rcpt in ("a@example.net", "b@example.net")] * 2)
+    # Without the fault the next run delivers them again and records it.
+    for qid in qids:
+        q.due_now(qid)
+    r = q.flush()
+    assert r.returncode == 0, r.stderr
+    assert q.db("env") == {}
+    assert len(list((box / "new").iterdir())) == 4
 
 
 def test_discard_records_delivered(tmp_path, keys):

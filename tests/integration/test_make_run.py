@@ -84,6 +84,23 @@ def dns_records(run_dir: Path):
     return lookup
 
 
+def ctrl_c(p, port):
+    """SIGINT to the demo's process group, as Ctrl-C in its terminal: make
+    exits, and everything it started is gone and the port free, all in
+    bounded time. A demo that ignores it is killed and the test fails."""
+    os.killpg(p.pid, signal.SIGINT)
+    try:
+        p.wait(timeout=90)
+    except subprocess.TimeoutExpired:
+        left = subprocess.run(["ps", "-o", "pid,stat,cmd", "-g", str(p.pid)],
+                              capture_output=True, text=True).stdout
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+        pytest.fail(f"the demo ignored SIGINT for 90 s:\n{left}")
+    wait_until("the demo's processes exit", lambda: not group_processes(p.pid), 10)
+    assert not listening(port)
+
+
 @pytest.fixture
 def demo(tmp_path):
     run_dir = tmp_path / "run"
@@ -149,14 +166,19 @@ def test_make_run_delivers_a_signed_message_to_its_outbox_and_stops_on_ctrl_c(de
     wait_until("the swaks message in outbox/new", lambda: len(list(new.glob("*"))) == 2, 60)
 
     # Ctrl-C: everything it started is gone, the port is free.
-    os.killpg(p.pid, signal.SIGINT)
-    p.wait(timeout=90)
-    wait_until("the demo's processes exit", lambda: not group_processes(p.pid), 10)
-    assert not listening(port)
+    ctrl_c(p, port)
     assert "run-demo: stopped" in log.read_text()
 
 
+# What the first run makes and every later run must keep as it is.
+KEPT = ["smtpgate.conf", "tls/cert.pem", "tls/key.pem",
+        "dkim/example.com.rsa.pem", "dkim/example.com.ed25519.pem",
+        "dkim/dns.txt"]
+
+
 def test_make_run_keeps_its_keys_and_config_across_runs(tmp_path):
+    """Also Ctrl-C at the instant the banner is printed: the second run
+    reaches it at once, and a SIGINT then once went unheeded for 90 s."""
     run_dir = tmp_path / "run"
     first = None
     for attempt in range(2):
@@ -166,20 +188,37 @@ def test_make_run_keeps_its_keys_and_config_across_runs(tmp_path):
         try:
             wait_until("make run is ready", lambda: ready(log) or p.poll() is not None, 120)
             assert p.poll() is None, log.read_text()
-            # Ctrl-C the way a person does it: after the banner, not at
-            # the instant it is printed (a SIGINT in that instant once left
-            # the demo running; see the issue 6 note).
-            time.sleep(2)
         finally:
-            os.killpg(p.pid, signal.SIGINT)
-            try:
-                p.wait(timeout=90)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
-                raise
-        keys = (run_dir / "dkim/example.com.rsa.pem").read_bytes()
+            if p.poll() is None:
+                ctrl_c(p, port)
+        assert "run-demo: stopped" in log.read_text()
         assert ("first run" in log.read_text()) == (attempt == 0)
+        kept = {name: (run_dir / name).read_bytes() for name in KEPT}
         if first is None:
-            first = keys
-        assert keys == first
+            first = kept
+        for name in KEPT:
+            assert kept[name] == first[name], f"{name} changed on run {attempt + 1}"
+
+
+@pytest.mark.parametrize("moment", ["at-start", "making-keys", "serving"])
+def test_make_run_stops_on_an_early_ctrl_c(tmp_path, moment):
+    """Ctrl-C before the demo is ready: while make checks and builds, while
+    the first run makes its keys, and the moment the port listens (before
+    the banner). Nothing is left running, whatever the moment."""
+    run_dir = tmp_path / "run"
+    port = free_port()
+    log = tmp_path / "make-run.log"
+    p = start_demo(run_dir, port, log)
+    try:
+        if moment == "making-keys":
+            wait_until("the first run starts", lambda: "first run" in log.read_text()
+                       or p.poll() is not None, 120)
+        elif moment == "serving":
+            wait_until("the port listens", lambda: listening(port) or p.poll() is not None, 120)
+        assert p.poll() is None, log.read_text()
+    finally:
+        if p.poll() is None:
+            ctrl_c(p, port)
+    assert p.returncode != 0
+    if moment == "serving":
+        assert "run-demo: stopped" in log.read_text()

@@ -53,7 +53,11 @@ def test_pages_are_mandoc_lint_clean_including_style(manpath):
     r = subprocess.run(["mandoc", "-Tlint", "-Wstyle", *map(str, PAGES)],
                        capture_output=True, text=True,
                        env=dict(os.environ, MANPATH=str(manpath)))
-    assert (r.returncode, r.stdout + r.stderr) == (0, "")
+    # The messages themselves in the failure, not pytest's shortened
+    # comparison of the whole output ("mandoc: ... (2 times)").
+    messages = (r.stdout + r.stderr).strip()
+    assert r.returncode == 0 and not messages, \
+        f"mandoc -Tlint -Wstyle exited {r.returncode}:\n{messages}"
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)

@@ -299,6 +299,28 @@ def test_json_output_survives_quotes_control_bytes_and_utf8(g):
     assert "\x01" not in tool(g, "errors").stdout
 
 
+def test_json_keeps_3_and_4_byte_utf8_and_replaces_each_invalid_byte(g):
+    """RFC 8259 section 8.1: the JSON is UTF-8. Valid 3- and 4-byte
+    sequences (up to U+10FFFF) pass as they are; a byte that does not
+    begin a valid sequence (stray continuation, truncated, overlong,
+    surrogate, above U+10FFFF, 0xFF) becomes one U+FFFD."""
+    q = fill(g, "append", "x@example.net")
+    msg = (b"550 5.1.1 \xe2\x82\xac \xe6\x97\xa5 \xf0\x9f\x98\x80 \xf4\x8f\xbf\xbf |"
+           b" \x80 \xe2\x82 \xc0\xaf \xed\xa0\x80 \xf4\x90\x80\x80 \xff")
+    r = subprocess.run([str(BUILD / "tests" / "tools" / "queue_fill"), "-c", str(g.config),
+                        "outcome", q, "0", "bounced", msg], capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    out = g.queue_tool("errors", "--json").stdout
+    raw = subprocess.run([binary("smtpgate-queue"), "-c", str(g.config), "errors",
+                          "--json"], capture_output=True, timeout=60).stdout
+    # The valid sequences as bytes, not as \u escapes.
+    assert b"\xe2\x82\xac \xe6\x97\xa5 \xf0\x9f\x98\x80 \xf4\x8f\xbf\xbf |" in raw
+    [err] = json.loads(out)
+    assert err["msg"] == ("550 5.1.1 \u20ac \u65e5 \U0001f600 \U0010ffff |"
+                          " \ufffd \ufffd\ufffd \ufffd\ufffd \ufffd\ufffd\ufffd"
+                          " \ufffd\ufffd\ufffd\ufffd \ufffd")
+
+
 def test_check_config_prints_the_effective_config_or_the_error(g, tmp_path):
     r = tool(g, "check-config")
     assert "[gate]" in r.stdout and f"queue = {g.queue}" in r.stdout
@@ -322,21 +344,50 @@ def test_unknown_commands_and_arguments_are_usage_errors(g):
 
 
 def test_tool_works_while_writers_append_and_record(g):
+    """smtpgate-queue reads (list, stat) and writes (stoplist add) while one
+    process appends 60 messages and a second records each listed message
+    delivered, which removes it. Every reading is a consistent snapshot:
+    counters never go back, a message whose removal was recorded before a
+    listing began is not in it; at the end every message was appended once,
+    recorded once, and the listing is empty."""
     fill(g, "append", "seed@example.net")
     writer = subprocess.Popen(
         [str(BUILD / "tests" / "tools" / "queue_fill"), "-c", str(g.config),
-         "append", "-n", "60", "w@example.net"], stdout=subprocess.DEVNULL)
+         "append", "-n", "60", "w@example.net"], stdout=subprocess.PIPE, text=True)
+    recorded = []          # qids whose outcome was recorded, in order
+    deadline = time.monotonic() + 120
+    last = {"accepted": 0, "delivered": 0}
+    listings = 0
     try:
-        seen = set()
-        for _ in range(20):
+        while time.monotonic() < deadline:
+            writer_done = writer.poll() is not None
+            before = set(recorded)
             rows = tool_json(g, "list")
-            seen.add(len(rows))
-            tool_json(g, "stat")
-            tool(g, "stoplist", "add", "demo", f"s{len(seen)}@example.org")
-            if writer.poll() is not None:
+            listings += 1
+            listed = [r["qid"] for r in rows]
+            assert len(listed) == len(set(listed)) <= 61
+            assert not before & set(listed), "a removed message is listed"
+            stats = tool_json(g, "stat")
+            if stats:
+                [stat] = stats
+                assert stat["accepted"] >= last["accepted"]
+                assert stat["delivered"] >= last["delivered"]
+                assert stat["delivered"] <= stat["accepted"] <= 61
+                last = stat
+            tool(g, "stoplist", "add", "demo", f"s{listings}@example.org")
+            for qid in listed:   # the recorder
+                out = fill(g, "outcome", qid, "0", "delivered", "250 2.0.0 Ok")
+                assert out == "ignored=0 removed=1", (qid, out)
+                recorded.append(qid)
+            if writer_done and not listed:
                 break
     finally:
-        assert writer.wait(timeout=60) == 0
-    assert len(tool_json(g, "list")) == 61
+        appended, _ = writer.communicate(timeout=60)
+    assert writer.returncode == 0
+    assert tool_json(g, "list") == []
+    assert len(recorded) == len(set(recorded)) == 61
+    assert set(appended.split()) <= set(recorded)
     [stat] = tool_json(g, "stat")
-    assert stat["accepted"] == 61
+    assert (stat["accepted"], stat["delivered"]) == (61, 61)
+    stoplist = tool(g, "stoplist", "list", "demo").stdout
+    assert all(f"s{i}@example.org" in stoplist for i in range(1, listings + 1))

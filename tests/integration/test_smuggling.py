@@ -84,15 +84,29 @@ def test_the_same_message_without_smuggling_is_queued(gate):
 
 
 def test_dot_line_with_only_crlf_ends_data_and_hidden_text_is_a_command(gate):
-    """<CRLF>.<CRLF> is the end: what follows is read as commands, and the
-    commands of a smuggled message need their own authentication."""
+    """<CRLF>.<CRLF> is the end: what follows it in the same packet is read
+    as commands, each with its own reply, and becomes a message of its own
+    under the session's authentication and sender rules; none of it is
+    part of the first message."""
     g = gate()
     c = open_data(g)
     assert c.cmd("DATA").startswith("354 ")
-    c.send(message() + b".\r\n")
-    queued_id(c.reply_line())
+    hidden_commands, hidden_data = HIDDEN.split(b"DATA\r\n", 1)
+    c.send(message(body="first message\r\n") + b".\r\n" + hidden_commands + b"DATA\r\n")
+    first = queued_id(c.reply_line())
+    assert c.reply_line() == "250 2.1.0 Ok"  # MAIL FROM:<ceo@example.com>
+    assert c.reply_line() == "250 2.1.5 Ok"  # RCPT TO:<victim@example.net>
+    assert c.reply_line().startswith("354 ")
+    c.send(hidden_data + b".\r\n")
+    second = queued_id(c.reply_line())
+    assert c.cmd("QUIT").startswith("221 ")
     c.close()
-    assert len(g.db("msg")) == 1
+    msgs = g.db("msg")
+    assert sorted(msgs) == sorted([first.encode(), second.encode()])
+    assert b"smuggled" not in msgs[first.encode()]
+    assert b"victim@example.net" not in msgs[first.encode()] + g.db("env")[first.encode()]
+    assert b"Subject: smuggled" in msgs[second.encode()]
+    assert b"victim@example.net" in g.db("env")[second.encode()]
 
 
 def test_bare_lf_in_command_before_data_queues_nothing(gate):

@@ -1,7 +1,9 @@
 """STARTTLS (RFC 3207) and implicit TLS (RFC 8314)."""
 
+import re
 import socket
 import ssl
+import time
 
 from smtp_raw import Raw
 
@@ -133,6 +135,29 @@ def test_plain_client_on_implicit_tls_port_gets_no_greeting(gate):
         except (ConnectionResetError, socket.timeout):
             pass
         assert b"220 " not in data
+    # Refused because it is no TLS, not because the handler died: it
+    # says why, exits 0, and the port serves a TLS client as before.
+    raw = socket.create_connection((g.host, g.port), timeout=10)
+    with client_context().wrap_socket(raw) as tls:
+        data = b""
+        while not data.endswith(b"\r\n"):
+            data += tls.recv(4096)
+        assert data == b"220 gate.example.com ESMTP smtpgate\r\n"
+    log = handlers_done(g)
+    assert "TLS handshake failed client=127.0.0.1 reason=TLS handshake: wrong version number" in log
+    assert re.findall(r"^Child \d+ died with (.*)$", log, re.M) == \
+        ["code 0"] * log.count("Spawned "), log
+
+
+def handlers_done(g, timeout=10):
+    """The gate's log once every handler it started has exited (as
+    systemd-socket-activate reports it), bounded."""
+    deadline = time.monotonic() + timeout
+    while True:
+        log = g.log_text()
+        if log.count("Spawned ") == log.count(" died with ") or time.monotonic() > deadline:
+            return log
+        time.sleep(0.1)
 
 
 def ecdsa_certificate(folder, key_form):
@@ -171,3 +196,36 @@ def test_key_that_does_not_match_the_certificate_is_454(gate, tmp_path, keys):
         c.ehlo()
         assert c.cmd("STARTTLS") == "454 4.7.0 TLS not available due to temporary reason"
     assert f"{other}: does not match {keys.cert}" in g.log_text()
+
+
+def test_message_log_entry_and_received_name_the_tls_protocol_and_cipher(gate):
+    """The message's log entry names the TLS protocol and cipher the
+    client negotiated, the Received: field the protocol; a message sent
+    without TLS has neither."""
+    from conftest import message
+    from smtp_raw import queued_id
+    g = gate(gate_keys={"auth_requires_tls": "no"})
+    qids = {}
+    for tls in (True, False):
+        with Raw(g) as c:
+            c.greeting()
+            c.ehlo()
+            if tls:
+                c.starttls()
+                c.ehlo()
+                version, cipher = c.sock.version(), c.sock.cipher()[0]
+            assert c.auth_plain().startswith("235 ")
+            assert c.cmd("MAIL FROM:<sender@example.com>") == "250 2.1.0 Ok"
+            assert c.cmd("RCPT TO:<rcpt@example.net>") == "250 2.1.5 Ok"
+            assert c.cmd("DATA").startswith("354 ")
+            c.send(message() + b".\r\n")
+            qids[tls] = queued_id(c.reply_line())
+    lines = {tls: [l for l in g.log_text().splitlines() if f"queue_id={q}" in l]
+             for tls, q in qids.items()}
+    assert len(lines[True]) == 1 and len(lines[False]) == 1, lines
+    assert f" tls={version} tls_cipher={cipher}" in lines[True][0] + " ", lines[True]
+    assert "tls=" not in lines[False][0] and "tls_cipher=" not in lines[False][0]
+    msgs = g.db("msg")
+    received = msgs[qids[True].encode()].split(b"\r\n\t(account", 1)[0]
+    assert received.endswith(f"with ESMTPSA ({version})".encode()), received
+    assert b"(TLS" not in msgs[qids[False].encode()].split(b"\r\n\t(account", 1)[0]

@@ -18,19 +18,31 @@ def index_config(container):
                          f"{PREFIX}/sbin/smtpgate-queue", "index-config", timeout=60)
 
 
-def session(port):
+def session(port, timeout=30):
     """EHLO and QUIT: the handler loads its config and looks the client's
-    account up by network."""
+    account up by network. Every read is bounded (the socket's timeout),
+    and a handler that closes early fails the test instead of looping."""
+    deadline = time.monotonic() + timeout
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
         f = s.makefile("rwb")
-        assert f.readline().startswith(b"220 ")
+
+        def reply_line():
+            line = f.readline()
+            assert line, "the handler closed the connection"
+            assert time.monotonic() < deadline, "no reply in time"
+            return line
+        greeting = reply_line()
+        assert greeting.startswith(b"220 "), greeting
         f.write(b"EHLO client.example.org\r\n")
         f.flush()
-        while not f.readline().startswith(b"250 "):
-            pass
+        while True:
+            line = reply_line()
+            assert line.startswith(b"250"), line
+            if line.startswith(b"250 "):
+                break
         f.write(b"QUIT\r\n")
         f.flush()
-        assert f.readline().startswith(b"221 ")
+        assert reply_line().startswith(b"221 ")
 
 
 def handler_journal(container, since):
@@ -48,6 +60,15 @@ def test_handler_reads_the_index_root_wrote_and_ignores_a_stale_one(enabled, pre
     time.sleep(1)
     session(prepared.port)
     # The handler opened the index and found it current: no word of it.
+    assert "index" not in handler_journal(enabled, since)
+    # And it reads its accounts from there: with the config unreadable
+    # to the user smtpgate (a chmod keeps the size and mtime the index
+    # knows the file by), only the index can serve the session.
+    enabled.run("chmod", "0600", "/etc/smtpgate/smtpgate.conf")
+    try:
+        session(prepared.port)
+    finally:
+        enabled.run("chmod", "0640", "/etc/smtpgate/smtpgate.conf")
     assert "index" not in handler_journal(enabled, since)
 
     # Edited after index-config: the handler says so, and reads the file.

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <openssl/pem.h>
 
@@ -74,6 +75,48 @@ static inline void tag_value(const char *field, const char *name,
 		while (*p && *p != ';')
 			p++;
 	}
+}
+
+/* A config of [gate] queue = FOLDER/queue and then accounts, in a fresh
+ * folder; returns its path (static until remove_config). */
+static inline const char *write_config(const char *accounts)
+{
+	static char path[96];
+	char dir[64];
+	snprintf(dir, sizeof dir, "/tmp/smtpgate_dkim_test.XXXXXX");
+	if (!mkdtemp(dir))
+		return "/nonexistent";
+	snprintf(path, sizeof path, "%s/smtpgate.conf", dir);
+	FILE *f = fopen(path, "w");
+	if (f) {
+		fprintf(f, "[gate]\nqueue = %s/queue\n\n%s", dir, accounts);
+		fclose(f);
+	}
+	return path;
+}
+
+/* Removes the config file of write_config and its folder. */
+static inline void remove_config(const char *path)
+{
+	unlink(path);
+	char dir[96];
+	snprintf(dir, sizeof dir, "%s", path);
+	char *slash = strrchr(dir, '/');
+	if (slash) {
+		*slash = 0;
+		rmdir(dir);
+	}
+}
+
+/* rel (from the repository root, the tests' working folder) as an
+ * absolute path, as a config's key paths are; free it. */
+static inline char *abspath(const char *rel)
+{
+	char *cwd = getcwd(NULL, 0);
+	struct buf b = BUF_INIT;
+	buf_printf(&b, "%s/%s", cwd, rel);
+	free(cwd);
+	return buf_steal(&b);
 }
 
 #endif

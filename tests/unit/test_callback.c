@@ -199,7 +199,7 @@ TEST(test_batch_1_is_a_bare_object_and_more_an_array)
 	buf_clear(&b);
 	callback_body(&b, two, 2, 10);
 	CHECK(b.data[0] == '[' && strstr(b.data, "},{\"id\"") != NULL);
-	CHECK(strstr(b.data, "\"event\":\"bounced\"") > strstr(b.data, "\"event\":\"delivered\""));
+	CHECK_ORDER(b.data, "\"event\":\"delivered\"", "\"event\":\"bounced\"");
 	buf_free(&b);
 }
 

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "queue/callback.h"
@@ -195,6 +196,79 @@ TEST(test_failed_request_keeps_the_cursor_and_sets_the_back_off)
 	teardown(&f);
 }
 
+/* What fn writes to standard error (the log, in a unit test), as a
+ * string the caller frees. */
+static char *stderr_of(void (*fn)(struct fixture *), struct fixture *f)
+{
+	fflush(stderr);
+	int saved = dup(2);
+	FILE *capture = tmpfile();
+	if (saved < 0 || !capture)
+		return xstrdup("");
+	dup2(fileno(capture), 2);
+	fn(f);
+	fflush(stderr);
+	dup2(saved, 2);
+	close(saved);
+	struct buf text = BUF_INIT;
+	char chunk[4096];
+	size_t n;
+	rewind(capture);
+	while ((n = fread(chunk, 1, sizeof chunk, capture)) > 0)
+		buf_append(&text, chunk, n);
+	fclose(capture);
+	buf_putc(&text, 0);
+	return buf_steal(&text);
+}
+
+static void run_forced(struct fixture *f)
+{
+	struct callback_result res;
+	struct error err;
+	CHECK(callback_run(f->q, &f->c, time(NULL), true, NULL, &res, &err) == 0);
+	CHECK(res.failed);
+}
+
+static char *events_text(struct fixture *f)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *out = open_memstream(&text, &len);
+	CHECK(callback_events_command(&f->c, 0, NULL, false, out) == 0);
+	fclose(out);
+	return text;
+}
+
+/* A user:password@ in the URL (HTTP basic auth) is left out wherever the
+ * URL is shown: the log line of a failed request and the events listing;
+ * an @ after the host is not a password. */
+TEST(test_a_password_in_the_url_is_left_out_of_the_log_and_the_listing)
+{
+	struct fixture f;
+	setup(&f);
+	f.c.callback_url = "http://hookuser:pa55-Secret@127.0.0.1:1/hook";
+	free(add_event(&f, queue_now_us(), "a@example.net"));
+	char *log = stderr_of(run_forced, &f);
+	CHECK(strstr(log, "callback http://***@127.0.0.1:1/hook: ") != NULL);
+	CHECK(strstr(log, "pa55-Secret") == NULL && strstr(log, "hookuser") == NULL);
+	if (!strstr(log, "http://***@"))
+		fprintf(stderr, "  the log: %s\n", log);
+	free(log);
+	queue_close(f.q);	/* the command opens the queue itself */
+	f.q = NULL;
+	char *text = events_text(&f);
+	CHECK(strstr(text, "# callbacks: http://***@127.0.0.1:1/hook\n") != NULL);
+	CHECK(strstr(text, "pa55-Secret") == NULL);
+	free(text);
+	f.c.callback_url = "http://127.0.0.1:1/hook?to=a@example.net";
+	text = events_text(&f);
+	CHECK(strstr(text, "# callbacks: http://127.0.0.1:1/hook?to=a@example.net\n") != NULL);
+	free(text);
+	struct error err;
+	CHECK(queue_open(&f.q, &f.c, false, &err) == 0);
+	teardown(&f);
+}
+
 TEST(test_events_older_than_max_age_are_given_up_without_a_request)
 {
 	struct fixture f;
@@ -236,7 +310,7 @@ TEST(test_events_listing_marks_acknowledged_events)
 	CHECK(callback_events_command(&f.c, 0, NULL, true, out) == 0);
 	fclose(out);
 	CHECK(strstr(text, "\"to\":\"a@example.net\"") != NULL);
-	CHECK(strstr(text, "\"acknowledged\":true}") < strstr(text, "\"acknowledged\":false}"));
+	CHECK_ORDER(text, "\"acknowledged\":true}", "\"acknowledged\":false}");
 	CHECK(text[0] == '[' && strstr(text, "\"gate.uniq\":\"u1\"") != NULL);
 	free(text);
 	char *since[] = { "--since", a, NULL };
@@ -265,4 +339,5 @@ UNIT_MAIN(test_prune_keeps_old_events_after_the_callback_cursor,
 	  test_first_run_with_url_sets_an_empty_cursor_that_protects_the_log,
 	  test_failed_request_keeps_the_cursor_and_sets_the_back_off,
 	  test_events_older_than_max_age_are_given_up_without_a_request,
-	  test_events_listing_marks_acknowledged_events)
+	  test_events_listing_marks_acknowledged_events,
+	  test_a_password_in_the_url_is_left_out_of_the_log_and_the_listing)

@@ -74,26 +74,53 @@ TEST(test_encrypted_and_garbage_are_refused)
 	CHECK(strstr(err.text, "No such file") != NULL);
 }
 
+/* The base64 of a PEM body, b64[0..n), re-armoured at 64 a line. */
+static void armour(struct buf *pem, const char *label, const char *b64, size_t n)
+{
+	buf_printf(pem, "-----BEGIN %s-----\n", label);
+	for (size_t at = 0; at < n; at += 64)
+		buf_printf(pem, "%.*s\n", (int)(n - at < 64 ? n - at : 64), b64 + at);
+	buf_printf(pem, "-----END %s-----\n", label);
+}
+
 /* Damaged DER never reads as a key, and never reads out of bounds (the
- * sanitizer build runs this too). */
+ * sanitizer build runs this too). Each cut is a whole number of base64
+ * quanta, so the block decodes to a prefix of the key's DER: what is
+ * refused is the short DER, not broken base64. */
 TEST(test_truncated_ec_der_is_not_a_key)
 {
-	struct buf file = BUF_INIT;
+	struct buf file = BUF_INIT, b64 = BUF_INIT;
 	read_file(KEYS "ec-p256-sec1.pem", &file);
 	const char *text = file.data ? file.data : "";
-	EVP_PKEY *whole = keyfile_parse_direct(text, file.len);
+	const char *begin = strstr(text, "\n") + 1, *end = strstr(text, "-----END");
+	for (const char *p = begin; p < end; p++)
+		if (*p != '\n' && *p != '\r')
+			buf_append(&b64, p, 1);
+	CHECK(b64.len > 100 && b64.len % 4 == 0);
+	/* The re-armoured whole is the key: the armour itself is sound. */
+	struct buf pem = BUF_INIT;
+	armour(&pem, "EC PRIVATE KEY", b64.data, b64.len);
+	EVP_PKEY *whole = keyfile_parse_direct(pem.data, pem.len);
 	CHECK(whole != NULL);
 	EVP_PKEY_free(whole);
-	/* Each shorter base64 body, re-armoured: a prefix of the DER. */
-	const char *begin = strstr(text, "\n") + 1, *end = strstr(text, "-----END");
-	for (size_t cut = 4; begin + cut < end; cut += 4) {
-		struct buf pem = BUF_INIT;
-		buf_printf(&pem, "-----BEGIN EC PRIVATE KEY-----\n%.*s\n-----END EC PRIVATE KEY-----\n",
-			   (int)cut, begin);
-		EVP_PKEY *k = keyfile_parse_direct(pem.data, pem.len);
+	buf_free(&pem);
+	size_t cuts = 0, refused = 0;
+	for (size_t cut = 4; cut < b64.len; cut += 4) {
+		struct buf short_pem = BUF_INIT;
+		armour(&short_pem, "EC PRIVATE KEY", b64.data, cut);
+		EVP_PKEY *k = keyfile_parse_direct(short_pem.data, short_pem.len);
+		cuts++;
+		if (k == NULL)
+			refused++;
+		else
+			fprintf(stderr, "  %zu of %zu base64 characters read as a key\n",
+				cut, b64.len);
 		EVP_PKEY_free(k);
-		buf_free(&pem);
+		buf_free(&short_pem);
 	}
+	CHECK(cuts == b64.len / 4 - 1);
+	CHECK(refused == cuts);
+	buf_free(&b64);
 	buf_free(&file);
 }
 

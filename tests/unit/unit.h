@@ -34,6 +34,23 @@ static int unit_failed_checks;
 		}                                                          \
 	} while (0)
 
+/* first and then second occur in text, in that order; shows which is
+ * missing or out of order. A bare strstr(first) < strstr(second) would
+ * pass with first missing (NULL). */
+#define CHECK_ORDER(text, first, second)                                   \
+	do {                                                               \
+		const char *unit_t = (text);                               \
+		const char *unit_a = unit_t ? strstr(unit_t, (first)) : NULL; \
+		const char *unit_b = unit_t ? strstr(unit_t, (second)) : NULL; \
+		if (!unit_a || !unit_b || unit_a >= unit_b) {              \
+			fprintf(stderr, "%s:%d: want \"%s\" (%s) before \"%s\" (%s) in %s\n", \
+				__FILE__, __LINE__, (first),               \
+				unit_a ? "found" : "missing", (second),    \
+				unit_b ? "found" : "missing", #text);      \
+			unit_failed_checks++;                              \
+		}                                                          \
+	} while (0)
+
 /* Compares n bytes. */
 #define CHECK_MEM(got, want, n)                                            \
 	do {                                                               \
