@@ -62,17 +62,6 @@ static char *unfolded_value(const char *v, size_t n)
 	return s;
 }
 
-/* True when the account has a DKIM key for domain. */
-static bool account_has_key(const struct account *a, const char *domain)
-{
-	if (!a || !domain)
-		return false;
-	for (size_t i = 0; i < a->n_dkim_keys; i++)
-		if (strcasecmp(a->dkim_keys[i].domain, domain) == 0)
-			return true;
-	return false;
-}
-
 /* Learns the facts validation needs from the finished header block and
  * starts the signature (RFC 6376 section 5.4: the header fields are
  * chosen now, the body hash is computed as the body streams in). */
@@ -117,11 +106,9 @@ static void headers_done(struct message *m)
 		return;	/* refused or recorded unsigned at the end anyway */
 
 	const char *from = m->from_address.data;
-	const char *at = strrchr(from, '@');
-	m->sign_expected = account_has_key(m->account, at ? at + 1 : NULL) ||
-		account_has_key(m->account, m->account ? m->account->dkim_default_domain : NULL);
 	if (!m->account)
 		return;
+	m->sign_expected = dkim_signing_domain(m->account, from) != NULL;
 	struct error err;
 	m->signer = dkim_sign_begin(m->account, from,
 				    m->headers.data ? m->headers.data : "",
