@@ -17,6 +17,20 @@ const char *const required_header_names[HEADER_REQUIRED_COUNT] = {
 	[HEADER_CONTENT_TYPE] = "Content-Type",
 };
 
+size_t message_missing_headers(const struct message *m, struct buf *out)
+{
+	size_t n = 0;
+	buf_clear(out);
+	for (int h = 0; h < HEADER_REQUIRED_COUNT; h++) {
+		if (m->required[h])
+			continue;
+		if (n++ > 0)
+			buf_puts(out, ":; no ");
+		buf_puts(out, required_header_names[h]);
+	}
+	return n;
+}
+
 /* The signer gets the body in pieces of about this size: fewer calls than
  * a line each, and the pieces stay in the cache. */
 #define SIGN_PIECE 16384

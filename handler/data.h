@@ -45,6 +45,16 @@ enum required_header {
 /* "Message-Id", "Date", ...: the names as the replies spell them. */
 extern const char *const required_header_names[HEADER_REQUIRED_COUNT];
 
+struct message;
+
+/* Every required field the finished header block lacks, in the order of
+ * the list, written for the "no %s:" of the refusal: "MIME-Version" for
+ * one, "MIME-Version:; no Content-Type" for two (the reply then reads
+ * "no MIME-Version:; no Content-Type:"). Returns how many; out is left
+ * empty for none. All seven names make about 100 octets, far below the
+ * 512 of a reply line (RFC 5321 section 4.5.3.1.5). */
+size_t message_missing_headers(const struct message *m, struct buf *out);
+
 struct dkim_signer;
 
 struct message {
