@@ -5,6 +5,7 @@
 #include <strings.h>
 #include <sys/uio.h>
 
+#include "added.h"
 #include "dkim/dkim.h"
 
 const char *const required_header_names[HEADER_REQUIRED_COUNT] = {
@@ -112,10 +113,14 @@ static void headers_done(struct message *m)
 			} else if (name_len == 11 && strncasecmp(p, "X-Letter-Id", 11) == 0) {
 				if (!m->letter)
 					m->letter = unfolded_value(value, value_len);
+			} else if (name_len == 16 && strncasecmp(p, "List-Unsubscribe", 16) == 0) {
+				m->has_list_unsubscribe = true;
 			}
 		}
 		p = field_end;
 	}
+	if (!m->too_big)
+		added_headers_append(m);	/* before signing: h= covers them */
 	if (m->too_big || m->n_from != 1 || !m->from_has_address)
 		return;	/* refused or recorded unsigned at the end anyway */
 

@@ -19,6 +19,7 @@
 #include "buf.h"
 #include "config.h"
 #include "io.h"
+#include "queue/queue.h"
 
 /* RFC 5322 section 2.1.1, without the CRLF. */
 #define DATA_MAX_LINE 998
@@ -79,6 +80,13 @@ struct message {
 	bool from_has_address;
 	char *campaign;		/* X-Campaign-Id value, NULL when absent */
 	char *letter;		/* X-Letter-Id value, NULL when absent */
+	bool has_list_unsubscribe;
+
+	/* For the fields the account adds (added.h); set by the session. */
+	const char *hostname;	/* the domain of an added Message-Id */
+	const char *rcpt;	/* the one queued recipient; NULL: not one */
+	char qid[QUEUE_ID_SIZE];	/* the added Message-Id's id, "" if none:
+					 * the message is queued under it */
 
 	/* DKIM: started when the header block ends. */
 	const struct account *account;

@@ -134,6 +134,7 @@ static void envelope(const struct session *s, struct queue_envelope *env)
 		.helo = s->helo ? s->helo : "",
 		.issue = tx->msg.campaign,
 		.uniq = tx->msg.letter,
+		.qid = tx->msg.qid[0] ? tx->msg.qid : NULL,	/* an added Message-Id names it */
 	};
 }
 
