@@ -12,8 +12,8 @@ import urllib.parse
 import dkim
 import pytest
 
-from conftest import (DEMO_LOGIN, DEMO_PASSWORD, binary, default_accounts,
-                      message)
+from conftest import (DEMO_LOGIN, DEMO_PASSWORD, ROOT, binary,
+                      default_accounts, message)
 from smtp_raw import Raw, queued_id
 
 REQUIRED = ["Message-Id", "Date", "From", "To", "Subject", "MIME-Version",
@@ -341,3 +341,29 @@ def test_bad_list_unsubscribe_is_refused_when_loaded(tmp_path, value, why):
                        capture_output=True, text=True, timeout=30)
     assert r.returncode != 0
     assert f":5: list_unsubscribe: \"{value}\" {why}" in r.stderr, r.stderr
+
+
+# ---- the pages' examples that senders copy ----
+
+def page_example(page, after):
+    """The first literal block after the line `after` of a man page, as
+    one shell command (mdoc's \\e line continuations joined)."""
+    text = (ROOT / "man" / page).read_text()
+    block = text.split(after, 1)[1].split(".Bd -literal -offset indent\n", 1)[1]
+    block = block.split("\n.Ed", 1)[0]
+    return block.replace("\\e\n", " ").replace("\\(dq", '"')
+
+
+def test_handler_page_swaks_example_is_queued(gate):
+    """smtpgate-handler(8) EXAMPLES: the swaks command, run as printed
+    against a lab gate on its own port, gets its message queued."""
+    import shlex
+    g = gate()
+    command = page_example("smtpgate-handler.8", "Send a message to it:")
+    argv = shlex.split(command.lstrip("$ "))
+    assert argv[0] == "swaks"
+    argv = [a.replace("127.0.0.1:2525", f"127.0.0.1:{g.port}") for a in argv]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout[-2000:]
+    assert "250 2.0.0 Ok: queued as" in r.stdout
+    assert len(g.db("msg")) == 1
