@@ -56,7 +56,9 @@ static void add_unsubscribe(struct message *m, struct buf *out)
 		w += n;
 	}
 	buf_puts(out, "\r\n");
-	if (https)
+	/* Never a second one: a verifier hashes the lowest field of a
+	 * name, a receiver may read the top one. */
+	if (https && !m->has_list_unsubscribe_post)
 		buf_puts(out, "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n");
 }
 

@@ -115,6 +115,8 @@ static void headers_done(struct message *m)
 					m->letter = unfolded_value(value, value_len);
 			} else if (name_len == 16 && strncasecmp(p, "List-Unsubscribe", 16) == 0) {
 				m->has_list_unsubscribe = true;
+			} else if (name_len == 21 && strncasecmp(p, "List-Unsubscribe-Post", 21) == 0) {
+				m->has_list_unsubscribe_post = true;
 			}
 		}
 		p = field_end;

@@ -81,6 +81,7 @@ struct message {
 	char *campaign;		/* X-Campaign-Id value, NULL when absent */
 	char *letter;		/* X-Letter-Id value, NULL when absent */
 	bool has_list_unsubscribe;
+	bool has_list_unsubscribe_post;
 
 	/* For the fields the account adds (added.h); set by the session. */
 	const char *hostname;	/* the domain of an added Message-Id */

@@ -249,6 +249,15 @@ def test_a_message_with_its_own_list_unsubscribe_keeps_it_alone(gate, keys):
     assert field(stored, "List-Unsubscribe-Post") == []
 
 
+def test_an_own_list_unsubscribe_post_is_not_doubled(gate, keys):
+    g = gate(accounts=account(keys, list_unsubscribe=UNSUB))
+    own = "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
+    qid = queued_id(send(g, message(extra=own)))
+    stored = g.db("msg")[qid.encode()]
+    assert len(field(stored, "List-Unsubscribe")) == 1
+    assert field(stored, "List-Unsubscribe-Post") == ["List-Unsubscribe=One-Click"]
+
+
 def test_mailto_list_unsubscribe_has_no_one_click_post(gate, keys):
     """RFC 8058 section 3.1: List-Unsubscribe-Post needs an HTTPS URI; a
     mailto: URL alone gets none. Both together: both URLs, and the
