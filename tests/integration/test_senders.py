@@ -376,3 +376,44 @@ def test_handler_page_swaks_example_is_queued(gate):
     assert r.returncode == 0, r.stdout[-2000:]
     assert "250 2.0.0 Ok: queued as" in r.stdout
     assert len(g.db("msg")) == 1
+
+
+def example_commands(page):
+    """The shell commands of a page's EXAMPLES section: the lines of its
+    literal blocks and .Dl lines that start with a prompt, mdoc escapes
+    undone."""
+    text = (ROOT / "man" / page).read_text()
+    section = text.split("\n.Sh EXAMPLES\n", 1)[1].split("\n.Sh ", 1)[0]
+    section = section.replace("\\e\n", " ").replace("\\-", "-")
+    commands = []
+    for line in section.splitlines():
+        line = line.removeprefix(".Dl ")
+        if line.startswith(("# ", "$ ")):
+            commands.append(line[2:])
+    return commands
+
+
+def test_queue_page_examples_run_against_a_lab_queue(gate, keys):
+    """smtpgate-queue(8) EXAMPLES, each run as printed (as root: without
+    runuser) with the lab gate's configuration and queue: every one
+    exits 0, and the stoplist entry it adds refuses the domain."""
+    accounts = account(keys)
+    accounts["shop"] = {"networks": "127.0.0.2/32"}
+    g = gate(accounts=accounts)
+    queued_id(send(g, message()))
+    commands = example_commands("smtpgate-queue.8")
+    assert len(commands) == 6
+    tool = f"{binary('smtpgate-queue')} -c {g.config}"
+    for command in commands:
+        command = command.removeprefix("runuser -u smtpgate -- ")
+        command = command.replace("smtpgate-queue", tool, 1)
+        command = command.replace("/var/lib/smtpgate/queue", str(g.queue))
+        r = subprocess.run(["sh", "-c", command], capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 0, (command, r.stdout, r.stderr)
+    with Raw(g) as c:
+        c.login()
+        assert c.cmd("MAIL FROM:<sender@example.com>") == "250 2.1.0 Ok"
+        assert c.cmd("RCPT TO:<x@example.net>") == "250 2.1.5 Ok"   # demo's list
+    r = g.queue_tool("stoplist", "list", "shop", check=False)
+    assert "@example.net" in r.stdout, r.stdout + r.stderr
