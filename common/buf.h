@@ -31,6 +31,11 @@ void buf_puts(struct buf *b, const char *s);
 /* Appends one byte. */
 void buf_putc(struct buf *b, char c);
 
+/* Appends s percent-encoded (RFC 3986 section 2.1): every octet but the
+ * unreserved ones of section 2.3 (letters, digits, "-._~") as %XX, so
+ * that a value cannot change the structure of the URL it is put in. */
+void buf_put_url_encoded(struct buf *b, const char *s);
+
 /* Appends printf-formatted text. */
 void buf_printf(struct buf *b, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));

@@ -42,6 +42,7 @@ enum key_type {
 	T_DKIM_KEY,	/* "domain selector path"; repeatable */
 	T_SENDER,	/* "pattern status"; repeatable */
 	T_DOMAIN,
+	T_UNSUBSCRIBE,	/* one https: and/or one mailto: URL template */
 };
 
 struct key_row {
@@ -101,6 +102,8 @@ static const struct key_row key_table[] = {
 	ACCOUNT("sender", senders, T_SENDER, ""),
 	ACCOUNT("blocked", blocked, T_BOOL, "no"),
 	ACCOUNT("demo", demo, T_BOOL, "no"),
+	ACCOUNT("add_missing_headers", add_missing_headers, T_BOOL, "no"),
+	ACCOUNT("list_unsubscribe", list_unsubscribe, T_UNSUBSCRIBE, ""),
 };
 
 #define N_KEYS (sizeof key_table / sizeof key_table[0])
@@ -601,6 +604,116 @@ static int check_http_url(struct loader *ld, const char *value, const char *show
 	return 0;
 }
 
+/* The octets a placeholder of list_unsubscribe may take once encoded:
+ * {rcpt} as given (the recipient is known at RCPT); X-Letter-Id and
+ * X-Campaign-Id 128 of characters that need no encoding (a malformed one
+ * is left out); the account's name encoded. SIZE_MAX: not a placeholder. */
+static size_t placeholder_max(const char *name, size_t n, const char *account,
+			      size_t rcpt_encoded)
+{
+#define IS(text) (n == strlen(text) && strncmp(name, text, n) == 0)
+	if (IS("{rcpt}"))
+		return rcpt_encoded;
+	if (IS("{uniq}") || IS("{issue}"))
+		return 128;
+	if (IS("{account}")) {
+		struct buf b = BUF_INIT;
+		buf_put_url_encoded(&b, account);
+		size_t len = b.len;
+		buf_free(&b);
+		return len;
+	}
+#undef IS
+	return SIZE_MAX;
+}
+
+/* The length of the List-Unsubscribe: line that value makes at worst,
+ * with {rcpt} taking rcpt_encoded octets; on a syntax error 0, with the
+ * reason in why. The syntax (RFC 2369, RFC 8058): at most one https: URL
+ * (the one a one-click POST goes to) and one mailto: URL, separated by
+ * blanks, each of printable ASCII without <, >, ", comma or a stray
+ * brace, so that it cannot break out of the <...> of the field. */
+static size_t unsubscribe_line(const char *value, const char *account,
+			       size_t rcpt_encoded, char *why, size_t why_size)
+{
+	bool https = false, mailto = false;
+	size_t len = strlen("List-Unsubscribe: ");
+	for (const char *w = value; *w;) {
+		size_t n = strcspn(w, " \t");
+		if (n == 0) {
+			w++;
+			continue;
+		}
+		bool is_https = n > 8 && strncmp(w, "https://", 8) == 0 && w[8] != '/';
+		bool is_mailto = n > 7 && strncmp(w, "mailto:", 7) == 0 && memchr(w, '@', n);
+		if ((!is_https && !is_mailto) || (is_https && https) || (is_mailto && mailto))
+			return snprintf(why, why_size, "is not one https:// URL and/or one "
+					"mailto: URL"), 0;
+		len += (https || mailto ? 2 : 0) + 2;	/* ", " between, <> */
+		https |= is_https;
+		mailto |= is_mailto;
+		for (size_t i = 0; i < n; i++) {
+			unsigned char c = (unsigned char)w[i];
+			if (c == '{') {
+				size_t k = strcspn(w + i, "}") + 1;
+				size_t max = k <= n - i ? placeholder_max(w + i, k, account,
+									  rcpt_encoded) : SIZE_MAX;
+				if (max == SIZE_MAX)
+					return snprintf(why, why_size, "has an unknown placeholder "
+							"at \"%.16s\" (known: %s)", w + i,
+							UNSUBSCRIBE_PLACEHOLDERS), 0;
+				len += max;
+				i += k - 1;
+			} else if (c <= ' ' || c >= 0x7f || strchr("<>\",}", c)) {
+				return snprintf(why, why_size, "contains %s", c == '}' ?
+						"a } without {" : "a character not allowed in it "
+						"(<, >, \", comma, control or non-ASCII)"), 0;
+			} else {
+				len++;
+			}
+		}
+		w += n;
+	}
+	if (!https && !mailto)
+		return snprintf(why, why_size, "is empty"), 0;
+	return len;
+}
+
+/* A header line may have 998 octets (RFC 5322 section 2.1.1), and a URL
+ * cannot be folded. */
+#define HEADER_LINE_MAX 998
+
+static int check_unsubscribe(struct loader *ld, const char *account,
+			     const char *value)
+{
+	char why[128];
+	size_t len = unsubscribe_line(value, account, 0, why, sizeof why);
+	if (len == 0)
+		return fail(ld, "list_unsubscribe: \"%s\" %s", value, why), -1;
+	if (len > HEADER_LINE_MAX)
+		return fail(ld, "list_unsubscribe: \"%s\" can make a List-Unsubscribe: "
+			    "line of %zu octets without {rcpt}, over the %d a header "
+			    "line may have", value, len, HEADER_LINE_MAX), -1;
+	return 0;
+}
+
+bool config_unsubscribe_names_rcpt(const struct account *a)
+{
+	return a->list_unsubscribe && strstr(a->list_unsubscribe, UNSUBSCRIBE_RCPT);
+}
+
+bool config_unsubscribe_fits(const struct account *a, const char *rcpt)
+{
+	if (!config_unsubscribe_names_rcpt(a))
+		return true;	/* checked when loaded */
+	struct buf b = BUF_INIT;
+	buf_put_url_encoded(&b, rcpt);
+	char why[128];
+	size_t len = unsubscribe_line(a->list_unsubscribe, a->name, b.len, why, sizeof why);
+	buf_free(&b);
+	return len <= HEADER_LINE_MAX;
+}
+
 /* Stores value in the field the row names. */
 static int set_value(struct loader *ld, const struct key_row *row, void *base,
 		     const char *value)
@@ -723,6 +836,15 @@ static int set_value(struct loader *ld, const struct key_row *row, void *base,
 		return 0;
 	case T_NETWORKS:
 		return for_each_word(ld, value, add_network, base);
+	case T_UNSUBSCRIBE:
+		free(*str);
+		*str = NULL;
+		if (is_blank(value))
+			return 0;
+		if (check_unsubscribe(ld, ((struct account *)base)->name, value) != 0)
+			return -1;
+		*str = xstrdup(value);
+		return 0;
 	case T_DKIM_KEY:
 		return add_dkim_key(ld, base, value);
 	case T_SENDER:
@@ -1204,6 +1326,7 @@ void config_account_free(struct account *a)
 	for (size_t i = 0; i < a->n_senders; i++)
 		free(a->senders[i].pattern);
 	free(a->senders);
+	free(a->list_unsubscribe);
 }
 
 void config_free(struct config *c)
@@ -1562,5 +1685,8 @@ void config_dump(const struct config *c, FILE *out)
 			fprintf(out, "sender = %s %s\n", a->senders[k].pattern,
 				status[a->senders[k].status]);
 		fprintf(out, "blocked = %s\ndemo = %s\n", bool_text(a->blocked), bool_text(a->demo));
+		fprintf(out, "add_missing_headers = %s\n", bool_text(a->add_missing_headers));
+		if (a->list_unsubscribe)
+			fprintf(out, "list_unsubscribe = %s\n", a->list_unsubscribe);
 	}
 }

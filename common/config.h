@@ -86,6 +86,8 @@ struct account {
 	size_t n_senders;
 	bool blocked;
 	bool demo;
+	bool add_missing_headers;	/* Date, Message-Id, MIME-Version, ... */
+	char *list_unsubscribe;	/* URL template(s), checked; NULL: none */
 	int line;	/* line of the [account NAME] header */
 };
 
@@ -94,6 +96,21 @@ struct account {
  * smtpgate-flush's outcomes and for pruning (queue_internal.h,
  * QUEUE_RESERVE_MIN_PAGES), and the rest holds messages. */
 #define CONFIG_QUEUE_MIN_MAP_PAGES 256
+
+/* The placeholders of list_unsubscribe, each replaced by its value
+ * percent-encoded (RFC 3986 section 2.1): the recipient, X-Letter-Id,
+ * X-Campaign-Id (empty when absent) and the account's name. */
+#define UNSUBSCRIBE_RCPT "{rcpt}"
+#define UNSUBSCRIBE_PLACEHOLDERS "{rcpt} {uniq} {issue} {account}"
+
+/* True when the account's list_unsubscribe names {rcpt}: each message
+ * then has one recipient, whose URL it carries. */
+bool config_unsubscribe_names_rcpt(const struct account *a);
+
+/* False when the List-Unsubscribe: line for recipient rcpt would be
+ * longer than a header line may be (998 octets) at worst: an address of
+ * hundreds of octets in a long template. */
+bool config_unsubscribe_fits(const struct account *a, const char *rcpt);
 
 struct config {
 	char *path;	/* the file loaded, as given */

@@ -31,10 +31,19 @@ size_t dkim_from_mailboxes(const char *value, size_t len);
 
 struct dkim_signer;
 
+/* The domain whose keys sign a message from from_address (NULL: no
+ * From: address) for account: the From: domain when the account has keys
+ * for it, else the nearest parent domain with keys (mail.example.com,
+ * then example.com; never a top-level label alone), else the account's
+ * dkim_default_domain. Returns the domain as configured, or NULL when
+ * none has keys (the message is queued unsigned). */
+const char *dkim_signing_domain(const struct account *account,
+				const char *from_address);
+
 /* Starts signing a message whose header block (every header field with
  * its CRLFs, without the empty line that ends it) is headers[0..len).
- * Keys: those of the domain of from_address in the account, else those of
- * the account's dkim_default_domain. When neither has keys, returns NULL
+ * Keys: those of dkim_signing_domain(account, from_address). When no
+ * domain has keys, returns NULL
  * and sets err to the reason (the message is then queued unsigned); also
  * NULL with err set when a key file cannot be loaded. t is the signature
  * time (t=). The header block must stay valid until dkim_sign_finish.

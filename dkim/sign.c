@@ -95,23 +95,46 @@ static size_t keys_of_domain(const struct account *a, const char *domain,
 	return n;
 }
 
+const char *dkim_signing_domain(const struct account *account,
+				const char *from_address)
+{
+	const char *at = from_address ? strrchr(from_address, '@') : NULL;
+	const struct dkim_key_ref *first;
+	if (at && at[1] != '[') {
+		/* The From: domain, then each parent that still has a dot:
+		 * d= of a parent domain aligns with From: under DMARC's
+		 * relaxed mode (RFC 7489 section 3.1.1), and a top-level
+		 * label alone never is an organisational domain. Only
+		 * configured domains are ever used, so the walk cannot reach
+		 * a domain the account does not own. */
+		for (const char *d = at + 1; d && *d; d = strchr(d, '.')) {
+			if (*d == '.')
+				d++;
+			if (d != at + 1 && !strchr(d, '.'))
+				break;
+			if (keys_of_domain(account, d, &first) > 0)
+				return first->domain;
+		}
+	}
+	if (account->dkim_default_domain &&
+	    keys_of_domain(account, account->dkim_default_domain, &first) > 0)
+		return first->domain;
+	return NULL;
+}
+
 struct dkim_signer *dkim_sign_begin(const struct account *account,
 				    const char *from_address,
 				    const char *headers, size_t len, time_t t,
 				    struct error *err)
 {
 	const char *at = from_address ? strrchr(from_address, '@') : NULL;
-	const char *domain = at ? at + 1 : NULL;
+	const char *domain = dkim_signing_domain(account, from_address);
 	const struct dkim_key_ref *first = NULL;
 	size_t n = domain ? keys_of_domain(account, domain, &first) : 0;
-	if (n == 0 && account->dkim_default_domain) {
-		domain = account->dkim_default_domain;
-		n = keys_of_domain(account, domain, &first);
-	}
 	if (n == 0) {
-		error_set(err, "no DKIM key for %s in account %s%s",
+		error_set(err, "no DKIM key for %s%s in account %s%s",
 			  at ? at + 1 : "a message without a From: address",
-			  account->name,
+			  at ? " or a parent domain" : "", account->name,
 			  account->dkim_default_domain ? ", nor for its default domain"
 						       : " and no dkim_default_domain");
 		return NULL;

@@ -37,9 +37,4 @@ enum address_status address_parse_path(const char *text, bool allow_null,
 enum address_status address_check_mailbox(const char *text, size_t len,
 					  bool *non_ascii);
 
-/* The length of the well-formed UTF-8 sequence starting at p (at most
- * n octets available): 1 to 4, or 0 when it is not well-formed (overlong
- * forms, surrogates and values above U+10FFFF are not). */
-size_t utf8_sequence_length(const unsigned char *p, size_t n);
-
 #endif

@@ -5,6 +5,7 @@
 #include <strings.h>
 #include <sys/uio.h>
 
+#include "added.h"
 #include "dkim/dkim.h"
 
 const char *const required_header_names[HEADER_REQUIRED_COUNT] = {
@@ -16,6 +17,20 @@ const char *const required_header_names[HEADER_REQUIRED_COUNT] = {
 	[HEADER_MIME_VERSION] = "MIME-Version",
 	[HEADER_CONTENT_TYPE] = "Content-Type",
 };
+
+size_t message_missing_headers(const struct message *m, struct buf *out)
+{
+	size_t n = 0;
+	buf_clear(out);
+	for (int h = 0; h < HEADER_REQUIRED_COUNT; h++) {
+		if (m->required[h])
+			continue;
+		if (n++ > 0)
+			buf_puts(out, ":; no ");
+		buf_puts(out, required_header_names[h]);
+	}
+	return n;
+}
 
 /* The signer gets the body in pieces of about this size: fewer calls than
  * a line each, and the pieces stay in the cache. */
@@ -62,17 +77,6 @@ static char *unfolded_value(const char *v, size_t n)
 	return s;
 }
 
-/* True when the account has a DKIM key for domain. */
-static bool account_has_key(const struct account *a, const char *domain)
-{
-	if (!a || !domain)
-		return false;
-	for (size_t i = 0; i < a->n_dkim_keys; i++)
-		if (strcasecmp(a->dkim_keys[i].domain, domain) == 0)
-			return true;
-	return false;
-}
-
 /* Learns the facts validation needs from the finished header block and
  * starts the signature (RFC 6376 section 5.4: the header fields are
  * chosen now, the body hash is computed as the body streams in). */
@@ -111,20 +115,24 @@ static void headers_done(struct message *m)
 			} else if (name_len == 11 && strncasecmp(p, "X-Letter-Id", 11) == 0) {
 				if (!m->letter)
 					m->letter = unfolded_value(value, value_len);
+			} else if (name_len == 16 && strncasecmp(p, "List-Unsubscribe", 16) == 0) {
+				m->has_list_unsubscribe = true;
+			} else if (name_len == 21 && strncasecmp(p, "List-Unsubscribe-Post", 21) == 0) {
+				m->has_list_unsubscribe_post = true;
 			}
 		}
 		p = field_end;
 	}
+	if (!m->too_big)
+		added_headers_append(m);	/* before signing: h= covers them */
 	if (m->too_big || m->n_from != 1 || !m->from_has_address ||
 	    m->from_mailboxes > 1)
 		return;	/* refused or recorded unsigned at the end anyway */
 
 	const char *from = m->from_address.data;
-	const char *at = strrchr(from, '@');
-	m->sign_expected = account_has_key(m->account, at ? at + 1 : NULL) ||
-		account_has_key(m->account, m->account ? m->account->dkim_default_domain : NULL);
 	if (!m->account)
 		return;
+	m->sign_expected = dkim_signing_domain(m->account, from) != NULL;
 	struct error err;
 	m->signer = dkim_sign_begin(m->account, from,
 				    m->headers.data ? m->headers.data : "",

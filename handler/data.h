@@ -19,6 +19,7 @@
 #include "buf.h"
 #include "config.h"
 #include "io.h"
+#include "queue/queue.h"
 
 /* RFC 5322 section 2.1.1, without the CRLF. */
 #define DATA_MAX_LINE 998
@@ -45,6 +46,16 @@ enum required_header {
 /* "Message-Id", "Date", ...: the names as the replies spell them. */
 extern const char *const required_header_names[HEADER_REQUIRED_COUNT];
 
+struct message;
+
+/* Every required field the finished header block lacks, in the order of
+ * the list, written for the "no %s:" of the refusal: "MIME-Version" for
+ * one, "MIME-Version:; no Content-Type" for two (the reply then reads
+ * "no MIME-Version:; no Content-Type:"). Returns how many; out is left
+ * empty for none. All seven names make about 100 octets, far below the
+ * 512 of a reply line (RFC 5321 section 4.5.3.1.5). */
+size_t message_missing_headers(const struct message *m, struct buf *out);
+
 struct dkim_signer;
 
 struct message {
@@ -70,6 +81,14 @@ struct message {
 	size_t from_mailboxes;	/* mailboxes in From: (dkim_from_mailboxes) */
 	char *campaign;		/* X-Campaign-Id value, NULL when absent */
 	char *letter;		/* X-Letter-Id value, NULL when absent */
+	bool has_list_unsubscribe;
+	bool has_list_unsubscribe_post;
+
+	/* For the fields the account adds (added.h); set by the session. */
+	const char *hostname;	/* the domain of an added Message-Id */
+	const char *rcpt;	/* the one queued recipient; NULL: not one */
+	char qid[QUEUE_ID_SIZE];	/* the added Message-Id's id, "" if none:
+					 * the message is queued under it */
 
 	/* DKIM: started when the header block ends. */
 	const struct account *account;

@@ -139,6 +139,7 @@ static void envelope(const struct session *s, struct queue_envelope *env)
 		.helo = s->helo ? s->helo : "",
 		.issue = tx->msg.campaign,
 		.uniq = tx->msg.letter,
+		.qid = tx->msg.qid[0] ? tx->msg.qid : NULL,	/* an added Message-Id names it */
 	};
 }
 
@@ -160,7 +161,7 @@ static int record_incomplete(struct session *s, const char *what)
 		session_reply(s, REPLY_SINK_ONLY);
 		return 0;
 	}
-	char reason[64];
+	char reason[192];
 	snprintf(reason, sizeof reason, "635 6.7.8 %s", what);
 	struct queue_envelope env;
 	envelope(s, &env);
@@ -169,7 +170,7 @@ static int record_incomplete(struct session *s, const char *what)
 	int rc = queue_record_rejected(s->queue, &env, reason, qid, &err);
 	if (rc != QUEUE_OK)
 		return store_failed(s, rc, &err);
-	char outcome[96];
+	char outcome[224];
 	snprintf(outcome, sizeof outcome, "recorded as bounced: %s", reason);
 	log_message(s, qid, outcome);
 	session_reply(s, REPLY_QUEUED, qid);
@@ -203,15 +204,20 @@ static int check_and_queue(struct session *s)
 	if (m->letter && !policy_valid_id(m->letter))
 		return refuse(s, REPLY_BAD_ID_HEADER, "X-Letter-Id");
 
-	/* The seven required header fields, in the order of the list. */
-	for (int h = 0; h < HEADER_REQUIRED_COUNT; h++) {
-		if (m->required[h])
-			continue;
-		if (c->reject_incomplete)
-			return refuse(s, REPLY_MISSING_HEADER, required_header_names[h]);
-		char what[32];
-		snprintf(what, sizeof what, "no %s:", required_header_names[h]);
-		return record_incomplete(s, what);
+	/* The seven required header fields: every one missing is named in
+	 * one reply, so that a sender fixes them in one round trip. */
+	struct buf missing = BUF_INIT;
+	if (message_missing_headers(m, &missing) > 0) {
+		int rc;
+		if (c->reject_incomplete) {
+			rc = refuse(s, REPLY_MISSING_HEADER, missing.data);
+		} else {
+			char what[160];
+			snprintf(what, sizeof what, "no %s:", missing.data);
+			rc = record_incomplete(s, what);
+		}
+		buf_free(&missing);
+		return rc;
 	}
 	if (!m->from_has_address) {
 		if (c->reject_incomplete)

@@ -73,6 +73,8 @@
 	X(STOPLISTED,        550, "5.0.0",  0, "Email is in the account stoplist") \
 	X(SUPPRESSED,        550, "5.0.0",  0, "Email has permanent delivery errors") \
 	X(NO_POSTMASTER,     550, "5.1.1",  0, "No postmaster address is configured here") \
+	X(UNSUBSCRIBE_ONE_RCPT, 550, "5.5.3", 0, "One recipient per message: this account's List-Unsubscribe URL names the recipient") \
+	X(UNSUBSCRIBE_TOO_LONG, 550, "5.1.3", 0, "Recipient address too long for this account's List-Unsubscribe URL (998 octets a header line)") \
 	X(SENDER_UNKNOWN,    550, "5.7.1",  0, "error/sender/unknown") \
 	X(SENDER_MODERATION, 550, "5.7.1",  0, "error/sender/onmoderation") \
 	X(SENDER_PROHIBITED, 550, "5.7.1",  0, "error/sender/prohibited") \

@@ -498,16 +498,26 @@ static void proceed_rcpt(struct session *s, const char *arg)
 		session_reply(s, r);
 		return;
 	}
+	bool duplicate = false;
+	for (size_t i = 0; i < tx->n_rcpts && !duplicate; i++)
+		duplicate = address_equal(tx->rcpts[i], address);
+	/* A List-Unsubscribe URL that names the recipient is one
+	 * recipient's: refused at the second RCPT, so that the client
+	 * knows before it sends the data. */
+	if (!sink && !duplicate && tx->n_rcpts > 0 &&
+	    config_unsubscribe_names_rcpt(tx->account)) {
+		session_reply(s, REPLY_UNSUBSCRIBE_ONE_RCPT);
+		return;
+	}
+	if (!sink && !config_unsubscribe_fits(tx->account, address)) {
+		session_reply(s, REPLY_UNSUBSCRIBE_TOO_LONG);
+		return;
+	}
 	tx->n_accepted++;
 	s->state = STATE_RCPT;
-	if (!sink) {
-		bool duplicate = false;
-		for (size_t i = 0; i < tx->n_rcpts && !duplicate; i++)
-			duplicate = address_equal(tx->rcpts[i], address);
-		if (!duplicate) {
-			tx->rcpts = xrealloc(tx->rcpts, (tx->n_rcpts + 1) * sizeof *tx->rcpts);
-			tx->rcpts[tx->n_rcpts++] = xstrdup(address);
-		}
+	if (!sink && !duplicate) {
+		tx->rcpts = xrealloc(tx->rcpts, (tx->n_rcpts + 1) * sizeof *tx->rcpts);
+		tx->rcpts[tx->n_rcpts++] = xstrdup(address);
 	}
 	session_reply(s, REPLY_RCPT_OK);
 }
@@ -556,13 +566,22 @@ static void message_read_failed(struct session *s, enum io_status st)
 	session_drop_transaction(s);
 }
 
+/* Starts the message of the transaction (DATA, first BDAT). */
+static void start_message(struct session *s)
+{
+	struct transaction *tx = s->tx;
+	message_init(&tx->msg, tx->account, s->config->max_message_size, tx->size_hint);
+	tx->msg.hostname = s->config->hostname;
+	tx->msg.rcpt = tx->n_rcpts == 1 ? tx->rcpts[0] : NULL;
+	tx->msg_started = true;
+}
+
 static void proceed_data(struct session *s, const char *arg)
 {
 	(void)arg;
 	struct transaction *tx = s->tx;
 	session_reply(s, REPLY_DATA_GO);
-	message_init(&tx->msg, tx->account, s->config->max_message_size, tx->size_hint);
-	tx->msg_started = true;
+	start_message(s);
 	enum io_status st = data_read(&s->io, &tx->msg);
 	if (st != IO_LINE) {
 		message_read_failed(s, st);
@@ -645,8 +664,7 @@ static void proceed_bdat(struct session *s, const char *arg)
 		return;
 	}
 	if (s->state == STATE_RCPT) {
-		message_init(&tx->msg, tx->account, s->config->max_message_size, tx->size_hint);
-		tx->msg_started = true;
+		start_message(s);
 		s->state = STATE_BDAT;
 	}
 	enum io_status st = bdat_read_chunk(&s->io, &tx->msg, size);

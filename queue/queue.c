@@ -795,7 +795,15 @@ static int check_envelope(const struct queue_envelope *env,
 		if (!env->rcpts[i] || !*env->rcpts[i])
 			return error_set(err, "queue: empty recipient"),
 			       QUEUE_EINVAL;
+	if (env->qid && !queue_id_valid(env->qid, strlen(env->qid)))
+		return error_set(err, "queue: \"%s\" is not a queue id", env->qid),
+		       QUEUE_EINVAL;
 	return 0;
+}
+
+void queue_new_id(char qid[QUEUE_ID_SIZE])
+{
+	queue_id_make(queue_now_us(), qid);
 }
 
 const char *queue_rcpt_state_name(enum queue_rcpt_state s)
@@ -1124,7 +1132,11 @@ static int append(struct queue *q, const struct queue_envelope *env,
 	if (rc)
 		return rc;
 	char id[QUEUE_ID_LEN + 1];
-	int64_t now = queue_id_make(queue_now_us(), id);
+	int64_t now = queue_now_us();
+	if (env->qid)
+		memcpy(id, env->qid, sizeof id);	/* checked above */
+	else
+		now = queue_id_make(now, id);
 	struct buf envrec = BUF_INIT, due = BUF_INIT, issue = BUF_INIT;
 
 	MDB_val k = { QUEUE_ID_LEN, id }, v = { size, NULL };

@@ -147,7 +147,14 @@ struct queue_envelope {
 	const char *helo;
 	const char *issue;	/* X-Campaign-Id, or NULL: the day's default */
 	const char *uniq;	/* X-Letter-Id, or NULL */
+	const char *qid;	/* the id to append under, from queue_new_id;
+				 * NULL: a new one */
 };
+
+/* A new queue id (as queue_append makes them: unique, in arrival order
+ * within the process), for a message that must name its id before it is
+ * appended (the Message-Id: the handler adds); give it as env->qid. */
+void queue_new_id(char qid[QUEUE_ID_SIZE]);
 
 /* Appends one message in one durable write transaction: msg (the
  * concatenation of parts, written with MDB_RESERVE), env, due and the issue

@@ -346,3 +346,32 @@ def test_dkim_bdat_message_without_final_crlf_is_signed_as_stored(
     assert signed.endswith(b"no newline at the end\r\n")
     check_shape(signed)
     verify_all(signed, keys, keyfile, tmp_path, "bdat")
+
+
+def test_dkim_subdomain_from_is_signed_by_the_configured_parent_domain(
+        gate, keys, keyfile, tmp_path):
+    """Issue 17: keys for example.com only, no dkim_default_domain.
+    From: x@news.mail.example.com is signed with d=example.com (the
+    nearest configured parent: aligned under DMARC relaxed), and every
+    verifier passes it. A From: domain with no configured parent
+    (example.com.evil.net) stays unsigned: the walk never leaves the
+    account's own domains."""
+    accounts = {"net": {"networks": "127.0.0.1/32",
+                        "dkim_key": [f"example.com sel-rsa {keys.rsa}",
+                                     f"example.com sel-ed {keys.ed25519}"]}}
+    g = gate(accounts=accounts)
+
+    def send(sender):
+        data = msg(f"From: Sub <{sender}>\r\nTo: <rcpt@example.net>\r\n"
+                   "Subject: subdomain\r\n", "Body.\r\n")
+        before = set(g.db("msg"))
+        with g.smtp() as s:
+            s.ehlo("client.example.com")
+            s.sendmail(sender, ["rcpt@example.net"], data)
+        (new,) = [v for k, v in g.db("msg").items() if k not in before]
+        return new
+
+    signed = send("x@news.mail.example.com")
+    check_shape(signed)
+    verify_all(signed, keys, keyfile, tmp_path, "subdomain")
+    assert signature_fields(send("x@example.com.evil.net")) == []

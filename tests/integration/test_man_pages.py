@@ -231,3 +231,32 @@ def test_every_smtpgate_queue_command_is_in_its_page():
     missing = [n for n in sorted(names)
                if not re.search(rf"^\.It Cm {re.escape(n)}\b", page, re.M)]
     assert missing == []
+
+
+def test_no_page_lists_an_item_twice_in_one_list():
+    """An option or command described twice, with two different texts
+    (issue 17: --callbacks-only in smtpgate-flush(8), events in
+    smtpgate-queue(8)), leaves the reader to guess which one holds.
+    Options, commands and keys; the replies' list has one item a row of
+    the reply table, and two rows may read alike."""
+    for page in PAGES:
+        stack = []
+        for n, line in enumerate(page.read_text().splitlines(), 1):
+            if line.startswith(".Bl"):
+                stack.append(set())
+            elif line.startswith(".El"):
+                stack.pop()
+            elif re.match(r"\.It (Fl|Cm|Ic) ", line) and stack:
+                assert line not in stack[-1], f"{page.name}:{n}: {line} again"
+                stack[-1].add(line)
+
+
+def test_config_is_installed_readable_by_its_group_only():
+    """The configuration holds password hashes and the relay password:
+    smtpgate(8) and the README install it 0640, group smtpgate, never
+    with a world-readable cp."""
+    readme = (ROOT / "README.md").read_text()
+    page = (ROOT / "man/smtpgate.8").read_text().replace("\\e\n", "")
+    for text in (readme, page):
+        assert re.search(r"install -m 0640 -g smtpgate\s+\S*smtpgate\.conf\.example", text)
+        assert not re.search(r"\bcp\s+\S*smtpgate\.conf\.example", text)

@@ -122,18 +122,6 @@ TEST(test_utf8_is_flagged_and_must_be_well_formed)
 	CHECK(u);
 }
 
-TEST(test_utf8_sequence_length)
-{
-	CHECK(utf8_sequence_length((const unsigned char *)"a", 1) == 1);
-	CHECK(utf8_sequence_length((const unsigned char *)"\xc3\xa9", 2) == 2);
-	CHECK(utf8_sequence_length((const unsigned char *)"\xe2\x82\xac", 3) == 3);
-	CHECK(utf8_sequence_length((const unsigned char *)"\xf0\x9f\x98\x80", 4) == 4);
-	CHECK(utf8_sequence_length((const unsigned char *)"\xc1\xbf", 2) == 0);
-	CHECK(utf8_sequence_length((const unsigned char *)"\xe0\x80\x80", 3) == 0);
-	CHECK(utf8_sequence_length((const unsigned char *)"\x80", 1) == 0);
-	CHECK(utf8_sequence_length((const unsigned char *)"\xc3", 1) == 0);
-}
-
 TEST(test_check_mailbox)
 {
 	bool u;
@@ -145,5 +133,5 @@ TEST(test_check_mailbox)
 UNIT_MAIN(test_plain_path_gives_mailbox_and_end, test_null_path_only_when_allowed,
 	  test_source_route_is_dropped, test_quoted_local_part_is_kept_quoted,
 	  test_address_literals, test_refusals, test_length_limits,
-	  test_utf8_is_flagged_and_must_be_well_formed, test_utf8_sequence_length,
+	  test_utf8_is_flagged_and_must_be_well_formed,
 	  test_check_mailbox)

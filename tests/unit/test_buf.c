@@ -125,8 +125,20 @@ TEST(test_buf_read_file_refuses_more_than_max)
 	buf_free(&b);
 }
 
+TEST(test_buf_put_url_encoded_keeps_only_unreserved_octets)
+{
+	struct buf b = BUF_INIT;
+	buf_put_url_encoded(&b, "Az09-._~ +@&=%/?#\xc3\xa9");
+	CHECK_STR(b.data, "Az09-._~%20%2B%40%26%3D%25%2F%3F%23%C3%A9");
+	buf_clear(&b);
+	buf_put_url_encoded(&b, "");
+	CHECK(b.len == 0);
+	buf_free(&b);
+}
+
 UNIT_MAIN(test_buf_append_grows_and_stays_nul_terminated,
 	  test_buf_read_file_appends_the_whole_file,
 	  test_buf_read_file_refuses_more_than_max,
 	  test_buf_reserve_alone_leaves_an_empty_string,
-	  test_buf_printf_and_consume, test_buf_steal_leaves_empty)
+	  test_buf_printf_and_consume, test_buf_steal_leaves_empty,
+	  test_buf_put_url_encoded_keeps_only_unreserved_octets)

@@ -236,6 +236,8 @@ TEST(test_every_account_key_is_read)
 		"sender = *@Review.example.com moderation\n"
 		"blocked = yes\n"
 		"demo = true\n"
+		"add_missing_headers = yes\n"
+		"list_unsubscribe = mailto:u@example.com https://example.com/u?r={rcpt}&l={uniq}\n"
 		"[account office]\n"
 		"networks = 192.0.2.128/25\n", key_path);
 	int rc = load(&c, &err, text.data);
@@ -262,6 +264,10 @@ TEST(test_every_account_key_is_read)
 	CHECK_STR(a->dkim_default_domain, "example.com");
 	CHECK(a->n_senders == 3);
 	CHECK(a->blocked && a->demo);
+	CHECK(a->add_missing_headers);
+	CHECK_STR(a->list_unsubscribe, "mailto:u@example.com https://example.com/u?r={rcpt}&l={uniq}");
+	CHECK(config_unsubscribe_names_rcpt(a));
+	CHECK(config_unsubscribe_fits(a, "someone@example.net"));
 	CHECK(a->line == 1);
 
 	CHECK(config_sender_verdict(a, "anyone@EXAMPLE.com") == SENDER_IS_ACTIVE);
@@ -269,6 +275,9 @@ TEST(test_every_account_key_is_read)
 	CHECK(config_sender_verdict(a, "x@review.example.com") == SENDER_IS_MODERATION);
 	CHECK(config_sender_verdict(a, "x@other.org") == SENDER_UNKNOWN);
 	const struct account *office = config_account_by_name(&c, "office");
+	/* the defaults: nothing added */
+	CHECK(!office->add_missing_headers && office->list_unsubscribe == NULL);
+	CHECK(!config_unsubscribe_names_rcpt(office));
 	CHECK(config_sender_verdict(office, "x@other.org") == SENDER_NO_RULES);
 
 	/* The longest prefix wins across accounts. */
@@ -476,7 +485,7 @@ TEST(test_key_table_lists_every_key_once)
 			const struct config_key_info *o = config_key_at(j);
 			CHECK(!(strcmp(o->section, k->section) == 0 && strcmp(o->key, k->key) == 0));
 		}
-	CHECK(n == 38);
+	CHECK(n == 40);
 }
 
 TEST(test_url_shown_hides_the_userinfo)
@@ -516,6 +525,7 @@ TEST(test_dump_shows_effective_values_but_no_secrets)
 	CHECK(strstr(out, "hunter2") == NULL);
 	CHECK(strstr(out, "$y$") == NULL);
 	CHECK(strstr(out, "[account demo]\nlogin = demo.demo@smtpgate\n") != NULL);
+	CHECK(strstr(out, "add_missing_headers = no\n") != NULL);
 	free(out);
 	config_free(&c);
 }

@@ -245,6 +245,70 @@ TEST(test_signature_is_folded_with_b_last)
 	buf_free(&h);
 }
 
+/* Issue 17: a subdomain's From: is signed by the nearest configured
+ * parent (d= aligns under DMARC relaxed), before the default domain;
+ * a domain that is not configured is never used, nor a TLD alone. */
+TEST(test_subdomain_from_walks_up_to_the_nearest_configured_domain)
+{
+	char *rsa = abspath(KEYS "rsa2048.pem");
+	struct buf acc = BUF_INIT;
+	buf_printf(&acc, "[account a]\nnetworks = 127.0.0.1/32\n"
+			 "dkim_key = example.com r %s\n"
+			 "dkim_key = deep.mail.example.com r %s\n"
+			 "dkim_key = org r %s\n"
+			 "dkim_key = default.example r %s\n"
+			 "dkim_default_domain = default.example\n\n"
+			 "[account nodefault]\nnetworks = 10.0.0.0/8\n"
+			 "dkim_key = example.com r %s\n", rsa, rsa, rsa, rsa, rsa);
+	const char *path = write_config(acc.data);
+	struct config c;
+	struct error err;
+	int rc = config_load(&c, path, &err);
+	CHECK(rc == 0);
+	if (rc != 0) {
+		fprintf(stderr, "%s\n", err.text);
+		goto out;
+	}
+	const struct account *a = config_account_by_name(&c, "a");
+	const struct account *nd = config_account_by_name(&c, "nodefault");
+	static const struct { const char *from, *want_a, *want_nd; } cases[] = {
+		{ "x@example.com", "example.com", "example.com" },
+		{ "x@mail.example.com", "example.com", "example.com" },
+		{ "x@A.B.Mail.Example.COM", "example.com", "example.com" },
+		{ "x@deep.mail.example.com", "deep.mail.example.com", "example.com" },
+		{ "x@x.deep.mail.example.com", "deep.mail.example.com", "example.com" },
+		/* "org" is configured, but a top-level label alone is no
+		 * organisational domain: the walk stops before it. */
+		{ "x@example.org", "default.example", NULL },
+		{ "x@org", "org", NULL },
+		/* no configured parent: the default, or nothing */
+		{ "x@example.com.evil.net", "default.example", NULL },
+		{ "x@notexample.com", "default.example", NULL },
+		{ "x@[192.0.2.1]", "default.example", NULL },
+		{ "x@example.com.", "default.example", NULL },
+		{ NULL, "default.example", NULL },
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+		const char *got_a = dkim_signing_domain(a, cases[i].from);
+		const char *got_nd = dkim_signing_domain(nd, cases[i].from);
+		CHECK_STR(got_a, cases[i].want_a);
+		if (cases[i].want_nd)
+			CHECK_STR(got_nd, cases[i].want_nd);
+		else
+			CHECK(got_nd == NULL);
+	}
+	/* and the signature carries it */
+	char *sig = sign_for(nd, "x@news.example.com", &err);
+	CHECK(sig && strstr(sig, "d=example.com;"));
+	free(sig);
+	config_free(&c);
+out:
+	remove_config(path);
+	buf_free(&acc);
+	free(rsa);
+	dkim_key_cache_clear();
+}
+
 UNIT_MAIN(test_key_traditional_rsa_is_read, test_key_pkcs8_rsa_is_read,
 	  test_key_pkcs8_ed25519_is_read, test_key_rsa_under_1024_bits_is_refused,
 	  test_key_other_types_and_garbage_are_refused,
@@ -252,4 +316,5 @@ UNIT_MAIN(test_key_traditional_rsa_is_read, test_key_pkcs8_rsa_is_read,
 	  test_key_load_remembers_keys,
 	  test_check_keys_names_config_line_and_key_file,
 	  test_keys_are_chosen_by_from_domain_then_default,
+	  test_subdomain_from_walks_up_to_the_nearest_configured_domain,
 	  test_signature_is_folded_with_b_last)

@@ -868,10 +868,43 @@ TEST(test_append_release_stores_a_large_message_and_gives_its_pages_back)
 	free(dir);
 }
 
+/* A message that names its queue id before it is appended (the
+ * Message-Id: of add_missing_headers) is stored under that id. */
+TEST(test_append_under_an_id_made_beforehand)
+{
+	char *dir = temp_folder();
+	struct config c = config_for(dir, 1 << 22);
+	struct queue *q;
+	struct error err;
+	CHECK(queue_open(&q, &c, false, &err) == 0);
+	struct queue_envelope e = sample_envelope();
+	struct iovec part = { "Subject: hi\r\n\r\nbody\r\n", 21 };
+	char preset[QUEUE_ID_SIZE], other[QUEUE_ID_SIZE], qid[QUEUE_ID_SIZE];
+	queue_new_id(preset);
+	queue_new_id(other);
+	CHECK(queue_id_valid(preset, strlen(preset)) && strcmp(preset, other) < 0);
+	e.qid = preset;
+	CHECK(queue_append(q, &e, &part, 1, qid, &err) == 0);
+	CHECK_STR(qid, preset);
+	char *msg = get(q, QUEUE_DB_MSG, preset);
+	CHECK_STR(msg, "Subject: hi\r\n\r\nbody\r\n");
+	free(msg);
+	/* never twice, and never a string that is no queue id */
+	CHECK(queue_append(q, &e, &part, 1, qid, &err) < 0);
+	e.qid = "../etc/passwd";
+	CHECK(queue_append(q, &e, &part, 1, qid, &err) == QUEUE_EINVAL);
+	CHECK(strstr(err.text, "is not a queue id") != NULL);
+	CHECK(count(q, QUEUE_DB_MSG) == 1 && count(q, QUEUE_DB_ENV) == 1);
+	queue_close(q);
+	remove_folder(dir);
+	free(dir);
+}
+
 UNIT_MAIN(test_open_creates_the_folder_0750_and_every_database,
 	  test_read_only_open_of_a_missing_queue_is_notfound_and_creates_nothing,
 	  test_open_refuses_another_schema_version_clearly,
 	  test_append_writes_msg_env_due_and_issue_in_one_transaction,
+	  test_append_under_an_id_made_beforehand,
 	  test_envelope_fields_cannot_forge_lines_or_recipients,
 	  test_stoplist_matches_address_or_domain_case_insensitively,
 	  test_suppressed_matches_only_the_exact_address_of_the_account,
