@@ -85,6 +85,37 @@ void dkim_key_cache_clear(void)
 	cache_len = 0;
 }
 
+int dkim_preload_keys(const struct config *c, struct error *err)
+{
+	struct cached_key *old = cache;
+	size_t old_len = cache_len;
+	cache = NULL;
+	cache_len = 0;
+	for (size_t i = 0; i < c->n_accounts; i++) {
+		const struct account *a = &c->accounts[i];
+		for (size_t j = 0; j < a->n_dkim_keys; j++) {
+			const struct dkim_key_ref *r = &a->dkim_keys[j];
+			struct dkim_key k;
+			struct error e;
+			if (dkim_key_load(r->path, &k, &e) != 0) {
+				dkim_key_cache_clear();
+				cache = old;
+				cache_len = old_len;
+				return error_set(err, "%s:%d: %s", c->path, r->line, e.text);
+			}
+			dkim_key_free(&k);
+		}
+	}
+	struct cached_key *loaded = cache;
+	size_t loaded_len = cache_len;
+	cache = old;
+	cache_len = old_len;
+	dkim_key_cache_clear();
+	cache = loaded;
+	cache_len = loaded_len;
+	return 0;
+}
+
 void dkim_key_free(struct dkim_key *k)
 {
 	EVP_PKEY_free(k->pkey);

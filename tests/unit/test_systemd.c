@@ -20,12 +20,12 @@ TEST(test_listen_fds_for_this_process)
 	setenv("LISTEN_PID", pid, 1);
 	setenv("LISTEN_FDS", "2", 1);
 	setenv("LISTEN_FDNAMES", "connection:other", 1);
-	CHECK(systemd_listen_fds() == 2);
+	CHECK(systemd_listen_fds(NULL) == 2);
 	CHECK(fcntl(SYSTEMD_LISTEN_FDS_START, F_GETFD) & FD_CLOEXEC);
 	CHECK(fcntl(SYSTEMD_LISTEN_FDS_START + 1, F_GETFD) & FD_CLOEXEC);
 	CHECK(!getenv("LISTEN_PID") && !getenv("LISTEN_FDS") && !getenv("LISTEN_FDNAMES"));
 	/* Unset now: a second call finds nothing. */
-	CHECK(systemd_listen_fds() == 0);
+	CHECK(systemd_listen_fds(NULL) == 0);
 	close(a);
 	close(b);
 }
@@ -34,13 +34,13 @@ TEST(test_listen_fds_of_another_process_are_not_ours)
 {
 	setenv("LISTEN_PID", "1", 1);
 	setenv("LISTEN_FDS", "1", 1);
-	CHECK(systemd_listen_fds() == 0);
+	CHECK(systemd_listen_fds(NULL) == 0);
 	CHECK(!getenv("LISTEN_FDS"));
 	char pid[24];
 	snprintf(pid, sizeof pid, "%d", (int)getpid());
 	setenv("LISTEN_PID", pid, 1);
 	setenv("LISTEN_FDS", "x", 1);
-	CHECK(systemd_listen_fds() == 0);
+	CHECK(systemd_listen_fds(NULL) == 0);
 }
 
 TEST(test_journal_entry_in_the_native_format)
