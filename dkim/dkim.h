@@ -64,8 +64,9 @@ int dkim_check_keys(const struct config *c, struct error *err);
  * forks a session per connection (the listener) does this once, and each
  * session finds its keys read. With the account index c holds no
  * accounts, and nothing is read (sessions read their account's keys).
- * On failure the old cache stays, and err names the file ("FILE:LINE:
- * KEYFILE: ..."). */
+ * Returns 0, or -1 with err naming the first key that could not be read
+ * ("FILE:LINE: KEYFILE: ..."); the others are read all the same, and a
+ * session that needs that key tries it again, as without preloading. */
 int dkim_preload_keys(const struct config *c, struct error *err);
 
 #endif

@@ -114,28 +114,24 @@ static void gate_free(struct gate *g)
  * the parent would cost seconds at each start and reload, and megabytes
  * that each child would carry. Without the index the config is small:
  * all its keys are read here once, and no session reads a key file.
- * A key or certificate that cannot be read fails the load, as a bad key
- * fails smtpgate-flush at its start. */
+ * Only the config itself must load: a certificate or key that cannot be
+ * read is logged, and the sessions then meet it as in Accept=yes mode
+ * (454 to STARTTLS; the message of an unreadable DKIM key refused), so
+ * that both modes behave alike. */
 static int gate_load(const struct launch *launch, struct gate *g,
 		     const char *path, struct error *err)
 {
 	memset(g, 0, sizeof *g);
 	if (launch->load(&g->config, path, err) != 0)
 		return -1;
+	struct error e;
 	if (g->config.tls_certificate) {
-		struct error tls_err;
-		g->tls = tls_context_new(&g->config, &tls_err);
-		if (!g->tls) {
-			error_set(err, "%s: %s", path, tls_err.text);
-			config_free(&g->config);
-			return -1;
-		}
+		g->tls = tls_context_new(&g->config, &e);
+		if (!g->tls)
+			log_msg(LOG_ERR, "TLS: %s", e.text);
 	}
-	/* Last: on success it replaces the keys of the config before. */
-	if (dkim_preload_keys(&g->config, err) != 0) {
-		gate_free(g);
-		return -1;
-	}
+	if (dkim_preload_keys(&g->config, &e) != 0)
+		log_msg(LOG_ERR, "DKIM: %s", e.text);
 	return 0;
 }
 
