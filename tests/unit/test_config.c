@@ -459,7 +459,7 @@ TEST(test_key_table_lists_every_key_once)
 			const struct config_key_info *o = config_key_at(j);
 			CHECK(!(strcmp(o->section, k->section) == 0 && strcmp(o->key, k->key) == 0));
 		}
-	CHECK(n == 34);
+	CHECK(n == 36);
 }
 
 TEST(test_dump_shows_effective_values_but_no_secrets)
