@@ -212,17 +212,25 @@ static enum reply_id over_limit(const struct listener *l, const char *client,
 	return REPLY_COUNT;
 }
 
-/* Answers 421 without reading anything of the client's, and closes. */
+/* Sends a 421 reply (hostname filled in) without reading anything of
+ * the client's, and closes; line gets the reply. */
+static void answer_and_close(const struct listener *l, int fd, enum reply_id id,
+			     struct buf *line)
+{
+	reply_format(line, id, l->gate.config.hostname);
+	/* Best effort: a socket buffer full before the greeting is a
+	 * client not worth waiting for. */
+	send(fd, line->data, line->len, MSG_DONTWAIT | MSG_NOSIGNAL);
+	shutdown(fd, SHUT_WR);
+	close(fd);
+}
+
+/* Refuses a connection over a limit, and logs it. */
 static void refuse(struct listener *l, int fd, enum reply_id id,
 		   const char *client, unsigned limit)
 {
 	struct buf line = BUF_INIT;
-	reply_format(&line, id, l->gate.config.hostname);
-	/* Best effort: a socket buffer full before the greeting is a
-	 * client not worth waiting for. */
-	send(fd, line.data, line.len, MSG_DONTWAIT | MSG_NOSIGNAL);
-	shutdown(fd, SHUT_WR);
-	close(fd);
+	answer_and_close(l, fd, id, &line);
 	char limit_text[64];
 	snprintf(limit_text, sizeof limit_text, "%s=%u",
 		 id == REPLY_TOO_MANY_CONNECTIONS ? "max_connections"
@@ -297,12 +305,15 @@ static void accept_from(struct listener *l, int index)
 		pid_t pid = fork();
 		if (pid == 0)
 			serve_child(l, fd, index);
-		close(fd);
 		if (pid < 0) {
 			log_event(LOG_ERR, "cannot start a session", "CLIENT", client,
 				  "REASON", strerror(errno), (const char *)NULL);
+			struct buf line = BUF_INIT;
+			answer_and_close(l, fd, REPLY_UNAVAILABLE, &line);
+			buf_free(&line);
 			continue;
 		}
+		close(fd);
 		if (l->n_children == l->children_size) {
 			l->children_size = l->children_size ? 2 * l->children_size : 64;
 			l->children = xrealloc(l->children, l->children_size * sizeof *l->children);
