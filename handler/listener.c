@@ -107,7 +107,12 @@ static void gate_free(struct gate *g)
 }
 
 /* Loads the config, makes the TLS context, and reads the DKIM keys of
- * the accounts in memory. With the account index (thousands of
+ * the accounts in memory. The account index, when used, stays open in
+ * the listener and each session reads its accounts through that handle:
+ * LMDB asks not to use an environment across fork() because of its lock
+ * table and its readers' slots, and the index has neither (MDB_NOLOCK,
+ * MDB_RDONLY, one read transaction begun before any fork), so a session
+ * only reads the read-only shared map, at the snapshot of the load. With the account index (thousands of
  * accounts), the parent holds no accounts and reads no keys: each
  * session reads its one account and that account's keys, as in Accept=yes
  * mode (about 0.1 ms a key), where reading every key of every account in

@@ -8,6 +8,7 @@ suites marked both_modes."""
 
 import concurrent.futures
 import ctypes
+import json
 import os
 import re
 import signal
@@ -20,7 +21,7 @@ import time
 import pytest
 
 from conftest import default_accounts, message
-from smtp_raw import Raw
+from smtp_raw import Raw, queued_id
 
 SANITIZED = "sanitize" in os.environ.get("SMTPGATE_BUILD", "")
 
@@ -187,6 +188,38 @@ def test_sigkill_of_a_session_mid_data_queues_nothing_and_the_parent_lives(gate,
     assert g.process.poll() is None
     assert send_one(g, 2) == {}
     assert len(g.db("msg")) == 1
+
+
+def test_sessions_read_their_accounts_through_the_index_the_listener_opened(gate, keys):
+    """With the account index the listener holds no accounts: each session
+    looks its account up in the index opened before the fork. Changes
+    reach the listener at a reload."""
+    accounts = {f"a{i}": {"login": f"user{i}@smtpgate", "password": keys.password_hash,
+                          "networks": f"10.{i // 256}.{i % 256}.0/24"} for i in range(300)}
+    accounts["a123"]["dkim_key"] = [f"example.com sel-rsa {keys.rsa}"]
+    accounts["local"] = {"networks": "127.0.0.0/8"}
+    g = listen(gate, keys, accounts=accounts, gate_keys={"auth_requires_tls": "no"})
+    assert g.queue_tool("index-config").returncode == 0
+    os.kill(g.process.pid, signal.SIGHUP)
+    wait_until(lambda: "reloaded " in g.log_text(), what="the reload")
+
+    def send(login=None):
+        with Raw(g) as c:
+            c.greeting()
+            c.ehlo()
+            if login:
+                assert c.auth_plain(login=login) == "235 2.7.0 Authentication successful"
+            assert c.cmd("MAIL FROM:<sender@example.com>") == "250 2.1.0 Ok"
+            assert c.cmd("RCPT TO:<rcpt@example.net>") == "250 2.1.5 Ok"
+            assert c.cmd("DATA").startswith("354")
+            c.send(message() + b".\r\n")
+            qid = queued_id(c.reply_line())
+        shown = json.loads(g.queue_tool("show", qid, "--json").stdout)
+        return (shown[0] if isinstance(shown, list) else shown)["account"]
+    assert send(login="user123@smtpgate") == "a123"
+    assert send(login="user7@smtpgate") == "a7"
+    assert send() == "local"
+    assert "index" not in g.log_text()
 
 
 @pytest.fixture
