@@ -107,22 +107,25 @@ static void gate_free(struct gate *g)
 }
 
 /* Loads the config, makes the TLS context, and reads the DKIM keys of
- * the accounts in memory. The account index, when used, stays open in
- * the listener and each session reads its accounts through that handle:
- * LMDB asks not to use an environment across fork() because of its lock
- * table and its readers' slots, and the index has neither (MDB_NOLOCK,
- * MDB_RDONLY, one read transaction begun before any fork), so a session
- * only reads the read-only shared map, at the snapshot of the load. With the account index (thousands of
- * accounts), the parent holds no accounts and reads no keys: each
- * session reads its one account and that account's keys, as in Accept=yes
- * mode (about 0.1 ms a key), where reading every key of every account in
- * the parent would cost seconds at each start and reload, and megabytes
- * that each child would carry. Without the index the config is small:
- * all its keys are read here once, and no session reads a key file.
+ * the accounts in memory.
+ *
+ * With the account index (thousands of accounts) the listener holds no
+ * accounts and reads no keys: each session reads its one account and
+ * that account's keys, as in Accept=yes mode, where reading every key of
+ * every account here would cost seconds at each start and reload, and
+ * memory that every child would carry. Without the index the config is
+ * small: all its keys are read here once, and no session reads a key
+ * file. The index stays open here and each session reads its accounts
+ * through that handle: LMDB asks not to use an environment across fork()
+ * because of its lock table and its readers' slots, and the index has
+ * neither (MDB_NOLOCK, MDB_RDONLY, one read transaction begun before any
+ * fork), so a session only reads the read-only shared map, at the
+ * snapshot of the load.
+ *
  * Only the config itself must load: a certificate or key that cannot be
  * read is logged, and the sessions then meet it as in Accept=yes mode
- * (454 to STARTTLS; the message of an unreadable DKIM key refused), so
- * that both modes behave alike. */
+ * (454 to STARTTLS, 451 to a message to sign with that key), so that both
+ * modes behave alike. */
 static int gate_load(const struct launch *launch, struct gate *g,
 		     const char *path, struct error *err)
 {
@@ -146,7 +149,7 @@ static void send_status(struct listener *l)
 {
 	char text[160];
 	snprintf(text, sizeof text,
-		 "STATUS=%zu sessions open, %llu accepted, %llu refused over limits",
+		 "STATUS=sessions: %zu open, %llu accepted, %llu refused over limits",
 		 l->n_children, l->accepted, l->refused);
 	systemd_notify(text);
 	l->status_pending = false;
@@ -240,8 +243,7 @@ static void refuse(struct listener *l, int fd, enum reply_id id,
 	snprintf(limit_text, sizeof limit_text, "%s=%u",
 		 id == REPLY_TOO_MANY_CONNECTIONS ? "max_connections"
 						  : "max_connections_per_client", limit);
-	line.len -= 2;	/* the CRLF */
-	buf_putc(&line, '\0');
+	line.data[line.len -= 2] = '\0';	/* the reply without its CRLF */
 	log_event(LOG_NOTICE, "connection refused over a limit", "CLIENT", client,
 		  "LIMIT", limit_text, "REPLY", line.data, (const char *)NULL);
 	buf_free(&line);

@@ -368,7 +368,7 @@ def test_ready_status_reload_and_watchdog_go_to_the_service_manager(gate, keys, 
         # The start's probe of the port and listen()'s first sessions
         # were counted before.
         wait_until(lambda: n.seen(lambda m: re.fullmatch(
-            r"STATUS=1 sessions open, \d+ accepted, [1-9]\d* refused over limits", m)),
+            r"STATUS=sessions: 1 open, \d+ accepted, [1-9]\d* refused over limits", m)),
                    what="the STATUS= line with the counts")
         wait_until(lambda: len(n.seen(lambda m: m == "WATCHDOG=1")) >= 2,
                    what="WATCHDOG=1 every half interval")

@@ -110,7 +110,7 @@ def test_listener_pair_serves_reports_its_status_and_reloads(enabled, prepared):
         def status():
             out = c.run("systemctl", "status", "--no-pager", "smtpgate-listen.service",
                         check=False).stdout
-            return re.search(r'Status: "0 sessions open, [1-9]\d* accepted, '
+            return re.search(r'Status: "sessions: 0 open, [1-9]\d* accepted, '
                              r'0 refused over limits"', out) and out
         wait_until("the listener's STATUS= after the session", status, 10)
         # The socket named submissions starts with TLS, on any port.
