@@ -135,6 +135,13 @@ def test_listener_pair_serves_reports_its_status_and_reloads(enabled, prepared):
         assert re.search(r"^Max data size\s+268435456\s+268435456 ", limits, re.M), limits
         journal = c.journal("-u", "smtpgate-listen.service")
         assert "setrlimit" not in journal and "killed by a signal" not in journal, journal
+        # A connection made while the service is down waits in the
+        # socket's backlog and is served once the socket starts it again.
+        c.run("systemctl", "stop", "smtpgate-listen.service")
+        assert c.run("systemctl", "is-active", "smtpgate-listen.socket").stdout.strip() == "active"
+        with socket.create_connection(("127.0.0.1", prepared.listen_port), timeout=20) as s:
+            assert s.recv(512).startswith(b"220 gate.example.com ESMTP")
+        assert c.run("systemctl", "is-active", "smtpgate-listen.service").stdout.strip() == "active"
         out = c.run("systemd-analyze", "security", "--no-pager", "smtpgate-listen.service").stdout
         m = re.search(r"Overall exposure level for \S+: (\d+\.\d) (\w+)", out)
         assert m and float(m.group(1)) <= 2.0 and m.group(2) in ("OK", "SAFE"), out
