@@ -282,6 +282,8 @@ static void serve_child(struct listener *l, int fd, int index)
 	exit(0);
 }
 
+static void reap(struct listener *l);
+
 static void accept_from(struct listener *l, int index)
 {
 	int lfd = SYSTEMD_LISTEN_FDS_START + index;
@@ -305,6 +307,13 @@ static void accept_from(struct listener *l, int index)
 		client_text(&peer, client, sizeof client);
 		unsigned limit;
 		enum reply_id over = over_limit(l, client, &limit);
+		if (over != REPLY_COUNT) {
+			/* Sessions that ended since the last SIGCHLD was read
+			 * still count: collect them before refusing (a busy
+			 * client's short sessions end faster than a batch). */
+			reap(l);
+			over = over_limit(l, client, &limit);
+		}
 		if (over != REPLY_COUNT) {
 			refuse(l, fd, over, client, limit);
 			continue;

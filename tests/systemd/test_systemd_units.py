@@ -106,6 +106,20 @@ def test_listener_pair_serves_reports_its_status_and_reloads(enabled, prepared):
              "--body", "Sent to smtpgate-listen.socket.", "--timeout", "30"],
             capture_output=True, text=True, timeout=60)
         assert re.search(r"<[-~]  250 2\.0\.0 Ok: queued as \S+", swaks.stdout), swaks.stdout
+        # Signed with both keys, which the listener read once (the
+        # Ed25519 key as a credential), and flushed by the timer.
+        import dkim
+        outbox = c.path("/var/lib/smtpgate/outbox/new")
+
+        def delivered():
+            for f in outbox.iterdir() if outbox.exists() else ():
+                raw = f.read_bytes()
+                if b"Subject: through the listener" in raw:
+                    return raw
+        raw = wait_until("the flush to deliver the listener's message", delivered, 45)
+        assert len(re.findall(rb"^DKIM-Signature:", raw, re.M | re.I)) == 2
+        for i in range(2):
+            assert dkim.DKIM(raw).verify(idx=i, dnsfunc=prepared.keys.dnsfunc()), f"signature {i}"
         # Type=notify: the STATUS= line with the live counts.
         def status():
             out = c.run("systemctl", "status", "--no-pager", "smtpgate-listen.service",
