@@ -196,12 +196,17 @@ class Gate:
 
     def __init__(self, folder: Path, keys: Keys, gate_keys=None, relay=None,
                  accounts=None, callback=None, host="127.0.0.1", env=None,
-                 extra_sections=None, launch_mode="accept", fdname=None):
+                 extra_sections=None, launch_mode="accept", fdname=None,
+                 submissions_port=False):
         self.folder = folder
         self.launch_mode = launch_mode
         # Accept=yes names each connection "connection"; the listener's
         # socket is named as in smtpgate-listen.socket.
         self.fdname = fdname or ("connection" if launch_mode == "accept" else "smtp")
+        # Listen mode: a second socket, named "submissions" (implicit TLS),
+        # as smtpgate-listen-tls.socket passes it.
+        self.submissions_port = (free_port(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
+                                 if submissions_port else None)
         self.keys = keys
         self.host = host
         self.port = free_port(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
@@ -233,11 +238,17 @@ class Gate:
         self.process = None
 
     def start(self):
-        cmd = ["systemd-socket-activate", f"--fdname={self.fdname}"]
+        address = (lambda port: f"[{self.host}]:{port}" if ":" in self.host
+                   else f"{self.host}:{port}")
+        cmd = ["systemd-socket-activate"]
         if self.launch_mode == "accept":
             cmd.append("--accept")
-        cmd += ["-l", f"[{self.host}]:{self.port}" if ":" in self.host
-               else f"{self.host}:{self.port}"]
+        cmd += ["-l", address(self.port)]
+        if self.submissions_port:
+            cmd += ["-l", address(self.submissions_port),
+                    f"--fdname={self.fdname}:submissions"]
+        else:
+            cmd.append(f"--fdname={self.fdname}")
         env = {"ASAN_OPTIONS": "halt_on_error=1:abort_on_error=1:detect_leaks=1",
                "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1"}
         env.update(self.env_vars)

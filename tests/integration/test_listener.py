@@ -297,6 +297,21 @@ def test_socket_named_submissions_is_implicit_tls(gate, launch_mode):
             assert s.recv(1024).startswith(b"220 gate.example.com ESMTP")
 
 
+def test_one_listener_serves_a_plain_and_an_implicit_tls_socket(gate, keys):
+    g = gate(launch_mode="listen", submissions_port=True)
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    for _ in range(2):
+        with Raw(g) as c:
+            assert c.greeting().startswith("220 gate.example.com ESMTP")
+            c.ehlo()
+        with socket.create_connection((g.host, g.submissions_port), timeout=10) as plain:
+            with ctx.wrap_socket(plain) as s:
+                assert s.recv(1024).startswith(b"220 gate.example.com ESMTP")
+    assert g.process.poll() is None
+
+
 def test_socket_named_smtp_is_plain_unless_its_port_is_implicit(gate, keys):
     g = listen(gate, keys)
     with Raw(g) as c:
