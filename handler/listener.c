@@ -111,11 +111,13 @@ static void gate_free(struct gate *g)
  *
  * With the account index (thousands of accounts) the listener holds no
  * accounts and reads no keys: each session reads its one account and
- * that account's keys, as in Accept=yes mode, where reading every key of
- * every account here would cost seconds at each start and reload, and
- * memory that every child would carry. Without the index the config is
- * small: all its keys are read here once, and no session reads a key
- * file. The index stays open here and each session reads its accounts
+ * that account's keys, as in Accept=yes mode. A key costs about 25 us to
+ * read and 3 KB to hold (1,000 RSA-2048 keys: 25 ms of CPU, 3.2 MB of
+ * listener RSS): for 10,000 accounts preloading would add a quarter of a
+ * second and 32 MB to every start and reload, and the reading of every
+ * account the index exists to avoid, to save each session 25 us. Without
+ * the index the config is small and read whole anyway: all its keys are
+ * read here once, and no session reads a key file. The index stays open here and each session reads its accounts
  * through that handle: LMDB asks not to use an environment across fork()
  * because of its lock table and its readers' slots, and the index has
  * neither (MDB_NOLOCK, MDB_RDONLY, one read transaction begun before any
