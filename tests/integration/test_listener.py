@@ -112,6 +112,26 @@ def test_max_connections_answers_421_at_the_cap_and_logs_it(gate, keys):
         c.close()
 
 
+def test_limits_count_ipv6_clients_too(gate, keys):
+    accounts = default_accounts(keys)
+    accounts["demo"]["networks"] = "::1/128"
+    g = gate(launch_mode="listen", host="::1", accounts=accounts,
+             gate_keys={"max_connections_per_client": "1"})
+
+    def first_session():
+        # Refused while the start's probe of the port still counts.
+        c = Raw(g)
+        if c.greeting().startswith("220 "):
+            return c
+        c.close()
+    held = wait_until(first_session, what="a first session")
+    with Raw(g) as c:
+        assert c.greeting() == TOO_MANY_FROM_CLIENT
+    wait_until(lambda: "client=::1 limit=max_connections_per_client=1" in g.log_text(),
+               what="the refusal's log line")
+    held.close()
+
+
 def test_max_connections_per_client_refuses_only_that_client(gate, keys):
     g = listen(gate, keys, gate_keys={"max_connections_per_client": "2"})
     held = [greeted(g) for _ in range(2)]
