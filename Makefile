@@ -141,7 +141,8 @@ run: deps
 # Paths in the units are substituted here; with DESTDIR empty the user and
 # folders are created at once (systemd-sysusers, systemd-tmpfiles) and a
 # running systemd reloads, so that "systemctl enable --now smtpgate.socket
-# smtpgate-flush.timer" is the only step left.
+# smtpgate-flush.timer" (or smtpgate-listen.socket, the listener mode of
+# smtpgate(8)) is the only step left.
 LIBEXECDIR := $(PREFIX)/libexec/smtpgate
 SBINDIR := $(PREFIX)/sbin
 UNITDIR := $(PREFIX)/lib/systemd/system
@@ -150,6 +151,7 @@ TMPFILESDIR := $(PREFIX)/lib/tmpfiles.d
 MANDIR := $(PREFIX)/share/man
 DOCDIR := $(PREFIX)/share/doc/smtpgate
 UNITS := smtpgate.socket smtpgate-tls.socket smtpgate@.service \
+	smtpgate-listen.socket smtpgate-listen-tls.socket smtpgate-listen.service \
 	smtpgate-flush.service smtpgate-flush.timer
 MAN5 := smtpgate.conf.5
 MAN8 := smtpgate.8 smtpgate-handler.8 smtpgate-flush.8 smtpgate-queue.8

@@ -1,10 +1,14 @@
 #!/usr/bin/python3
-"""Accept throughput (issue 9, benchmark 1): the handler under
-systemd-socket-activate --accept, fsync on, DKIM RSA-2048 + Ed25519, fed
-10 KB messages by bench/load_client.py at concurrency 1, 8 and 32, one and
-ten messages per connection, with and without STARTTLS.
+"""Accept throughput (issue 9, benchmark 1; issue 15): the handler under
+systemd-socket-activate, fsync on, DKIM RSA-2048 + Ed25519, fed 10 KB
+messages by bench/load_client.py at concurrency 1, 8 and 32, one and ten
+messages per connection, with and without STARTTLS; in both launch modes:
+accept (--accept, a handler exec'd per connection, as smtpgate.socket) and
+listen (the listener forks a session per connection, as
+smtpgate-listen.socket).
 
-    bench/accept.py BUILD [--seconds S]
+    bench/accept.py BUILD [--seconds S] [--modes accept,listen]
+                    [--concurrency 1,8,32] [--per-connection 1,10] [--tls no,yes]
 
 For each run: messages/s, handler CPU per message (getrusage of the
 reaped handlers: user + system, the activator's own share included, which
@@ -71,7 +75,7 @@ def free_port():
         return s.getsockname()[1]
 
 
-def serve(build, conf, port, ready_fd):
+def serve(build, conf, port, ready_fd, mode):
     """--serve: runs the activator, and when told (SIGTERM) stops it after
     its handlers are gone, then prints the handlers' rusage as JSON."""
     # bench/peak_rss reports the activator's rusage with its reaped
@@ -80,9 +84,13 @@ def serve(build, conf, port, ready_fd):
     # inherits as its ru_maxrss (Linux keeps the high-water mark across
     # exec of a vfork'ed child). It prints it last on standard output,
     # which the handlers do not write to (their connection is fd 3).
+    # In listen mode the activator execs the listener, whose reaped
+    # sessions count in its rusage as the handlers count in the
+    # activator's.
+    activate = (["--accept", "--fdname=connection"] if mode == "accept"
+                else ["--fdname=smtp"])
     p = subprocess.Popen([f"{build}/bench/peak_rss",
-                          "systemd-socket-activate", "--accept",
-                          "--fdname=connection", "-l", f"127.0.0.1:{port}",
+                          "systemd-socket-activate", *activate, "-l", f"127.0.0.1:{port}",
                           f"{build}/smtpgate-handler", "-c", str(conf)],
                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     stop = []
@@ -110,14 +118,14 @@ def serve(build, conf, port, ready_fd):
     print(json.dumps({"cpu": r.ru_utime + r.ru_stime, "maxrss_kb": rss}))
 
 
-def run_one(build, k, concurrency, per_conn, tls, seconds):
-    folder = OUT / f"c{concurrency}-k{per_conn}-{'tls' if tls else 'plain'}"
+def run_one(build, k, mode, concurrency, per_conn, tls, seconds):
+    folder = OUT / f"{mode}-c{concurrency}-k{per_conn}-{'tls' if tls else 'plain'}"
     subprocess.run(["rm", "-rf", str(folder)], check=True)
     conf = write_config(folder, k)
     port = free_port()
     r, w = os.pipe()
     server = subprocess.Popen([sys.executable, __file__, "--serve", build,
-                               str(conf), str(port), str(w)],
+                               str(conf), str(port), str(w), mode],
                               pass_fds=(w,), stdout=subprocess.PIPE, text=True)
     os.close(w)
     os.read(r, 1)
@@ -142,12 +150,17 @@ def run_one(build, k, concurrency, per_conn, tls, seconds):
 
 def main():
     if len(sys.argv) > 1 and sys.argv[1] == "--serve":
-        serve(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
+        serve(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6])
         return
     ap = argparse.ArgumentParser()
     ap.add_argument("build")
     ap.add_argument("--seconds", type=float, default=float(os.environ.get("ACCEPT_SECONDS", 5)))
+    ap.add_argument("--modes", default="accept,listen")
+    ap.add_argument("--concurrency", default="1,8,32")
+    ap.add_argument("--per-connection", default="1,10")
+    ap.add_argument("--tls", default="no,yes")
     a = ap.parse_args()
+    numbers = lambda text: [int(x) for x in text.split(",")]
     build = str(Path(a.build).resolve())
     k = keys()
     print("## Accept throughput")
@@ -155,21 +168,23 @@ def main():
     print(f"10 KB messages for {a.seconds:g} s a run once every client is started,")
     print("bench/load_client.py (Python, raw sockets, one process per concurrent client,")
     print("MAIL/RCPT/DATA pipelined; msgs/s counts the 250s within the run), handler under")
-    print("systemd-socket-activate --accept, durable LMDB commit before every 250,")
+    print("systemd-socket-activate (mode accept: --accept, a handler exec'd per")
+    print("connection; listen: the listener forking a session per connection),")
+    print("durable LMDB commit before every 250,")
     print("DKIM RSA-2048 + Ed25519 per message, client and gateway on the same 2 cores.")
-    print("CPU/msg = user + system time of the reaped handlers per message.")
+    print("CPU/msg = user + system time of the reaped handlers (and listener) per message.")
     print()
-    print("| concurrency | msgs/conn | TLS | msgs/s | handler CPU/msg | peak RSS |")
-    print("|---:|---:|:---:|---:|---:|---:|")
-    for tls in (False, True):
-        for per_conn in (1, 10):
-            for c in (1, 8, 32):
-                load, usage = run_one(build, k, c, per_conn, tls, a.seconds)
+    print("| mode | concurrency | msgs/conn | TLS | msgs/s | handler CPU/msg | peak RSS |")
+    print("|:---|---:|---:|:---:|---:|---:|---:|")
+    for tls in [t == "yes" for t in a.tls.split(",")]:
+        for per_conn in numbers(a.per_connection):
+            for c, mode in [(c, m) for c in numbers(a.concurrency) for m in a.modes.split(",")]:
+                load, usage = run_one(build, k, mode, c, per_conn, tls, a.seconds)
                 n = max(load["accepted_total"], 1)
                 rate = load["accepted"] / load["seconds"]
                 extra = "".join(f" ({load[what]} {what.replace('_', ' ')})"
                                 for what in ("refused", "failed_connections") if load[what])
-                print(f"| {c} | {per_conn} | {'yes' if tls else 'no'} | {rate:.0f}{extra} "
+                print(f"| {mode} | {c} | {per_conn} | {'yes' if tls else 'no'} | {rate:.0f}{extra} "
                       f"| {usage['cpu'] / n * 1000:.2f} ms | {usage['maxrss_kb'] / 1024:.1f} MB |",
                       flush=True)
     print()

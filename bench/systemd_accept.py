@@ -12,12 +12,9 @@ few ms more a connection), enables smtpgate.socket and runs
 bench/load_client.py from the host against it. Then the same runs again
 with the units' sandbox switched off by a drop-in, to show what the
 sandbox costs and what the rest of an instance's life in systemd does.
-Last, a sketch of the other design (the issue 9 note, option b), for the
-decision: one long-running service with smtpgate@.service's sandbox, set
-up once, in which systemd-socket-activate accepts and starts a handler
-process per connection (its network settings opened so that it can
-listen itself; the real thing would get its socket from a unit with
-Accept=no).
+Last, the listener mode as installed (issue 15): smtpgate-listen.socket
+(Accept=no) and smtpgate-listen.service, one sandboxed service that forks
+a session per connection.
 
 Needs root and systemd-nspawn; without them it says so and stops. Prints a
 Markdown table: messages/s and the whole machine's CPU per message less
@@ -37,7 +34,8 @@ sys.path.insert(0, str(ROOT / "tests/systemd"))
 
 RUNS = [(1, 1, False), (8, 1, False), (1, 10, False), (8, 10, False), (1, 1, True)]
 UNSANDBOXED_RUNS = [(1, 1, False), (8, 1, False)]
-SKETCH_RUNS = [(1, 1, False), (8, 1, False), (1, 1, True)]
+# The listener's accept loop must not be the ceiling: c = 32 too.
+LISTENER_RUNS = RUNS + [(32, 1, False), (8, 1, True)]
 
 # Every sandbox setting of units/smtpgate@.service, reset. The user, the
 # resource limits and the folders stay.
@@ -73,27 +71,6 @@ SystemCallArchitectures=
 SystemCallFilter=
 """
 
-# Settings of smtpgate@.service that bound one session, or keep it off the
-# network, and so do not fit a service that listens and serves them all.
-NOT_FOR_THE_SKETCH = ("ExecStart", "TasksMax", "MemoryMax", "RuntimeMaxSec",
-                      "PrivateNetwork", "IPAddressDeny", "RestrictAddressFamilies")
-
-
-def sketch_unit(instance_unit: str, port: int) -> str:
-    """smtpgate@.service's [Service] settings around systemd-socket-activate."""
-    handler = next(line.split("=", 1)[1] for line in instance_unit.splitlines()
-                   if line.startswith("ExecStart="))
-    service = instance_unit.split("[Service]", 1)[1]
-    kept = [line for line in service.splitlines()
-            if "=" in line and not line.startswith("#")
-            and line.split("=", 1)[0] not in NOT_FOR_THE_SKETCH]
-    return ("[Unit]\nDescription=smtpgate bench sketch: one sandboxed service, "
-            "a handler process per connection\n\n[Service]\n"
-            f"ExecStart=/usr/bin/systemd-socket-activate --accept --fdname=connection "
-            f"-l 127.0.0.1:{port} {handler}\n" + "\n".join(kept) +
-            "\nRestrictAddressFamilies=AF_UNIX AF_INET AF_INET6\n")
-
-
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("build", nargs="?", default="build")
@@ -116,6 +93,9 @@ def main():
         dropins = dict((dst, src) for src, dst in prepared.binds)
         bench_conf = dropins["/etc/systemd/system/smtpgate@.service.d"] / "zz-bench.conf"
         bench_conf.write_text("[Service]\nLoadCredential=\n")
+        listener_conf = (dropins["/etc/systemd/system/smtpgate-listen.service.d"]
+                         / "zz-bench.conf")
+        listener_conf.write_text("[Service]\nLoadCredential=\n")
         container = conftest.Container(work, f"smtpgate-bench-{os.getpid()}",
                                        prepared.binds)
         try:
@@ -139,24 +119,20 @@ def main():
             for c, k, tls in UNSANDBOXED_RUNS:
                 results.append(("sandbox off", c, k, tls,
                                 load(prepared.port, c, k, tls, a.seconds)))
-            container.run("systemctl", "stop", "smtpgate.socket")
-            port = conftest.free_port()
-            installed = container.path("/usr/local/lib/systemd/system/smtpgate@.service")
-            container.path("/etc/systemd/system/smtpgate-sketch.service").write_text(
-                sketch_unit(installed.read_text(), port))
-            container.run("systemctl", "daemon-reload")
-            container.run("systemctl", "start", "smtpgate-sketch.service")
-            wait_port(port, "smtpgate-sketch.service")
+            # Conflicts= stops smtpgate.socket.
+            container.run("systemctl", "start", "smtpgate-listen.socket")
+            port = prepared.listen_port
+            wait_port(port, "smtpgate-listen.socket")
             load(port, 1, 1, False, 1)
-            for c, k, tls in SKETCH_RUNS:
-                results.append(("one service, a process per connection (sketch)",
+            for c, k, tls in LISTENER_RUNS:
+                results.append(("listener (smtpgate-listen.socket)",
                                 c, k, tls, load(port, c, k, tls, a.seconds)))
             version = container.run("systemctl", "--version").stdout.split("\n")[0]
         finally:
             container.stop()
 
     print(f"10 KB messages for {a.seconds:g} s a run, bench/load_client.py from the host "
-          f"to smtpgate.socket in the container ({version}); RSA-2048 + Ed25519 "
+          f"to the sockets in the container ({version}); RSA-2048 + Ed25519 "
           "signing, fsync on. CPU/msg: the whole machine's CPU time during the run, "
           "less the load client's, per message. Under systemd-socket-activate "
           "(bench/accept.py) the same handler takes no systemd unit per connection.")

@@ -77,6 +77,10 @@ static const struct key_row key_table[] = {
 	GATE(max_auth_failures, T_UINT, "5", 1, 1000000),
 	GATE(auth_failure_window, T_DURATION, "600", 1, 30 * 86400),
 	GATE(log_retention, T_DURATION, "2592000", 3600, 3650 * 86400u),
+	/* The MaxConnections= and MaxConnectionsPerSource= of smtpgate.socket,
+	 * which the listener (Accept=no) enforces itself. */
+	GATE(max_connections, T_UINT, "512", 1, 65536),
+	GATE(max_connections_per_client, T_UINT, "64", 1, 65536),
 
 	RELAY("url", relay, T_RELAY_URL, "", 0, 0),
 	RELAY("username", relay_username, T_STRING, "", 0, 0),
@@ -1644,6 +1648,8 @@ void config_dump(const struct config *c, FILE *out)
 	fprintf(out, "max_auth_failures = %u\n", c->max_auth_failures);
 	fprintf(out, "auth_failure_window = %u\n", c->auth_failure_window);
 	fprintf(out, "log_retention = %u\n", c->log_retention);
+	fprintf(out, "max_connections = %u\n", c->max_connections);
+	fprintf(out, "max_connections_per_client = %u\n", c->max_connections_per_client);
 	fprintf(out, "\n[relay]\nurl = %s\n", c->relay_url_text ? c->relay_url_text : "");
 	fprintf(out, "username = %s\n", c->relay_username ? c->relay_username : "");
 	fprintf(out, "password = %s\n", c->relay_password ? "(set)" : "");

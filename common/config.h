@@ -135,6 +135,8 @@ struct config {
 	unsigned max_auth_failures;
 	unsigned auth_failure_window;
 	unsigned log_retention;
+	unsigned max_connections;	/* listener mode: sessions at once */
+	unsigned max_connections_per_client;	/* ... from one address */
 
 	/* [relay] */
 	struct relay_url relay;

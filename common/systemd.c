@@ -1,6 +1,7 @@
 #include "systemd.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -12,10 +13,12 @@
 
 #include "buf.h"
 
-int systemd_listen_fds(void)
+int systemd_listen_fds(char ***names)
 {
 	const char *pid = getenv("LISTEN_PID"), *fds = getenv("LISTEN_FDS");
 	int n = 0;
+	if (names)
+		*names = NULL;
 	if (pid && fds) {
 		char *end;
 		errno = 0;
@@ -31,11 +34,67 @@ int systemd_listen_fds(void)
 		if (flags < 0 || fcntl(fd, F_SETFD, flags | FD_CLOEXEC) < 0)
 			return -errno;
 	}
+	if (names && n > 0) {
+		/* $LISTEN_FDNAMES: colon-separated, one per descriptor;
+		 * "unknown" for those it does not name (sd_listen_fds_with_names). */
+		char **v = xcalloc((size_t)n + 1, sizeof *v);
+		const char *p = getenv("LISTEN_FDNAMES");
+		for (int i = 0; i < n; i++) {
+			size_t len = p ? strcspn(p, ":") : 0;
+			v[i] = len ? xstrndup(p, len) : xstrdup("unknown");
+			if (p)
+				p = p[len] == ':' ? p + len + 1 : NULL;
+		}
+		*names = v;
+	}
 	/* Not for the programs this one may start. */
 	unsetenv("LISTEN_PID");
 	unsetenv("LISTEN_FDS");
 	unsetenv("LISTEN_FDNAMES");
 	return n;
+}
+
+void systemd_names_free(char **names)
+{
+	for (char **p = names; p && *p; p++)
+		free(*p);
+	free(names);
+}
+
+int systemd_notify(const char *state)
+{
+	const char *path = getenv("NOTIFY_SOCKET");
+	if (!path || !*path)
+		return 0;
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	size_t len = strlen(path);
+	if ((path[0] != '/' && path[0] != '@') || len >= sizeof sa.sun_path)
+		return -EINVAL;
+	memcpy(sa.sun_path, path, len);
+	if (path[0] == '@')
+		sa.sun_path[0] = '\0';	/* an abstract socket */
+	int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	int r = 1;
+	if (sendto(fd, state, strlen(state), MSG_NOSIGNAL, (struct sockaddr *)&sa,
+		   (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len)) < 0)
+		r = -errno;
+	close(fd);
+	return r;
+}
+
+uint64_t systemd_watchdog_usec(void)
+{
+	const char *usec = getenv("WATCHDOG_USEC"), *pid = getenv("WATCHDOG_PID");
+	if (!usec)
+		return 0;
+	char *end;
+	if (pid && strtoul(pid, &end, 10) != (unsigned long)getpid())
+		return 0;
+	errno = 0;
+	unsigned long long v = strtoull(usec, &end, 10);
+	return errno == 0 && *end == '\0' ? (uint64_t)v : 0;
 }
 
 /* The journal's socket is opened once per process. */

@@ -74,4 +74,14 @@ void dkim_sign_abort(struct dkim_signer *s);
  * with err naming the file ("FILE:LINE: KEYFILE: ..."). */
 int dkim_check_keys(const struct config *c, struct error *err);
 
+/* Reads every key of the accounts c holds in memory into this process's
+ * key cache, which then replaces the cache's old contents; a process that
+ * forks a session per connection (the listener) does this once, and each
+ * session finds its keys read. With the account index c holds no
+ * accounts, and nothing is read (sessions read their account's keys).
+ * Returns 0, or -1 with err naming the first key that could not be read
+ * ("FILE:LINE: KEYFILE: ..."); the others are read all the same, and a
+ * session that needs that key tries it again, as without preloading. */
+int dkim_preload_keys(const struct config *c, struct error *err);
+
 #endif

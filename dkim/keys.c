@@ -85,6 +85,35 @@ void dkim_key_cache_clear(void)
 	cache_len = 0;
 }
 
+int dkim_preload_keys(const struct config *c, struct error *err)
+{
+	struct cached_key *old = cache;
+	size_t old_len = cache_len;
+	cache = NULL;
+	cache_len = 0;
+	int r = 0;
+	for (size_t i = 0; i < c->n_accounts; i++) {
+		const struct account *a = &c->accounts[i];
+		for (size_t j = 0; j < a->n_dkim_keys; j++) {
+			const struct dkim_key_ref *k = &a->dkim_keys[j];
+			struct dkim_key key;
+			struct error e;
+			if (dkim_key_load(k->path, &key, &e) == 0)
+				dkim_key_free(&key);
+			else if (r == 0)
+				r = error_set(err, "%s:%d: %s", c->path, k->line, e.text);
+		}
+	}
+	struct cached_key *loaded = cache;
+	size_t loaded_len = cache_len;
+	cache = old;
+	cache_len = old_len;
+	dkim_key_cache_clear();
+	cache = loaded;
+	cache_len = loaded_len;
+	return r;
+}
+
 void dkim_key_free(struct dkim_key *k)
 {
 	EVP_PKEY_free(k->pkey);

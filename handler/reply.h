@@ -9,7 +9,10 @@
 #define SMTPGATE_REPLY_H
 
 #include <stdbool.h>
+#include <stdarg.h>
 #include <stdio.h>
+
+#include "buf.h"
 
 /* X(name, code, enhanced, protocol_error, text). protocol_error marks the
  * replies that count towards the limit of ten protocol errors a session. */
@@ -33,6 +36,8 @@
 	X(TIMEOUT,           421, "4.4.2",  0, "%s Error: timeout exceeded") \
 	X(TOO_MANY_ERRORS,   421, "4.7.0",  0, "%s Error: too many errors") \
 	X(AUTH_LOCKED,       421, "4.7.0",  0, "%s Error: too many authentication failures, try later") \
+	X(TOO_MANY_CONNECTIONS, 421, "4.7.0", 0, "%s Error: too many connections; try again later") \
+	X(TOO_MANY_FROM_CLIENT, 421, "4.7.0", 0, "%s Error: too many connections from your address; try again later") \
 	X(UNAVAILABLE,       421, "4.3.0",  0, "%s Error: service temporarily unavailable") \
 	X(BDAT_LOST,         421, "4.5.0",  0, "%s Error: BDAT size unreadable, the end of its chunk is lost; closing") \
 	X(LOCAL_ERROR,       451, "4.3.0",  0, "Local error in processing") \
@@ -109,6 +114,11 @@ struct reply {
 
 /* The row of a reply. */
 const struct reply *reply_get(enum reply_id id);
+
+/* Appends the reply's line, "CODE ENHANCED TEXT" and CRLF, its "%s"
+ * filled in from ap. */
+void reply_vformat(struct buf *line, enum reply_id id, va_list ap);
+void reply_format(struct buf *line, enum reply_id id, ...);
 
 /* Prints every reply, one a line: "CODE ENHANCED TEXT" (no enhanced code:
  * "CODE TEXT"), for --list-replies. */

@@ -31,19 +31,13 @@
 void session_reply(struct session *s, enum reply_id id, ...)
 {
 	const struct reply *r = reply_get(id);
-	struct buf text = BUF_INIT;
+	struct buf line = BUF_INIT;
 	va_list ap;
 	va_start(ap, id);
-	buf_vprintf(&text, r->text, ap);
+	reply_vformat(&line, id, ap);
 	va_end(ap);
-	struct buf line = BUF_INIT;
-	if (*r->enhanced)
-		buf_printf(&line, "%d %s %s\r\n", r->code, r->enhanced, text.data);
-	else
-		buf_printf(&line, "%d %s\r\n", r->code, text.data);
 	io_write(&s->io, line.data, line.len);
 	buf_free(&line);
-	buf_free(&text);
 	if (r->protocol_error)
 		s->errors++;
 }
@@ -855,9 +849,18 @@ bool session_account_readable(struct session *s)
 	return false;
 }
 
+void session_set_tls(struct session *s, SSL_CTX *ctx, bool implicit_tls_socket)
+{
+	if (ctx && SSL_CTX_up_ref(ctx))
+		s->tls_ctx = ctx;
+	s->implicit_tls_socket = implicit_tls_socket;
+}
+
 static bool implicit_tls(const struct session *s)
 {
 	const struct config *c = s->config;
+	if (s->implicit_tls_socket)
+		return c->tls_certificate != NULL;
 	for (size_t i = 0; i < c->n_implicit_tls_ports; i++)
 		if (c->implicit_tls_ports[i] == s->local_port)
 			return c->tls_certificate != NULL;

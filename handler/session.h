@@ -63,6 +63,7 @@ struct session {
 	bool have_peer;
 	char client[64];		/* client IP address as text */
 	unsigned local_port;
+	bool implicit_tls_socket;	/* named "submissions" by its launcher */
 	unsigned errors;		/* protocol errors so far */
 	unsigned auth_failures;		/* AUTH failures in this session */
 	struct transaction *tx;		/* NULL outside a transaction */
@@ -80,6 +81,12 @@ struct session {
 void session_init(struct session *s, const struct config *c, int in_fd,
 		  int out_fd, const struct sockaddr *peer, socklen_t peer_len,
 		  const char *remote_addr, unsigned local_port);
+
+/* Hands the session a TLS context made beforehand (the listener makes
+ * one for all its sessions; without it, a session makes its own on first
+ * use) and whether its socket is for implicit TLS by name
+ * (FileDescriptorName=submissions), whatever implicit_tls_ports says. */
+void session_set_tls(struct session *s, SSL_CTX *ctx, bool implicit_tls_socket);
 
 /* Runs the session to its end (QUIT, a fatal error, the client leaving). */
 void session_run(struct session *s);

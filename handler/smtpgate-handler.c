@@ -1,5 +1,7 @@
 /* smtpgate-handler: one SMTP session on the socket passed as fd 3 by
- * systemd (Accept=yes), or on stdin/stdout. See smtpgate-handler(8).
+ * systemd (Accept=yes), or on stdin/stdout; or, when systemd passes
+ * listening sockets (Accept=no), the listener that forks one such session
+ * per connection (listener.c). See smtpgate-handler(8).
  *
  * The client's address comes from getpeername(), or from $REMOTE_ADDR
  * when the launcher passed a pipe; the local port (for
@@ -15,6 +17,7 @@
 
 #include "cli.h"
 #include "config.h"
+#include "listener.h"
 #include "log.h"
 #include "reply.h"
 #include "session.h"
@@ -23,7 +26,8 @@
 static const char usage[] =
 	"usage: smtpgate-handler [-c FILE] [--list-replies]\n"
 	"Serves one SMTP session on fd 3 (systemd socket activation) or on\n"
-	"stdin/stdout. Options:\n"
+	"stdin/stdout; given listening sockets, forks one per connection.\n"
+	"Options:\n"
 	"  -c FILE         configuration (default $SMTPGATE_CONF or " CONFIG_DEFAULT_PATH ")\n"
 	"  --list-replies  print every reply a client can see, and exit\n"
 	"  --help          this text\n"
@@ -42,6 +46,38 @@ static unsigned local_port(int fd)
 	return 0;
 }
 
+/* With thousands of accounts, PATH.index spares each connection the
+ * reading of all of them (smtpgate-queue index-config). */
+static int load_config(struct config *c, const char *path, struct error *err)
+{
+	struct error index_warning;
+	if (config_load_indexed(c, path, &index_warning, err) != 0)
+		return -1;
+	if (index_warning.text[0])
+		log_msg(LOG_WARNING, "%s; read the whole config instead", index_warning.text);
+	return 0;
+}
+
+/* One session on a connected socket (fd), or on stdin/stdout (fd -1):
+ * the code both launch modes run. */
+static void serve(const struct config *c, SSL_CTX *tls, int fd, bool implicit_tls)
+{
+	int in_fd = fd < 0 ? 0 : fd, out_fd = fd < 0 ? 1 : fd;
+	struct sockaddr_storage peer;
+	socklen_t peer_len = sizeof peer;
+	const struct sockaddr *peer_sa = (struct sockaddr *)&peer;
+	if (getpeername(in_fd, (struct sockaddr *)&peer, &peer_len) != 0)
+		peer_sa = NULL;
+	struct session s;
+	session_init(&s, c, in_fd, out_fd, peer_sa, peer_len,
+		     getenv("REMOTE_ADDR"), local_port(in_fd));
+	session_set_tls(&s, tls, implicit_tls);
+	session_run(&s);
+	session_free(&s);
+}
+
+static const struct launch launch = { load_config, serve };
+
 int main(int argc, char **argv)
 {
 	const char *config_path;
@@ -55,16 +91,6 @@ int main(int argc, char **argv)
 		fprintf(stderr, "smtpgate-handler: unexpected argument \"%s\"\n", argv[1]);
 		return 2;
 	}
-	struct config config;
-	struct error err, index_warning;
-	/* With thousands of accounts, PATH.index spares each connection
-	 * the reading of all of them (smtpgate-queue index-config). */
-	if (config_load_indexed(&config, config_path, &index_warning, &err) != 0) {
-		fprintf(stderr, "smtpgate-handler: %s\n", err.text);
-		return 1;
-	}
-	if (index_warning.text[0])
-		log_msg(LOG_WARNING, "%s; read the whole config instead", index_warning.text);
 	/* One process per connection, and each page it first touches costs
 	 * a page fault (about 12 us on a virtual machine), so OpenSSL is
 	 * started lean (bench/breakdown.sh): no openssl.cnf (the gateway
@@ -87,20 +113,22 @@ int main(int argc, char **argv)
 	 * where it happens. */
 	signal(SIGPIPE, SIG_IGN);
 
-	int in_fd = 0, out_fd = 1;
-	if (systemd_listen_fds() >= 1)
-		in_fd = out_fd = SYSTEMD_LISTEN_FDS_START;
-	struct sockaddr_storage peer;
-	socklen_t peer_len = sizeof peer;
-	const struct sockaddr *peer_sa = (struct sockaddr *)&peer;
-	if (getpeername(in_fd, (struct sockaddr *)&peer, &peer_len) != 0)
-		peer_sa = NULL;
-
-	struct session s;
-	session_init(&s, &config, in_fd, out_fd, peer_sa, peer_len,
-		     getenv("REMOTE_ADDR"), local_port(in_fd));
-	session_run(&s);
-	session_free(&s);
-	config_free(&config);
-	return 0;
+	char **names;
+	int n = systemd_listen_fds(&names), status = 0;
+	if (n >= 1 && listener_is_listening(SYSTEMD_LISTEN_FDS_START)) {
+		status = listener_run(&launch, config_path, n, names);
+	} else {
+		struct config config;
+		struct error err;
+		if (load_config(&config, config_path, &err) != 0) {
+			fprintf(stderr, "smtpgate-handler: %s\n", err.text);
+			status = 1;
+		} else {
+			serve(&config, NULL, n >= 1 ? SYSTEMD_LISTEN_FDS_START : -1,
+			      n >= 1 && listener_name_is_implicit_tls(names[0]));
+			config_free(&config);
+		}
+	}
+	systemd_names_free(names);
+	return status;
 }

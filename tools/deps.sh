@@ -18,6 +18,7 @@ lmdb-utils           mdb_stat and mdb_dump, to inspect the queue
 libinih-dev          the INI config parser
 libcrypt-dev         libxcrypt crypt_r for account password hashes
 libcurl4-openssl-dev delivery callbacks over HTTP(S)
+libsystemd-dev       sd_listen_fds(3), sd_notify(3) that the man pages cite (not linked: common/systemd.h)
 openssl              generates demo and test certificates and keys
 systemd              systemd-socket-activate, systemd-analyze
 systemd-container    systemd-nspawn for the real-systemd unit test

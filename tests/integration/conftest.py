@@ -13,6 +13,14 @@ on a free 127.0.0.1 port with a config written into a temporary folder:
 
 The binaries come from $SMTPGATE_BUILD (default build/), so the same tests
 run against build-sanitize/.
+
+Two launch modes (smtpgate-handler(8)): "accept", one handler per
+connection (systemd-socket-activate --accept, as smtpgate.socket), and
+"listen", one handler given the listening socket that forks a session per
+connection (no --accept, as smtpgate-listen.socket). A module marked
+`pytestmark = pytest.mark.both_modes` runs each of its gate tests in both
+($SMTPGATE_LAUNCH_MODES, e.g. "accept", narrows that); other tests use
+"accept", or Gate(launch_mode="listen") directly.
 """
 
 import base64
@@ -37,6 +45,28 @@ DEMO_LOGIN = "demo.demo@smtpgate"
 DEMO_PASSWORD = "demo"
 # crypt(3) yescrypt hash of "demo"; made with mkpasswd -m yescrypt.
 DEMO_HASH = None
+
+
+LAUNCH_MODES = tuple(m for m in os.environ.get("SMTPGATE_LAUNCH_MODES",
+                                               "accept listen").split()
+                     if m in ("accept", "listen")) or ("accept",)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "both_modes: run the module's gate "
+                            "tests in the accept and the listen launch mode")
+
+
+def pytest_generate_tests(metafunc):
+    if ("launch_mode" in metafunc.fixturenames
+            and metafunc.definition.get_closest_marker("both_modes")):
+        metafunc.parametrize("launch_mode", LAUNCH_MODES)
+
+
+@pytest.fixture
+def launch_mode():
+    """"accept" unless the module is marked both_modes."""
+    return "accept"
 
 
 def binary(name):
@@ -166,8 +196,17 @@ class Gate:
 
     def __init__(self, folder: Path, keys: Keys, gate_keys=None, relay=None,
                  accounts=None, callback=None, host="127.0.0.1", env=None,
-                 extra_sections=None):
+                 extra_sections=None, launch_mode="accept", fdname=None,
+                 submissions_port=False):
         self.folder = folder
+        self.launch_mode = launch_mode
+        # Accept=yes names each connection "connection"; the listener's
+        # socket is named as in smtpgate-listen.socket.
+        self.fdname = fdname or ("connection" if launch_mode == "accept" else "smtp")
+        # Listen mode: a second socket, named "submissions" (implicit TLS),
+        # as smtpgate-listen-tls.socket passes it.
+        self.submissions_port = (free_port(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
+                                 if submissions_port else None)
         self.keys = keys
         self.host = host
         self.port = free_port(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
@@ -199,9 +238,17 @@ class Gate:
         self.process = None
 
     def start(self):
-        cmd = ["systemd-socket-activate", "--accept", "--fdname=connection",
-               "-l", f"[{self.host}]:{self.port}" if ":" in self.host
-               else f"{self.host}:{self.port}"]
+        address = (lambda port: f"[{self.host}]:{port}" if ":" in self.host
+                   else f"{self.host}:{port}")
+        cmd = ["systemd-socket-activate"]
+        if self.launch_mode == "accept":
+            cmd.append("--accept")
+        cmd += ["-l", address(self.port)]
+        if self.submissions_port:
+            cmd += ["-l", address(self.submissions_port),
+                    f"--fdname={self.fdname}:submissions"]
+        else:
+            cmd.append(f"--fdname={self.fdname}")
         env = {"ASAN_OPTIONS": "halt_on_error=1:abort_on_error=1:detect_leaks=1",
                "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1"}
         env.update(self.env_vars)
@@ -225,6 +272,8 @@ class Gate:
         return self
 
     def children(self):
+        """The session processes: the activator's handlers (accept), or
+        the listener's forks (listen; the activator execs the listener)."""
         try:
             out = subprocess.run(["pgrep", "-P", str(self.process.pid)],
                                  capture_output=True, text=True).stdout
@@ -234,8 +283,8 @@ class Gate:
 
     def stop(self):
         """Lets running handlers finish (bounded), kills stragglers, then
-        stops the activator after it has reaped them: PID 1 here reaps no
-        orphans."""
+        stops the activator (or listener) after it has reaped them: PID 1
+        here reaps no orphans."""
         if not self.process:
             return
         deadline = time.monotonic() + 5
@@ -302,14 +351,16 @@ class Gate:
 
 
 @pytest.fixture
-def gate(tmp_path, keys):
-    """A factory: gate(**options) starts a gateway and returns it; every
-    gateway started is stopped at the end of the test."""
+def gate(tmp_path, keys, launch_mode):
+    """A factory: gate(**options) starts a gateway in the test's launch
+    mode and returns it; every gateway started is stopped at the end of
+    the test."""
     started = []
 
     def start(**options):
         folder = tmp_path / f"gate{len(started)}"
         folder.mkdir()
+        options.setdefault("launch_mode", launch_mode)
         g = Gate(folder, keys, **options).start()
         started.append(g)
         return g

@@ -5,8 +5,13 @@ import base64
 import smtplib
 import ssl
 
+import pytest
+
 from conftest import DEMO_LOGIN, DEMO_PASSWORD
 from smtp_raw import Raw, b64
+
+# The session suite runs against both launch modes (conftest.py).
+pytestmark = pytest.mark.both_modes
 
 
 def tls_session(g):

@@ -8,6 +8,9 @@ import pytest
 from conftest import DEMO_LOGIN, message
 from smtp_raw import Raw, queued_id
 
+# The session suite runs against both launch modes (conftest.py).
+pytestmark = pytest.mark.both_modes
+
 
 def put(g, db, key, value=b"added=20261126T000000.000000Z\nreason=test"):
     """Adds a record as smtpgate-queue would (the queue exists once a

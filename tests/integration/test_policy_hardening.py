@@ -10,6 +10,8 @@ import pytest
 from conftest import DEMO_LOGIN, message
 from smtp_raw import Raw, queued_id
 
+pytestmark = pytest.mark.both_modes
+
 STOPLISTED = "550 5.0.0 Email is in the account stoplist"
 SUPPRESSED = "550 5.0.0 Email has permanent delivery errors"
 

@@ -11,6 +11,8 @@ import pytest
 from conftest import DEMO_LOGIN, DEMO_PASSWORD, message
 from smtp_raw import Raw, b64, queued_id
 
+pytestmark = pytest.mark.both_modes
+
 POSTMASTER = "pm@example.org"
 
 

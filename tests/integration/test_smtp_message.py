@@ -12,6 +12,9 @@ import pytest
 from conftest import DEMO_LOGIN, DEMO_PASSWORD, message
 from smtp_raw import Raw, queued_id
 
+# The session suite runs against both launch modes (conftest.py).
+pytestmark = pytest.mark.both_modes
+
 
 def send_authenticated(g, msg, rcpts=("rcpt@example.net",),
                        sender="sender@example.com"):

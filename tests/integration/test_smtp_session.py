@@ -3,8 +3,13 @@ errors, limits, time-out (SPEC section 4)."""
 
 import time
 
+import pytest
+
 from conftest import message
 from smtp_raw import Raw
+
+# The session suite runs against both launch modes (conftest.py).
+pytestmark = pytest.mark.both_modes
 
 
 def test_greeting_names_host_and_esmtp_smtpgate(gate):

@@ -9,6 +9,9 @@ import pytest
 from conftest import message
 from smtp_raw import Raw, queued_id
 
+# The session suite runs against both launch modes (conftest.py).
+pytestmark = pytest.mark.both_modes
+
 # Each variant would end the data for some lenient server.
 VARIANTS = {
     "lf-dot-lf": b"\n.\n",

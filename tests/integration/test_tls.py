@@ -5,7 +5,12 @@ import socket
 import ssl
 import time
 
+import pytest
+
 from smtp_raw import Raw
+
+# The session suite runs against both launch modes (conftest.py).
+pytestmark = pytest.mark.both_modes
 
 
 def client_context(**kw):

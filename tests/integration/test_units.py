@@ -23,8 +23,10 @@ SANITIZE = ["SANITIZE=1"] if "sanitize" in BUILD.name else []
 
 UNITDIR = "usr/local/lib/systemd/system"
 UNITS = ["smtpgate.socket", "smtpgate-tls.socket", "smtpgate@.service",
+         "smtpgate-listen.socket", "smtpgate-listen-tls.socket",
+         "smtpgate-listen.service",
          "smtpgate-flush.service", "smtpgate-flush.timer"]
-SERVICES = ["smtpgate@.service", "smtpgate-flush.service"]
+SERVICES = ["smtpgate@.service", "smtpgate-listen.service", "smtpgate-flush.service"]
 
 
 def make(*args, check=True):
@@ -49,6 +51,9 @@ def destdir(tmp_path_factory):
     # sockets.target and timers.target inside --root.
     shutil.copytree("/usr/lib/systemd/system", root / "usr/lib/systemd/system",
                     symlinks=True)
+    # And the one system program a unit runs (ExecReload=/bin/kill).
+    (root / "bin").mkdir()
+    shutil.copy2(shutil.which("kill", path="/usr/bin:/bin"), root / "bin/kill")
     return root
 
 
@@ -81,8 +86,9 @@ def test_installed_units_have_their_paths_substituted(destdir):
     for unit in UNITS:
         text = (destdir / UNITDIR / unit).read_text()
         assert re.findall(r"@[A-Z_]+@", text) == [], unit
-    handler = (destdir / UNITDIR / "smtpgate@.service").read_text()
-    assert "ExecStart=/usr/local/libexec/smtpgate/smtpgate-handler\n" in handler
+    for unit in ("smtpgate@.service", "smtpgate-listen.service"):
+        handler = (destdir / UNITDIR / unit).read_text()
+        assert "ExecStart=/usr/local/libexec/smtpgate/smtpgate-handler\n" in handler
     flush = (destdir / UNITDIR / "smtpgate-flush.service").read_text()
     assert "ExecStart=/usr/local/libexec/smtpgate/smtpgate-flush --max-time 1500\n" in flush
 
@@ -145,6 +151,42 @@ def test_sockets_accept_with_connection_limits_and_no_trigger_limit(destdir, soc
     assert int(v["MaxConnections"][0]) > 0
     assert 0 < int(v["MaxConnectionsPerSource"][0]) <= int(v["MaxConnections"][0])
     assert v["WantedBy"] == ["sockets.target"]
+
+
+@pytest.mark.parametrize("socket,ports,name", [
+    ("smtpgate-listen.socket", ["25", "587"], "smtp"),
+    ("smtpgate-listen-tls.socket", ["465"], "submissions")])
+def test_listener_sockets_pass_named_listening_sockets_to_one_service(destdir, socket, ports, name):
+    v = unit_values(destdir / UNITDIR / socket)
+    assert v["ListenStream"] == ports
+    assert v["Accept"] == ["no"]
+    assert v["FileDescriptorName"] == [name]
+    assert v["Service"] == ["smtpgate-listen.service"]
+    # The same ports as the Accept=yes sockets: one pair or the other.
+    conflicts = " ".join(v["Conflicts"]).split()
+    assert ("smtpgate-tls.socket" if name == "submissions" else "smtpgate.socket") in conflicts
+    assert v["WantedBy"] == ["sockets.target"]
+
+
+# What the listener's unit sets beyond the per-session unit's sandbox.
+LISTENER_ONLY = {"Type": ["notify"], "ExecReload": ["/bin/kill -HUP $MAINPID"],
+                 "Restart": ["on-failure"], "WatchdogSec": ["30s"],
+                 "TasksMax": ["4096"], "Requires": ["smtpgate-listen.socket"],
+                 "After": ["smtpgate-listen.socket smtpgate-listen-tls.socket"]}
+
+
+def test_listener_service_has_the_sandbox_of_the_session_unit(destdir):
+    session = unit_values(destdir / UNITDIR / "smtpgate@.service")
+    listener = unit_values(destdir / UNITDIR / "smtpgate-listen.service")
+    for key, values in LISTENER_ONLY.items():
+        assert listener.pop(key) == values, key
+    # Per session in the listener itself (RLIMIT_DATA, alarm): not here.
+    for key in ("MemoryMax", "TasksMax", "RuntimeMaxSec", "CollectMode"):
+        session.pop(key)
+    for key in ("Description", "Documentation"):
+        session.pop(key)
+        listener.pop(key)
+    assert listener == session
 
 
 def test_services_run_as_smtpgate_with_state_and_limits(destdir):

@@ -7,6 +7,9 @@ import pytest
 from conftest import message
 from smtp_raw import Raw, queued_id
 
+# The session suite runs against both launch modes (conftest.py).
+pytestmark = pytest.mark.both_modes
+
 REQUIRED = ["Message-Id", "Date", "From", "To", "Subject", "MIME-Version",
             "Content-Type"]
 

@@ -201,8 +201,11 @@ def prepare(work: Path):
     (preset / "00-smtpgate-test.preset").write_text("disable smtpgate*\n")
     # Free high ports instead of 25, 587 and 465, by drop-ins.
     port, tls_port = free_port(), free_port()
+    listen_port, listen_tls_port = free_port(), free_port()
     sockets = {}
-    for unit, p in (("smtpgate.socket", port), ("smtpgate-tls.socket", tls_port)):
+    for unit, p in (("smtpgate.socket", port), ("smtpgate-tls.socket", tls_port),
+                    ("smtpgate-listen.socket", listen_port),
+                    ("smtpgate-listen-tls.socket", listen_tls_port)):
         d = work / f"{unit}.d"
         d.mkdir()
         (d / "test-port.conf").write_text(
@@ -211,7 +214,7 @@ def prepare(work: Path):
     # The Ed25519 key comes as a credential, the RSA key as a file.
     credentials = "[Service]\nLoadCredential=dkim-ed:/etc/smtpgate/dkim/example.com.ed.pem\n"
     dropins = {}
-    for unit in ("smtpgate@.service", "smtpgate-flush.service"):
+    for unit in ("smtpgate@.service", "smtpgate-listen.service", "smtpgate-flush.service"):
         d = work / f"{unit}.d"
         d.mkdir()
         (d / "credentials.conf").write_text(credentials)
@@ -222,6 +225,7 @@ def prepare(work: Path):
     binds += [(d, f"/etc/systemd/system/{unit}.d")
               for unit, d in {**sockets, **dropins}.items()]
     return SimpleNamespace(work=work, binds=binds, port=port, tls_port=tls_port,
+                           listen_port=listen_port, listen_tls_port=listen_tls_port,
                            keys=Keys(work / "keys"), etc=etc)
 
 

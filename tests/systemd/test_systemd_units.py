@@ -5,6 +5,7 @@ the helpers are in conftest.py beside this file."""
 import re
 import socket
 import ssl
+import subprocess
 
 import pytest
 
@@ -84,3 +85,81 @@ def test_implicit_tls_socket_runs_the_same_service_with_tls_first(enabled, prepa
     journal = wait_until("the TLS session's instance to end", ended, 30)
     assert re.search(r"Started smtpgate(-tls)?@\d+-127\.0\.0\.1:"
                      rf"{prepared.tls_port}-127\.0\.0\.1:{client_port}\.service", journal)
+
+
+def test_listener_pair_serves_reports_its_status_and_reloads(enabled, prepared):
+    """smtpgate-listen.socket + smtpgate-listen-tls.socket in place of the
+    Accept=yes pair (last here: it stops smtpgate.socket, and restarts it
+    at the end)."""
+    c = enabled
+    try:
+        c.run("systemctl", "start", "smtpgate-listen.socket", "smtpgate-listen-tls.socket")
+        # Conflicts=: the Accept=yes sockets listen on the same ports.
+        assert c.run("systemctl", "is-active", "smtpgate.socket",
+                     check=False).stdout.strip() == "inactive"
+        swaks = subprocess.run(
+            ["swaks", "--server", f"127.0.0.1:{prepared.listen_port}",
+             "--helo", "client.example.org", "--from", "app@example.com",
+             "--to", "rcpt@example.net", "--header", "Subject: through the listener",
+             "--add-header", "MIME-Version: 1.0",
+             "--add-header", "Content-Type: text/plain; charset=utf-8",
+             "--body", "Sent to smtpgate-listen.socket.", "--timeout", "30"],
+            capture_output=True, text=True, timeout=60)
+        assert re.search(r"<[-~]  250 2\.0\.0 Ok: queued as \S+", swaks.stdout), swaks.stdout
+        # Signed with both keys, which the listener read once (the
+        # Ed25519 key as a credential), and flushed by the timer.
+        import dkim
+        outbox = c.path("/var/lib/smtpgate/outbox/new")
+
+        def delivered():
+            for f in outbox.iterdir() if outbox.exists() else ():
+                raw = f.read_bytes()
+                if b"Subject: through the listener" in raw:
+                    return raw
+        raw = wait_until("the flush to deliver the listener's message", delivered, 45)
+        assert len(re.findall(rb"^DKIM-Signature:", raw, re.M | re.I)) == 2
+        for i in range(2):
+            assert dkim.DKIM(raw).verify(idx=i, dnsfunc=prepared.keys.dnsfunc()), f"signature {i}"
+        # Type=notify: the STATUS= line with the live counts.
+        def status():
+            out = c.run("systemctl", "status", "--no-pager", "smtpgate-listen.service",
+                        check=False).stdout
+            return re.search(r'Status: "sessions: 0 open, [1-9]\d* accepted, '
+                             r'0 refused over limits"', out) and out
+        wait_until("the listener's STATUS= after the session", status, 10)
+        # The socket named submissions starts with TLS, on any port.
+        context = ssl.create_default_context(cafile=str(prepared.keys.cert))
+        context.check_hostname = False
+        with socket.create_connection(("127.0.0.1", prepared.listen_tls_port),
+                                      timeout=10) as raw:
+            with context.wrap_socket(raw) as s:
+                assert s.recv(512).startswith(b"220 gate.example.com ESMTP")
+        # systemctl reload: SIGHUP, between RELOADING=1 and READY=1.
+        c.run("systemctl", "reload", "smtpgate-listen.service")
+        wait_until("the reload in the journal", lambda: "reloaded /etc/smtpgate/smtpgate.conf"
+                   in c.journal("-u", "smtpgate-listen.service"), 10)
+        assert c.run("systemctl", "is-active", "smtpgate-listen.service").stdout.strip() == "active"
+        # Each session has the memory limit of an smtpgate@.service
+        # (MemoryMax=256M) as RLIMIT_DATA, which the sandbox allows.
+        main = c.run("systemctl", "show", "-P", "MainPID", "smtpgate-listen.service").stdout.strip()
+        with socket.create_connection(("127.0.0.1", prepared.listen_port), timeout=10) as s:
+            assert s.recv(512).startswith(b"220 ")
+            [child] = c.run("cat", f"/proc/{main}/task/{main}/children").stdout.split()
+            limits = c.run("cat", f"/proc/{child}/limits").stdout
+        assert re.search(r"^Max data size\s+268435456\s+268435456 ", limits, re.M), limits
+        journal = c.journal("-u", "smtpgate-listen.service")
+        assert "setrlimit" not in journal and "killed by a signal" not in journal, journal
+        # A connection made while the service is down waits in the
+        # socket's backlog and is served once the socket starts it again.
+        c.run("systemctl", "stop", "smtpgate-listen.service")
+        assert c.run("systemctl", "is-active", "smtpgate-listen.socket").stdout.strip() == "active"
+        with socket.create_connection(("127.0.0.1", prepared.listen_port), timeout=20) as s:
+            assert s.recv(512).startswith(b"220 gate.example.com ESMTP")
+        assert c.run("systemctl", "is-active", "smtpgate-listen.service").stdout.strip() == "active"
+        out = c.run("systemd-analyze", "security", "--no-pager", "smtpgate-listen.service").stdout
+        m = re.search(r"Overall exposure level for \S+: (\d+\.\d) (\w+)", out)
+        assert m and float(m.group(1)) <= 2.0 and m.group(2) in ("OK", "SAFE"), out
+    finally:
+        c.run("systemctl", "stop", "smtpgate-listen.service", "smtpgate-listen.socket",
+              "smtpgate-listen-tls.socket", check=False)
+        c.run("systemctl", "start", "smtpgate.socket", check=False)

@@ -485,7 +485,7 @@ TEST(test_key_table_lists_every_key_once)
 			const struct config_key_info *o = config_key_at(j);
 			CHECK(!(strcmp(o->section, k->section) == 0 && strcmp(o->key, k->key) == 0));
 		}
-	CHECK(n == 40);
+	CHECK(n == 42);
 }
 
 TEST(test_url_shown_hides_the_userinfo)

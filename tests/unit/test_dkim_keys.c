@@ -122,6 +122,57 @@ TEST(test_check_keys_names_config_line_and_key_file)
 	free(bad);
 }
 
+TEST(test_preload_reads_every_key_it_can_and_names_the_first_it_cannot)
+{
+	char *bad = abspath(KEYS "rsa512.pem");
+	const char *path = write_config("");
+	char config_dir[96];
+	snprintf(config_dir, sizeof config_dir, "%s", path);
+	*strrchr(config_dir, '/') = 0;
+	/* A key file that is gone after the preload: only the cache has it. */
+	struct buf ed = BUF_INIT, text = BUF_INIT, acc = BUF_INIT;
+	buf_printf(&ed, "%s/ed.pem", config_dir);
+	struct error err;
+	CHECK(buf_read_file(&text, RFC "ed.pem", 1 << 16, NULL) == 0);
+	FILE *f = fopen(ed.data, "w");
+	CHECK(f && fwrite(text.data, 1, text.len, f) == text.len);
+	if (f)
+		fclose(f);
+	buf_printf(&acc, "[gate]\nqueue = %s/queue\n\n[account a]\nnetworks = 127.0.0.1/32\n"
+			 "dkim_key = example.com s1 %s\n[account b]\nnetworks = 127.0.0.2/32\n"
+			 "dkim_key = example.net s1 %s\n", config_dir, bad, ed.data);
+	f = fopen(path, "w");
+	CHECK(f && fputs(acc.data, f) >= 0);
+	if (f)
+		fclose(f);
+	struct config c;
+	int rc = config_load(&c, path, &err);
+	CHECK(rc == 0);
+	if (rc == 0) {
+		dkim_key_cache_clear();
+		CHECK(dkim_preload_keys(&c, &err) == -1);
+		struct buf want = BUF_INIT;
+		buf_printf(&want, "%s:6: %s: RSA key of 512 bits", path, bad);
+		CHECK(strncmp(err.text, want.data, want.len) == 0);
+		if (strncmp(err.text, want.data, want.len) != 0)
+			fprintf(stderr, "got %s\nwant %s...\n", err.text, want.data);
+		buf_free(&want);
+		unlink(ed.data);
+		struct dkim_key k;
+		CHECK(dkim_key_load(ed.data, &k, &err) == 0);
+		if (k.pkey)
+			dkim_key_free(&k);
+		dkim_key_cache_clear();
+		config_free(&c);
+	}
+	unlink(ed.data);
+	remove_config(path);
+	buf_free(&ed);
+	buf_free(&text);
+	buf_free(&acc);
+	free(bad);
+}
+
 /* Signs a small message for from in the account; returns the fields, or
  * NULL with the reason in err. */
 static char *sign_for(const struct account *a, const char *from,
@@ -315,6 +366,7 @@ UNIT_MAIN(test_key_traditional_rsa_is_read, test_key_pkcs8_rsa_is_read,
 	  test_key_encrypted_is_refused_without_asking,
 	  test_key_load_remembers_keys,
 	  test_check_keys_names_config_line_and_key_file,
+	  test_preload_reads_every_key_it_can_and_names_the_first_it_cannot,
 	  test_keys_are_chosen_by_from_domain_then_default,
 	  test_subdomain_from_walks_up_to_the_nearest_configured_domain,
 	  test_signature_is_folded_with_b_last)
