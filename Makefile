@@ -45,7 +45,9 @@ LDFLAGS := -pie -Wl,-z,relro,-z,now -Wl,--as-needed $(EXTRA_LDFLAGS)
 ifeq ($(SANITIZE),1)
 LDFLAGS += $(SANITIZE_FLAGS)
 endif
-LDLIBS := $(PKG_LIBS)
+# -lresolv: the ns_* DNS parser of dkim/dns.c (smtpgate-queue dkim-check);
+# --as-needed drops it from the programs that do not use it.
+LDLIBS := $(PKG_LIBS) -lresolv
 
 # The handler is exec'd once per connection. Linking OpenSSL, LMDB, inih
 # and libcrypt into it statically spares the dynamic loader their ~4,000
