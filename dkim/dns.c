@@ -5,7 +5,6 @@
  * retries a truncated UDP answer over TCP). Links with -lresolv for the
  * ns_* parser. */
 #include <arpa/nameser.h>
-#include <errno.h>
 #include <netdb.h>
 #include <resolv.h>
 #include <stdlib.h>
@@ -57,22 +56,23 @@ enum dkim_dns_status dkim_dns_lookup(const char *selector, const char *domain,
 		return DKIM_DNS_ERROR;
 	}
 	unsigned char *msg = xmalloc(ANSWER_MAX);
-	errno = 0;
 	int n = res_nquery(&state, name.data, ns_c_in, ns_t_txt, msg, ANSWER_MAX);
 	enum dkim_dns_status status = DKIM_DNS_FOUND;
 	if (n < 0) {
 		/* glibc: NXDOMAIN is HOST_NOT_FOUND, NOERROR without a TXT
-		 * answer NO_DATA; SERVFAIL, REFUSED and silence end as
-		 * TRY_AGAIN or NO_RECOVERY, errno telling silence apart. */
+		 * answer NO_DATA. SERVFAIL, REFUSED and silence all end as
+		 * TRY_AGAIN with errno ETIMEDOUT once every server was tried:
+		 * the stub resolver does not tell them apart. */
 		int h = state.res_h_errno;
 		status = h == HOST_NOT_FOUND || h == NO_DATA ? DKIM_DNS_NONE
 							     : DKIM_DNS_ERROR;
 		const char *what =
 			h == HOST_NOT_FOUND ? "no such name (NXDOMAIN)" :
 			h == NO_DATA ? "the name has no TXT record" :
-			errno == ETIMEDOUT ? "no answer from the name servers of /etc/resolv.conf (timed out)" :
-			h == TRY_AGAIN ? "the name servers failed (SERVFAIL, or refused)" :
-			"the name servers refused the query or could not answer it";
+			h == TRY_AGAIN ? "no usable answer from the name servers "
+					 "of /etc/resolv.conf (SERVFAIL, REFUSED or "
+					 "timed out)" :
+			"the name servers could not answer (NO_RECOVERY)";
 		error_set(err, "%s: %s", name.data, what);
 	} else {
 		ns_msg m;

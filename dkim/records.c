@@ -303,9 +303,14 @@ static void without_fws(const struct tag *t, struct buf *out)
 		buf_puts(out, "");
 }
 
+static bool value_is_n(const struct tag *t, const char *s, size_t n)
+{
+	return t->value_len == n && strncasecmp(t->value, s, n) == 0;
+}
+
 static bool value_is(const struct tag *t, const char *s)
 {
-	return t->value_len == strlen(s) && strncasecmp(t->value, s, t->value_len) == 0;
+	return value_is_n(t, s, strlen(s));
 }
 
 enum dkim_record_match dkim_record_compare(const char *published, size_t len,
@@ -332,7 +337,8 @@ enum dkim_record_match dkim_record_compare(const char *published, size_t len,
 	}
 	const struct tag *k = find_tag(got, n_got, "k");
 	const struct tag *want_k = find_tag(want, n_want, "k");
-	if (!(k ? value_is(k, want_k->value) : value_is(want_k, "rsa"))) {
+	if (!(k ? value_is_n(k, want_k->value, want_k->value_len)
+		: value_is(want_k, "rsa"))) {
 		buf_printf(why, "a key of type %.*s, not %.*s",
 			   k ? (int)k->value_len : 3, k ? k->value : "rsa",
 			   (int)want_k->value_len, want_k->value);
