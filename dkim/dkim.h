@@ -140,7 +140,8 @@ struct dkim_dns_answer {
 /* Looks up the TXT records of selector._domainkey.domain through the
  * C library's resolver (res_nquery, /etc/resolv.conf), following CNAMEs
  * as the name servers give them. For NONE and ERROR sets err to what the
- * resolver said (NXDOMAIN, no TXT record, timed out, SERVFAIL...). Free
+ * resolver said (NXDOMAIN, no TXT record, no usable answer...), without
+ * the name, which the caller shows beside it. Free
  * the answer with dkim_dns_answer_free. */
 enum dkim_dns_status dkim_dns_lookup(const char *selector, const char *domain,
 				     struct dkim_dns_answer *answer,

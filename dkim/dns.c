@@ -50,8 +50,7 @@ enum dkim_dns_status dkim_dns_lookup(const char *selector, const char *domain,
 	struct __res_state state;
 	memset(&state, 0, sizeof state);
 	if (res_ninit(&state) != 0) {
-		error_set(err, "%s: cannot set up the resolver (/etc/resolv.conf)",
-			  name.data);
+		error_set(err, "cannot set up the resolver (/etc/resolv.conf)");
 		buf_free(&name);
 		return DKIM_DNS_ERROR;
 	}
@@ -73,18 +72,18 @@ enum dkim_dns_status dkim_dns_lookup(const char *selector, const char *domain,
 					 "of /etc/resolv.conf (SERVFAIL, REFUSED or "
 					 "timed out)" :
 			"the name servers could not answer (NO_RECOVERY)";
-		error_set(err, "%s: %s", name.data, what);
+		error_set(err, "%s", what);
 	} else {
 		ns_msg m;
 		if (ns_initparse(msg, n, &m) != 0) {
 			status = DKIM_DNS_ERROR;
-			error_set(err, "%s: a malformed DNS answer", name.data);
+			error_set(err, "a malformed DNS answer");
 		}
 		for (int i = 0; status == DKIM_DNS_FOUND && i < ns_msg_count(m, ns_s_an); i++) {
 			ns_rr rr;
 			if (ns_parserr(&m, ns_s_an, i, &rr) != 0) {
 				status = DKIM_DNS_ERROR;
-				error_set(err, "%s: a malformed DNS answer", name.data);
+				error_set(err, "a malformed DNS answer");
 				break;
 			}
 			/* CNAMEs of the chain come first; only TXT counts. */
@@ -94,14 +93,14 @@ enum dkim_dns_status dkim_dns_lookup(const char *selector, const char *domain,
 			if (txt_join(ns_rr_rdata(rr), ns_rr_rdlen(rr), &txt) != 0) {
 				buf_free(&txt);
 				status = DKIM_DNS_ERROR;
-				error_set(err, "%s: a malformed TXT record", name.data);
+				error_set(err, "a malformed TXT record");
 				break;
 			}
 			answer_add(answer, &txt);
 		}
 		if (status == DKIM_DNS_FOUND && answer->n == 0) {
 			status = DKIM_DNS_NONE;
-			error_set(err, "%s: the name has no TXT record", name.data);
+			error_set(err, "the name has no TXT record");
 		}
 	}
 	if (status != DKIM_DNS_FOUND)
