@@ -1818,14 +1818,13 @@ int main(int argc, char **argv)
 	for (size_t i = 0; argc > 1 && i < sizeof commands / sizeof commands[0]; i++)
 		if (strcmp(argv[1], commands[i].name) == 0)
 			cmd = &commands[i];
-	if (argc < 2)
-		return usage_error("%s", "which command?");
-	if (!cmd)
-		return usage_error("unknown command \"%s\"", argv[1]);
+	/* The configuration first, also for a missing or unknown command, so
+	 * that a broken one is named before anything else. */
+	bool needs_config = !cmd || cmd->needs_config;
 	struct config config;
 	struct error err;
-	if (cmd->needs_config && config_load(&config, config_path, &err) != 0) {
-		if (strcmp(cmd->name, "check-config") == 0 && json) {
+	if (needs_config && config_load(&config, config_path, &err) != 0) {
+		if (cmd && strcmp(cmd->name, "check-config") == 0 && json) {
 			struct buf o = BUF_INIT;
 			buf_putc(&o, '{');
 			json_str(&o, "config", config_path);
@@ -1838,9 +1837,10 @@ int main(int argc, char **argv)
 		fprintf(stderr, PROGRAM ": %s\n", err.text);
 		return 1;
 	}
-	int status = cmd->run(cmd->needs_config ? &config : NULL, argc - 2,
-			      argv + 2);
-	if (cmd->needs_config)
+	int status = !cmd ? usage_error(argc < 2 ? "%s" : "unknown command \"%s\"",
+					argc < 2 ? "which command?" : argv[1])
+		: cmd->run(needs_config ? &config : NULL, argc - 2, argv + 2);
+	if (needs_config)
 		config_free(&config);
 	fflush(stdout);
 	if (ferror(stdout))
