@@ -97,6 +97,10 @@ int dkim_key_record(const char *path, struct buf *record, struct error *err);
  * section 3.3). */
 #define DKIM_TXT_STRING_MAX 255
 
+/* The TTL of the records dkim-keygen prints: an hour, so that a key
+ * replaced in the zone is seen soon. */
+#define DKIM_RECORD_TTL 3600
+
 /* Appends the zone-file (RFC 1035 section 5) text of the TXT record
  * "selector._domainkey.domain. 3600 IN TXT ( "..." "..." )" holding
  * value, split into strings of at most DKIM_TXT_STRING_MAX octets (the

@@ -193,7 +193,8 @@ void dkim_zone_text(const char *selector, const char *domain,
 		    const char *value, struct buf *out)
 {
 	struct zone_ctx z = { out, 0 };
-	buf_printf(out, "%s._domainkey.%s. 3600 IN TXT ( ", selector, domain);
+	buf_printf(out, "%s._domainkey.%s. %d IN TXT ( ", selector, domain,
+		   DKIM_RECORD_TTL);
 	split_strings(value, emit_zone, &z);
 	buf_puts(out, " )\n");
 }

@@ -1423,7 +1423,7 @@ static void keygen_json(struct buf *out, const char *domain,
 	buf_clear(&text);
 	buf_printf(&text, "%s._domainkey.%s.", k->selector, domain);
 	json_str(&o, "name", text.data);
-	json_u64(&o, "ttl", 3600);
+	json_u64(&o, "ttl", DKIM_RECORD_TTL);
 	json_str(&o, "record", k->record.data);
 	json_key(&o, "strings");
 	buf_clear(&text);
@@ -1500,7 +1500,7 @@ static int cmd_dkim_keygen(const struct config *c, int argc, char **argv)
 	struct new_key keys[2];
 	size_t n = 0;
 	int bits = 2048;
-	char month[16];
+	char month[16], extra;
 	time_t now = time(NULL);
 	struct tm tm;
 	strftime(month, sizeof month, "s%Y%m", gmtime_r(&now, &tm));
@@ -1515,7 +1515,7 @@ static int cmd_dkim_keygen(const struct config *c, int argc, char **argv)
 		status = usage_error("dkim-keygen: --type %s: rsa, ed25519 or both", type);
 	} else if (bits_text && strcmp(type, "ed25519") == 0) {
 		status = usage_error("%s", "dkim-keygen: --bits is for RSA keys");
-	} else if (bits_text && (sscanf(bits_text, "%d%c", &bits, month) != 1 ||
+	} else if (bits_text && (sscanf(bits_text, "%d%c", &bits, &extra) != 1 ||
 				 bits < DKIM_KEYGEN_RSA_MIN_BITS ||
 				 bits > DKIM_KEYGEN_RSA_MAX_BITS)) {
 		status = usage_error("dkim-keygen: --bits %s: from 1024 to 4096 "
@@ -1548,8 +1548,10 @@ static int cmd_dkim_keygen(const struct config *c, int argc, char **argv)
 	/* Every file checked before any key is made; O_EXCL in dkim_keygen
 	 * is what guarantees it. */
 	struct stat st;
-	if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
-		status = fail("%s: %s", dir, errno ? strerror(errno) : "not a folder");
+	if (stat(dir, &st) != 0)
+		status = fail("%s: %s", dir, strerror(errno));
+	else if (!S_ISDIR(st.st_mode))
+		status = fail("%s: not a folder", dir);
 	for (size_t i = 0; i < n && !status; i++)
 		if (lstat(keys[i].path, &st) == 0)
 			status = fail("%s exists; a key file is never replaced "
