@@ -407,3 +407,24 @@ def test_hash_password_on_a_terminal_asks_twice_without_echo():
     lib.crypt.restype = ctypes.c_char_p
     lib.crypt.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
     assert lib.crypt(b"s3cret pass", hash_.encode()).decode() == hash_
+
+
+def test_hash_password_interrupted_at_the_prompt_gives_the_terminal_its_echo_back():
+    import termios
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execv(binary("smtpgate-queue"), [binary("smtpgate-queue"), "hash-password"])
+    try:
+        shown = b""
+        deadline = time.monotonic() + 30
+        while b"Password:" not in shown and time.monotonic() < deadline:
+            if select.select([fd], [], [], 0.2)[0]:
+                shown += os.read(fd, 4096)
+        assert b"Password:" in shown
+        assert not termios.tcgetattr(fd)[3] & termios.ECHO  # off while asking
+        os.write(fd, b"half a pass\x03")  # Ctrl-C: SIGINT
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == 2
+        assert termios.tcgetattr(fd)[3] & termios.ECHO  # and back on
+    finally:
+        os.close(fd)
