@@ -1,5 +1,7 @@
 /* smtpgate-queue: inspect and manage the queue (SPEC section 6,
- * smtpgate-queue(8)).
+ * smtpgate-queue(8)), and the operator's tools of issue 18: DKIM keys and
+ * their DNS records (dkim-keygen, dkim-check; the work is in dkim/records.c
+ * and dkim/dns.c) and password hashes (hash-password, common/password.c).
  *
  *   smtpgate-queue [-c FILE] COMMAND [ARG...] [--json]
  *
@@ -12,7 +14,8 @@
  * Output: aligned columns with UTC dates for people; with --json an array
  * of objects for listings ([] when empty) and one object otherwise, the
  * field names those of the queue records. Exit status: 0 done, 1 an error
- * (named on stderr), 2 a usage error. */
+ * (named on stderr), 2 a usage error; dkim-check also 3 (a key not
+ * published as configured) and 4 (DNS gave no usable answer). */
 #include <crypt.h>
 #include <ctype.h>
 #include <errno.h>
