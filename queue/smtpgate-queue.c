@@ -1516,6 +1516,10 @@ static int cmd_dkim_keygen(const struct config *c, int argc, char **argv)
 		status = usage_error("dkim-keygen: \"%s\" is not a selector", selector);
 	} else if (!both && strcmp(type, "rsa") != 0 && strcmp(type, "ed25519") != 0) {
 		status = usage_error("dkim-keygen: --type %s: rsa, ed25519 or both", type);
+	} else if (strpbrk(dir, " \t\n\r") || !*dir) {
+		/* dkim_key's value is three words: no blank in the path. */
+		status = usage_error("dkim-keygen: --dir \"%s\": a dkim_key line "
+				     "cannot name a path with blanks", dir);
 	} else if (bits_text && strcmp(type, "ed25519") == 0) {
 		status = usage_error("%s", "dkim-keygen: --bits is for RSA keys");
 	} else if (bits_text && (sscanf(bits_text, "%d%c", &bits, &extra) != 1 ||

@@ -154,9 +154,10 @@ def test_dkim_keygen_never_replaces_a_file_and_makes_all_or_nothing(tmp_path):
     (["example.com", "--type", "ed25519", "--bits", "2048"], "--bits is for RSA"),
     (["example.com", "--selector", "a..b"], "is not a selector"),
     ([], "which DOMAIN?"),
+    (["example.com", "--dir", "/tmp/with blank"], "cannot name a path with blanks"),
 ])
 def test_dkim_keygen_refuses_bad_arguments_with_exit_2(tmp_path, args, message):
-    r = queue_tool("dkim-keygen", *args, "--dir", tmp_path, check_rc=2)
+    r = queue_tool("dkim-keygen", "--dir", tmp_path, *args, check_rc=2)
     assert message in r.stderr
     assert list(tmp_path.iterdir()) == []
 
