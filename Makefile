@@ -56,7 +56,9 @@ endif
 ifeq ($(COVERAGE),1)
 LDFLAGS += --coverage
 endif
-LDLIBS := $(PKG_LIBS)
+# -lresolv: the ns_* DNS parser of dkim/dns.c (smtpgate-queue dkim-check);
+# --as-needed drops it from the programs that do not use it.
+LDLIBS := $(PKG_LIBS) -lresolv
 
 # The handler is exec'd once per connection. Linking OpenSSL, LMDB, inih
 # and libcrypt into it statically spares the dynamic loader their ~4,000

@@ -9,6 +9,7 @@
 #define SMTPGATE_DKIM_H
 
 #include <stddef.h>
+#include <sys/types.h>
 #include <time.h>
 
 #include "buf.h"
@@ -83,5 +84,92 @@ int dkim_check_keys(const struct config *c, struct error *err);
  * ("FILE:LINE: KEYFILE: ..."); the others are read all the same, and a
  * session that needs that key tries it again, as without preloading. */
 int dkim_preload_keys(const struct config *c, struct error *err);
+
+/* ---- key tooling: smtpgate-queue dkim-keygen and dkim-check ---- */
+
+enum dkim_key_type {
+	DKIM_KEY_RSA,
+	DKIM_KEY_ED25519,
+};
+
+/* RFC 8301 section 3.2: RSA keys of at least 1024 bits, 2048 recommended;
+ * above 4096 bits records outgrow what many DNS hosts accept. */
+#define DKIM_KEYGEN_RSA_MIN_BITS 1024
+#define DKIM_KEYGEN_RSA_MAX_BITS 4096
+
+/* Generates a key (OpenSSL EVP) and writes it as PKCS#8 PEM to path,
+ * created with O_EXCL (an existing file is never replaced) and given mode
+ * 0640 and, unless group is (gid_t)-1, that group. bits is for RSA only.
+ * Sets record to the value of the key's DNS TXT record (dkim_key_record).
+ * On failure nothing is left at path. Returns 0, or -1 with err naming
+ * the file. */
+int dkim_keygen(enum dkim_key_type type, int bits, const char *path,
+		gid_t group, struct buf *record, struct error *err);
+
+/* The value of the DNS TXT record of a private key file: "v=DKIM1;
+ * k=rsa; p=..." (RFC 6376 section 3.6.1: p= is the base64 of the
+ * SubjectPublicKeyInfo) or "v=DKIM1; k=ed25519; p=..." (RFC 8463 section
+ * 4.2: the raw 32-octet public key). Returns 0, or -1 with err set. */
+int dkim_key_record(const char *path, struct buf *record, struct error *err);
+
+/* The most octets one character-string of a TXT record holds (RFC 1035
+ * section 3.3). */
+#define DKIM_TXT_STRING_MAX 255
+
+/* The TTL of the records dkim-keygen prints: an hour, so that a key
+ * replaced in the zone is seen soon. */
+#define DKIM_RECORD_TTL 3600
+
+/* Appends the zone-file (RFC 1035 section 5) text of the TXT record
+ * "selector._domainkey.domain. 3600 IN TXT ( "..." "..." )" holding
+ * value, split into strings of at most DKIM_TXT_STRING_MAX octets (the
+ * tags before p= in the first one), with its final newline. */
+void dkim_zone_text(const char *selector, const char *domain,
+		    const char *value, struct buf *out);
+
+/* Appends the strings of the TXT record that dkim_zone_text writes, each
+ * NUL-terminated, and returns their number. */
+size_t dkim_txt_strings(const char *value, struct buf *out);
+
+/* How a published record compares to the one a key needs. */
+enum dkim_record_match {
+	DKIM_RECORD_MATCH,	/* the same key, usable for our signatures */
+	DKIM_RECORD_MISMATCH,	/* another key or type, revoked, unusable */
+};
+
+/* Compares a published TXT record (its strings joined) with expected (a
+ * dkim_key_record value) as a verifier reads them (RFC 6376 sections 3.2
+ * and 3.6.1): the tag list's syntax, v=DKIM1, k= (default rsa), p= (FWS
+ * ignored), h= (must allow sha256 when present), s= (must allow email
+ * when present). Sets why to what differs, or for a match to a note (t=y:
+ * testing) or "". */
+enum dkim_record_match dkim_record_compare(const char *published, size_t len,
+					   const char *expected,
+					   struct buf *why);
+
+/* What a DNS lookup of a key's record found. */
+enum dkim_dns_status {
+	DKIM_DNS_FOUND,		/* one or more TXT records */
+	DKIM_DNS_NONE,		/* NXDOMAIN, or the name has no TXT record */
+	DKIM_DNS_ERROR,		/* no answer, SERVFAIL, REFUSED...: unknown */
+};
+
+struct dkim_dns_answer {
+	char **txt;	/* each record's strings joined, NUL-terminated */
+	size_t *len;	/* their lengths (a record may hold a NUL) */
+	size_t n;
+};
+
+/* Looks up the TXT records of selector._domainkey.domain through the
+ * C library's resolver (res_nquery, /etc/resolv.conf), following CNAMEs
+ * as the name servers give them. For NONE and ERROR sets err to what the
+ * resolver said (NXDOMAIN, no TXT record, no usable answer...), without
+ * the name, which the caller shows beside it. Free
+ * the answer with dkim_dns_answer_free. */
+enum dkim_dns_status dkim_dns_lookup(const char *selector, const char *domain,
+				     struct dkim_dns_answer *answer,
+				     struct error *err);
+
+void dkim_dns_answer_free(struct dkim_dns_answer *answer);
 
 #endif

@@ -12,6 +12,7 @@
 
 #include "buf.h"
 #include "config.h"
+#include "dkim.h"
 #include "error.h"
 
 /* ---- canonicalisation (canon.c), RFC 6376 section 3.4 ---- */
@@ -83,11 +84,6 @@ void dkim_select_headers(const char *headers, size_t len, const char *list,
 			 struct buf *h_out, struct buf *canon_out);
 
 /* ---- keys (keys.c) ---- */
-
-enum dkim_key_type {
-	DKIM_KEY_RSA,
-	DKIM_KEY_ED25519,
-};
 
 struct dkim_key {
 	enum dkim_key_type type;

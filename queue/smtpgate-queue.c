@@ -1,5 +1,7 @@
 /* smtpgate-queue: inspect and manage the queue (SPEC section 6,
- * smtpgate-queue(8)).
+ * smtpgate-queue(8)), and the operator's tools of issue 18: DKIM keys and
+ * their DNS records (dkim-keygen, dkim-check; the work is in dkim/records.c
+ * and dkim/dns.c) and password hashes (hash-password, common/password.c).
  *
  *   smtpgate-queue [-c FILE] COMMAND [ARG...] [--json]
  *
@@ -12,20 +14,29 @@
  * Output: aligned columns with UTC dates for people; with --json an array
  * of objects for listings ([] when empty) and one object otherwise, the
  * field names those of the queue records. Exit status: 0 done, 1 an error
- * (named on stderr), 2 a usage error. */
+ * (named on stderr), 2 a usage error; dkim-check also 3 (a key not
+ * published as configured) and 4 (DNS gave no usable answer). */
+#include <crypt.h>
+#include <ctype.h>
 #include <errno.h>
+#include <grp.h>
 #include <inttypes.h>
 #include <lmdb.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "buf.h"
 #include "cli.h"
 #include "config.h"
 #include "dkim/dkim.h"
 #include "log.h"
+#include "password.h"
 #include "queue/callback.h"
 #include "queue/queue.h"
 #include "queue/queue_internal.h"
@@ -48,6 +59,9 @@ static const char usage[] =
 	"  stoplist import ACCOUNT FILE         one address or @domain a line\n"
 	"  check-config                         load config and keys, print it\n"
 	"  index-config                         check, then write CONFIG.index\n"
+	"  dkim-keygen DOMAIN [--selector S] [--type rsa|ed25519|both] [--bits N] [--dir D]\n"
+	"  dkim-check [DOMAIN...]               are the configured keys published in DNS?\n"
+	"  hash-password                        a yescrypt hash for password =\n"
 	"Options:\n"
 	"  -c FILE     configuration (default $SMTPGATE_CONF or " CONFIG_DEFAULT_PATH ")\n"
 	"  --json      JSON output: an array of objects ([] when empty)\n"
@@ -1287,10 +1301,27 @@ static int cmd_list_db(const struct config *c, enum queue_db db, int argc,
 	return usage_error("unknown subcommand \"%s\"", argv[0]);
 }
 
+static int cmd_suppress(const struct config *c, int argc, char **argv)
+{
+	return cmd_list_db(c, QUEUE_DB_SUPPRESS, argc, argv);
+}
+
+static int cmd_stoplist(const struct config *c, int argc, char **argv)
+{
+	return cmd_list_db(c, QUEUE_DB_STOPLIST, argc, argv);
+}
+
+/* queue/callback.c does the work. */
+static int cmd_events(const struct config *c, int argc, char **argv)
+{
+	return callback_events_command(c, argc, argv, json, stdout);
+}
+
 /* ---- check-config ---- */
 
-static int cmd_check_config(const struct config *c, int argc)
+static int cmd_check_config(const struct config *c, int argc, char **argv)
 {
+	(void)argv;
 	if (argc)
 		return usage_error("%s", "check-config takes no argument");
 	struct error err;
@@ -1332,8 +1363,9 @@ static int cmd_check_config(const struct config *c, int argc)
 
 /* ---- index-config ---- */
 
-static int cmd_index_config(const struct config *c, int argc)
+static int cmd_index_config(const struct config *c, int argc, char **argv)
 {
+	(void)argv;
 	if (argc)
 		return usage_error("%s", "index-config takes no argument");
 	struct error err;
@@ -1359,6 +1391,456 @@ static int cmd_index_config(const struct config *c, int argc)
 	return 0;
 }
 
+/* ---- dkim-keygen, dkim-check (the work is in dkim/records.c and
+ * dkim/dns.c) ---- */
+
+/* A DNS name of the administrator's: labels of letters, digits, "-" and
+ * "_" (A-labels for international names), at most 63 octets each and 253
+ * in all. */
+static bool valid_dns_name(const char *name)
+{
+	size_t n = strlen(name), label = 0;
+	if (n == 0 || n > 253 || name[0] == '.' || name[n - 1] == '.')
+		return false;
+	for (const char *p = name; *p; p++) {
+		if (*p == '.') {
+			if (label == 0)
+				return false;
+			label = 0;
+		} else if (!isalnum((unsigned char)*p) && *p != '-' && *p != '_') {
+			return false;
+		} else if (++label > 63) {
+			return false;
+		}
+	}
+	return true;
+}
+
+static const char *key_type_name(enum dkim_key_type type)
+{
+	return type == DKIM_KEY_RSA ? "rsa" : "ed25519";
+}
+
+/* One key dkim-keygen makes. */
+struct new_key {
+	enum dkim_key_type type;
+	char *selector, *path;
+	struct buf record;
+};
+
+/* The group a new key gets: smtpgate, whose handlers read it; without
+ * that group (before make install, in tests) the creator's, said on
+ * stderr. */
+static gid_t key_group(const char **name)
+{
+	const struct group *g = getgrnam("smtpgate");
+	*name = g ? "smtpgate" : NULL;
+	return g ? g->gr_gid : (gid_t)-1;
+}
+
+/* One key as a JSON object, for dkim-keygen --json. */
+static void keygen_json(struct buf *out, const char *domain,
+			const struct new_key *k, int bits, const char *group)
+{
+	struct buf o = BUF_INIT, text = BUF_INIT;
+	buf_putc(&o, '{');
+	json_str(&o, "type", key_type_name(k->type));
+	if (k->type == DKIM_KEY_RSA)
+		json_u64(&o, "bits", (uint64_t)bits);
+	json_str(&o, "selector", k->selector);
+	json_str(&o, "file", k->path);
+	json_key(&o, "group");
+	if (group)
+		json_string(&o, group, strlen(group));
+	else
+		buf_puts(&o, "null");
+	buf_printf(&text, "dkim_key = %s %s %s", domain, k->selector, k->path);
+	json_str(&o, "config", text.data);
+	buf_clear(&text);
+	buf_printf(&text, "%s._domainkey.%s.", k->selector, domain);
+	json_str(&o, "name", text.data);
+	json_u64(&o, "ttl", DKIM_RECORD_TTL);
+	json_str(&o, "record", k->record.data);
+	json_key(&o, "strings");
+	buf_clear(&text);
+	size_t count = dkim_txt_strings(k->record.data, &text);
+	for (size_t s = 0, at = 0; s < count; s++) {
+		const char *str = text.data + at;
+		buf_putc(&o, s ? ',' : '[');
+		json_string(&o, str, strlen(str));
+		at += strlen(str) + 1;
+	}
+	buf_putc(&o, ']');
+	buf_clear(&text);
+	dkim_zone_text(k->selector, domain, k->record.data, &text);
+	json_str(&o, "zone", text.data);
+	buf_putc(&o, '}');
+	buf_append(out, o.data, o.len);
+	buf_free(&o);
+	buf_free(&text);
+}
+
+/* What dkim-keygen prints: the config lines and the zone records, or
+ * with --json the same as data. */
+static void keygen_print(const char *domain, const struct new_key *keys,
+			 size_t n, int bits, const char *group)
+{
+	struct buf o = BUF_INIT;
+	if (json) {
+		buf_putc(&o, '{');
+		json_str(&o, "domain", domain);
+		json_key(&o, "keys");
+		for (size_t i = 0; i < n; i++) {
+			buf_putc(&o, i ? ',' : '[');
+			keygen_json(&o, domain, &keys[i], bits, group);
+		}
+		buf_puts(&o, "]}\n");
+	} else {
+		buf_printf(&o, "; smtpgate.conf, in the [account] that sends as %s:\n",
+			   domain);
+		for (size_t i = 0; i < n; i++)
+			buf_printf(&o, "dkim_key = %s %s %s\n", domain,
+				   keys[i].selector, keys[i].path);
+		buf_printf(&o, "\n; the zone of %s:\n", domain);
+		for (size_t i = 0; i < n; i++)
+			dkim_zone_text(keys[i].selector, domain, keys[i].record.data, &o);
+	}
+	fputs(o.data, stdout);
+	buf_free(&o);
+}
+
+static int cmd_dkim_keygen(const struct config *c, int argc, char **argv)
+{
+	(void)c;
+	const char *domain = NULL, *selector = NULL, *type = "rsa";
+	const char *dir = "/etc/smtpgate/dkim";
+	const char *bits_text = NULL;
+	for (int i = 0; i < argc; i++) {
+		const char **opt = strcmp(argv[i], "--selector") == 0 ? &selector
+			: strcmp(argv[i], "--type") == 0 ? &type
+			: strcmp(argv[i], "--bits") == 0 ? &bits_text
+			: strcmp(argv[i], "--dir") == 0 ? &dir : NULL;
+		if (opt && i + 1 < argc)
+			*opt = argv[++i];
+		else if (!opt && !domain && argv[i][0] != '-')
+			domain = argv[i];
+		else
+			return usage_error("dkim-keygen: unexpected \"%s\"", argv[i]);
+	}
+	if (!domain)
+		return usage_error("%s", "dkim-keygen: which DOMAIN?");
+	char *lower = xstrdup(domain);
+	for (char *p = lower; *p; p++)
+		*p = (char)tolower((unsigned char)*p);
+	int status = 0;
+	struct new_key keys[2];
+	size_t n = 0;
+	int bits = 2048;
+	char month[16], extra;
+	time_t now = time(NULL);
+	struct tm tm;
+	strftime(month, sizeof month, "s%Y%m", gmtime_r(&now, &tm));
+	bool both = strcmp(type, "both") == 0;
+	if (!valid_dns_name(lower)) {
+		status = usage_error("dkim-keygen: \"%s\" is not a domain name "
+				     "(international names as A-labels, xn--...)",
+				     domain);
+	} else if (selector && !valid_dns_name(selector)) {
+		status = usage_error("dkim-keygen: \"%s\" is not a selector", selector);
+	} else if (!both && strcmp(type, "rsa") != 0 && strcmp(type, "ed25519") != 0) {
+		status = usage_error("dkim-keygen: --type %s: rsa, ed25519 or both", type);
+	} else if (strpbrk(dir, " \t\n\r") || !*dir) {
+		/* dkim_key's value is three words: no blank in the path. */
+		status = usage_error("dkim-keygen: --dir \"%s\": a dkim_key line "
+				     "cannot name a path with blanks", dir);
+	} else if (bits_text && strcmp(type, "ed25519") == 0) {
+		status = usage_error("%s", "dkim-keygen: --bits is for RSA keys");
+	} else if (bits_text && (sscanf(bits_text, "%d%c", &bits, &extra) != 1 ||
+				 bits < DKIM_KEYGEN_RSA_MIN_BITS ||
+				 bits > DKIM_KEYGEN_RSA_MAX_BITS)) {
+		status = usage_error("dkim-keygen: --bits %s: from 1024 to 4096 "
+				     "(2048 recommended, RFC 8301)", bits_text);
+	}
+	if (status) {
+		free(lower);
+		return status;
+	}
+	/* Default selector: the month, so that the next key (a rotation)
+	 * gets a new name; with both types, one selector each (a selector
+	 * names one record). */
+	if (!selector)
+		selector = month;
+	for (int t = DKIM_KEY_RSA; t <= DKIM_KEY_ED25519; t++) {
+		if (!both && strcmp(type, key_type_name(t)) != 0)
+			continue;
+		struct new_key *k = &keys[n++];
+		k->type = t;
+		struct buf b = BUF_INIT;
+		buf_printf(&b, "%s%s%s", selector, both ? "-" : "",
+			   both ? key_type_name(t) : "");
+		k->selector = buf_steal(&b);
+		buf_printf(&b, "%s%s%s.%s.pem", dir,
+			   dir[0] && dir[strlen(dir) - 1] == '/' ? "" : "/",
+			   lower, k->selector);
+		k->path = buf_steal(&b);
+		k->record = (struct buf)BUF_INIT;
+	}
+	/* Every file checked before any key is made; O_EXCL in dkim_keygen
+	 * is what guarantees it. */
+	struct stat st;
+	if (stat(dir, &st) != 0)
+		status = fail("%s: %s", dir, strerror(errno));
+	else if (!S_ISDIR(st.st_mode))
+		status = fail("%s: not a folder", dir);
+	for (size_t i = 0; i < n && !status; i++)
+		if (lstat(keys[i].path, &st) == 0)
+			status = fail("%s exists; a key file is never replaced "
+				      "(choose another --selector)", keys[i].path);
+	const char *group = NULL;
+	gid_t gid = key_group(&group);
+	struct error err;
+	for (size_t i = 0; i < n && !status; i++) {
+		if (dkim_keygen(keys[i].type, bits, keys[i].path, gid,
+				&keys[i].record, &err) != 0) {
+			status = fail("%s", err.text);
+			/* All or nothing: the keys made so far go too. */
+			for (size_t j = 0; j < i; j++)
+				unlink(keys[j].path);
+		}
+	}
+	if (!status) {
+		if (!group)
+			fprintf(stderr, PROGRAM ": no group smtpgate: the key "
+				"files have the group of this process; give them "
+				"the group the gateway runs as (chgrp)\n");
+		keygen_print(lower, keys, n, bits, group);
+	}
+	for (size_t i = 0; i < n; i++) {
+		free(keys[i].selector);
+		free(keys[i].path);
+		buf_free(&keys[i].record);
+	}
+	free(lower);
+	return status;
+}
+
+/* What dkim-check found for one key. */
+enum key_check {
+	CHECK_MATCH,
+	CHECK_MISMATCH,
+	CHECK_MISSING,
+	CHECK_DNS_ERROR,
+	CHECK_KEY_ERROR,
+};
+
+static const char *const key_check_names[] = {
+	[CHECK_MATCH] = "match",
+	[CHECK_MISMATCH] = "mismatch",
+	[CHECK_MISSING] = "missing",
+	[CHECK_DNS_ERROR] = "dns-error",
+	[CHECK_KEY_ERROR] = "key-error",
+};
+
+/* dkim-check's exit status: 0 every key published, 3 at least one is
+ * not (missing, another key, unreadable), else 4 when a lookup failed. */
+#define EXIT_KEY_MISMATCH 3
+#define EXIT_DNS_ERROR 4
+
+/* Checks one configured key against DNS; why gets the detail, expected
+ * the record it needs, published what DNS holds (records joined by
+ * " | "). */
+static enum key_check check_key(const struct dkim_key_ref *r,
+				struct buf *expected, struct buf *published,
+				struct buf *why)
+{
+	struct error err;
+	if (dkim_key_record(r->path, expected, &err) != 0) {
+		buf_puts(why, err.text);
+		return CHECK_KEY_ERROR;
+	}
+	struct dkim_dns_answer a;
+	enum dkim_dns_status s = dkim_dns_lookup(r->selector, r->domain, &a, &err);
+	if (s != DKIM_DNS_FOUND) {
+		buf_puts(why, err.text);
+		return s == DKIM_DNS_NONE ? CHECK_MISSING : CHECK_DNS_ERROR;
+	}
+	/* RFC 6376 section 3.6.2.2: with several TXT records the result is
+	 * undefined, so every one must be right. */
+	enum key_check result = CHECK_MATCH;
+	for (size_t i = 0; i < a.n; i++) {
+		struct buf one = BUF_INIT;
+		if (i)
+			buf_puts(published, " | ");
+		buf_append(published, a.txt[i], a.len[i]);
+		bool same = dkim_record_compare(a.txt[i], a.len[i], expected->data,
+						&one) == DKIM_RECORD_MATCH;
+		/* The detail: the first mismatch, else the first note. */
+		if ((!same && result == CHECK_MATCH) ||
+		    (same && result == CHECK_MATCH && !why->len)) {
+			buf_clear(why);
+			buf_append(why, one.data, one.len);
+		}
+		if (!same)
+			result = CHECK_MISMATCH;
+		buf_free(&one);
+	}
+	if (a.n > 1) {
+		struct buf note = BUF_INIT;
+		buf_printf(&note, "%zu TXT records (RFC 6376 3.6.2.2: verifiers "
+			   "may take any)%s%s", a.n, why->len ? "; " : "",
+			   why->len ? why->data : "");
+		buf_clear(why);
+		buf_append(why, note.data, note.len);
+		buf_free(&note);
+	}
+	dkim_dns_answer_free(&a);
+	return result;
+}
+
+static const char *const check_headers[] = {
+	"NAME", "ACCOUNT", "STATUS", "DETAIL",
+};
+
+static int cmd_dkim_check(const struct config *c, int argc, char **argv)
+{
+	for (int i = 0; i < argc; i++) {
+		bool found = false;
+		for (size_t a = 0; a < c->n_accounts && !found; a++)
+			for (size_t k = 0; k < c->accounts[a].n_dkim_keys && !found; k++)
+				found = strcasecmp(c->accounts[a].dkim_keys[k].domain,
+						   argv[i]) == 0;
+		if (!found)
+			return usage_error(argv[i][0] == '-'
+					   ? "dkim-check: unexpected \"%s\""
+					   : "dkim-check: no dkim_key for %s",
+					   argv[i]);
+	}
+	struct table t = { .n_cols = 4, .headers = check_headers };
+	struct buf advice = BUF_INIT;
+	bool mismatch = false, dns_error = false;
+	size_t checked = 0;
+	for (size_t a = 0; a < c->n_accounts; a++) {
+		const struct account *acct = &c->accounts[a];
+		for (size_t k = 0; k < acct->n_dkim_keys; k++) {
+			const struct dkim_key_ref *r = &acct->dkim_keys[k];
+			bool wanted = argc == 0;
+			for (int i = 0; i < argc; i++)
+				wanted |= strcasecmp(r->domain, argv[i]) == 0;
+			if (!wanted)
+				continue;
+			checked++;
+			struct buf expected = BUF_INIT, published = BUF_INIT,
+				   why = BUF_INIT, name = BUF_INIT;
+			enum key_check s = check_key(r, &expected, &published, &why);
+			mismatch |= s == CHECK_MISMATCH || s == CHECK_MISSING ||
+				    s == CHECK_KEY_ERROR;
+			dns_error |= s == CHECK_DNS_ERROR;
+			buf_printf(&name, "%s._domainkey.%s", r->selector, r->domain);
+			if (json) {
+				struct buf o = BUF_INIT;
+				buf_putc(&o, '{');
+				json_str(&o, "name", name.data);
+				json_str(&o, "domain", r->domain);
+				json_str(&o, "selector", r->selector);
+				json_str(&o, "account", acct->name);
+				json_str(&o, "file", r->path);
+				json_str(&o, "status", key_check_names[s]);
+				json_str(&o, "detail", why.data ? why.data : "");
+				json_key(&o, "published");
+				json_string(&o, published.data ? published.data : "",
+					    published.len);
+				json_str(&o, "expected", expected.data);
+				buf_putc(&o, '}');
+				table_add(&t, NULL, buf_steal(&o));
+			} else {
+				char *cells[4] = {
+					xstrdup(name.data), printable(acct->name),
+					xstrdup(key_check_names[s]),
+					printable(why.data ? why.data : ""),
+				};
+				table_add(&t, cells, NULL);
+				if (s == CHECK_MISMATCH || s == CHECK_MISSING) {
+					buf_printf(&advice, "\n; %s needs:\n", name.data);
+					dkim_zone_text(r->selector, r->domain,
+						       expected.data, &advice);
+				}
+			}
+			buf_free(&expected);
+			buf_free(&published);
+			buf_free(&why);
+			buf_free(&name);
+		}
+	}
+	table_finish(&t);
+	if (advice.len)
+		fputs(advice.data, stdout);
+	buf_free(&advice);
+	if (checked == 0)
+		fprintf(stderr, PROGRAM ": no dkim_key in %s\n", c->path);
+	return mismatch ? EXIT_KEY_MISMATCH : dns_error ? EXIT_DNS_ERROR : 0;
+}
+
+/* ---- hash-password ---- */
+
+static int cmd_hash_password(const struct config *c, int argc, char **argv)
+{
+	(void)c;
+	(void)argv;
+	if (argc)
+		return usage_error("%s", "hash-password takes no argument; "
+				   "it reads the password from standard input");
+	char password[PASSWORD_MAX + 2], again[PASSWORD_MAX + 2];
+	char hash[CRYPT_OUTPUT_SIZE];
+	struct error err;
+	int rc = password_read(STDIN_FILENO, "Password: ", password, &err);
+	/* On a terminal, twice: a typing mistake cannot be seen. */
+	if (rc == 0 && isatty(STDIN_FILENO)) {
+		rc = password_read(STDIN_FILENO, "Again: ", again, &err);
+		if (rc == 0 && strcmp(password, again) != 0)
+			rc = error_set(&err, "the two passwords differ; nothing hashed");
+		explicit_bzero(again, sizeof again);
+	}
+	if (rc == 0)
+		rc = password_hash(password, hash, sizeof hash, &err);
+	explicit_bzero(password, sizeof password);
+	if (rc)
+		return fail("%s", err.text);
+	if (json) {
+		struct buf o = BUF_INIT;
+		buf_putc(&o, '{');
+		json_str(&o, "password", hash);
+		buf_puts(&o, "}\n");
+		fputs(o.data, stdout);
+		buf_free(&o);
+	} else {
+		printf("%s\n", hash);
+	}
+	return 0;
+}
+
+/* ---- the commands ---- */
+
+static const struct command {
+	const char *name;
+	int (*run)(const struct config *c, int argc, char **argv);
+	bool needs_config;	/* false: runs before there is one (c NULL) */
+} commands[] = {
+	{ "list", cmd_list, true },
+	{ "show", cmd_show, true },
+	{ "stat", cmd_stat, true },
+	{ "errors", cmd_errors, true },
+	{ "events", cmd_events, true },
+	{ "retry", cmd_retry, true },
+	{ "delete", cmd_delete, true },
+	{ "suppress", cmd_suppress, true },
+	{ "stoplist", cmd_stoplist, true },
+	{ "check-config", cmd_check_config, true },
+	{ "index-config", cmd_index_config, true },
+	{ "dkim-keygen", cmd_dkim_keygen, false },
+	{ "dkim-check", cmd_dkim_check, true },
+	{ "hash-password", cmd_hash_password, false },
+};
+
 int main(int argc, char **argv)
 {
 	const char *config_path;
@@ -1374,10 +1856,17 @@ int main(int argc, char **argv)
 	}
 	argc = n;
 	argv[argc] = NULL;
+	const struct command *cmd = NULL;
+	for (size_t i = 0; argc > 1 && i < sizeof commands / sizeof commands[0]; i++)
+		if (strcmp(argv[1], commands[i].name) == 0)
+			cmd = &commands[i];
+	/* The configuration first, also for a missing or unknown command, so
+	 * that a broken one is named before anything else. */
+	bool needs_config = !cmd || cmd->needs_config;
 	struct config config;
 	struct error err;
-	if (config_load(&config, config_path, &err) != 0) {
-		if (argc > 1 && strcmp(argv[1], "check-config") == 0 && json) {
+	if (needs_config && config_load(&config, config_path, &err) != 0) {
+		if (cmd && strcmp(cmd->name, "check-config") == 0 && json) {
 			struct buf o = BUF_INIT;
 			buf_putc(&o, '{');
 			json_str(&o, "config", config_path);
@@ -1390,42 +1879,11 @@ int main(int argc, char **argv)
 		fprintf(stderr, PROGRAM ": %s\n", err.text);
 		return 1;
 	}
-	int status;
-	if (argc < 2) {
-		status = usage_error("%s", "which command?");
-	} else {
-		const char *cmd = argv[1];
-		int sub_argc = argc - 2;
-		char **sub_argv = argv + 2;
-		if (strcmp(cmd, "list") == 0)
-			status = cmd_list(&config, sub_argc, sub_argv);
-		else if (strcmp(cmd, "show") == 0)
-			status = cmd_show(&config, sub_argc, sub_argv);
-		else if (strcmp(cmd, "stat") == 0)
-			status = cmd_stat(&config, sub_argc, sub_argv);
-		else if (strcmp(cmd, "errors") == 0)
-			status = cmd_errors(&config, sub_argc, sub_argv);
-		else if (strcmp(cmd, "events") == 0)	/* queue/callback.c */
-			status = callback_events_command(&config, sub_argc,
-							 sub_argv, json, stdout);
-		else if (strcmp(cmd, "retry") == 0)
-			status = cmd_retry(&config, sub_argc, sub_argv);
-		else if (strcmp(cmd, "delete") == 0)
-			status = cmd_delete(&config, sub_argc, sub_argv);
-		else if (strcmp(cmd, "suppress") == 0)
-			status = cmd_list_db(&config, QUEUE_DB_SUPPRESS, sub_argc,
-					     sub_argv);
-		else if (strcmp(cmd, "stoplist") == 0)
-			status = cmd_list_db(&config, QUEUE_DB_STOPLIST, sub_argc,
-					     sub_argv);
-		else if (strcmp(cmd, "check-config") == 0)
-			status = cmd_check_config(&config, sub_argc);
-		else if (strcmp(cmd, "index-config") == 0)
-			status = cmd_index_config(&config, sub_argc);
-		else
-			status = usage_error("unknown command \"%s\"", cmd);
-	}
-	config_free(&config);
+	int status = !cmd ? usage_error(argc < 2 ? "%s" : "unknown command \"%s\"",
+					argc < 2 ? "which command?" : argv[1])
+		: cmd->run(needs_config ? &config : NULL, argc - 2, argv + 2);
+	if (needs_config)
+		config_free(&config);
 	fflush(stdout);
 	if (ferror(stdout))
 		return fail("writing the output: %s", strerror(errno));

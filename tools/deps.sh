@@ -29,6 +29,7 @@ python3-dkim         dkimpy, an independent DKIM verifier
 python3-nacl         Ed25519 verification for dkimpy
 python3-aiosmtpd     a scripted SMTP relay sink for flush tests
 python3-lmdb         tests read the queue directly
+python3-dnspython    a zone-file parser and a DNS server for the dkim-keygen and dkim-check tests
 libmail-dkim-perl    Mail::DKIM, a second independent DKIM verifier
 libopendkim-dev      libopendkim, a third independent DKIM verifier
 swaks                a second, independent SMTP client

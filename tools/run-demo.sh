@@ -2,9 +2,11 @@
 # make run: the demo gateway (SPEC section 8).
 #
 # On the first run it makes, under run/: a self-signed certificate, RSA and
-# Ed25519 DKIM keys for example.com, and smtpgate.conf with the account
-# "demo" (login demo.demo@smtpgate, password demo, and networks
-# 127.0.0.1/32). Then it serves 127.0.0.1:2525 with systemd-socket-activate
+# Ed25519 DKIM keys for example.com with their DNS records in zone-file
+# text (dkim/dns.txt), both by "smtpgate-queue dkim-keygen", and
+# smtpgate.conf with the account "demo" (login demo.demo@smtpgate, password
+# demo hashed by "smtpgate-queue hash-password", and networks
+# 127.0.0.1/32). Later runs keep all of it. Then it serves 127.0.0.1:2525 with systemd-socket-activate
 # (one smtpgate-handler per connection, as smtpgate.socket does) and runs
 # smtpgate-flush every few seconds into the maildir run/outbox. It stays in
 # the foreground; Ctrl-C (SIGINT) or SIGTERM stops everything it started.
@@ -40,30 +42,20 @@ done
 
 say() { printf '%s\n' "$*"; }
 
-# A yescrypt hash made by the system's libxcrypt (crypt_gensalt + crypt);
-# sha512-crypt from openssl where python3 is missing.
-password_hash() {
-	python3 - "$1" 2>/dev/null <<'EOF' || openssl passwd -6 "$1"
-import ctypes, ctypes.util, sys
-lib = ctypes.CDLL(ctypes.util.find_library("crypt"))
-lib.crypt_gensalt.restype = ctypes.c_char_p
-lib.crypt_gensalt.argtypes = [ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p, ctypes.c_int]
-lib.crypt.restype = ctypes.c_char_p
-lib.crypt.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
-print(lib.crypt(sys.argv[1].encode(), lib.crypt_gensalt(b"$y$", 0, None, 0)).decode())
-EOF
-}
-
-# The p= value of a key's DKIM DNS record (RFC 6376 3.6.1; RFC 8463 4.2:
-# for Ed25519 the raw 32-byte public key).
-dns_p() {
-	local der
-	der=$(openssl pkey -in "$1" -pubout -outform DER | base64 -w0)
-	if [ "$2" = ed25519 ]; then
-		printf '%s' "$der" | base64 -d | tail -c 32 | base64 -w0
-	else
-		printf '%s' "$der"
+# New DKIM keys for example.com in run/dkim/, made as an administrator
+# makes them (smtpgate-queue(8) dkim-keygen), with paths relative to run/
+# as the configuration resolves them. Prints the config lines and the
+# zone records. The note that there is no group smtpgate is left out: the
+# demo runs as whoever started it.
+keygen() {
+	local out
+	if ! out=$(cd "$run_dir" && "$build/smtpgate-queue" dkim-keygen example.com \
+		--dir dkim "$@" 2>"$run_dir/keygen.err"); then
+		cat "$run_dir/keygen.err" >&2
+		exit 1
 	fi
+	rm -f "$run_dir/keygen.err"
+	printf '%s\n' "$out"
 }
 
 first_run() {
@@ -74,12 +66,10 @@ first_run() {
 		-keyout "$run_dir/tls/key.pem" -out "$run_dir/tls/cert.pem" \
 		-subj "/CN=localhost" \
 		-addext "subjectAltName=DNS:localhost,IP:127.0.0.1" 2>/dev/null
-	openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 \
-		-out "$run_dir/dkim/example.com.rsa.pem" 2>/dev/null
-	openssl genpkey -algorithm ED25519 \
-		-out "$run_dir/dkim/example.com.ed25519.pem" 2>/dev/null
-	local hash
-	hash=$(password_hash demo)
+	local rsa ed hash
+	rsa=$(keygen --type rsa --selector rsa)
+	ed=$(keygen --type ed25519 --selector ed)
+	hash=$(printf 'demo\n' | "$build/smtpgate-queue" hash-password)
 	cat >"$conf.tmp" <<EOF
 ; The demo gateway of "make run" (tools/run-demo.sh); see smtpgate.conf(5).
 ; Relative paths are relative to this folder.
@@ -99,18 +89,15 @@ url = maildir:outbox
 login = demo.demo@smtpgate
 password = $hash
 networks = 127.0.0.1/32
-dkim_key = example.com rsa dkim/example.com.rsa.pem
-dkim_key = example.com ed dkim/example.com.ed25519.pem
+$(printf '%s\n' "$rsa" "$ed" | grep '^dkim_key = ')
 dkim_default_domain = example.com
 EOF
 	mv "$conf.tmp" "$conf"
 	umask 022
-	# What example.com would publish, for a verifier.
+	# What example.com would publish, for a verifier: zone-file text.
 	{
-		printf 'rsa._domainkey.example.com. TXT "v=DKIM1; k=rsa; p=%s"\n' \
-			"$(dns_p "$run_dir/dkim/example.com.rsa.pem" rsa)"
-		printf 'ed._domainkey.example.com. TXT "v=DKIM1; k=ed25519; p=%s"\n' \
-			"$(dns_p "$run_dir/dkim/example.com.ed25519.pem" ed25519)"
+		printf '; The DKIM records of example.com for the demo keys.\n'
+		printf '%s\n' "$rsa" "$ed" | grep -v -e '^;' -e '^dkim_key = ' -e '^$'
 	} >"$run_dir/dkim/dns.txt"
 }
 
