@@ -5,6 +5,7 @@
 #   make run          the demo gate on 127.0.0.1:2525
 #   make sanitize     the same programs with ASan+UBSan in build-sanitize/
 #   make install      PREFIX=/usr/local DESTDIR=
+#   make deb          the Debian package in build-deb/, checked by lintian
 #   make bench        benchmarks (bench/results.md)
 #   make fuzz         libFuzzer targets, FUZZ_SECONDS each
 #   make coverage     unit + integration tests on a --coverage build in
@@ -86,7 +87,7 @@ TOOLS := $(TOOL_SRCS:%.c=$(BUILD)/%)
 BENCH_SRCS := $(wildcard bench/*.c)
 BENCHES := $(BENCH_SRCS:%.c=$(BUILD)/%)
 
-.PHONY: all deps check sanitize unit install uninstall run bench fuzz stress coverage clean
+.PHONY: all deps check sanitize unit install uninstall run bench fuzz stress coverage clean deb
 
 all: deps
 	@$(MAKE) --no-print-directory programs
@@ -195,6 +196,29 @@ uninstall:
 	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
 # ---- end of install / uninstall ----
 
+# ---- make deb: the Debian package (debian/) built by dpkg-buildpackage in
+# $(DEB_BUILD)/smtpgate-VERSION/, a copy of the files git knows in this tree
+# (committed or not, nothing of build/ or run/), so that a local change is
+# packaged as it is; then lintian, whose report is $(DEB_BUILD)/lintian.txt
+# and whose errors fail the target. DEB_BUILD_OPTIONS=nocheck skips the
+# unit tests of the package build.
+DEB_BUILD := build-deb
+DEB_BUILD_OPTIONS ?= parallel=2
+DEB_VERSION = $(shell dpkg-parsechangelog -SVersion)
+
+deb: deps
+	rm -rf $(DEB_BUILD)
+	mkdir -p $(DEB_BUILD)/smtpgate-$(DEB_VERSION)
+	git ls-files -z --cached --others --exclude-standard \
+		| tar --null -T - --ignore-failed-read -cf - \
+		| tar -xf - -C $(DEB_BUILD)/smtpgate-$(DEB_VERSION)
+	cd $(DEB_BUILD)/smtpgate-$(DEB_VERSION) && \
+		DEB_BUILD_OPTIONS="$(DEB_BUILD_OPTIONS)" nice dpkg-buildpackage -b -us -uc
+	lintian --fail-on error --display-info --show-overrides $(DEB_BUILD)/smtpgate_$(DEB_VERSION)_*.changes \
+		> $(DEB_BUILD)/lintian.txt; rc=$$?; cat $(DEB_BUILD)/lintian.txt; exit $$rc
+	@ls $(DEB_BUILD)/*.deb
+# ---- end of deb ----
+
 bench:
 	@sh tools/deps.sh bench
 	@$(MAKE) --no-print-directory programs
@@ -271,7 +295,7 @@ stress: deps
 # ---- end of stress
 
 clean:
-	rm -rf build build-sanitize build-fuzz build-coverage
+	rm -rf build build-sanitize build-fuzz build-coverage build-deb
 
 .SECONDARY:
 

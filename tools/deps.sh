@@ -38,6 +38,9 @@ libio-socket-ssl-perl STARTTLS support for swaks
 libnet-ssleay-perl   TLS for swaks
 iproute2             ss, to look at sockets in tests
 procps               pgrep, ps in tests
+debhelper            builds the Debian package (make deb, debian/rules: dh, compat 13)
+dpkg-dev             dpkg-buildpackage, dpkg-parsechangelog (make deb)
+lintian              checks the built package against Debian policy (make deb)
 "
 
 # Only make bench needs these (bench/breakdown.sh).

@@ -59,10 +59,16 @@ class Container:
     """A booted container: nspawn's PID, its systemd (the leader), and
     helpers to run commands in it and reach its files."""
 
-    def __init__(self, work: Path, name: str, binds):
+    def __init__(self, work: Path, name: str, binds, volatile="yes", boot_args=()):
         self.work = work
         self.name = name
         self.binds = binds
+        # "yes": an empty root with the host's /usr read-only; "overlay":
+        # the host's whole tree under a tmpfs overlay, writable everywhere
+        # (tests/deb installs a package into it). nspawn refuses
+        # --volatile=overlay for "/", so start() mounts that overlay itself.
+        self.volatile = volatile
+        self.boot_args = list(boot_args)
         # Our own cgroup folder: nspawn (--keep-unit) makes its payload and
         # supervisor cgroups below the one it runs in, so a test run never
         # touches another's, and teardown removes exactly this tree.
@@ -76,12 +82,18 @@ class Container:
         for cg in self.cgroups:
             cg.mkdir(exist_ok=True)
         enter = "".join(f"echo $$ > {cg}/cgroup.procs && " for cg in self.cgroups)
-        nspawn = ["systemd-nspawn", "--quiet", "--directory=/", "--volatile=yes",
+        root, overlay = ["--directory=/", "--volatile=yes"], ""
+        if self.volatile == "overlay":
+            o = "/run/smtpgate-overlay"
+            overlay = (f"mkdir -p {o}/upper {o}/work {o}/root && mount -t overlay overlay "
+                       f"-o lowerdir=/,upperdir={o}/upper,workdir={o}/work {o}/root && ")
+            root = [f"--directory={o}/root"]
+        nspawn = ["systemd-nspawn", "--quiet", *root,
                   "--register=no", "--keep-unit", "--console=read-only",
                   "-M", self.name]
         nspawn += [f"--bind-ro={src}:{dst}" for src, dst in self.binds]
-        nspawn += ["-b", "systemd.firstboot=off", "systemd.unit=basic.target"]
-        script = f"{enter}mount -t tmpfs tmpfs /run && exec {' '.join(nspawn)}"
+        nspawn += ["-b", "systemd.firstboot=off", "systemd.unit=basic.target", *self.boot_args]
+        script = f"{enter}mount -t tmpfs tmpfs /run && {overlay}exec {' '.join(nspawn)}"
         self.log = open(self.work / "nspawn.log", "wb")
         self.process = subprocess.Popen(
             ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
