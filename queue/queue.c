@@ -224,11 +224,14 @@ static int meta_read(int fd, size_t n, size_t psize, struct meta *m,
 	return 0;
 }
 
-/* 0 when the file at path (open as fd, size bytes) is a whole LMDB file:
- * both meta pages valid, and every page the newer one names inside the
- * file. Else -1 (or QUEUE_META_SHORT) with err set. */
-static int data_file_check(const char *path, int fd, off_t size,
-			   struct error *err)
+/* 0 when the file at path (open as fd) is a whole LMDB file: both meta
+ * pages valid, and every page the newer one names inside the file. Else
+ * -1 (or QUEUE_META_SHORT) with err set. The size is taken after the meta
+ * pages are read: a writer extends the file with its pages before it
+ * writes the meta page that names them, so a commit between the two reads
+ * cannot make a whole file look cut short (a size taken first could be
+ * older than the meta page read after it). */
+static int data_file_check(const char *path, int fd, struct error *err)
 {
 	struct meta m0, m1;
 	const char *why = NULL;
@@ -239,6 +242,10 @@ static int data_file_check(const char *path, int fd, off_t size,
 		error_set(err, "%s is damaged: %s", path, why);
 		return rc;
 	}
+	struct stat st;
+	if (fstat(fd, &st) != 0)
+		return error_set(err, "%s: %s", path, strerror(errno));
+	off_t size = st.st_size;
 	/* LMDB uses the meta of the newer transaction. */
 	const struct meta *m = m1.txnid > m0.txnid ? &m1 : &m0;
 	uint64_t pages = (uint64_t)size / m->psize;
@@ -339,7 +346,7 @@ static int data_file_ready(struct queue *q, bool *fresh, struct error *err)
 			rc = QUEUE_EDAMAGED;
 			break;
 		}
-		int bad = data_file_check(data.data, fd, st.st_size, &e);
+		int bad = data_file_check(data.data, fd, &e);
 		close(fd);
 		if (bad == 0)
 			break;

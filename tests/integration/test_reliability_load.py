@@ -99,7 +99,8 @@ def test_load_with_slow_clients(gate, keys):
 
     # Every well-behaved message is accepted, and stored once.
     assert outcomes.counts() == {"accepted": sessions * per_session,
-                                 "unknown": 0, "unsent": 0, "refused": 0}
+                                 "unknown": 0, "unsent": 0, "refused": 0}, \
+        g.log_text()[-4000:]
     msg, _, _ = check_partners(g)
     assert sorted(message_id(d) for d in msg.values()) == sorted(outcomes.accepted)
     # Every slow client is cut off at the timeout, not later.
