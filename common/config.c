@@ -874,7 +874,9 @@ static int by_field_then_line(const void *x, const void *y, void *field)
 	const char *fa = field_of(a, f), *fb = field_of(b, f);
 	if (!fa || !fb)
 		return !fa - !fb;
-	int d = strcmp(fa, fb);
+	/* Logins compare case-insensitively (config_account_by_login). */
+	int d = f == offsetof(struct account, login) ? strcasecmp(fa, fb)
+						     : strcmp(fa, fb);
 	return d ? d : a->line - b->line;
 }
 
@@ -897,7 +899,7 @@ static int check_unique(struct loader *ld)
 		for (size_t i = 1; i < c->n_accounts && rc == 0; i++) {
 			const struct account *first = order[i - 1], *again = order[i];
 			const char *a = field_of(first, fields[f]), *b = field_of(again, fields[f]);
-			if (!b || strcmp(a, b) != 0)
+			if (!b || (f == 0 ? strcmp(a, b) : strcasecmp(a, b)) != 0)
 				continue;
 			ld->line = again->line;
 			if (f == 0)
@@ -1243,7 +1245,7 @@ const struct account *config_account_by_login(const struct config *c,
 	if (c->index)
 		return config_index_by_login(c, login);
 	for (size_t i = 0; i < c->n_accounts; i++)
-		if (c->accounts[i].login && strcmp(c->accounts[i].login, login) == 0)
+		if (c->accounts[i].login && strcasecmp(c->accounts[i].login, login) == 0)
 			return &c->accounts[i];
 	return NULL;
 }
@@ -1281,8 +1283,10 @@ bool address_equal(const char *a, const char *b)
 
 bool config_is_sink(const struct config *c, const char *address)
 {
+	/* Both canonical (mailbox.h): equal but for ASCII case is equal in
+	 * the folded form, as the stoplist compares. */
 	for (size_t i = 0; i < c->n_sink_recipients; i++)
-		if (address_equal(c->sink_recipients[i], address))
+		if (strcasecmp(c->sink_recipients[i], address) == 0)
 			return true;
 	return false;
 }

@@ -204,7 +204,9 @@ void config_dump(const struct config *c, FILE *out);
 const struct account *config_account_by_name(const struct config *c,
 					      const char *name);
 
-/* The account whose login is login (compared exactly), or NULL. */
+/* The account whose login is login, or NULL. Logins compare
+ * case-insensitively (ASCII letters), as the lists do: they look like
+ * addresses, and Demo@Example.com is the same user as demo@example.com. */
 const struct account *config_account_by_login(const struct config *c,
 					       const char *login);
 
@@ -213,8 +215,9 @@ const struct account *config_account_by_login(const struct config *c,
 const struct account *config_account_by_address(const struct config *c,
 						 const struct sockaddr *sa);
 
-/* True when address is one of sink_recipients (local part exact, domain
- * case-insensitive). */
+/* True when address, in its canonical form (mailbox.h), is one of
+ * sink_recipients, compared as lists compare: case-insensitively, the
+ * local part too (mailbox_folded). */
 bool config_is_sink(const struct config *c, const char *address);
 
 /* The account's sender lines applied to a From: address; the most specific

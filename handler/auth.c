@@ -327,7 +327,7 @@ void auth_proceed(struct session *s, const char *arg)
 		goto done;
 	}
 	bool ok = auth_password_matches(s->config, a, password);
-	if (ok && *authzid && strcmp(authzid, login) != 0) {
+	if (ok && *authzid && strcasecmp(authzid, login) != 0) {
 		/* RFC 4616 section 2: acting as another identity is not
 		 * something any account may do here. */
 		auth_failed(s, login, "authorization identity differs from login", failures);

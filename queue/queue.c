@@ -319,6 +319,8 @@ int queue_open(struct queue **out, const struct config *c, bool read_only,
 	int dead = 0;
 	mdb_reader_check(q->env, &dead);
 	rc = open_databases(q, err);
+	if (rc == 0 && !read_only)
+		rc = queue_lists_fold(q, err);
 	if (rc != 0) {
 		queue_close(q);
 		return rc;
@@ -339,37 +341,41 @@ void queue_close(struct queue *q)
 
 /* ---- keys ---- */
 
-/* Appends address in its canonical form (mailbox.h: "stop"@x is stop@x),
- * with its domain in lower case (domains compare case-insensitively, RFC
- * 5321 section 2.4; the local part is exact). */
-static void put_address(struct buf *out, const char *address)
+/* Appends address as a key component in the form lists compare
+ * (mailbox_folded: canonical, every ASCII letter in lower case) or, with
+ * as_given, in the form of the keys written before lists were folded: the
+ * canonical form with only its domain in lower case (RFC 5321 section
+ * 2.4). */
+static void put_address(struct buf *out, const char *address, bool as_given)
 {
-	struct buf canonical = BUF_INIT;
-	mailbox_canonical(address, &canonical);
-	address = canonical.data;
-	const char *at = strrchr(address, '@');
-	size_t local = at ? (size_t)(at - address) : strlen(address);
-	xtext_encode(out, address, local, 0);
-	if (!at) {
-		buf_free(&canonical);
-		return;
-	}
-	struct buf dom = BUF_INIT;
-	buf_puts(&dom, at);
-	buf_free(&canonical);
-	for (size_t i = 0; i < dom.len; i++)
-		if (dom.data[i] >= 'A' && dom.data[i] <= 'Z')
-			dom.data[i] = (char)(dom.data[i] - 'A' + 'a');
-	xtext_encode(out, dom.data, dom.len, 0);
-	buf_free(&dom);
+	struct buf form = BUF_INIT;
+	mailbox_canonical(address, &form);
+	const char *at = strrchr(form.data, '@');
+	size_t local = at ? (size_t)(at - form.data) : form.len;
+	mailbox_fold_ascii(form.data + (as_given ? local : 0),
+			   form.len - (as_given ? local : 0));
+	xtext_encode(out, form.data, form.len, 0);
+	buf_free(&form);
+}
+
+static void key_address(struct buf *out, const char *account,
+			const char *address, bool as_given)
+{
+	xtext_encode(out, account, strlen(account), XTEXT_SLASH);
+	buf_putc(out, '/');
+	put_address(out, address, as_given);
 }
 
 void queue_key_address(struct buf *out, const char *account,
 		       const char *address)
 {
-	xtext_encode(out, account, strlen(account), XTEXT_SLASH);
-	buf_putc(out, '/');
-	put_address(out, address);
+	key_address(out, account, address, false);
+}
+
+void queue_key_address_as_given(struct buf *out, const char *account,
+				const char *address)
+{
+	key_address(out, account, address, true);
 }
 
 int queue_key_domain(struct buf *out, const char *account,
@@ -378,9 +384,7 @@ int queue_key_domain(struct buf *out, const char *account,
 	const char *at = strrchr(address, '@');
 	if (!at)
 		return -1;
-	xtext_encode(out, account, strlen(account), XTEXT_SLASH);
-	buf_putc(out, '/');
-	put_address(out, at);
+	key_address(out, account, at, false);
 	return 0;
 }
 
@@ -850,7 +854,11 @@ static int has_key(struct queue *q, MDB_txn *txn, enum queue_db db,
 }
 
 /* One read transaction, one lookup of account/address in db and, when
- * by_domain is set, one of account/@domain: a list's size never matters. */
+ * by_domain is set, one of account/@domain: a list's size never matters.
+ * The address is looked up folded and, when that differs, as given too:
+ * a key written by a smtpgate that did not fold yet (an older binary run
+ * again on this queue, or while queue_lists_fold is still under way)
+ * still matches its own spelling. */
 static int lookup_address(struct queue *q, enum queue_db db, const char *account,
 			  const char *address, bool by_domain, struct error *err)
 {
@@ -858,9 +866,13 @@ static int lookup_address(struct queue *q, enum queue_db db, const char *account
 	int rc = queue_txn_begin(q, true, &txn, err);
 	if (rc)
 		return rc;
-	struct buf key = BUF_INIT;
+	struct buf key = BUF_INIT, as_given = BUF_INIT;
 	queue_key_address(&key, account, address);
 	rc = has_key(q, txn, db, &key, err);
+	queue_key_address_as_given(&as_given, account, address);
+	if (rc == 0 && strcmp(as_given.data, key.data) != 0)
+		rc = has_key(q, txn, db, &as_given, err);
+	buf_free(&as_given);
 	if (rc == 0 && by_domain) {
 		buf_clear(&key);
 		if (queue_key_domain(&key, account, address) == 0)
@@ -881,6 +893,129 @@ int queue_is_suppressed(struct queue *q, const char *account,
 			const char *address, struct error *err)
 {
 	return lookup_address(q, QUEUE_DB_SUPPRESS, account, address, false, err);
+}
+
+/* ---- folding the keys of older lists ---- */
+
+/* The meta key that says every stoplist and suppress key is folded. */
+#define LISTS_FOLDED "lists_folded"
+
+/* Keys looked at by one write transaction of queue_lists_fold: a list of
+ * ten million addresses is folded in steps that each hold the write lock
+ * for a moment, never in one transaction too large for LMDB. */
+#define FOLD_BATCH 10000
+
+struct fold_move {
+	struct buf from, to, value;
+};
+
+/* Folds the keys of db after *last (empty: from the first key), at most
+ * FOLD_BATCH of them, in one write transaction: a key whose address is
+ * not in the folded form is deleted and written again folded, its value
+ * given address= (the spelling it had, for display) unless it has one. A
+ * folded key that is there already wins. Sets *done at the end of db. */
+static int fold_batch(struct queue *q, enum queue_db db, struct buf *last,
+		      bool *done, struct error *err)
+{
+	MDB_txn *txn;
+	int rc = queue_txn_begin(q, false, &txn, err);
+	if (rc)
+		return rc;
+	MDB_cursor *cur;
+	int r = mdb_cursor_open(txn, q->dbi[db], &cur);
+	if (r != 0) {
+		mdb_txn_abort(txn);
+		return queue_mdb_error(q, r, db_names[db], err);
+	}
+	MDB_val k = { last->len, last->data }, v;
+	r = mdb_cursor_get(cur, &k, &v, last->len ? MDB_SET_RANGE : MDB_FIRST);
+	if (r == 0 && last->len && k.mv_size == last->len &&
+	    memcmp(k.mv_data, last->data, last->len) == 0)
+		r = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+	struct fold_move *moves = NULL;
+	size_t n_moves = 0;
+	for (size_t n = 0; r == 0 && n < FOLD_BATCH;
+	     n++, r = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		buf_clear(last);
+		buf_append(last, k.mv_data, k.mv_size);
+		char *account, *address;
+		if (queue_key_split(k.mv_data, k.mv_size, &account, &address) != 0)
+			continue;	/* left as it is: listed as not parsing */
+		struct buf to = BUF_INIT;
+		if (address[0] == '@')
+			queue_key_domain(&to, account, address);
+		else
+			queue_key_address(&to, account, address);
+		if (to.len <= 511 && (to.len != k.mv_size ||
+				      memcmp(to.data, k.mv_data, to.len) != 0)) {
+			moves = xrealloc(moves, (n_moves + 1) * sizeof *moves);
+			struct fold_move *m = &moves[n_moves++];
+			*m = (struct fold_move){ BUF_INIT, to, BUF_INIT };
+			buf_append(&m->from, k.mv_data, k.mv_size);
+			buf_append(&m->value, v.mv_data, v.mv_size);
+			struct record rec;
+			bool has = false;
+			if (record_parse(&rec, v.mv_data, v.mv_size, NULL) == 0) {
+				has = record_get(&rec, "address") != NULL;
+				record_free(&rec);
+			}
+			if (!has)
+				record_put(&m->value, "address", address);
+		} else {
+			buf_free(&to);
+		}
+		free(account);
+		free(address);
+	}
+	mdb_cursor_close(cur);
+	if (r == MDB_NOTFOUND) {
+		*done = true;
+		r = 0;
+	}
+	for (size_t i = 0; i < n_moves && r == 0; i++) {
+		struct fold_move *m = &moves[i];
+		MDB_val from = { m->from.len, m->from.data },
+			to = { m->to.len, m->to.data },
+			value = { m->value.len, m->value.data };
+		r = mdb_del(txn, q->dbi[db], &from, NULL);
+		if (r == 0)
+			r = mdb_put(txn, q->dbi[db], &to, &value, MDB_NOOVERWRITE);
+		if (r == MDB_KEYEXIST)
+			r = 0;
+	}
+	for (size_t i = 0; i < n_moves; i++) {
+		buf_free(&moves[i].from);
+		buf_free(&moves[i].to);
+		buf_free(&moves[i].value);
+	}
+	free(moves);
+	if (r != 0) {
+		mdb_txn_abort(txn);
+		return queue_mdb_error(q, r, "fold the keys of", err);
+	}
+	if (n_moves == 0) {
+		mdb_txn_abort(txn);
+		return 0;
+	}
+	return queue_txn_commit(q, txn, err);
+}
+
+int queue_lists_fold(struct queue *q, struct error *err)
+{
+	char *folded = NULL;
+	int rc = queue_meta_get(q, LISTS_FOLDED, &folded, err);
+	bool needed = rc == 0 && !folded;
+	free(folded);
+	if (!needed)
+		return rc;
+	static const enum queue_db lists[] = { QUEUE_DB_STOPLIST, QUEUE_DB_SUPPRESS };
+	for (size_t i = 0; i < sizeof lists / sizeof lists[0] && rc == 0; i++) {
+		struct buf last = BUF_INIT;
+		for (bool done = false; !done && rc == 0;)
+			rc = fold_batch(q, lists[i], &last, &done, err);
+		buf_free(&last);
+	}
+	return rc ? rc : queue_meta_put(q, LISTS_FOLDED, "1", err);
 }
 
 /* ---- auth failures ---- */

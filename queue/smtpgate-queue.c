@@ -26,6 +26,7 @@
 #include "config.h"
 #include "dkim/dkim.h"
 #include "log.h"
+#include "mailbox.h"
 #include "queue/callback.h"
 #include "queue/queue.h"
 #include "queue/queue_internal.h"
@@ -963,6 +964,13 @@ static int list_db_chunk(struct queue *q, enum queue_db db,
 		}
 		const char *time_text = record_get(&rec, "time");
 		const char *reason = record_get(&rec, "reason");
+		/* The key is folded; address= keeps the spelling it was
+		 * added with (older records have none). */
+		const char *spelled = record_get(&rec, "address");
+		if (spelled && *spelled) {
+			free(addr);
+			addr = xstrdup(spelled);
+		}
 		if (json) {
 			struct buf o = BUF_INIT;
 			buf_putc(&o, '{');
@@ -1053,6 +1061,12 @@ static int change_entry(struct queue *q, MDB_txn *txn, enum queue_db db,
 	if (add) {
 		record_put(&val, "time", when);
 		record_put(&val, "reason", reason);
+		/* The key is folded; the spelling given is kept for display
+		 * (canonical: "Stop"@x is shown Stop@x, as it compares). */
+		struct buf spelled = BUF_INIT;
+		mailbox_canonical(address, &spelled);
+		record_put(&val, "address", spelled.data);
+		buf_free(&spelled);
 		MDB_val v = { val.len, val.data };
 		int r = mdb_put(txn, queue_dbi(q, db), &k, &v, MDB_NOOVERWRITE);
 		if (r == MDB_KEYEXIST)
@@ -1060,7 +1074,21 @@ static int change_entry(struct queue *q, MDB_txn *txn, enum queue_db db,
 		else if (r != 0)
 			rc = queue_mdb_error(q, r, queue_db_name(db), err);
 	} else {
+		/* The folded key and, for an address, the key an older
+		 * smtpgate wrote for this spelling (queue_is_stoplisted looks
+		 * both up, so both must go). */
 		int r = mdb_del(txn, queue_dbi(q, db), &k, NULL);
+		if (address[0] != '@' && (r == 0 || r == MDB_NOTFOUND)) {
+			struct buf given = BUF_INIT;
+			queue_key_address_as_given(&given, account, address);
+			MDB_val old = { given.len, given.data };
+			int r2 = given.len <= 511 && strcmp(given.data, key.data) != 0
+				? mdb_del(txn, queue_dbi(q, db), &old, NULL)
+				: MDB_NOTFOUND;
+			buf_free(&given);
+			if (r2 != MDB_NOTFOUND)
+				r = r2;
+		}
 		if (r == MDB_NOTFOUND)
 			rc = 1;
 		else if (r != 0)

@@ -140,7 +140,10 @@ TEST(test_every_gate_key_is_read)
 	CHECK(!c.auth_requires_tls);
 	CHECK(c.n_sink_recipients == 2);
 	CHECK(config_is_sink(&c, "sink@example.com"));
-	CHECK(config_is_sink(&c, "TEST@test.ru") == false);
+	/* Lists compare case-insensitively, the local part too. */
+	CHECK(config_is_sink(&c, "TEST@test.ru"));
+	CHECK(config_is_sink(&c, "Sink@example.com"));
+	CHECK(config_is_sink(&c, "sinks@example.com") == false);
 	CHECK_STR(c.postmaster, "post.master+gate@Example.COM");
 	CHECK(!c.reject_incomplete);
 	CHECK(c.max_auth_failures == 3);
@@ -251,7 +254,9 @@ TEST(test_every_account_key_is_read)
 	if (!a)
 		return;
 	CHECK(config_account_by_login(&c, "shop@smtpgate") == a);
-	CHECK(config_account_by_login(&c, "SHOP@smtpgate") == NULL);
+	/* Logins compare case-insensitively (they look like addresses). */
+	CHECK(config_account_by_login(&c, "SHOP@smtpgate") == a);
+	CHECK(config_account_by_login(&c, "shop@smtpgat") == NULL);
 	CHECK(strncmp(a->password_hash, "$6$", 3) == 0);
 	CHECK(a->n_networks == 3);
 	CHECK(a->n_dkim_keys == 2);
@@ -452,6 +457,12 @@ TEST(test_account_errors)
 		   "password = $2b$12$abcdefghijklmnopqrstuvwxyz\n", account_demo);
 	check_error(text.data,
 		    "4: [account b]: login demo.demo@smtpgate is already used by [account demo]");
+	/* Logins compare case-insensitively: another case is the same login. */
+	buf_clear(&text);
+	buf_printf(&text, "%s[account b]\nlogin = Demo.Demo@SMTPGATE\n"
+		   "password = $2b$12$abcdefghijklmnopqrstuvwxyz\n", account_demo);
+	check_error(text.data,
+		    "4: [account b]: login Demo.Demo@SMTPGATE is already used by [account demo]");
 	buf_free(&text);
 }
 
