@@ -74,6 +74,8 @@ static const struct key_row key_table[] = {
 	GATE(postmaster, T_ADDRESS, "", 0, 0),
 	GATE(reject_incomplete, T_BOOL, "yes", 0, 0),
 	GATE(max_auth_failures, T_UINT, "5", 1, 1000000),
+	/* 0: four times max_auth_failures (check_globals). */
+	GATE(max_auth_failures_per_client, T_UINT, "0", 0, 4000000),
 	GATE(auth_failure_window, T_DURATION, "600", 1, 30 * 86400),
 	GATE(log_retention, T_DURATION, "2592000", 3600, 3650 * 86400u),
 
@@ -934,6 +936,16 @@ static int check_account(struct loader *ld, const struct account *a)
 static int check_globals(struct loader *ld)
 {
 	ld->line = 0;
+	/* Four logins' worth of failures: a misconfigured application locks
+	 * out only its own login, while a guesser that sprays passwords
+	 * across logins is still stopped at the address. */
+	struct config *c = ld->c;
+	if (c->max_auth_failures_per_client == 0)
+		c->max_auth_failures_per_client = 4 * c->max_auth_failures;
+	if (c->max_auth_failures_per_client < c->max_auth_failures)
+		return fail(ld, "[gate] max_auth_failures_per_client (%u) is less than "
+			    "max_auth_failures (%u): no login could ever reach its own limit",
+			    c->max_auth_failures_per_client, c->max_auth_failures);
 	if (!ld->c->tls_certificate != !ld->c->tls_private_key)
 		return fail(ld, "[gate] tls_certificate and tls_private_key go together");
 	/* tls_verify = no turns every check off; a CA file or a pin beside
@@ -1511,6 +1523,7 @@ void config_dump(const struct config *c, FILE *out)
 	fprintf(out, "\npostmaster = %s\n", c->postmaster ? c->postmaster : "");
 	fprintf(out, "reject_incomplete = %s\n", bool_text(c->reject_incomplete));
 	fprintf(out, "max_auth_failures = %u\n", c->max_auth_failures);
+	fprintf(out, "max_auth_failures_per_client = %u\n", c->max_auth_failures_per_client);
 	fprintf(out, "auth_failure_window = %u\n", c->auth_failure_window);
 	fprintf(out, "log_retention = %u\n", c->log_retention);
 	fprintf(out, "\n[relay]\nurl = %s\n", c->relay_url_text ? c->relay_url_text : "");

@@ -109,7 +109,8 @@ struct config {
 	size_t n_sink_recipients;
 	char *postmaster;	/* what RCPT TO:<Postmaster> means; NULL: refused */
 	bool reject_incomplete;
-	unsigned max_auth_failures;
+	unsigned max_auth_failures;	/* per (client address, login) */
+	unsigned max_auth_failures_per_client;	/* per client address, all logins */
 	unsigned auth_failure_window;
 	unsigned log_retention;
 

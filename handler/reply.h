@@ -33,6 +33,7 @@
 	X(TIMEOUT,           421, "4.4.2",  0, "%s Error: timeout exceeded") \
 	X(TOO_MANY_ERRORS,   421, "4.7.0",  0, "%s Error: too many errors") \
 	X(AUTH_LOCKED,       421, "4.7.0",  0, "%s Error: too many authentication failures, try later") \
+	X(AUTH_LOGIN_LOCKED, 421, "4.7.0",  0, "%s Error: too many authentication failures for this login, try later") \
 	X(UNAVAILABLE,       421, "4.3.0",  0, "%s Error: service temporarily unavailable") \
 	X(BDAT_LOST,         421, "4.5.0",  0, "%s Error: BDAT size unreadable, the end of its chunk is lost; closing") \
 	X(LOCAL_ERROR,       451, "4.3.0",  0, "Local error in processing") \

@@ -1020,16 +1020,29 @@ int queue_lists_fold(struct queue *q, struct error *err)
 
 /* ---- auth failures ---- */
 
-/* Reads the authfail record of ip: count and window start (us). A record
- * that does not parse counts as none (it is rewritten by the next add). */
-static int authfail_read(struct queue *q, MDB_txn *txn, const char *ip,
+void queue_authfail_key(struct buf *out, const char *ip, const char *login)
+{
+	xtext_encode(out, ip, strlen(ip), 0);
+	if (!login)
+		return;
+	/* Logins compare case-insensitively (config.h): one pair for every
+	 * spelling of one login. */
+	struct buf folded = BUF_INIT;
+	buf_puts(&folded, login);
+	mailbox_fold_ascii(folded.data, folded.len);
+	buf_putc(out, '/');
+	xtext_encode(out, folded.data, folded.len, XTEXT_SLASH);
+	buf_free(&folded);
+}
+
+/* Reads the authfail record at key: count and window start (us). A
+ * record that does not parse counts as none (it is rewritten by the next
+ * add). */
+static int authfail_read(struct queue *q, MDB_txn *txn, const struct buf *key,
 			 uint64_t *count, int64_t *since, struct error *err)
 {
-	struct buf key = BUF_INIT;
-	xtext_encode(&key, ip, strlen(ip), 0);
-	MDB_val k = { key.len, key.data }, v;
+	MDB_val k = { key->len, key->data }, v;
 	int r = mdb_get(txn, q->dbi[QUEUE_DB_AUTHFAIL], &k, &v);
-	buf_free(&key);
 	*count = 0;
 	*since = 0;
 	if (r == MDB_NOTFOUND)
@@ -1052,6 +1065,38 @@ static bool window_open(int64_t since, unsigned window, time_t now)
 	return (int64_t)now * 1000000 - since < (int64_t)window * 1000000;
 }
 
+/* The count at key within the window (0 once it has passed). */
+static int authfail_current(struct queue *q, MDB_txn *txn, const struct buf *key,
+			    unsigned window, time_t now, uint64_t *count,
+			    int64_t *since, struct error *err)
+{
+	int rc = authfail_read(q, txn, key, count, since, err);
+	if (rc == 0 && (*count == 0 || !window_open(*since, window, now))) {
+		*count = 0;
+		*since = (int64_t)now * 1000000;
+	}
+	return rc;
+}
+
+static int authfail_write(struct queue *q, MDB_txn *txn, const struct buf *key,
+			  uint64_t count, int64_t since, struct error *err)
+{
+	struct buf val = BUF_INIT;
+	char t[QUEUE_TIME_SIZE];
+	queue_time_format(since, t);
+	record_put_u64(&val, "count", count);
+	record_put(&val, "since", t);
+	MDB_val k = { key->len, key->data }, v = { val.len, val.data };
+	int r = mdb_put(txn, q->dbi[QUEUE_DB_AUTHFAIL], &k, &v, 0);
+	buf_free(&val);
+	return r ? queue_mdb_error(q, r, "write authfail", err) : 0;
+}
+
+static int clamp_count(uint64_t count)
+{
+	return count > INT_MAX ? INT_MAX : (int)count;
+}
+
 int queue_authfail_count(struct queue *q, const char *ip, unsigned window,
 			 time_t now, struct error *err)
 {
@@ -1061,59 +1106,68 @@ int queue_authfail_count(struct queue *q, const char *ip, unsigned window,
 		return rc;
 	uint64_t count;
 	int64_t since;
-	rc = authfail_read(q, txn, ip, &count, &since, err);
+	struct buf key = BUF_INIT;
+	queue_authfail_key(&key, ip, NULL);
+	rc = authfail_current(q, txn, &key, window, now, &count, &since, err);
+	buf_free(&key);
 	mdb_txn_abort(txn);
-	if (rc)
-		return rc;
-	if (!window_open(since, window, now))
-		return 0;
-	return count > INT_MAX ? INT_MAX : (int)count;
+	return rc ? rc : clamp_count(count);
 }
 
-int queue_authfail_add(struct queue *q, const char *ip, unsigned window,
-		       time_t now, int delta, struct error *err)
+int queue_authfail_add(struct queue *q, const struct queue_authfail_attempt *a,
+		       time_t now, int delta, struct queue_authfail_counts *out,
+		       struct error *err)
 {
 	MDB_txn *txn;
 	int rc = queue_txn_begin(q, false, &txn, err);
 	if (rc)
 		return rc;
-	uint64_t count;
-	int64_t since;
-	rc = authfail_read(q, txn, ip, &count, &since, err);
-	if (rc) {
+	/* [0]: the client address; [1]: the pair, when there is a login
+	 * whose key LMDB can hold (a longer one counts under the address
+	 * only: it names no account anyway). */
+	struct buf key[2] = { BUF_INIT, BUF_INIT };
+	uint64_t count[2] = { 0, 0 };
+	int64_t since[2];
+	unsigned limit[2] = { a->max_client, a->max_login };
+	queue_authfail_key(&key[0], a->ip, NULL);
+	size_t n = 1;
+	if (a->login) {
+		queue_authfail_key(&key[1], a->ip, a->login);
+		n = key[1].len <= 511 ? 2 : 1;
+	}
+	for (size_t i = 0; i < n && rc == 0; i++)
+		rc = authfail_current(q, txn, &key[i], a->window, now, &count[i],
+				      &since[i], err);
+	/* A count that has reached its limit already: this attempt is not
+	 * made, so it is not counted either (a locked-out login does not
+	 * go on filling its address's count). */
+	bool locked = false;
+	for (size_t i = 0; i < n && rc == 0 && delta > 0; i++)
+		locked |= limit[i] && count[i] >= limit[i];
+	for (size_t i = 0; i < n && rc == 0 && !locked; i++) {
+		if (delta > 0 && count[i] < UINT32_MAX)
+			count[i]++;
+		else if (delta < 0 && count[i] > 0)
+			count[i]--;
+		rc = authfail_write(q, txn, &key[i], count[i], since[i], err);
+	}
+	buf_free(&key[0]);
+	buf_free(&key[1]);
+	if (rc || locked) {
 		mdb_txn_abort(txn);
-		return rc;
+	} else {
+		/* Not waiting for the disk: a system crash can only forgive
+		 * the last few counts, and an AUTH should not cost a sync. A
+		 * later durable commit of any process syncs these pages too.
+		 * The handler is one thread, so the environment's flag is its
+		 * own to toggle. */
+		mdb_env_set_flags(q->env, MDB_NOSYNC, 1);
+		rc = queue_txn_commit(q, txn, err);
+		mdb_env_set_flags(q->env, MDB_NOSYNC, 0);
 	}
-	if (count == 0 || !window_open(since, window, now)) {
-		count = 0;
-		since = (int64_t)now * 1000000;
-	}
-	if (delta > 0 && count < UINT32_MAX)
-		count++;
-	else if (delta < 0 && count > 0)
-		count--;
-	struct buf key = BUF_INIT, val = BUF_INIT;
-	char t[QUEUE_TIME_SIZE];
-	queue_time_format(since, t);
-	xtext_encode(&key, ip, strlen(ip), 0);
-	record_put_u64(&val, "count", count);
-	record_put(&val, "since", t);
-	MDB_val k = { key.len, key.data }, v = { val.len, val.data };
-	int r = mdb_put(txn, q->dbi[QUEUE_DB_AUTHFAIL], &k, &v, 0);
-	buf_free(&key);
-	buf_free(&val);
-	if (r != 0) {
-		mdb_txn_abort(txn);
-		return queue_mdb_error(q, r, "write authfail", err);
-	}
-	/* Not waiting for the disk: a system crash can only forgive the
-	 * last few counts, and an AUTH should not cost a sync. A later
-	 * durable commit of any process syncs these pages too. The handler
-	 * is one thread, so the environment's flag is its own to toggle. */
-	mdb_env_set_flags(q->env, MDB_NOSYNC, 1);
-	rc = queue_txn_commit(q, txn, err);
-	mdb_env_set_flags(q->env, MDB_NOSYNC, 0);
 	if (rc)
 		return rc;
-	return count > INT_MAX ? INT_MAX : (int)count;
+	out->client = clamp_count(count[0]);
+	out->login = n == 2 ? clamp_count(count[1]) : -1;
+	return locked ? 1 : 0;
 }

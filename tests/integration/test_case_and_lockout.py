@@ -182,3 +182,166 @@ def test_login_in_another_case_authenticates(gate):
         c.ehlo()
         # The authorization identity names the same user in another case.
         assert c.auth_plain(authzid=DEMO_LOGIN.upper()).startswith("235 2.7.0 ")
+
+
+# ---- point 7: lock-out per login, then per address ----
+
+LOGIN_LOCKED = ("421 4.7.0 gate.example.com Error: too many authentication "
+                "failures for this login, try later")
+CLIENT_LOCKED = ("421 4.7.0 gate.example.com Error: too many authentication "
+                 "failures, try later")
+FAILED = "535 5.7.8 Authentication credentials invalid"
+SECOND_LOGIN = "app2@smtpgate"
+
+
+def two_logins(gate, keys, **limits):
+    from conftest import default_accounts
+    accounts = default_accounts(keys)
+    accounts["second"] = {"login": SECOND_LOGIN, "password": keys.password_hash}
+    return gate(gate_keys={"auth_requires_tls": "no", **limits}, accounts=accounts)
+
+
+def plain(login, password):
+    return b64(f"\0{login}\0{password}")
+
+
+def attempt(g, login, password):
+    """One connection, one AUTH PLAIN: the greeting, or the AUTH reply."""
+    with Raw(g) as c:
+        greeting = c.greeting()
+        if not greeting.startswith("220 "):
+            return greeting
+        c.ehlo()
+        return c.cmd("AUTH PLAIN " + plain(login, password))
+
+
+def test_a_locked_login_leaves_the_other_logins_of_the_host_alone(gate, keys):
+    g = two_logins(gate, keys, max_auth_failures="3")
+    # One misconfigured application: three wrong passwords.
+    for _ in range(3):
+        assert attempt(g, DEMO_LOGIN, "old-password") == FAILED
+    # Its login is locked, whatever the password and the case.
+    with Raw(g) as c:
+        assert c.greeting().startswith("220 ")
+        c.ehlo()
+        assert c.cmd("AUTH PLAIN " + plain(DEMO_LOGIN.upper(), DEMO_PASSWORD)) == LOGIN_LOCKED
+        assert c.closed()
+    # The other application of the host is not.
+    assert attempt(g, SECOND_LOGIN, DEMO_PASSWORD) == "235 2.7.0 Authentication successful"
+    record = g.db("authfail")
+    assert record[b"127.0.0.1/" + DEMO_LOGIN.encode()].startswith(b"count=3\n")
+    # The locked attempts were not made, so not counted for the address.
+    assert record[b"127.0.0.1"].startswith(b"count=3\n")
+
+
+def test_spraying_across_logins_locks_the_address_at_max_auth_failures_per_client(gate, keys):
+    g = two_logins(gate, keys, max_auth_failures="2", max_auth_failures_per_client="5")
+    for i in range(5):
+        assert attempt(g, f"guess{i}@smtpgate", "password") == FAILED
+    with Raw(g) as c:
+        assert c.greeting() == CLIENT_LOCKED
+        assert c.closed()
+
+
+def test_malformed_responses_count_for_the_address_only(gate, keys):
+    g = two_logins(gate, keys, max_auth_failures="2", max_auth_failures_per_client="3")
+    with Raw(g) as c:
+        c.greeting()
+        c.ehlo()
+        # Base64 that is no PLAIN message: no login to count it for.
+        for _ in range(2):
+            assert c.cmd("AUTH PLAIN " + b64("no-nul-here")) == FAILED
+        # The pair of a login is untouched by them.
+        assert c.cmd("AUTH PLAIN " + plain(DEMO_LOGIN, DEMO_PASSWORD)).startswith("235 ")
+    assert attempt(g, SECOND_LOGIN, "wrong") == FAILED
+    assert attempt(g, SECOND_LOGIN, DEMO_PASSWORD) == CLIENT_LOCKED
+
+
+def parallel_guesses(g, attackers, login_of):
+    """attackers sessions guessing at once, each until it is cut off;
+    login_of(n, i) names the login of guess i of attacker n. Returns the
+    first nine characters of every reply."""
+    answers = []
+    lock = threading.Lock()
+
+    def attacker(n):
+        try:
+            with Raw(g) as c:
+                first = c.greeting()
+                with lock:
+                    answers.append(first[:9])
+                if not first.startswith("220 "):
+                    return
+                c.ehlo()
+                for i in range(50):
+                    r = c.cmd("AUTH PLAIN " + plain(login_of(n, i), f"a{n}g{i}"))
+                    with lock:
+                        answers.append(r[:9])
+                    if not r.startswith("535 "):
+                        return
+        except (ConnectionError, OSError):
+            pass
+
+    threads = [threading.Thread(target=attacker, args=(n,)) for n in range(attackers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=90)
+    assert not any(t.is_alive() for t in threads)
+    return answers
+
+
+def test_parallel_guessing_of_one_login_gets_exactly_max_auth_failures(gate, keys):
+    g = two_logins(gate, keys, max_auth_failures="5",
+                   max_auth_failures_per_client="1000")
+    answers = parallel_guesses(g, 16, lambda n, i: DEMO_LOGIN)
+    # Each attempt is counted for its pair before its password is
+    # checked: five answers, exactly, however many sessions guess at once.
+    assert answers.count("535 5.7.8") == 5, answers
+    assert not any(a.startswith("235") for a in answers)
+    assert attempt(g, DEMO_LOGIN, DEMO_PASSWORD) == LOGIN_LOCKED
+    assert attempt(g, SECOND_LOGIN, DEMO_PASSWORD).startswith("235 ")
+
+
+def test_parallel_spraying_gets_exactly_max_auth_failures_per_client(gate, keys):
+    g = two_logins(gate, keys, max_auth_failures="5",
+                   max_auth_failures_per_client="7")
+    answers = parallel_guesses(g, 16, lambda n, i: f"a{n}g{i}@smtpgate")
+    assert answers.count("535 5.7.8") == 7, answers
+    assert not any(a.startswith("235") for a in answers)
+    assert attempt(g, SECOND_LOGIN, DEMO_PASSWORD) == CLIENT_LOCKED
+
+
+def test_authfail_list_shows_and_clear_lifts_the_lock_outs(gate, keys):
+    g = two_logins(gate, keys, max_auth_failures="2", max_auth_failures_per_client="3")
+    assert g.queue_tool("authfail", "list", "--json").stdout == "[]\n"
+    for _ in range(2):
+        assert attempt(g, DEMO_LOGIN, "wrong") == FAILED
+    rows = json.loads(g.queue_tool("authfail", "list", "--json").stdout)
+    assert [(r["address"], r["login"], r["count"], r["limit"], r["locked"])
+            for r in rows] == [("127.0.0.1", "", 2, 3, False),
+                               ("127.0.0.1", DEMO_LOGIN, 2, 2, True)]
+    text = g.queue_tool("authfail", "list", "127.0.0.1").stdout.splitlines()
+    assert text[0].split() == ["ADDRESS", "LOGIN", "FAILURES", "SINCE", "LOCKED"]
+    assert text[1].split()[:3] == ["127.0.0.1", "(all)", "2/3"]
+    assert text[1].endswith(" no")
+    assert text[2].split()[:3] == ["127.0.0.1", DEMO_LOGIN, "2/2"]
+    assert " until " in text[2]
+    assert g.queue_tool("authfail", "list", "192.0.2.1", "--json").stdout == "[]\n"
+    assert attempt(g, DEMO_LOGIN, DEMO_PASSWORD) == LOGIN_LOCKED
+    # An IPv4-mapped IPv6 address names the same host.
+    out = g.queue_tool("authfail", "clear", "::ffff:127.0.0.1").stdout
+    assert out == "authfail 127.0.0.1: 2 entries cleared\n"
+    assert g.db("authfail") == {}
+    assert attempt(g, DEMO_LOGIN, DEMO_PASSWORD).startswith("235 ")
+    r = g.queue_tool("authfail", "clear", "192.0.2.1", check=False)
+    assert r.returncode == 1
+    assert "no authentication failures are recorded for 192.0.2.1" in r.stderr
+    assert g.queue_tool("authfail", "clear", "not-an-ip", check=False).returncode == 2
+    # The success left counts of 0 (given back); one more failure.
+    assert attempt(g, "x@smtpgate", "wrong") == FAILED
+    assert [r["login"] for r in json.loads(
+        g.queue_tool("authfail", "list", "--json").stdout)] == ["", "x@smtpgate"]
+    assert json.loads(g.queue_tool("authfail", "clear", "--json").stdout) == \
+        {"address": "", "cleared": 3}
+    assert g.db("authfail") == {}

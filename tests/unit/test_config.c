@@ -80,6 +80,8 @@ TEST(test_defaults_match_the_spec)
 	CHECK(c.postmaster == NULL);
 	CHECK(c.reject_incomplete);
 	CHECK(c.max_auth_failures == 5);
+	/* Four times max_auth_failures. */
+	CHECK(c.max_auth_failures_per_client == 20);
 	CHECK(c.auth_failure_window == 600);
 	CHECK(c.log_retention == 30 * 86400);
 	CHECK(c.relay.scheme == RELAY_NONE && c.relay_url_text == NULL);
@@ -117,6 +119,7 @@ TEST(test_every_gate_key_is_read)
 		"postmaster = post.master+gate@Example.COM\n"
 		"reject_incomplete = off\n"
 		"max_auth_failures = 3\n"
+		"max_auth_failures_per_client = 7\n"
 		"auth_failure_window = 1h\n"
 		"log_retention = 7d\n");
 	CHECK(rc == 0);
@@ -147,6 +150,7 @@ TEST(test_every_gate_key_is_read)
 	CHECK_STR(c.postmaster, "post.master+gate@Example.COM");
 	CHECK(!c.reject_incomplete);
 	CHECK(c.max_auth_failures == 3);
+	CHECK(c.max_auth_failures_per_client == 7);
 	CHECK(c.auth_failure_window == 3600);
 	CHECK(c.log_retention == 7 * 86400);
 	buf_free(&want);
@@ -395,6 +399,9 @@ TEST(test_value_errors)
 	check_error("[gate]\nauth_requires_tls = maybe\n", "2: auth_requires_tls: \"maybe\" is not yes or no");
 	check_error("[gate]\nimplicit_tls_ports = 465 99999\n",
 		    "2: implicit_tls_ports: \"99999\" is not a port number");
+	check_error("[gate]\nmax_auth_failures = 5\nmax_auth_failures_per_client = 4\n",
+		    " [gate] max_auth_failures_per_client (4) is less than "
+		    "max_auth_failures (5): no login could ever reach its own limit");
 	check_error("[gate]\nsink_recipients = nobody\n",
 		    "2: sink_recipients: \"nobody\" is not an e-mail address");
 	/* The postmaster is relayed: plain ASCII RFC 5321 only. */
@@ -487,7 +494,7 @@ TEST(test_key_table_lists_every_key_once)
 			const struct config_key_info *o = config_key_at(j);
 			CHECK(!(strcmp(o->section, k->section) == 0 && strcmp(o->key, k->key) == 0));
 		}
-	CHECK(n == 38);
+	CHECK(n == 39);
 }
 
 TEST(test_url_shown_hides_the_userinfo)

@@ -415,6 +415,17 @@ TEST(test_log_keys_grow_in_commit_order_even_when_the_clock_lags)
 	free(dir);
 }
 
+/* queue_authfail_add for ip with no login and no limits: the new count
+ * of the address. */
+static int add_for(struct queue *q, const char *ip, time_t t, int delta,
+		   struct error *err)
+{
+	struct queue_authfail_attempt a = { ip, NULL, 600, 0, 0 };
+	struct queue_authfail_counts n;
+	int rc = queue_authfail_add(q, &a, t, delta, &n, err);
+	return rc ? -100 + rc : n.client;
+}
+
 TEST(test_authfail_counts_within_the_window_then_expires)
 {
 	char *dir = temp_folder();
@@ -424,25 +435,71 @@ TEST(test_authfail_counts_within_the_window_then_expires)
 	CHECK(queue_open(&q, &c, false, &err) == 0);
 	time_t t0 = 1800000000;
 	CHECK(queue_authfail_count(q, "192.0.2.7", 600, t0, &err) == 0);
-	CHECK(queue_authfail_add(q, "192.0.2.7", 600, t0, 1, &err) == 1);
-	CHECK(queue_authfail_add(q, "192.0.2.7", 600, t0 + 10, 1, &err) == 2);
-	CHECK(queue_authfail_add(q, "192.0.2.7", 600, t0 + 599, 1, &err) == 3);
+	CHECK(add_for(q, "192.0.2.7", t0, 1, &err) == 1);
+	CHECK(add_for(q, "192.0.2.7", t0 + 10, 1, &err) == 2);
+	CHECK(add_for(q, "192.0.2.7", t0 + 599, 1, &err) == 3);
 	CHECK(queue_authfail_count(q, "192.0.2.7", 600, t0 + 599, &err) == 3);
 	CHECK(queue_authfail_count(q, "2001:db8::7", 600, t0 + 599, &err) == 0);
 	/* The window runs from the first failure. */
 	CHECK(queue_authfail_count(q, "192.0.2.7", 600, t0 + 600, &err) == 0);
-	CHECK(queue_authfail_add(q, "192.0.2.7", 600, t0 + 600, 1, &err) == 1);
+	CHECK(add_for(q, "192.0.2.7", t0 + 600, 1, &err) == 1);
 	CHECK(queue_authfail_count(q, "192.0.2.7", 600, t0 + 601, &err) == 1);
 	char *v = get(q, QUEUE_DB_AUTHFAIL, "192.0.2.7");
 	CHECK(v && strncmp(v, "count=1\nsince=", 14) == 0);
 	free(v);
 	/* An attempt counted before its password was checked, which then
 	 * succeeded, gives its count back; never below zero. */
-	CHECK(queue_authfail_add(q, "192.0.2.7", 600, t0 + 602, 1, &err) == 2);
-	CHECK(queue_authfail_add(q, "192.0.2.7", 600, t0 + 603, -1, &err) == 1);
-	CHECK(queue_authfail_add(q, "192.0.2.7", 600, t0 + 604, -1, &err) == 0);
-	CHECK(queue_authfail_add(q, "192.0.2.7", 600, t0 + 605, -1, &err) == 0);
+	CHECK(add_for(q, "192.0.2.7", t0 + 602, 1, &err) == 2);
+	CHECK(add_for(q, "192.0.2.7", t0 + 603, -1, &err) == 1);
+	CHECK(add_for(q, "192.0.2.7", t0 + 604, -1, &err) == 0);
+	CHECK(add_for(q, "192.0.2.7", t0 + 605, -1, &err) == 0);
 	CHECK(queue_authfail_count(q, "192.0.2.7", 600, t0 + 606, &err) == 0);
+	queue_close(q);
+	remove_folder(dir);
+	free(dir);
+}
+
+TEST(test_authfail_locks_the_pair_at_its_limit_and_the_address_at_its_own)
+{
+	char *dir = temp_folder();
+	struct config c = config_for(dir, 1 << 22);
+	struct queue *q;
+	struct error err;
+	CHECK(queue_open(&q, &c, false, &err) == 0);
+	time_t t0 = 1800000000;
+	struct queue_authfail_attempt app = { "192.0.2.7", "App@Example.com", 600, 2, 5 };
+	struct queue_authfail_counts n;
+	CHECK(queue_authfail_add(q, &app, t0, 1, &n, &err) == 0 && n.client == 1 && n.login == 1);
+	CHECK(queue_authfail_add(q, &app, t0, 1, &n, &err) == 0 && n.client == 2 && n.login == 2);
+	/* The pair has reached max_login: locked, and nothing more counted,
+	 * not even under the address. */
+	for (int i = 0; i < 3; i++)
+		CHECK(queue_authfail_add(q, &app, t0, 1, &n, &err) == 1 && n.client == 2 && n.login == 2);
+	/* Another spelling of the login is the same pair. */
+	app.login = "app@example.COM";
+	CHECK(queue_authfail_add(q, &app, t0, 1, &n, &err) == 1);
+	char *v = get(q, QUEUE_DB_AUTHFAIL, "192.0.2.7/app@example.com");
+	CHECK(v && strncmp(v, "count=2\n", 8) == 0);
+	free(v);
+	/* Other logins of the host go on, up to the address's limit. */
+	struct queue_authfail_attempt other = { "192.0.2.7", "other", 600, 2, 5 };
+	CHECK(queue_authfail_add(q, &other, t0, 1, &n, &err) == 0 && n.client == 3 && n.login == 1);
+	other.login = "third";
+	CHECK(queue_authfail_add(q, &other, t0, 1, &n, &err) == 0 && n.client == 4);
+	/* A malformed response (no login) counts under the address only. */
+	other.login = NULL;
+	CHECK(queue_authfail_add(q, &other, t0, 1, &n, &err) == 0 && n.client == 5 && n.login == -1);
+	other.login = "fourth";
+	CHECK(queue_authfail_add(q, &other, t0, 1, &n, &err) == 1 && n.client == 5 && n.login == 0);
+	CHECK(queue_authfail_count(q, "192.0.2.7", 600, t0, &err) == 5);
+	/* Giving back is never refused. */
+	CHECK(queue_authfail_add(q, &other, t0, -1, &n, &err) == 0 && n.client == 4);
+	/* A login too long for an LMDB key counts under the address only. */
+	char login[600];
+	memset(login, 'x', sizeof login - 1);
+	login[sizeof login - 1] = '\0';
+	other.login = login;
+	CHECK(queue_authfail_add(q, &other, t0, 1, &n, &err) == 0 && n.client == 5 && n.login == -1);
 	queue_close(q);
 	remove_folder(dir);
 	free(dir);
@@ -732,6 +789,7 @@ UNIT_MAIN(test_open_creates_the_folder_0750_and_every_database,
 	  test_record_rejected_logs_bounces_without_storing_the_message,
 	  test_log_keys_grow_in_commit_order_even_when_the_clock_lags,
 	  test_authfail_counts_within_the_window_then_expires,
+	  test_authfail_locks_the_pair_at_its_limit_and_the_address_at_its_own,
 	  test_map_full_is_efull_and_leaves_nothing_half_written,
 	  test_map_full_inside_a_transaction_writes_nothing,
 	  test_a_map_grown_by_another_process_is_adopted,
