@@ -501,8 +501,10 @@ static int add_sender(struct loader *ld, struct account *a, const char *value)
 	mailbox_canonical(pattern, &canonical);
 	memcpy(pattern, canonical.data, canonical.len + 1);
 	buf_free(&canonical);
+	/* Compared as lists compare, without regard to case (mailbox.h):
+	 * CEO@x and ceo@x on two lines would contradict each other. */
 	for (size_t i = 0; i < a->n_senders; i++)
-		if (address_equal(a->senders[i].pattern, pattern))
+		if (strcasecmp(a->senders[i].pattern, pattern) == 0)
 			return fail(ld, "sender: \"%s\" is listed twice", pattern), -1;
 	lower(strrchr(pattern, '@') + 1);
 	a->senders = xrealloc(a->senders, (a->n_senders + 1) * sizeof *a->senders);
@@ -1315,8 +1317,11 @@ enum sender_verdict config_sender_verdict(const struct account *a,
 		if (strncmp(r->pattern, "*@", 2) == 0) {
 			if (at && strcasecmp(r->pattern + 2, at + 1) == 0)
 				domain_rule = r;
-		} else if (address_equal(r->pattern, address)) {
-			domain_rule = r;	/* exact beats any domain rule */
+		} else if (strcasecmp(r->pattern, address) == 0) {
+			/* As lists compare (mailbox_folded): CEO@example.com
+			 * does not escape ceo@example.com prohibited by way of
+			 * *@example.com active. Exact beats any domain rule. */
+			domain_rule = r;
 			break;
 		}
 	}

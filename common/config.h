@@ -221,8 +221,10 @@ const struct account *config_account_by_address(const struct config *c,
  * local part too (mailbox_folded). */
 bool config_is_sink(const struct config *c, const char *address);
 
-/* The account's sender lines applied to a From: address; the most specific
- * match wins (the exact address before "*@domain"). */
+/* The account's sender lines applied to a From: address in its canonical
+ * form (mailbox.h); the most specific match wins (the address before
+ * "*@domain"). Addresses compare as lists do, without regard to the case
+ * of ASCII letters, the local part's too. */
 enum sender_verdict config_sender_verdict(const struct account *a,
 					  const char *address);
 

@@ -170,6 +170,20 @@ def test_a_key_written_by_an_older_smtpgate_after_folding_still_matches(gate):
     assert g.db("stoplist") == {}
 
 
+def test_a_sender_line_holds_in_any_case(gate, keys):
+    g = gate(accounts={"demo": {
+        "login": DEMO_LOGIN, "password": keys.password_hash,
+        "dkim_key": f"example.com sel-rsa {keys.rsa}",
+        "sender": ["*@example.com active", "ceo@example.com prohibited"]}})
+    for sender in ("CEO@example.com", "Ceo@Example.COM"):
+        with session(g) as c:
+            assert c.cmd("RCPT TO:<rcpt@example.net>") == "250 2.1.5 Ok"
+            assert c.cmd("DATA").startswith("354 ")
+            c.send(message(sender=sender) + b".\r\n")
+            # Before: the domain line's active, and queued.
+            assert c.reply_line() == "550 5.7.1 error/sender/prohibited", sender
+
+
 def test_login_in_another_case_authenticates(gate):
     g = gate(gate_keys={"auth_requires_tls": "no"})
     for login in (DEMO_LOGIN.upper(), DEMO_LOGIN.title()):

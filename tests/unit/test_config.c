@@ -275,6 +275,7 @@ TEST(test_every_account_key_is_read)
 
 	CHECK(config_sender_verdict(a, "anyone@EXAMPLE.com") == SENDER_IS_ACTIVE);
 	CHECK(config_sender_verdict(a, "boss@example.com") == SENDER_IS_PROHIBITED);
+	CHECK(config_sender_verdict(a, "BOSS@Example.com") == SENDER_IS_PROHIBITED);
 	CHECK(config_sender_verdict(a, "x@review.example.com") == SENDER_IS_MODERATION);
 	CHECK(config_sender_verdict(a, "x@other.org") == SENDER_UNKNOWN);
 	const struct account *office = config_account_by_name(&c, "office");
@@ -459,6 +460,8 @@ TEST(test_account_errors)
 		    "2: sender: \"not-an-address\" is not an address or *@domain");
 	check_error("[account a]\nsender = *@x.org active\nsender = *@X.org prohibited\n",
 		    "3: sender: \"*@X.org\" is listed twice");
+	check_error("[account a]\nsender = ceo@x.org prohibited\nsender = CEO@x.org active\n",
+		    "3: sender: \"CEO@x.org\" is listed twice");
 	struct buf text = BUF_INIT;
 	buf_printf(&text, "%s[account b]\nlogin = demo.demo@smtpgate\n"
 		   "password = $2b$12$abcdefghijklmnopqrstuvwxyz\n", account_demo);
