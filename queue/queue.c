@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "buf.h"
+#include "log.h"
 #include "mailbox.h"
 #include "queue_internal.h"
 #include "record.h"
@@ -319,8 +320,13 @@ int queue_open(struct queue **out, const struct config *c, bool read_only,
 	int dead = 0;
 	mdb_reader_check(q->env, &dead);
 	rc = open_databases(q, err);
-	if (rc == 0 && !read_only)
-		rc = queue_lists_fold(q, err);
+	struct error fold_err;
+	/* Lists not folded yet (a full map, say) are no reason to refuse
+	 * the queue: lookups try the older key form too, and the next
+	 * read-write open carries on. */
+	if (rc == 0 && !read_only && queue_lists_fold(q, &fold_err) != 0)
+		log_msg(LOG_WARNING, "%s (stoplist and suppress keys may not all be "
+			"folded; lookups try the older form too)", fold_err.text);
 	if (rc != 0) {
 		queue_close(q);
 		return rc;

@@ -74,7 +74,8 @@ void queue_key_issue(struct buf *out, const char *day, const char *account,
  * folded into the folded form (queue_key_address), in steps of a bounded
  * transaction each, then notes in meta (lists_folded) that it is done, so
  * that later calls cost one lookup. queue_open calls it in a read-write
- * open. */
+ * open, and logs a failure instead of failing: the lookups also try the
+ * older key form. */
 int queue_lists_fold(struct queue *q, struct error *err);
 
 /* Splits a key account/address back into its decoded parts (strings owned

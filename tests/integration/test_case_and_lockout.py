@@ -106,11 +106,12 @@ def test_the_relayed_recipient_keeps_its_case(gate):
     assert "rcpt=Mixed.Case@Example.net pending" in g.db("env")[qid.encode()].decode()
 
 
-def old_queue(g, stoplist, suppress):
+def old_queue(folder, stoplist, suppress):
     """A queue as smtpgate wrote it before lists were folded: schema 1,
-    keys with the local part as given, no address= and no lists_folded."""
-    g.queue.mkdir()
-    env = lmdb.open(str(g.queue), max_dbs=32, subdir=True, map_size=64 << 20)
+    keys with the local part as given, no address= and no lists_folded.
+    Written before the gate starts, so that no handler opens it first."""
+    folder.mkdir()
+    env = lmdb.open(str(folder), max_dbs=32, subdir=True, map_size=64 << 20)
     try:
         with env.begin(write=True) as txn:
             for name in ("msg", "env", "due", "log", "issue", "suppress",
@@ -125,11 +126,13 @@ def old_queue(g, stoplist, suppress):
         env.close()
 
 
-def test_an_old_queue_is_folded_and_its_entries_refuse_every_case(gate):
-    g = gate()
-    old_queue(g, ["demo/Stop@example.net", "demo/quiet@example.net",
-                  "demo/@blocked.example", "demo/QUIET@example.net"],
+def test_an_old_queue_is_folded_and_its_entries_refuse_every_case(gate, tmp_path):
+    folder = tmp_path / "old-queue"
+    old_queue(folder, ["demo/Stop@example.net", "demo/quiet@example.net",
+                       "demo/@blocked.example", "demo/QUIET@example.net"],
               ["demo/Gone@example.net"])
+    g = gate(gate_keys={"queue": str(folder)})
+    g.queue = folder
     with session(g) as c:
         for rcpt in ("stop@example.net", "STOP@example.net", "Stop@example.net",
                      "Quiet@example.net", "x@Blocked.Example"):

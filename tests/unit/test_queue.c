@@ -309,6 +309,15 @@ TEST(test_stoplist_matches_address_or_domain_case_insensitively_after_folding)
 	CHECK(queue_open(&q, &c, false, &err) == 0);
 	CHECK(queue_is_stoplisted(q, "demo", "user@example.net", &err) == 1);
 	CHECK(queue_is_stoplisted(q, "demo", "USER@example.net", &err) == 1);
+	/* A fold that cannot be done (here: a lists_folded that does not
+	 * parse) does not make the queue unusable: the open logs it. */
+	CHECK(queue_txn_begin(q, false, &txn, &err) == 0);
+	MDB_val bad = { 4, "bad\\" };
+	CHECK(mdb_put(txn, queue_dbi(q, QUEUE_DB_META), &folded, &bad, 0) == 0);
+	CHECK(queue_txn_commit(q, txn, &err) == 0);
+	queue_close(q);
+	CHECK(queue_open(&q, &c, false, &err) == 0);
+	CHECK(queue_is_stoplisted(q, "demo", "User@example.net", &err) == 1);
 	CHECK(queue_is_stoplisted(q, "demo", "anyone@Blocked.Example", &err) == 1);
 	CHECK(queue_is_stoplisted(q, "demo", "x@example.net", &err) == 0);
 	CHECK(queue_is_stoplisted(q, "other", "x@example.net", &err) == 1);
