@@ -362,3 +362,13 @@ def test_authfail_list_shows_and_clear_lifts_the_lock_outs(gate, keys):
     assert json.loads(g.queue_tool("authfail", "clear", "--json").stdout) == \
         {"address": "", "cleared": 3}
     assert g.db("authfail") == {}
+
+
+def test_login_in_another_case_authenticates_through_the_account_index(gate):
+    g = gate(gate_keys={"auth_requires_tls": "no"})
+    g.queue_tool("index-config")
+    with Raw(g) as c:
+        c.greeting()
+        c.ehlo()
+        assert c.auth_plain(login=DEMO_LOGIN.upper()).startswith("235 2.7.0 ")
+    assert "index" not in g.log_text().lower()
