@@ -328,6 +328,41 @@ TEST(test_stoplist_matches_address_or_domain_case_insensitively_after_folding)
 	free(dir);
 }
 
+TEST(test_folding_an_old_list_goes_on_across_batches)
+{
+	char *dir = temp_folder();
+	struct config c = config_for(dir, 1 << 26);
+	struct queue *q;
+	struct error err;
+	CHECK(queue_open(&q, &c, false, &err) == 0);
+	/* 25,000 keys of the older form, two and a half fold batches; and
+	 * the note that lists are folded taken away, as in an older queue. */
+	MDB_txn *txn;
+	CHECK(queue_txn_begin(q, false, &txn, &err) == 0);
+	for (int i = 0; i < 25000; i++) {
+		char key[64];
+		int n = snprintf(key, sizeof key, "demo/User%05d@example.net", i);
+		MDB_val k = { (size_t)n, key }, v = { 6, "time=x" };
+		CHECK(mdb_put(txn, queue_dbi(q, QUEUE_DB_STOPLIST), &k, &v, 0) == 0);
+	}
+	MDB_val folded = { 12, "lists_folded" };
+	CHECK(mdb_del(txn, queue_dbi(q, QUEUE_DB_META), &folded, NULL) == 0);
+	CHECK(queue_txn_commit(q, txn, &err) == 0);
+	queue_close(q);
+	CHECK(queue_open(&q, &c, false, &err) == 0);
+	CHECK(count(q, QUEUE_DB_STOPLIST) == 25000);
+	char *v = get(q, QUEUE_DB_STOPLIST, "demo/user24999@example.net");
+	CHECK_STR(v, "time=x\naddress=User24999@example.net");
+	free(v);
+	v = get(q, QUEUE_DB_STOPLIST, "demo/User00000@example.net");
+	CHECK(v == NULL);
+	free(v);
+	CHECK(queue_is_stoplisted(q, "demo", "USER12345@example.net", &err) == 1);
+	queue_close(q);
+	remove_folder(dir);
+	free(dir);
+}
+
 TEST(test_suppressed_matches_only_the_address_of_the_account_in_any_case)
 {
 	char *dir = temp_folder();
@@ -794,6 +829,7 @@ UNIT_MAIN(test_open_creates_the_folder_0750_and_every_database,
 	  test_append_writes_msg_env_due_and_issue_in_one_transaction,
 	  test_envelope_fields_cannot_forge_lines_or_recipients,
 	  test_stoplist_matches_address_or_domain_case_insensitively_after_folding,
+	  test_folding_an_old_list_goes_on_across_batches,
 	  test_suppressed_matches_only_the_address_of_the_account_in_any_case,
 	  test_record_rejected_logs_bounces_without_storing_the_message,
 	  test_log_keys_grow_in_commit_order_even_when_the_clock_lags,
