@@ -75,6 +75,8 @@ static const struct key_row key_table[] = {
 	GATE(postmaster, T_ADDRESS, "", 0, 0),
 	GATE(reject_incomplete, T_BOOL, "yes", 0, 0),
 	GATE(max_auth_failures, T_UINT, "5", 1, 1000000),
+	/* 0: four times max_auth_failures (check_globals). */
+	GATE(max_auth_failures_per_client, T_UINT, "0", 0, 4000000),
 	GATE(auth_failure_window, T_DURATION, "600", 1, 30 * 86400),
 	GATE(log_retention, T_DURATION, "2592000", 3600, 3650 * 86400u),
 	/* The MaxConnections= and MaxConnectionsPerSource= of smtpgate.socket,
@@ -518,8 +520,10 @@ static int add_sender(struct loader *ld, struct account *a, const char *value)
 	mailbox_canonical(pattern, &canonical);
 	memcpy(pattern, canonical.data, canonical.len + 1);
 	buf_free(&canonical);
+	/* Compared as lists compare, without regard to case (mailbox.h):
+	 * CEO@x and ceo@x on two lines would contradict each other. */
 	for (size_t i = 0; i < a->n_senders; i++)
-		if (address_equal(a->senders[i].pattern, pattern))
+		if (strcasecmp(a->senders[i].pattern, pattern) == 0)
 			return fail(ld, "sender: \"%s\" is listed twice", pattern), -1;
 	lower(strrchr(pattern, '@') + 1);
 	a->senders = xrealloc(a->senders, (a->n_senders + 1) * sizeof *a->senders);
@@ -1012,7 +1016,9 @@ static int by_field_then_line(const void *x, const void *y, void *field)
 	const char *fa = field_of(a, f), *fb = field_of(b, f);
 	if (!fa || !fb)
 		return !fa - !fb;
-	int d = strcmp(fa, fb);
+	/* Logins compare case-insensitively (config_account_by_login). */
+	int d = f == offsetof(struct account, login) ? strcasecmp(fa, fb)
+						     : strcmp(fa, fb);
 	return d ? d : a->line - b->line;
 }
 
@@ -1035,7 +1041,7 @@ static int check_unique(struct loader *ld)
 		for (size_t i = 1; i < c->n_accounts && rc == 0; i++) {
 			const struct account *first = order[i - 1], *again = order[i];
 			const char *a = field_of(first, fields[f]), *b = field_of(again, fields[f]);
-			if (!b || strcmp(a, b) != 0)
+			if (!b || (f == 0 ? strcmp(a, b) : strcasecmp(a, b)) != 0)
 				continue;
 			ld->line = again->line;
 			if (f == 0)
@@ -1070,6 +1076,16 @@ static int check_account(struct loader *ld, const struct account *a)
 static int check_globals(struct loader *ld)
 {
 	ld->line = 0;
+	/* Four logins' worth of failures: a misconfigured application locks
+	 * out only its own login, while a guesser that sprays passwords
+	 * across logins is still stopped at the address. */
+	struct config *c = ld->c;
+	if (c->max_auth_failures_per_client == 0)
+		c->max_auth_failures_per_client = 4 * c->max_auth_failures;
+	if (c->max_auth_failures_per_client < c->max_auth_failures)
+		return fail(ld, "[gate] max_auth_failures_per_client (%u) is less than "
+			    "max_auth_failures (%u): no login could ever reach its own limit",
+			    c->max_auth_failures_per_client, c->max_auth_failures);
 	if (!ld->c->tls_certificate != !ld->c->tls_private_key)
 		return fail(ld, "[gate] tls_certificate and tls_private_key go together");
 	/* tls_verify = no turns every check off; a CA file or a pin beside
@@ -1382,7 +1398,7 @@ const struct account *config_account_by_login(const struct config *c,
 	if (c->index)
 		return config_index_by_login(c, login);
 	for (size_t i = 0; i < c->n_accounts; i++)
-		if (c->accounts[i].login && strcmp(c->accounts[i].login, login) == 0)
+		if (c->accounts[i].login && strcasecmp(c->accounts[i].login, login) == 0)
 			return &c->accounts[i];
 	return NULL;
 }
@@ -1420,8 +1436,10 @@ bool address_equal(const char *a, const char *b)
 
 bool config_is_sink(const struct config *c, const char *address)
 {
+	/* Both canonical (mailbox.h): equal but for ASCII case is equal in
+	 * the folded form, as the stoplist compares. */
 	for (size_t i = 0; i < c->n_sink_recipients; i++)
-		if (address_equal(c->sink_recipients[i], address))
+		if (strcasecmp(c->sink_recipients[i], address) == 0)
 			return true;
 	return false;
 }
@@ -1438,8 +1456,11 @@ enum sender_verdict config_sender_verdict(const struct account *a,
 		if (strncmp(r->pattern, "*@", 2) == 0) {
 			if (at && strcasecmp(r->pattern + 2, at + 1) == 0)
 				domain_rule = r;
-		} else if (address_equal(r->pattern, address)) {
-			domain_rule = r;	/* exact beats any domain rule */
+		} else if (strcasecmp(r->pattern, address) == 0) {
+			/* As lists compare (mailbox_folded): CEO@example.com
+			 * does not escape ceo@example.com prohibited by way of
+			 * *@example.com active. Exact beats any domain rule. */
+			domain_rule = r;
 			break;
 		}
 	}
@@ -1646,6 +1667,7 @@ void config_dump(const struct config *c, FILE *out)
 	fprintf(out, "\npostmaster = %s\n", c->postmaster ? c->postmaster : "");
 	fprintf(out, "reject_incomplete = %s\n", bool_text(c->reject_incomplete));
 	fprintf(out, "max_auth_failures = %u\n", c->max_auth_failures);
+	fprintf(out, "max_auth_failures_per_client = %u\n", c->max_auth_failures_per_client);
 	fprintf(out, "auth_failure_window = %u\n", c->auth_failure_window);
 	fprintf(out, "log_retention = %u\n", c->log_retention);
 	fprintf(out, "max_connections = %u\n", c->max_connections);

@@ -132,7 +132,8 @@ struct config {
 	size_t n_sink_recipients;
 	char *postmaster;	/* what RCPT TO:<Postmaster> means; NULL: refused */
 	bool reject_incomplete;
-	unsigned max_auth_failures;
+	unsigned max_auth_failures;	/* per (client address, login) */
+	unsigned max_auth_failures_per_client;	/* per client address, all logins */
 	unsigned auth_failure_window;
 	unsigned log_retention;
 	unsigned max_connections;	/* listener mode: sessions at once */
@@ -229,7 +230,9 @@ void config_dump(const struct config *c, FILE *out);
 const struct account *config_account_by_name(const struct config *c,
 					      const char *name);
 
-/* The account whose login is login (compared exactly), or NULL. */
+/* The account whose login is login, or NULL. Logins compare
+ * case-insensitively (ASCII letters), as the lists do: they look like
+ * addresses, and Demo@Example.com is the same user as demo@example.com. */
 const struct account *config_account_by_login(const struct config *c,
 					       const char *login);
 
@@ -238,12 +241,15 @@ const struct account *config_account_by_login(const struct config *c,
 const struct account *config_account_by_address(const struct config *c,
 						 const struct sockaddr *sa);
 
-/* True when address is one of sink_recipients (local part exact, domain
- * case-insensitive). */
+/* True when address, in its canonical form (mailbox.h), is one of
+ * sink_recipients, compared as lists compare: case-insensitively, the
+ * local part too (mailbox_folded). */
 bool config_is_sink(const struct config *c, const char *address);
 
-/* The account's sender lines applied to a From: address; the most specific
- * match wins (the exact address before "*@domain"). */
+/* The account's sender lines applied to a From: address in its canonical
+ * form (mailbox.h); the most specific match wins (the address before
+ * "*@domain"). Addresses compare as lists do, without regard to the case
+ * of ASCII letters, the local part's too. */
 enum sender_verdict config_sender_verdict(const struct account *a,
 					  const char *address);
 

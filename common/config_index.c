@@ -10,7 +10,8 @@
  *   global   line number (4 bytes, big-endian: file order) -> the text of
  *            a [gate], [relay] or [callback] section
  *   account  name -> line number (4 bytes) + the text of [account NAME]
- *   login    login -> account name
+ *   login    login, ASCII letters in lower case (logins compare
+ *            case-insensitively) -> account name
  *   network  '4' or '6', prefix length, the network's address bytes ->
  *            account order (4 bytes, big-endian) + account name
  *
@@ -23,14 +24,16 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "buf.h"
 #include "config.h"
 #include "config_internal.h"
+#include "mailbox.h"
 
-#define INDEX_FORMAT "smtpgate config index 1"
+#define INDEX_FORMAT "smtpgate config index 2"	/* 2: logins folded */
 
 /* What identifies the config file's contents: an edit in place changes the
  * size or the modification time, a new file (editors, install) the inode. */
@@ -139,9 +142,15 @@ static int put_account(struct writer *w, const struct account *a,
 	if (put_numbered(w, DB_ACCOUNT, a->name, name_len, (uint32_t)a->line,
 			 text, len, 0) != 0)
 		return -1;
-	if (a->login && put(w, DB_LOGIN, a->login, strlen(a->login), a->name,
-			    name_len, 0) != 0)
-		return -1;
+	if (a->login) {
+		struct buf login = BUF_INIT;
+		buf_puts(&login, a->login);
+		mailbox_fold_ascii(login.data, login.len);
+		int rc = put(w, DB_LOGIN, login.data, login.len, a->name, name_len, 0);
+		buf_free(&login);
+		if (rc != 0)
+			return -1;
+	}
 	for (size_t i = 0; i < a->n_networks; i++) {
 		const struct cidr *net = &a->networks[i];
 		unsigned char key[18];
@@ -478,14 +487,19 @@ const struct account *config_index_by_login(const struct config *c,
 	struct config_index *x = c->index;
 	x->lookup_failed = false;
 	for (struct loaded_account *l = x->loaded; l; l = l->next)
-		if (l->account.login && strcmp(l->account.login, login) == 0)
+		if (l->account.login && strcasecmp(l->account.login, login) == 0)
 			return &l->account;
 	MDB_val v;
 	size_t len = strlen(login);
 	/* LMDB refuses empty keys and keys over 511 bytes: no such login. */
-	if (len == 0 || len > 511 || get(x->txn, x->logins, login, len, &v) != 0)
+	if (len == 0 || len > 511)
 		return NULL;
-	return load_account(c, v.mv_data, v.mv_size);
+	struct buf folded = BUF_INIT;
+	buf_puts(&folded, login);
+	mailbox_fold_ascii(folded.data, folded.len);
+	int rc = get(x->txn, x->logins, folded.data, len, &v);
+	buf_free(&folded);
+	return rc != 0 ? NULL : load_account(c, v.mv_data, v.mv_size);
 }
 
 /* Looks up one network; keeps it in *best when it was written before the

@@ -53,3 +53,16 @@ void mailbox_canonical(const char *address, struct buf *out)
 	buf_puts(out, at);
 	buf_free(&content);
 }
+
+void mailbox_fold_ascii(char *text, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if (text[i] >= 'A' && text[i] <= 'Z')
+			text[i] = (char)(text[i] - 'A' + 'a');
+}
+
+void mailbox_folded(const char *address, struct buf *out)
+{
+	mailbox_canonical(address, out);
+	mailbox_fold_ascii(out->data, out->len);
+}

@@ -127,7 +127,7 @@ bool auth_locked_out(struct session *s)
 		log_msg(LOG_WARNING, "authfail lookup for %s: %s", s->client, err.text);
 		return false;
 	}
-	return (unsigned)n >= s->config->max_auth_failures;
+	return (unsigned)n >= s->config->max_auth_failures_per_client;
 }
 
 bool auth_check(struct session *s, const char *arg)
@@ -233,40 +233,82 @@ static char *loggable(const char *text)
 	return buf_steal(&b);
 }
 
-/* Adds delta to the client address's failure count (see
- * queue_authfail_add); returns the new count, or -1 when it cannot be
- * recorded (logged here; the attempt is then refused, see
- * auth_proceed). */
-static int count_failures(struct session *s, int delta)
+/* What counting an attempt came to. */
+enum counted { COUNTED, LOCKED, UNRECORDED };
+
+/* Adds delta to the failure counts of the client address and of the pair
+ * (client address, login) (queue_authfail_add; login NULL: the address
+ * only). LOCKED: a count had reached its limit, nothing was added, and
+ * the client got its 421 and the session is closing. UNRECORDED: the
+ * counts cannot be written (logged here; the attempt is then refused,
+ * fail closed, see auth_proceed). */
+static enum counted count_failures(struct session *s, const char *login, int delta,
+				   struct queue_authfail_counts *counts)
 {
 	if (!s->queue)
-		return -1;
+		return UNRECORDED;
+	const struct config *c = s->config;
+	struct queue_authfail_attempt a = {
+		s->client, login, c->auth_failure_window, c->max_auth_failures,
+		c->max_auth_failures_per_client,
+	};
 	struct error err;
-	int n = queue_authfail_add(s->queue, s->client, s->config->auth_failure_window,
-				   time(NULL), delta, &err);
-	if (n < 0)
+	int rc = queue_authfail_add(s->queue, &a, time(NULL), delta, counts, &err);
+	if (rc < 0) {
 		log_msg(LOG_WARNING, "authfail record for %s: %s", s->client, err.text);
-	return n;
+		return UNRECORDED;
+	}
+	if (rc == 0)
+		return COUNTED;
+	/* The address's lock-out says the most; a login's alone leaves the
+	 * other logins of this host alone. */
+	bool client = (unsigned)counts->client >= c->max_auth_failures_per_client;
+	session_reply(s, client ? REPLY_AUTH_LOCKED : REPLY_AUTH_LOGIN_LOCKED, c->hostname);
+	char *shown = loggable(login ? login : "");
+	log_event(LOG_NOTICE, "authentication locked out", "CLIENT", s->client,
+		  "LOGIN", shown, "LOCKED", client ? "client address" : "login",
+		  (const char *)NULL);
+	free(shown);
+	session_close(s, client ? "421 4.7.0 locked out after authentication failures"
+				: "421 4.7.0 login locked out after authentication failures");
+	return LOCKED;
 }
 
-/* Answers a failed attempt, already counted as failure number n; n < 0:
- * it could not be counted, and is refused as auth_proceed refuses an
- * uncounted attempt (fail closed). */
-static void auth_failed(struct session *s, const char *login, const char *why, int n)
+/* Counts a failed attempt whose login is not known (a malformed
+ * response): under the client address only, since there is no pair to
+ * count it for, then answers it as auth_failed does. */
+static void malformed_failed(struct session *s, const char *why);
+
+/* Answers a failed attempt, already counted (counts). */
+static void auth_failed(struct session *s, const char *login, const char *why,
+			const struct queue_authfail_counts *counts)
 {
-	if (n < 0) {
-		session_reply(s, REPLY_AUTH_UNRECORDED);
-		return;
-	}
 	s->auth_failures++;
 	sleep_ms(AUTH_FAILURE_DELAY_MS);
-	char count[16];
-	snprintf(count, sizeof count, "%d", n);
+	char client[16], pair[16];
+	snprintf(client, sizeof client, "%d", counts->client);
+	snprintf(pair, sizeof pair, "%d", counts->login < 0 ? 0 : counts->login);
 	char *shown = loggable(login);
 	log_event(LOG_NOTICE, "authentication failed", "CLIENT", s->client,
-		  "LOGIN", shown, "REASON", why, "FAILURES", count, (const char *)NULL);
+		  "LOGIN", shown, "REASON", why, "FAILURES", pair,
+		  "CLIENT_FAILURES", client, (const char *)NULL);
 	free(shown);
 	session_reply(s, REPLY_AUTH_FAILED);
+}
+
+static void malformed_failed(struct session *s, const char *why)
+{
+	struct queue_authfail_counts counts;
+	switch (count_failures(s, NULL, 1, &counts)) {
+	case COUNTED:
+		auth_failed(s, "", why, &counts);
+		break;
+	case UNRECORDED:
+		session_reply(s, REPLY_AUTH_UNRECORDED);
+		break;
+	case LOCKED:
+		break;
+	}
 }
 
 void auth_proceed(struct session *s, const char *arg)
@@ -289,7 +331,7 @@ void auth_proceed(struct session *s, const char *arg)
 			/* Base64 that is no PLAIN message, the zero octets of
 			 * "AUTH PLAIN =" or of an empty line among them (RFC
 			 * 4954 section 4), fails like a wrong password. */
-			auth_failed(s, "", "malformed PLAIN response", count_failures(s, 1));
+			malformed_failed(s, "malformed PLAIN response");
 			goto done;
 		}
 	} else {
@@ -300,37 +342,38 @@ void auth_proceed(struct session *s, const char *arg)
 		password = second.data ? second.data : "";
 		/* NUL inside a LOGIN name or password: never a match. */
 		if (strlen(login) != first.len || strlen(password) != second.len) {
-			auth_failed(s, "", "NUL in LOGIN response", count_failures(s, 1));
+			malformed_failed(s, "NUL in LOGIN response");
 			goto done;
 		}
 	}
 	/* The attempt counts as a failure before its password is checked,
-	 * in the transaction that reads the count: connections guessing in
-	 * parallel cannot all pass a check made before any of them failed.
-	 * A right password gives the count back. */
-	int failures = count_failures(s, 1);
-	if (failures < 0) {
+	 * for its login and for the client address, in the transaction that
+	 * reads the counts: connections guessing in parallel cannot all pass
+	 * a check made before any of them failed. A right password gives
+	 * the counts back. */
+	struct queue_authfail_counts failures, ignored;
+	switch (count_failures(s, login, 1, &failures)) {
+	case COUNTED:
+		break;
+	case UNRECORDED:
 		/* Fail closed: an attempt that is not counted would be a
 		 * guess outside max_auth_failures, as many as the client
 		 * likes while the queue cannot be written. */
 		session_reply(s, REPLY_AUTH_UNRECORDED);
 		goto done;
-	}
-	if (failures > (int)s->config->max_auth_failures) {
-		session_reply(s, REPLY_AUTH_LOCKED, s->config->hostname);
-		session_close(s, "421 4.7.0 locked out after authentication failures");
+	case LOCKED:
 		goto done;
 	}
 	const struct account *a = *login ? config_account_by_login(s->config, login) : NULL;
 	if (!a && !session_account_readable(s)) {
-		count_failures(s, -1);	/* not the client's failure */
+		count_failures(s, login, -1, &ignored);	/* not the client's failure */
 		goto done;
 	}
 	bool ok = auth_password_matches(s->config, a, password);
-	if (ok && *authzid && strcmp(authzid, login) != 0) {
+	if (ok && *authzid && strcasecmp(authzid, login) != 0) {
 		/* RFC 4616 section 2: acting as another identity is not
 		 * something any account may do here. */
-		auth_failed(s, login, "authorization identity differs from login", failures);
+		auth_failed(s, login, "authorization identity differs from login", &failures);
 		goto done;
 	}
 	if (!ok) {
@@ -339,10 +382,10 @@ void auth_proceed(struct session *s, const char *arg)
 		const char *why = strlen(password) >= CRYPT_MAX_PASSPHRASE_SIZE
 			? "password longer than crypt(3) can check (511 octets)"
 			: a ? "wrong password" : "unknown login";
-		auth_failed(s, login, why, failures);
+		auth_failed(s, login, why, &failures);
 		goto done;
 	}
-	count_failures(s, -1);
+	count_failures(s, login, -1, &ignored);
 	s->account = a;
 	s->authenticated = true;
 	log_event(LOG_INFO, "authenticated", "CLIENT", s->client,

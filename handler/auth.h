@@ -1,11 +1,15 @@
 /* SMTP AUTH (RFC 4954) with the PLAIN (RFC 4616) and LOGIN mechanisms,
  * with or without an initial response; "*" cancels. Passwords are checked
  * with libxcrypt's crypt_r against the account's crypt(3) hash. Failures
- * are counted per client IP address in the queue's LMDB, across
- * connections; after max_auth_failures within auth_failure_window the
- * address is locked out (SPEC section 4). An attempt is counted before
- * its password is checked, so parallel connections get no more answers
- * than the limit between them. */
+ * are counted in the queue's LMDB, across connections, per (client IP
+ * address, login) and per client IP address: after max_auth_failures
+ * within auth_failure_window the pair is locked out, after
+ * max_auth_failures_per_client the whole address (SPEC section 4), so
+ * that one misconfigured application does not lock out the other
+ * applications of its host while password spraying across logins is
+ * still stopped. An attempt is counted before its password is checked,
+ * so parallel connections get no more answers than each limit between
+ * them. */
 #ifndef SMTPGATE_AUTH_H
 #define SMTPGATE_AUTH_H
 
@@ -21,8 +25,9 @@ struct session;
 bool auth_check(struct session *s, const char *arg);
 void auth_proceed(struct session *s, const char *arg);
 
-/* True when the session's client address has reached max_auth_failures
- * within the window (it then gets 421 4.7.0 and is closed). */
+/* True when the session's client address has reached
+ * max_auth_failures_per_client within the window (it then gets 421 4.7.0
+ * and is closed). */
 bool auth_locked_out(struct session *s);
 
 /* Decodes base64 (RFC 4648 section 4, padding required, no white space)

@@ -36,6 +36,7 @@
 	X(TIMEOUT,           421, "4.4.2",  0, "%s Error: timeout exceeded") \
 	X(TOO_MANY_ERRORS,   421, "4.7.0",  0, "%s Error: too many errors") \
 	X(AUTH_LOCKED,       421, "4.7.0",  0, "%s Error: too many authentication failures, try later") \
+	X(AUTH_LOGIN_LOCKED, 421, "4.7.0",  0, "%s Error: too many authentication failures for this login, try later") \
 	X(TOO_MANY_CONNECTIONS, 421, "4.7.0", 0, "%s Error: too many connections; try again later") \
 	X(TOO_MANY_FROM_CLIENT, 421, "4.7.0", 0, "%s Error: too many connections from your address; try again later") \
 	X(UNAVAILABLE,       421, "4.3.0",  0, "%s Error: service temporarily unavailable") \

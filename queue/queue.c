@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "buf.h"
+#include "log.h"
 #include "mailbox.h"
 #include "queue_internal.h"
 #include "record.h"
@@ -605,6 +606,13 @@ int queue_open(struct queue **out, const struct config *c, bool read_only,
 	int dead = 0;
 	mdb_reader_check(q->env, &dead);
 	rc = open_databases(q, err);
+	struct error fold_err;
+	/* Lists not folded yet (a full map, say) are no reason to refuse
+	 * the queue: lookups try the older key form too, and the next
+	 * read-write open carries on. */
+	if (rc == 0 && !read_only && queue_lists_fold(q, &fold_err) != 0)
+		log_msg(LOG_WARNING, "%s (stoplist and suppress keys may not all be "
+			"folded; lookups try the older form too)", fold_err.text);
 	if (rc != 0) {
 		queue_close(q);
 		return rc;
@@ -630,37 +638,41 @@ void queue_close(struct queue *q)
 
 /* ---- keys ---- */
 
-/* Appends address in its canonical form (mailbox.h: "stop"@x is stop@x),
- * with its domain in lower case (domains compare case-insensitively, RFC
- * 5321 section 2.4; the local part is exact). */
-static void put_address(struct buf *out, const char *address)
+/* Appends address as a key component in the form lists compare
+ * (mailbox_folded: canonical, every ASCII letter in lower case) or, with
+ * as_given, in the form of the keys written before lists were folded: the
+ * canonical form with only its domain in lower case (RFC 5321 section
+ * 2.4). */
+static void put_address(struct buf *out, const char *address, bool as_given)
 {
-	struct buf canonical = BUF_INIT;
-	mailbox_canonical(address, &canonical);
-	address = canonical.data;
-	const char *at = strrchr(address, '@');
-	size_t local = at ? (size_t)(at - address) : strlen(address);
-	xtext_encode(out, address, local, 0);
-	if (!at) {
-		buf_free(&canonical);
-		return;
-	}
-	struct buf dom = BUF_INIT;
-	buf_puts(&dom, at);
-	buf_free(&canonical);
-	for (size_t i = 0; i < dom.len; i++)
-		if (dom.data[i] >= 'A' && dom.data[i] <= 'Z')
-			dom.data[i] = (char)(dom.data[i] - 'A' + 'a');
-	xtext_encode(out, dom.data, dom.len, 0);
-	buf_free(&dom);
+	struct buf form = BUF_INIT;
+	mailbox_canonical(address, &form);
+	const char *at = strrchr(form.data, '@');
+	size_t local = at ? (size_t)(at - form.data) : form.len;
+	mailbox_fold_ascii(form.data + (as_given ? local : 0),
+			   form.len - (as_given ? local : 0));
+	xtext_encode(out, form.data, form.len, 0);
+	buf_free(&form);
+}
+
+static void key_address(struct buf *out, const char *account,
+			const char *address, bool as_given)
+{
+	xtext_encode(out, account, strlen(account), XTEXT_SLASH);
+	buf_putc(out, '/');
+	put_address(out, address, as_given);
 }
 
 void queue_key_address(struct buf *out, const char *account,
 		       const char *address)
 {
-	xtext_encode(out, account, strlen(account), XTEXT_SLASH);
-	buf_putc(out, '/');
-	put_address(out, address);
+	key_address(out, account, address, false);
+}
+
+void queue_key_address_as_given(struct buf *out, const char *account,
+				const char *address)
+{
+	key_address(out, account, address, true);
 }
 
 int queue_key_domain(struct buf *out, const char *account,
@@ -669,9 +681,7 @@ int queue_key_domain(struct buf *out, const char *account,
 	const char *at = strrchr(address, '@');
 	if (!at)
 		return -1;
-	xtext_encode(out, account, strlen(account), XTEXT_SLASH);
-	buf_putc(out, '/');
-	put_address(out, at);
+	key_address(out, account, at, false);
 	return 0;
 }
 
@@ -1324,7 +1334,11 @@ static int has_key(struct queue *q, MDB_txn *txn, enum queue_db db,
 }
 
 /* One read transaction, one lookup of account/address in db and, when
- * by_domain is set, one of account/@domain: a list's size never matters. */
+ * by_domain is set, one of account/@domain: a list's size never matters.
+ * The address is looked up folded and, when that differs, as given too:
+ * a key written by a smtpgate that did not fold yet (an older binary run
+ * again on this queue, or while queue_lists_fold is still under way)
+ * still matches its own spelling. */
 static int lookup_address(struct queue *q, enum queue_db db, const char *account,
 			  const char *address, bool by_domain, struct error *err)
 {
@@ -1332,9 +1346,13 @@ static int lookup_address(struct queue *q, enum queue_db db, const char *account
 	int rc = queue_txn_begin(q, true, &txn, err);
 	if (rc)
 		return rc;
-	struct buf key = BUF_INIT;
+	struct buf key = BUF_INIT, as_given = BUF_INIT;
 	queue_key_address(&key, account, address);
 	rc = has_key(q, txn, db, &key, err);
+	queue_key_address_as_given(&as_given, account, address);
+	if (rc == 0 && strcmp(as_given.data, key.data) != 0)
+		rc = has_key(q, txn, db, &as_given, err);
+	buf_free(&as_given);
 	if (rc == 0 && by_domain) {
 		buf_clear(&key);
 		if (queue_key_domain(&key, account, address) == 0)
@@ -1357,18 +1375,154 @@ int queue_is_suppressed(struct queue *q, const char *account,
 	return lookup_address(q, QUEUE_DB_SUPPRESS, account, address, false, err);
 }
 
+/* ---- folding the keys of older lists ---- */
+
+/* The meta key that says every stoplist and suppress key is folded. */
+#define LISTS_FOLDED "lists_folded"
+
+/* Keys looked at by one write transaction of queue_lists_fold: a list of
+ * ten million addresses is folded in steps that each hold the write lock
+ * for a moment, never in one transaction too large for LMDB. */
+#define FOLD_BATCH 10000
+
+struct fold_move {
+	struct buf from, to, value;
+};
+
+/* Folds the keys of db after *last (empty: from the first key), at most
+ * FOLD_BATCH of them, in one write transaction: a key whose address is
+ * not in the folded form is deleted and written again folded, its value
+ * given address= (the spelling it had, for display) unless it has one. A
+ * folded key that is there already wins. Sets *done at the end of db. */
+static int fold_batch(struct queue *q, enum queue_db db, struct buf *last,
+		      bool *done, struct error *err)
+{
+	MDB_txn *txn;
+	int rc = queue_txn_begin(q, false, &txn, err);
+	if (rc)
+		return rc;
+	MDB_cursor *cur;
+	int r = mdb_cursor_open(txn, q->dbi[db], &cur);
+	if (r != 0) {
+		mdb_txn_abort(txn);
+		return queue_mdb_error(q, r, db_names[db], err);
+	}
+	MDB_val k = { last->len, last->data }, v;
+	r = mdb_cursor_get(cur, &k, &v, last->len ? MDB_SET_RANGE : MDB_FIRST);
+	if (r == 0 && last->len && k.mv_size == last->len &&
+	    memcmp(k.mv_data, last->data, last->len) == 0)
+		r = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+	struct fold_move *moves = NULL;
+	size_t n_moves = 0;
+	for (size_t n = 0; r == 0 && n < FOLD_BATCH;
+	     n++, r = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		buf_clear(last);
+		buf_append(last, k.mv_data, k.mv_size);
+		char *account, *address;
+		if (queue_key_split(k.mv_data, k.mv_size, &account, &address) != 0)
+			continue;	/* left as it is: listed as not parsing */
+		struct buf to = BUF_INIT;
+		if (address[0] == '@')
+			queue_key_domain(&to, account, address);
+		else
+			queue_key_address(&to, account, address);
+		if (to.len <= 511 && (to.len != k.mv_size ||
+				      memcmp(to.data, k.mv_data, to.len) != 0)) {
+			moves = xrealloc(moves, (n_moves + 1) * sizeof *moves);
+			struct fold_move *m = &moves[n_moves++];
+			*m = (struct fold_move){ BUF_INIT, to, BUF_INIT };
+			buf_append(&m->from, k.mv_data, k.mv_size);
+			buf_append(&m->value, v.mv_data, v.mv_size);
+			struct record rec;
+			bool has = false;
+			if (record_parse(&rec, v.mv_data, v.mv_size, NULL) == 0) {
+				has = record_get(&rec, "address") != NULL;
+				record_free(&rec);
+			}
+			if (!has)
+				record_put(&m->value, "address", address);
+		} else {
+			buf_free(&to);
+		}
+		free(account);
+		free(address);
+	}
+	mdb_cursor_close(cur);
+	if (r == MDB_NOTFOUND) {
+		*done = true;
+		r = 0;
+	}
+	for (size_t i = 0; i < n_moves && r == 0; i++) {
+		struct fold_move *m = &moves[i];
+		MDB_val from = { m->from.len, m->from.data },
+			to = { m->to.len, m->to.data },
+			value = { m->value.len, m->value.data };
+		r = mdb_del(txn, q->dbi[db], &from, NULL);
+		if (r == 0)
+			r = mdb_put(txn, q->dbi[db], &to, &value, MDB_NOOVERWRITE);
+		if (r == MDB_KEYEXIST)
+			r = 0;
+	}
+	for (size_t i = 0; i < n_moves; i++) {
+		buf_free(&moves[i].from);
+		buf_free(&moves[i].to);
+		buf_free(&moves[i].value);
+	}
+	free(moves);
+	if (r != 0) {
+		mdb_txn_abort(txn);
+		return queue_mdb_error(q, r, "fold the keys of", err);
+	}
+	if (n_moves == 0) {
+		mdb_txn_abort(txn);
+		return 0;
+	}
+	return queue_txn_commit(q, txn, err);
+}
+
+int queue_lists_fold(struct queue *q, struct error *err)
+{
+	char *folded = NULL;
+	int rc = queue_meta_get(q, LISTS_FOLDED, &folded, err);
+	bool needed = rc == 0 && !folded;
+	free(folded);
+	if (!needed)
+		return rc;
+	static const enum queue_db lists[] = { QUEUE_DB_STOPLIST, QUEUE_DB_SUPPRESS };
+	for (size_t i = 0; i < sizeof lists / sizeof lists[0] && rc == 0; i++) {
+		struct buf last = BUF_INIT;
+		for (bool done = false; !done && rc == 0;)
+			rc = fold_batch(q, lists[i], &last, &done, err);
+		buf_free(&last);
+	}
+	return rc ? rc : queue_meta_put(q, LISTS_FOLDED, "1", err);
+}
+
 /* ---- auth failures ---- */
 
-/* Reads the authfail record of ip: count and window start (us). A record
- * that does not parse counts as none (it is rewritten by the next add). */
-static int authfail_read(struct queue *q, MDB_txn *txn, const char *ip,
+void queue_authfail_key(struct buf *out, const char *ip, const char *login)
+{
+	xtext_encode(out, ip, strlen(ip), 0);
+	if (!login)
+		return;
+	/* Logins compare case-insensitively (config.h): one pair for every
+	 * spelling of one login. */
+	struct buf folded = BUF_INIT;
+	buf_puts(&folded, login);
+	mailbox_fold_ascii(folded.data, folded.len);
+	buf_putc(out, '/');
+	xtext_encode(out, folded.data, folded.len, XTEXT_SLASH);
+	buf_free(&folded);
+}
+
+/* Reads the authfail record at key: count and window start (us). A
+ * record that does not parse counts as none (it is rewritten by the next
+ * add). */
+static int authfail_read(struct queue *q, MDB_txn *txn, const struct buf *key,
 			 uint64_t *count, int64_t *since, struct error *err)
 {
-	struct buf key = BUF_INIT;
-	xtext_encode(&key, ip, strlen(ip), 0);
-	MDB_val k = { key.len, key.data }, v;
+	MDB_val k = { key->len, key->data }, v;
 	int r = mdb_get(txn, q->dbi[QUEUE_DB_AUTHFAIL], &k, &v);
-	buf_free(&key);
 	*count = 0;
 	*since = 0;
 	if (r == MDB_NOTFOUND)
@@ -1391,6 +1545,38 @@ static bool window_open(int64_t since, unsigned window, time_t now)
 	return (int64_t)now * 1000000 - since < (int64_t)window * 1000000;
 }
 
+/* The count at key within the window (0 once it has passed). */
+static int authfail_current(struct queue *q, MDB_txn *txn, const struct buf *key,
+			    unsigned window, time_t now, uint64_t *count,
+			    int64_t *since, struct error *err)
+{
+	int rc = authfail_read(q, txn, key, count, since, err);
+	if (rc == 0 && (*count == 0 || !window_open(*since, window, now))) {
+		*count = 0;
+		*since = (int64_t)now * 1000000;
+	}
+	return rc;
+}
+
+static int authfail_write(struct queue *q, MDB_txn *txn, const struct buf *key,
+			  uint64_t count, int64_t since, struct error *err)
+{
+	struct buf val = BUF_INIT;
+	char t[QUEUE_TIME_SIZE];
+	queue_time_format(since, t);
+	record_put_u64(&val, "count", count);
+	record_put(&val, "since", t);
+	MDB_val k = { key->len, key->data }, v = { val.len, val.data };
+	int r = mdb_put(txn, q->dbi[QUEUE_DB_AUTHFAIL], &k, &v, 0);
+	buf_free(&val);
+	return r ? queue_mdb_error(q, r, "write authfail", err) : 0;
+}
+
+static int clamp_count(uint64_t count)
+{
+	return count > INT_MAX ? INT_MAX : (int)count;
+}
+
 int queue_authfail_count(struct queue *q, const char *ip, unsigned window,
 			 time_t now, struct error *err)
 {
@@ -1400,17 +1586,17 @@ int queue_authfail_count(struct queue *q, const char *ip, unsigned window,
 		return rc;
 	uint64_t count;
 	int64_t since;
-	rc = authfail_read(q, txn, ip, &count, &since, err);
+	struct buf key = BUF_INIT;
+	queue_authfail_key(&key, ip, NULL);
+	rc = authfail_current(q, txn, &key, window, now, &count, &since, err);
+	buf_free(&key);
 	mdb_txn_abort(txn);
-	if (rc)
-		return rc;
-	if (!window_open(since, window, now))
-		return 0;
-	return count > INT_MAX ? INT_MAX : (int)count;
+	return rc ? rc : clamp_count(count);
 }
 
-int queue_authfail_add(struct queue *q, const char *ip, unsigned window,
-		       time_t now, int delta, struct error *err)
+int queue_authfail_add(struct queue *q, const struct queue_authfail_attempt *a,
+		       time_t now, int delta, struct queue_authfail_counts *out,
+		       struct error *err)
 {
 	/* One record per client address: many addresses (IPv6) must not
 	 * fill the map either. */
@@ -1427,43 +1613,52 @@ int queue_authfail_add(struct queue *q, const char *ip, unsigned window,
 	int rc = queue_txn_begin(q, false, &txn, err);
 	if (rc)
 		return rc;
-	uint64_t count;
-	int64_t since;
-	rc = authfail_read(q, txn, ip, &count, &since, err);
-	if (rc) {
+	/* [0]: the client address; [1]: the pair, when there is a login
+	 * whose key LMDB can hold (a longer one counts under the address
+	 * only: it names no account anyway). */
+	struct buf key[2] = { BUF_INIT, BUF_INIT };
+	uint64_t count[2] = { 0, 0 };
+	int64_t since[2];
+	unsigned limit[2] = { a->max_client, a->max_login };
+	queue_authfail_key(&key[0], a->ip, NULL);
+	size_t n = 1;
+	if (a->login) {
+		queue_authfail_key(&key[1], a->ip, a->login);
+		n = key[1].len <= 511 ? 2 : 1;
+	}
+	for (size_t i = 0; i < n && rc == 0; i++)
+		rc = authfail_current(q, txn, &key[i], a->window, now, &count[i],
+				      &since[i], err);
+	/* A count that has reached its limit already: this attempt is not
+	 * made, so it is not counted either (a locked-out login does not
+	 * go on filling its address's count). */
+	bool locked = false;
+	for (size_t i = 0; i < n && rc == 0 && delta > 0; i++)
+		locked |= limit[i] && count[i] >= limit[i];
+	for (size_t i = 0; i < n && rc == 0 && !locked; i++) {
+		if (delta > 0 && count[i] < UINT32_MAX)
+			count[i]++;
+		else if (delta < 0 && count[i] > 0)
+			count[i]--;
+		rc = authfail_write(q, txn, &key[i], count[i], since[i], err);
+	}
+	buf_free(&key[0]);
+	buf_free(&key[1]);
+	if (rc || locked) {
 		mdb_txn_abort(txn);
-		return rc;
+	} else {
+		/* Not waiting for the disk: a system crash can only forgive
+		 * the last few counts, and an AUTH should not cost a sync. A
+		 * later durable commit of any process syncs these pages too.
+		 * The handler is one thread, so the environment's flag is its
+		 * own to toggle. */
+		mdb_env_set_flags(q->env, MDB_NOSYNC, 1);
+		rc = queue_txn_commit(q, txn, err);
+		mdb_env_set_flags(q->env, MDB_NOSYNC, 0);
 	}
-	if (count == 0 || !window_open(since, window, now)) {
-		count = 0;
-		since = (int64_t)now * 1000000;
-	}
-	if (delta > 0 && count < UINT32_MAX)
-		count++;
-	else if (delta < 0 && count > 0)
-		count--;
-	struct buf key = BUF_INIT, val = BUF_INIT;
-	char t[QUEUE_TIME_SIZE];
-	queue_time_format(since, t);
-	xtext_encode(&key, ip, strlen(ip), 0);
-	record_put_u64(&val, "count", count);
-	record_put(&val, "since", t);
-	MDB_val k = { key.len, key.data }, v = { val.len, val.data };
-	int r = mdb_put(txn, q->dbi[QUEUE_DB_AUTHFAIL], &k, &v, 0);
-	buf_free(&key);
-	buf_free(&val);
-	if (r != 0) {
-		mdb_txn_abort(txn);
-		return queue_mdb_error(q, r, "write authfail", err);
-	}
-	/* Not waiting for the disk: a system crash can only forgive the
-	 * last few counts, and an AUTH should not cost a sync. A later
-	 * durable commit of any process syncs these pages too. The handler
-	 * is one thread, so the environment's flag is its own to toggle. */
-	mdb_env_set_flags(q->env, MDB_NOSYNC, 1);
-	rc = queue_txn_commit(q, txn, err);
-	mdb_env_set_flags(q->env, MDB_NOSYNC, 0);
 	if (rc)
 		return rc;
-	return count > INT_MAX ? INT_MAX : (int)count;
+	out->client = clamp_count(count[0]);
+	out->login = n == 2 ? clamp_count(count[1]) : -1;
+	return locked ? 1 : 0;
 }

@@ -53,13 +53,16 @@
  *             grows in commit order (queue_log_time)
  *   issue     YYYY-MM-DD/ACCOUNT/ISSUE -> accepted=, delivered=,
  *             deferred=, bounced=, dropped= (the day the message arrived)
- *   suppress  ACCOUNT/ADDRESS -> reason=, time=TIME
- *   stoplist  ACCOUNT/ADDRESS or ACCOUNT/@DOMAIN -> time=TIME, reason=
- *   authfail  IP -> count=N, since=TIME (the window's start)
- *   meta      schema -> "1"; callback_cursor -> a log key
- * In keys, ACCOUNT and ISSUE are xtext with "/" escaped as well, and the
- * domain of an ADDRESS is lower case (RFC 5321 section 2.4), the local
- * part as given. */
+ *   suppress  ACCOUNT/ADDRESS -> reason=, time=TIME, address=
+ *   stoplist  ACCOUNT/ADDRESS or ACCOUNT/@DOMAIN -> time=TIME, reason=,
+ *             address=
+ *   authfail  IP or IP/LOGIN -> count=N, since=TIME (the window's start)
+ *   meta      schema -> "1"; lists_folded -> "1"; callback_cursor -> a
+ *             log key
+ * In keys, ACCOUNT, ISSUE and LOGIN are xtext with "/" escaped as well;
+ * an ADDRESS is in the form lists compare (mailbox_folded: canonical,
+ * ASCII letters in lower case) and suppress and stoplist values carry
+ * address= with the spelling it had; a LOGIN is in lower case too. */
 #ifndef SMTPGATE_QUEUE_H
 #define SMTPGATE_QUEUE_H
 
@@ -190,17 +193,47 @@ int queue_is_stoplisted(struct queue *q, const char *account,
 int queue_is_suppressed(struct queue *q, const char *account,
 			const char *address, struct error *err);
 
-/* Auth failures per client IP, counted across connections within
- * window seconds of the first failure. queue_authfail_count returns the
- * failures recorded in the current window (0 once it has expired);
- * queue_authfail_add adds delta (+1: one more failure, or an attempt
- * counted before its password is checked; -1: such an attempt that
- * succeeded gives its count back) in one write transaction, not synced,
- * and returns the new count. Both return negative on error. */
+/* Auth failures, counted across connections within window seconds of
+ * the first failure of each count: per client address (key IP) and per
+ * (client address, login) pair (key IP/LOGIN, the login's ASCII letters
+ * in lower case). queue_authfail_count returns the address's failures in
+ * the current window (0 once it has expired), negative on error. */
 int queue_authfail_count(struct queue *q, const char *ip, unsigned window,
 			 time_t now, struct error *err);
-int queue_authfail_add(struct queue *q, const char *ip, unsigned window,
-		       time_t now, int delta, struct error *err);
+
+/* One AUTH attempt: from ip, as login (NULL: the login is not known, a
+ * malformed response: counted under the address only), and the limits
+ * it is held to (0: none). */
+struct queue_authfail_attempt {
+	const char *ip;
+	const char *login;
+	unsigned window;
+	unsigned max_login;	/* max_auth_failures */
+	unsigned max_client;	/* max_auth_failures_per_client */
+};
+
+/* The counts after queue_authfail_add; login is -1 when the attempt had
+ * no pair. */
+struct queue_authfail_counts {
+	int client;
+	int login;
+};
+
+/* Adds delta to the address's count and to the pair's, in one write
+ * transaction (not synced) that reads them too: +1 for an attempt counted
+ * before its password is checked, -1 when such an attempt succeeded and
+ * gives its count back. With +1, when either count has reached its limit
+ * already, nothing is added and 1 is returned: the attempt is locked
+ * out, and out has the counts as they are. Else returns 0 with the new
+ * counts, negative on error. Connections guessing in parallel cannot all
+ * pass one check: each check is the write that counts. */
+int queue_authfail_add(struct queue *q, const struct queue_authfail_attempt *a,
+		       time_t now, int delta, struct queue_authfail_counts *out,
+		       struct error *err);
+
+/* Appends the authfail key of ip (login NULL) or of the pair (ip, login)
+ * to out. */
+void queue_authfail_key(struct buf *out, const char *ip, const char *login);
 
 /* ---- Messages as stored, for smtpgate-flush and smtpgate-queue ---- */
 

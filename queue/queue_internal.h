@@ -117,16 +117,28 @@ size_t queue_log_record_bytes(const char *to, size_t msg_len,
 			      const char *uniq);
 
 /* Key builders (the key's text is appended to out):
- * account/address with the address's domain in lower case, as the
- * suppress and stoplist databases use; "account/@domain" for an address
- * (returns -1 when the address has no "@"); and the issue key
- * YYYY-MM-DD/account/issue. */
+ * account/address with the address in the form lists compare
+ * (mailbox_folded: canonical, ASCII letters in lower case), as the
+ * suppress and stoplist databases use; the same key as written before
+ * lists were folded (only the domain in lower case: older keys, looked up
+ * too); "account/@domain" for an address (returns -1 when the address has
+ * no "@"); and the issue key YYYY-MM-DD/account/issue. */
 void queue_key_address(struct buf *out, const char *account,
 		       const char *address);
+void queue_key_address_as_given(struct buf *out, const char *account,
+				const char *address);
 int queue_key_domain(struct buf *out, const char *account,
 		     const char *address);
 void queue_key_issue(struct buf *out, const char *day, const char *account,
 		     const char *issue);
+
+/* Brings the keys of stoplist and suppress written before lists were
+ * folded into the folded form (queue_key_address), in steps of a bounded
+ * transaction each, then notes in meta (lists_folded) that it is done, so
+ * that later calls cost one lookup. queue_open calls it in a read-write
+ * open, and logs a failure instead of failing: the lookups also try the
+ * older key form. */
+int queue_lists_fold(struct queue *q, struct error *err);
 
 /* Splits a key account/address back into its decoded parts (strings owned
  * by the caller). Returns 0 or -1 when it does not parse. */

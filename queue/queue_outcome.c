@@ -200,6 +200,7 @@ static int suppress_put(struct queue *q, MDB_txn *txn, const char *account,
 	queue_key_address(&key, account, address);
 	record_put(&val, "reason", reason);
 	record_put(&val, "time", t);
+	record_put(&val, "address", address);	/* the key is folded */
 	int rc = 0;
 	if (key.len <= 511) {	/* LMDB's key limit; such an address cannot
 				 * be looked up either */

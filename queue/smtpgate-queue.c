@@ -16,6 +16,7 @@
  * field names those of the queue records. Exit status: 0 done, 1 an error
  * (named on stderr), 2 a usage error; dkim-check also 3 (a key not
  * published as configured) and 4 (DNS gave no usable answer). */
+#include <arpa/inet.h>
 #include <crypt.h>
 #include <ctype.h>
 #include <errno.h>
@@ -36,6 +37,7 @@
 #include "config.h"
 #include "dkim/dkim.h"
 #include "log.h"
+#include "mailbox.h"
 #include "password.h"
 #include "queue/callback.h"
 #include "queue/queue.h"
@@ -57,6 +59,8 @@ static const char usage[] =
 	"  stoplist list [ACCOUNT]              refused addresses and @domains\n"
 	"  stoplist add|remove ACCOUNT ADDRESS\n"
 	"  stoplist import ACCOUNT FILE         one address or @domain a line\n"
+	"  authfail list [ADDR]                 AUTH failures counted, lock-outs\n"
+	"  authfail clear [ADDR]                forget them (lift the lock-outs)\n"
 	"  check-config                         load config and keys, print it\n"
 	"  index-config                         check, then write CONFIG.index\n"
 	"  dkim-keygen DOMAIN [--selector S] [--type rsa|ed25519|both] [--bits N] [--dir D]\n"
@@ -977,6 +981,13 @@ static int list_db_chunk(struct queue *q, enum queue_db db,
 		}
 		const char *time_text = record_get(&rec, "time");
 		const char *reason = record_get(&rec, "reason");
+		/* The key is folded; address= keeps the spelling it was
+		 * added with (older records have none). */
+		const char *spelled = record_get(&rec, "address");
+		if (spelled && *spelled) {
+			free(addr);
+			addr = xstrdup(spelled);
+		}
 		if (json) {
 			struct buf o = BUF_INIT;
 			buf_putc(&o, '{');
@@ -1067,6 +1078,12 @@ static int change_entry(struct queue *q, MDB_txn *txn, enum queue_db db,
 	if (add) {
 		record_put(&val, "time", when);
 		record_put(&val, "reason", reason);
+		/* The key is folded; the spelling given is kept for display
+		 * (canonical: "Stop"@x is shown Stop@x, as it compares). */
+		struct buf spelled = BUF_INIT;
+		mailbox_canonical(address, &spelled);
+		record_put(&val, "address", spelled.data);
+		buf_free(&spelled);
 		MDB_val v = { val.len, val.data };
 		int r = mdb_put(txn, queue_dbi(q, db), &k, &v, MDB_NOOVERWRITE);
 		if (r == MDB_KEYEXIST)
@@ -1074,7 +1091,21 @@ static int change_entry(struct queue *q, MDB_txn *txn, enum queue_db db,
 		else if (r != 0)
 			rc = queue_mdb_error(q, r, queue_db_name(db), err);
 	} else {
+		/* The folded key and, for an address, the key an older
+		 * smtpgate wrote for this spelling (queue_is_stoplisted looks
+		 * both up, so both must go). */
 		int r = mdb_del(txn, queue_dbi(q, db), &k, NULL);
+		if (address[0] != '@' && (r == 0 || r == MDB_NOTFOUND)) {
+			struct buf given = BUF_INIT;
+			queue_key_address_as_given(&given, account, address);
+			MDB_val old = { given.len, given.data };
+			int r2 = given.len <= 511 && strcmp(given.data, key.data) != 0
+				? mdb_del(txn, queue_dbi(q, db), &old, NULL)
+				: MDB_NOTFOUND;
+			buf_free(&given);
+			if (r2 != MDB_NOTFOUND)
+				r = r2;
+		}
 		if (r == MDB_NOTFOUND)
 			rc = 1;
 		else if (r != 0)
@@ -1315,6 +1346,241 @@ static int cmd_stoplist(const struct config *c, int argc, char **argv)
 static int cmd_events(const struct config *c, int argc, char **argv)
 {
 	return callback_events_command(c, argc, argv, json, stdout);
+}
+
+/* ---- authfail ---- */
+
+static const char *const authfail_headers[] = {
+	"ADDRESS", "LOGIN", "FAILURES", "SINCE", "LOCKED",
+};
+
+/* The client address as the handler writes it in keys: an IPv4 address,
+ * or an IPv6 one in its shortest form (an IPv4-mapped one as IPv4).
+ * Returns false when text is neither. */
+static bool client_address(const char *text, char out[INET6_ADDRSTRLEN])
+{
+	unsigned char a[16];
+	if (inet_pton(AF_INET, text, a) == 1)
+		return inet_ntop(AF_INET, a, out, INET6_ADDRSTRLEN) != NULL;
+	if (inet_pton(AF_INET6, text, a) != 1)
+		return false;
+	static const unsigned char mapped[12] = { [10] = 0xff, [11] = 0xff };
+	if (memcmp(a, mapped, 12) == 0)
+		return inet_ntop(AF_INET, a + 12, out, INET6_ADDRSTRLEN) != NULL;
+	return inet_ntop(AF_INET6, a, out, INET6_ADDRSTRLEN) != NULL;
+}
+
+/* Splits an authfail key, IP or IP/LOGIN, into its decoded parts (login
+ * "" for the address's own count). Returns 0 or -1. */
+static int authfail_key_split(const MDB_val *k, struct buf *ip, struct buf *login)
+{
+	const char *key = k->mv_data;
+	const char *slash = memchr(key, '/', k->mv_size);
+	size_t ip_len = slash ? (size_t)(slash - key) : k->mv_size;
+	buf_clear(ip);
+	buf_clear(login);
+	buf_puts(login, "");
+	if (ip_len == 0 || xtext_decode(ip, key, ip_len) != 0 ||
+	    memchr(ip->data, '\0', ip->len))
+		return -1;
+	if (slash && (xtext_decode(login, slash + 1, k->mv_size - ip_len - 1) != 0 ||
+		      login->len == 0 || memchr(login->data, '\0', login->len)))
+		return -1;
+	return 0;
+}
+
+/* True when key k belongs to client address ip (NULL: any). */
+static bool authfail_key_of(const MDB_val *k, const char *ip)
+{
+	size_t n = ip ? strlen(ip) : 0;
+	return !ip || (k->mv_size >= n && memcmp(k->mv_data, ip, n) == 0 &&
+		       (k->mv_size == n || ((const char *)k->mv_data)[n] == '/'));
+}
+
+/* One chunk of authfail entries after sc: those whose window is still
+ * open (older ones count for nothing and smtpgate-flush prunes them). */
+static int authfail_chunk(const struct config *c, struct queue *q,
+			  const char *ip, struct scan *sc, struct table *t,
+			  size_t *bad, bool *done, struct error *err)
+{
+	MDB_txn *txn;
+	int rc = queue_txn_begin(q, true, &txn, err);
+	if (rc)
+		return rc;
+	MDB_cursor *cur = NULL;
+	MDB_val k, v;
+	size_t n = 0;
+	int64_t now = queue_now_us();
+	struct buf addr = BUF_INIT, login = BUF_INIT;
+	int r = mdb_cursor_open(txn, queue_dbi(q, QUEUE_DB_AUTHFAIL), &cur);
+	for (r = r ? r : scan_start(sc, cur, ip ? ip : "", ip ? strlen(ip) : 0, &k, &v);
+	     r == 0 && n < CHUNK_ROWS;
+	     r = mdb_cursor_get(cur, &k, &v, MDB_NEXT), n++) {
+		scan_note(sc, &k);
+		if (ip && (k.mv_size < strlen(ip) ||
+			   memcmp(k.mv_data, ip, strlen(ip)) != 0)) {
+			r = MDB_NOTFOUND;
+			break;
+		}
+		if (!authfail_key_of(&k, ip))
+			continue;	/* 192.0.2.10 after 192.0.2.1 */
+		struct record rec;
+		uint64_t count = 0;
+		int64_t since = 0;
+		if (authfail_key_split(&k, &addr, &login) != 0 ||
+		    record_parse(&rec, v.mv_data, v.mv_size, NULL) != 0) {
+			(*bad)++;
+			continue;
+		}
+		const char *since_text = record_get(&rec, "since");
+		bool ok = record_get_u64(&rec, "count", true, UINT32_MAX, &count) == 0 &&
+			  since_text && queue_time_parse(since_text, strlen(since_text), &since) == 0;
+		record_free(&rec);
+		if (!ok) {
+			(*bad)++;
+			continue;
+		}
+		int64_t until = since + (int64_t)c->auth_failure_window * 1000000;
+		if (count == 0 || until <= now)
+			continue;
+		unsigned limit = login.len ? c->max_auth_failures
+					   : c->max_auth_failures_per_client;
+		bool locked = count >= limit;
+		char t_since[QUEUE_TIME_SIZE], t_until[QUEUE_TIME_SIZE];
+		queue_time_format(since, t_since);
+		queue_time_format(until, t_until);
+		if (json) {
+			struct buf o = BUF_INIT;
+			buf_putc(&o, '{');
+			json_str(&o, "address", addr.data);
+			json_str(&o, "login", login.data);
+			json_u64(&o, "count", count);
+			json_u64(&o, "limit", limit);
+			json_str(&o, "since", t_since);
+			json_str(&o, "until", t_until);
+			buf_printf(&o, ",\"locked\":%s}", locked ? "true" : "false");
+			table_add(t, NULL, buf_steal(&o));
+		} else {
+			struct buf state = BUF_INIT;
+			if (locked) {
+				char *when = human_time(until);
+				buf_printf(&state, "until %s", when);
+				free(when);
+			} else {
+				buf_puts(&state, "no");
+			}
+			struct buf failures = BUF_INIT;
+			buf_printf(&failures, "%" PRIu64 "/%u", count, limit);
+			char *cells[5] = { printable(addr.data),
+					   login.len ? printable(login.data) : xstrdup("(all)"),
+					   buf_steal(&failures), human_time(since),
+					   buf_steal(&state) };
+			table_add(t, cells, NULL);
+		}
+	}
+	buf_free(&addr);
+	buf_free(&login);
+	if (r == MDB_NOTFOUND)
+		*done = true;
+	else if (r != 0)
+		rc = queue_mdb_error(q, r, "authfail", err);
+	if (cur)
+		mdb_cursor_close(cur);
+	mdb_txn_abort(txn);
+	return rc;
+}
+
+static int authfail_list(const struct config *c, const char *ip)
+{
+	struct queue *q;
+	if (open_queue(c, true, &q))
+		return 1;
+	struct table t = { .n_cols = 5, .headers = authfail_headers };
+	int status = 0;
+	size_t bad = 0;
+	if (q) {
+		struct scan sc = { BUF_INIT, false };
+		struct error err;
+		for (bool done = false; !done;) {
+			if (authfail_chunk(c, q, ip, &sc, &t, &bad, &done, &err) != 0) {
+				status = fail("%s", err.text);
+				break;
+			}
+			table_flush(&t);
+		}
+		buf_free(&sc.last);
+		queue_close(q);
+	}
+	table_finish(&t);
+	if (bad)
+		fail("%zu authfail entries do not parse", bad);
+	return status;
+}
+
+/* Deletes the authfail entries of ip (NULL: all) in one write transaction:
+ * the database holds one small entry a failing address or pair. */
+static int authfail_clear(const struct config *c, const char *ip)
+{
+	struct queue *q;
+	if (open_queue(c, false, &q))
+		return 1;
+	MDB_txn *txn;
+	struct error err;
+	size_t cleared = 0;
+	int rc = queue_txn_begin(q, false, &txn, &err);
+	if (rc == 0) {
+		MDB_cursor *cur;
+		MDB_val k = { ip ? strlen(ip) : 0, (void *)(ip ? ip : "") }, v;
+		int r = mdb_cursor_open(txn, queue_dbi(q, QUEUE_DB_AUTHFAIL), &cur);
+		if (r == 0) {
+			r = mdb_cursor_get(cur, &k, &v, ip ? MDB_SET_RANGE : MDB_FIRST);
+			while (r == 0 && (!ip || (k.mv_size >= strlen(ip) &&
+						  memcmp(k.mv_data, ip, strlen(ip)) == 0))) {
+				if (authfail_key_of(&k, ip)) {
+					r = mdb_cursor_del(cur, 0);
+					cleared += r == 0;
+				}
+				if (r == 0)
+					r = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+			}
+			mdb_cursor_close(cur);
+		}
+		if (r != 0 && r != MDB_NOTFOUND) {
+			rc = queue_mdb_error(q, r, "authfail", &err);
+			mdb_txn_abort(txn);
+		} else {
+			rc = queue_txn_commit(q, txn, &err);
+		}
+	}
+	queue_close(q);
+	if (rc)
+		return fail("%s", err.text);
+	if (ip && cleared == 0)
+		return fail("no authentication failures are recorded for %s", ip);
+	if (json) {
+		struct buf o = BUF_INIT;
+		buf_putc(&o, '{');
+		json_str(&o, "address", ip ? ip : "");
+		json_u64(&o, "cleared", cleared);
+		buf_puts(&o, "}\n");
+		fputs(o.data, stdout);
+		buf_free(&o);
+	} else {
+		printf("authfail %s: %zu entries cleared\n", ip ? ip : "(all)", cleared);
+	}
+	return 0;
+}
+
+static int cmd_authfail(const struct config *c, int argc, char **argv)
+{
+	if (argc < 1 || argc > 2 ||
+	    (strcmp(argv[0], "list") != 0 && strcmp(argv[0], "clear") != 0))
+		return usage_error("%s", "authfail: list or clear, and an address or none");
+	char ip[INET6_ADDRSTRLEN];
+	if (argc == 2 && !client_address(argv[1], ip))
+		return usage_error("\"%s\" is not an IPv4 or IPv6 address", argv[1]);
+	const char *which = argc == 2 ? ip : NULL;
+	return argv[0][0] == 'l' ? authfail_list(c, which) : authfail_clear(c, which);
 }
 
 /* ---- check-config ---- */
@@ -1834,6 +2100,7 @@ static const struct command {
 	{ "delete", cmd_delete, true },
 	{ "suppress", cmd_suppress, true },
 	{ "stoplist", cmd_stoplist, true },
+	{ "authfail", cmd_authfail, true },
 	{ "check-config", cmd_check_config, true },
 	{ "index-config", cmd_index_config, true },
 	{ "dkim-keygen", cmd_dkim_keygen, false },

@@ -219,6 +219,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 		"sink_recipients = test@test.ru\n"
 		"postmaster = postmaster@example.net\n"
 		"max_auth_failures = 3\n"
+		"max_auth_failures_per_client = 6\n"
 		"auth_failure_window = 600\n"
 		"[relay]\n"
 		"url = discard:\n"

@@ -207,7 +207,9 @@ def test_lockout_after_max_failures_in_one_session_is_421_and_close(gate):
 
 
 def test_lockout_counts_failures_across_connections(gate):
-    g = gate(gate_keys={"max_auth_failures": "2"})
+    # The address's own limit (one login's is in test_case_and_lockout.py).
+    g = gate(gate_keys={"max_auth_failures": "2",
+                        "max_auth_failures_per_client": "2"})
     fail_once(g).close()
     with fail_once(g) as c:
         assert c.cmd("QUIT") == "221 2.0.0 Bye"
@@ -215,7 +217,8 @@ def test_lockout_counts_failures_across_connections(gate):
     with Raw(g) as c:
         assert c.reply_line().startswith("421 4.7.0 ")
         assert c.closed()
-    assert list(g.db("authfail")) == [b"127.0.0.1"]
+    # The address's count and the pair's (client address, login).
+    assert sorted(g.db("authfail")) == [b"127.0.0.1", b"127.0.0.1/" + DEMO_LOGIN.encode()]
 
 
 def test_failures_below_the_limit_do_not_lock_out(gate):
@@ -244,7 +247,8 @@ def test_lockout_ends_with_the_window(gate):
     import time
     # A window wide enough that a loaded machine running the sanitizer
     # build still sees the lock-out inside it.
-    g = gate(gate_keys={"max_auth_failures": "1", "auth_failure_window": "10"})
+    g = gate(gate_keys={"max_auth_failures": "1", "auth_failure_window": "10",
+                        "max_auth_failures_per_client": "1"})
     fail_once(g).close()
     failed = time.monotonic()   # the window starts at the failure
     with Raw(g) as c:

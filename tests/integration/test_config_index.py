@@ -124,7 +124,8 @@ def test_a_missing_key_file_is_421_not_an_auth_failure(gate, keys, tmp_path):
     shutil.copy(keys.rsa, key)
     accounts = many_accounts(keys)
     accounts["a7"]["dkim_key"] = [f"example.com sel {key}"]
-    g = gate(gate_keys={"auth_requires_tls": "no", "max_auth_failures": "1"},
+    g = gate(gate_keys={"auth_requires_tls": "no", "max_auth_failures": "1",
+                        "max_auth_failures_per_client": "1"},
              accounts=accounts)
     assert index_config(g).returncode == 0
     os.unlink(key)
@@ -135,8 +136,8 @@ def test_a_missing_key_file_is_421_not_an_auth_failure(gate, keys, tmp_path):
             "421 4.3.0 gate.example.com Error: service temporarily unavailable"
         assert c.closed()
     assert "dkim_key: cannot read" in g.log_text()
-    # Not counted against the client: with max_auth_failures = 1 a
-    # counted failure would lock it out now. (smtpgate-queue, which reads
+    # Not counted against the client: with max_auth_failures_per_client
+    # = 1 a counted failure would lock it out now. (smtpgate-queue, which reads
     # every account, now refuses the config: only the handler's reply.)
     with Raw(g) as c:
         c.greeting()

@@ -80,6 +80,8 @@ TEST(test_defaults_match_the_spec)
 	CHECK(c.postmaster == NULL);
 	CHECK(c.reject_incomplete);
 	CHECK(c.max_auth_failures == 5);
+	/* Four times max_auth_failures. */
+	CHECK(c.max_auth_failures_per_client == 20);
 	CHECK(c.auth_failure_window == 600);
 	CHECK(c.log_retention == 30 * 86400);
 	CHECK(c.relay.scheme == RELAY_NONE && c.relay_url_text == NULL);
@@ -117,6 +119,7 @@ TEST(test_every_gate_key_is_read)
 		"postmaster = post.master+gate@Example.COM\n"
 		"reject_incomplete = off\n"
 		"max_auth_failures = 3\n"
+		"max_auth_failures_per_client = 7\n"
 		"auth_failure_window = 1h\n"
 		"log_retention = 7d\n");
 	CHECK(rc == 0);
@@ -140,10 +143,14 @@ TEST(test_every_gate_key_is_read)
 	CHECK(!c.auth_requires_tls);
 	CHECK(c.n_sink_recipients == 2);
 	CHECK(config_is_sink(&c, "sink@example.com"));
-	CHECK(config_is_sink(&c, "TEST@test.ru") == false);
+	/* Lists compare case-insensitively, the local part too. */
+	CHECK(config_is_sink(&c, "TEST@test.ru"));
+	CHECK(config_is_sink(&c, "Sink@example.com"));
+	CHECK(config_is_sink(&c, "sinks@example.com") == false);
 	CHECK_STR(c.postmaster, "post.master+gate@Example.COM");
 	CHECK(!c.reject_incomplete);
 	CHECK(c.max_auth_failures == 3);
+	CHECK(c.max_auth_failures_per_client == 7);
 	CHECK(c.auth_failure_window == 3600);
 	CHECK(c.log_retention == 7 * 86400);
 	buf_free(&want);
@@ -253,7 +260,9 @@ TEST(test_every_account_key_is_read)
 	if (!a)
 		return;
 	CHECK(config_account_by_login(&c, "shop@smtpgate") == a);
-	CHECK(config_account_by_login(&c, "SHOP@smtpgate") == NULL);
+	/* Logins compare case-insensitively (they look like addresses). */
+	CHECK(config_account_by_login(&c, "SHOP@smtpgate") == a);
+	CHECK(config_account_by_login(&c, "shop@smtpgat") == NULL);
 	CHECK(strncmp(a->password_hash, "$6$", 3) == 0);
 	CHECK(a->n_networks == 3);
 	CHECK(a->n_dkim_keys == 2);
@@ -272,6 +281,7 @@ TEST(test_every_account_key_is_read)
 
 	CHECK(config_sender_verdict(a, "anyone@EXAMPLE.com") == SENDER_IS_ACTIVE);
 	CHECK(config_sender_verdict(a, "boss@example.com") == SENDER_IS_PROHIBITED);
+	CHECK(config_sender_verdict(a, "BOSS@Example.com") == SENDER_IS_PROHIBITED);
 	CHECK(config_sender_verdict(a, "x@review.example.com") == SENDER_IS_MODERATION);
 	CHECK(config_sender_verdict(a, "x@other.org") == SENDER_UNKNOWN);
 	const struct account *office = config_account_by_name(&c, "office");
@@ -399,6 +409,9 @@ TEST(test_value_errors)
 	check_error("[gate]\nauth_requires_tls = maybe\n", "2: auth_requires_tls: \"maybe\" is not yes or no");
 	check_error("[gate]\nimplicit_tls_ports = 465 99999\n",
 		    "2: implicit_tls_ports: \"99999\" is not a port number");
+	check_error("[gate]\nmax_auth_failures = 5\nmax_auth_failures_per_client = 4\n",
+		    " [gate] max_auth_failures_per_client (4) is less than "
+		    "max_auth_failures (5): no login could ever reach its own limit");
 	check_error("[gate]\nsink_recipients = nobody\n",
 		    "2: sink_recipients: \"nobody\" is not an e-mail address");
 	/* The postmaster is relayed: plain ASCII RFC 5321 only. */
@@ -456,11 +469,19 @@ TEST(test_account_errors)
 		    "2: sender: \"not-an-address\" is not an address or *@domain");
 	check_error("[account a]\nsender = *@x.org active\nsender = *@X.org prohibited\n",
 		    "3: sender: \"*@X.org\" is listed twice");
+	check_error("[account a]\nsender = ceo@x.org prohibited\nsender = CEO@x.org active\n",
+		    "3: sender: \"CEO@x.org\" is listed twice");
 	struct buf text = BUF_INIT;
 	buf_printf(&text, "%s[account b]\nlogin = demo.demo@smtpgate\n"
 		   "password = $2b$12$abcdefghijklmnopqrstuvwxyz\n", account_demo);
 	check_error(text.data,
 		    "4: [account b]: login demo.demo@smtpgate is already used by [account demo]");
+	/* Logins compare case-insensitively: another case is the same login. */
+	buf_clear(&text);
+	buf_printf(&text, "%s[account b]\nlogin = Demo.Demo@SMTPGATE\n"
+		   "password = $2b$12$abcdefghijklmnopqrstuvwxyz\n", account_demo);
+	check_error(text.data,
+		    "4: [account b]: login Demo.Demo@SMTPGATE is already used by [account demo]");
 	buf_free(&text);
 }
 
@@ -485,7 +506,7 @@ TEST(test_key_table_lists_every_key_once)
 			const struct config_key_info *o = config_key_at(j);
 			CHECK(!(strcmp(o->section, k->section) == 0 && strcmp(o->key, k->key) == 0));
 		}
-	CHECK(n == 42);
+	CHECK(n == 43);
 }
 
 TEST(test_url_shown_hides_the_userinfo)

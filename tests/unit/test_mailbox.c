@@ -1,4 +1,5 @@
-/* mailbox_canonical (common/mailbox.c): one spelling a mailbox. */
+/* mailbox_canonical and mailbox_folded (common/mailbox.c): one spelling
+ * a mailbox, and the form lists compare. */
 #include "unit.h"
 
 #include "mailbox.h"
@@ -54,5 +55,24 @@ TEST(test_domain_and_case_are_kept)
 	check_canonical("@example.net", "@example.net");
 }
 
+TEST(test_folded_form_is_canonical_in_lower_case)
+{
+	static const char *const cases[][2] = {
+		{ "STOP@Example.NET", "stop@example.net" },
+		{ "\"Stop\"@example.net", "stop@example.net" },
+		{ "\"B C\"@X.ru", "\"b c\"@x.ru" },
+		{ "\xc3\x89t\xc3\xa9@Example.net", "\xc3\x89t\xc3\xa9@example.net" },
+		{ "Postmaster", "postmaster" },
+		{ "", "" },
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		struct buf out = BUF_INIT;
+		mailbox_folded(cases[i][0], &out);
+		CHECK_STR(out.data, cases[i][1]);
+		buf_free(&out);
+	}
+}
+
 UNIT_MAIN(test_quotes_around_a_dot_atom_go, test_quoted_pairs_are_resolved,
-	  test_what_needs_quotes_keeps_them, test_domain_and_case_are_kept)
+	  test_what_needs_quotes_keeps_them, test_domain_and_case_are_kept,
+	  test_folded_form_is_canonical_in_lower_case)

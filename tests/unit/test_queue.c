@@ -117,7 +117,10 @@ TEST(test_open_creates_the_folder_0750_and_every_database)
 	struct stat st;
 	CHECK(stat(path.data, &st) == 0 && (st.st_mode & 0777) == 0750);
 	for (int i = 0; i < QUEUE_DB_COUNT; i++)
-		CHECK(count(q, (enum queue_db)i) == (i == QUEUE_DB_META ? 1 : 0));
+		CHECK(count(q, (enum queue_db)i) == (i == QUEUE_DB_META ? 2 : 0));
+	char *folded = get(q, QUEUE_DB_META, "lists_folded");
+	CHECK_STR(folded, "1");
+	free(folded);
 	char *schema = get(q, QUEUE_DB_META, "schema");
 	CHECK_STR(schema, QUEUE_SCHEMA);
 	free(schema);
@@ -276,7 +279,7 @@ TEST(test_envelope_fields_cannot_forge_lines_or_recipients)
 	free(dir);
 }
 
-TEST(test_stoplist_matches_address_or_domain_case_insensitively)
+TEST(test_stoplist_matches_address_or_domain_case_insensitively_after_folding)
 {
 	char *dir = temp_folder();
 	struct config c = config_for(dir, 1 << 22);
@@ -294,8 +297,28 @@ TEST(test_stoplist_matches_address_or_domain_case_insensitively)
 	CHECK(queue_txn_commit(q, txn, &err) == 0);
 	CHECK(queue_is_stoplisted(q, "demo", "User@example.net", &err) == 1);
 	CHECK(queue_is_stoplisted(q, "demo", "User@EXAMPLE.net", &err) == 1);
-	/* The local part is exact (RFC 5321 section 2.4). */
+	/* A key of the older form (written after queue_open folded the
+	 * lists, as an older binary would) matches its own spelling. */
 	CHECK(queue_is_stoplisted(q, "demo", "user@example.net", &err) == 0);
+	/* Without lists_folded in meta (a queue of an older smtpgate), the
+	 * next read-write open folds the keys. */
+	CHECK(queue_txn_begin(q, false, &txn, &err) == 0);
+	MDB_val folded = { 12, "lists_folded" };
+	CHECK(mdb_del(txn, queue_dbi(q, QUEUE_DB_META), &folded, NULL) == 0);
+	CHECK(queue_txn_commit(q, txn, &err) == 0);
+	queue_close(q);
+	CHECK(queue_open(&q, &c, false, &err) == 0);
+	CHECK(queue_is_stoplisted(q, "demo", "user@example.net", &err) == 1);
+	CHECK(queue_is_stoplisted(q, "demo", "USER@example.net", &err) == 1);
+	/* A fold that cannot be done (here: a lists_folded that does not
+	 * parse) does not make the queue unusable: the open logs it. */
+	CHECK(queue_txn_begin(q, false, &txn, &err) == 0);
+	MDB_val bad = { 4, "bad\\" };
+	CHECK(mdb_put(txn, queue_dbi(q, QUEUE_DB_META), &folded, &bad, 0) == 0);
+	CHECK(queue_txn_commit(q, txn, &err) == 0);
+	queue_close(q);
+	CHECK(queue_open(&q, &c, false, &err) == 0);
+	CHECK(queue_is_stoplisted(q, "demo", "User@example.net", &err) == 1);
 	CHECK(queue_is_stoplisted(q, "demo", "anyone@Blocked.Example", &err) == 1);
 	CHECK(queue_is_stoplisted(q, "demo", "x@example.net", &err) == 0);
 	CHECK(queue_is_stoplisted(q, "other", "x@example.net", &err) == 1);
@@ -306,7 +329,42 @@ TEST(test_stoplist_matches_address_or_domain_case_insensitively)
 	free(dir);
 }
 
-TEST(test_suppressed_matches_only_the_exact_address_of_the_account)
+TEST(test_folding_an_old_list_goes_on_across_batches)
+{
+	char *dir = temp_folder();
+	struct config c = config_for(dir, 1 << 26);
+	struct queue *q;
+	struct error err;
+	CHECK(queue_open(&q, &c, false, &err) == 0);
+	/* 25,000 keys of the older form, two and a half fold batches; and
+	 * the note that lists are folded taken away, as in an older queue. */
+	MDB_txn *txn;
+	CHECK(queue_txn_begin(q, false, &txn, &err) == 0);
+	for (int i = 0; i < 25000; i++) {
+		char key[64];
+		int n = snprintf(key, sizeof key, "demo/User%05d@example.net", i);
+		MDB_val k = { (size_t)n, key }, v = { 6, "time=x" };
+		CHECK(mdb_put(txn, queue_dbi(q, QUEUE_DB_STOPLIST), &k, &v, 0) == 0);
+	}
+	MDB_val folded = { 12, "lists_folded" };
+	CHECK(mdb_del(txn, queue_dbi(q, QUEUE_DB_META), &folded, NULL) == 0);
+	CHECK(queue_txn_commit(q, txn, &err) == 0);
+	queue_close(q);
+	CHECK(queue_open(&q, &c, false, &err) == 0);
+	CHECK(count(q, QUEUE_DB_STOPLIST) == 25000);
+	char *v = get(q, QUEUE_DB_STOPLIST, "demo/user24999@example.net");
+	CHECK_STR(v, "time=x\naddress=User24999@example.net");
+	free(v);
+	v = get(q, QUEUE_DB_STOPLIST, "demo/User00000@example.net");
+	CHECK(v == NULL);
+	free(v);
+	CHECK(queue_is_stoplisted(q, "demo", "USER12345@example.net", &err) == 1);
+	queue_close(q);
+	remove_folder(dir);
+	free(dir);
+}
+
+TEST(test_suppressed_matches_only_the_address_of_the_account_in_any_case)
 {
 	char *dir = temp_folder();
 	struct config c = config_for(dir, 1 << 22);
@@ -321,6 +379,7 @@ TEST(test_suppressed_matches_only_the_exact_address_of_the_account)
 	CHECK(queue_txn_commit(q, txn, &err) == 0);
 	CHECK(queue_is_suppressed(q, "demo", "gone@example.net", &err) == 1);
 	CHECK(queue_is_suppressed(q, "demo", "gone@Example.Net", &err) == 1);
+	CHECK(queue_is_suppressed(q, "demo", "GONE@Example.Net", &err) == 1);
 	CHECK(queue_is_suppressed(q, "demo", "other@example.net", &err) == 0);
 	CHECK(queue_is_suppressed(q, "other", "gone@example.net", &err) == 0);
 	queue_close(q);
@@ -401,6 +460,17 @@ TEST(test_log_keys_grow_in_commit_order_even_when_the_clock_lags)
 	free(dir);
 }
 
+/* queue_authfail_add for ip with no login and no limits: the new count
+ * of the address. */
+static int add_for(struct queue *q, const char *ip, time_t t, int delta,
+		   struct error *err)
+{
+	struct queue_authfail_attempt a = { ip, NULL, 600, 0, 0 };
+	struct queue_authfail_counts n;
+	int rc = queue_authfail_add(q, &a, t, delta, &n, err);
+	return rc ? -100 + rc : n.client;
+}
+
 TEST(test_authfail_counts_within_the_window_then_expires)
 {
 	char *dir = temp_folder();
@@ -410,24 +480,24 @@ TEST(test_authfail_counts_within_the_window_then_expires)
 	CHECK(queue_open(&q, &c, false, &err) == 0);
 	time_t t0 = 1800000000;
 	CHECK(queue_authfail_count(q, "192.0.2.7", 600, t0, &err) == 0);
-	CHECK(queue_authfail_add(q, "192.0.2.7", 600, t0, 1, &err) == 1);
-	CHECK(queue_authfail_add(q, "192.0.2.7", 600, t0 + 10, 1, &err) == 2);
-	CHECK(queue_authfail_add(q, "192.0.2.7", 600, t0 + 599, 1, &err) == 3);
+	CHECK(add_for(q, "192.0.2.7", t0, 1, &err) == 1);
+	CHECK(add_for(q, "192.0.2.7", t0 + 10, 1, &err) == 2);
+	CHECK(add_for(q, "192.0.2.7", t0 + 599, 1, &err) == 3);
 	CHECK(queue_authfail_count(q, "192.0.2.7", 600, t0 + 599, &err) == 3);
 	CHECK(queue_authfail_count(q, "2001:db8::7", 600, t0 + 599, &err) == 0);
 	/* The window runs from the first failure. */
 	CHECK(queue_authfail_count(q, "192.0.2.7", 600, t0 + 600, &err) == 0);
-	CHECK(queue_authfail_add(q, "192.0.2.7", 600, t0 + 600, 1, &err) == 1);
+	CHECK(add_for(q, "192.0.2.7", t0 + 600, 1, &err) == 1);
 	CHECK(queue_authfail_count(q, "192.0.2.7", 600, t0 + 601, &err) == 1);
 	char *v = get(q, QUEUE_DB_AUTHFAIL, "192.0.2.7");
 	CHECK(v && strncmp(v, "count=1\nsince=", 14) == 0);
 	free(v);
 	/* An attempt counted before its password was checked, which then
 	 * succeeded, gives its count back; never below zero. */
-	CHECK(queue_authfail_add(q, "192.0.2.7", 600, t0 + 602, 1, &err) == 2);
-	CHECK(queue_authfail_add(q, "192.0.2.7", 600, t0 + 603, -1, &err) == 1);
-	CHECK(queue_authfail_add(q, "192.0.2.7", 600, t0 + 604, -1, &err) == 0);
-	CHECK(queue_authfail_add(q, "192.0.2.7", 600, t0 + 605, -1, &err) == 0);
+	CHECK(add_for(q, "192.0.2.7", t0 + 602, 1, &err) == 2);
+	CHECK(add_for(q, "192.0.2.7", t0 + 603, -1, &err) == 1);
+	CHECK(add_for(q, "192.0.2.7", t0 + 604, -1, &err) == 0);
+	CHECK(add_for(q, "192.0.2.7", t0 + 605, -1, &err) == 0);
 	CHECK(queue_authfail_count(q, "192.0.2.7", 600, t0 + 606, &err) == 0);
 	queue_close(q);
 	remove_folder(dir);
@@ -475,6 +545,52 @@ TEST(test_open_during_commits_that_grow_the_file_never_sees_damage)
 	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 	CHECK(opens > 0);
 	CHECK(damaged == 0);
+	remove_folder(dir);
+	free(dir);
+}
+
+TEST(test_authfail_locks_the_pair_at_its_limit_and_the_address_at_its_own)
+{
+	char *dir = temp_folder();
+	struct config c = config_for(dir, 1 << 22);
+	struct queue *q;
+	struct error err;
+	CHECK(queue_open(&q, &c, false, &err) == 0);
+	time_t t0 = 1800000000;
+	struct queue_authfail_attempt app = { "192.0.2.7", "App@Example.com", 600, 2, 5 };
+	struct queue_authfail_counts n;
+	CHECK(queue_authfail_add(q, &app, t0, 1, &n, &err) == 0 && n.client == 1 && n.login == 1);
+	CHECK(queue_authfail_add(q, &app, t0, 1, &n, &err) == 0 && n.client == 2 && n.login == 2);
+	/* The pair has reached max_login: locked, and nothing more counted,
+	 * not even under the address. */
+	for (int i = 0; i < 3; i++)
+		CHECK(queue_authfail_add(q, &app, t0, 1, &n, &err) == 1 && n.client == 2 && n.login == 2);
+	/* Another spelling of the login is the same pair. */
+	app.login = "app@example.COM";
+	CHECK(queue_authfail_add(q, &app, t0, 1, &n, &err) == 1);
+	char *v = get(q, QUEUE_DB_AUTHFAIL, "192.0.2.7/app@example.com");
+	CHECK(v && strncmp(v, "count=2\n", 8) == 0);
+	free(v);
+	/* Other logins of the host go on, up to the address's limit. */
+	struct queue_authfail_attempt other = { "192.0.2.7", "other", 600, 2, 5 };
+	CHECK(queue_authfail_add(q, &other, t0, 1, &n, &err) == 0 && n.client == 3 && n.login == 1);
+	other.login = "third";
+	CHECK(queue_authfail_add(q, &other, t0, 1, &n, &err) == 0 && n.client == 4);
+	/* A malformed response (no login) counts under the address only. */
+	other.login = NULL;
+	CHECK(queue_authfail_add(q, &other, t0, 1, &n, &err) == 0 && n.client == 5 && n.login == -1);
+	other.login = "fourth";
+	CHECK(queue_authfail_add(q, &other, t0, 1, &n, &err) == 1 && n.client == 5 && n.login == 0);
+	CHECK(queue_authfail_count(q, "192.0.2.7", 600, t0, &err) == 5);
+	/* Giving back is never refused. */
+	CHECK(queue_authfail_add(q, &other, t0, -1, &n, &err) == 0 && n.client == 4);
+	/* A login too long for an LMDB key counts under the address only. */
+	char login[600];
+	memset(login, 'x', sizeof login - 1);
+	login[sizeof login - 1] = '\0';
+	other.login = login;
+	CHECK(queue_authfail_add(q, &other, t0, 1, &n, &err) == 0 && n.client == 5 && n.login == -1);
+	queue_close(q);
 	remove_folder(dir);
 	free(dir);
 }
@@ -951,11 +1067,13 @@ UNIT_MAIN(test_open_creates_the_folder_0750_and_every_database,
 	  test_append_writes_msg_env_due_and_issue_in_one_transaction,
 	  test_append_under_an_id_made_beforehand,
 	  test_envelope_fields_cannot_forge_lines_or_recipients,
-	  test_stoplist_matches_address_or_domain_case_insensitively,
-	  test_suppressed_matches_only_the_exact_address_of_the_account,
+	  test_stoplist_matches_address_or_domain_case_insensitively_after_folding,
+	  test_folding_an_old_list_goes_on_across_batches,
+	  test_suppressed_matches_only_the_address_of_the_account_in_any_case,
 	  test_record_rejected_logs_bounces_without_storing_the_message,
 	  test_log_keys_grow_in_commit_order_even_when_the_clock_lags,
 	  test_authfail_counts_within_the_window_then_expires,
+	  test_authfail_locks_the_pair_at_its_limit_and_the_address_at_its_own,
 	  test_map_full_is_efull_and_leaves_nothing_half_written,
 	  test_open_during_commits_that_grow_the_file_never_sees_damage,
 	  test_bounce_records_stop_short_of_the_reserve_and_pruning_frees_them,

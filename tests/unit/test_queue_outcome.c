@@ -511,11 +511,16 @@ TEST(test_prune_removes_old_log_events_and_stale_authfail_entries)
 			    &err) == 0);
 	CHECK(queue_txn_commit(f.q, txn, &err) == 0);
 	time_t t = (time_t)(now / S);
-	CHECK(queue_authfail_add(f.q, "192.0.2.1", 600, t - 700, 1, &err) == 1);
-	CHECK(queue_authfail_add(f.q, "192.0.2.2", 600, t - 10, 1, &err) == 1);
+	struct queue_authfail_attempt old = { "192.0.2.1", "a", 600, 0, 0 },
+				      recent = { "192.0.2.2", "b", 600, 0, 0 };
+	struct queue_authfail_counts n;
+	CHECK(queue_authfail_add(f.q, &old, t - 700, 1, &n, &err) == 0);
+	CHECK(queue_authfail_add(f.q, &recent, t - 10, 1, &n, &err) == 0);
+	CHECK(count(f.q, QUEUE_DB_AUTHFAIL) == 4);
 	CHECK(queue_prune(f.q, now, 30 * 86400, 600, &err) == 0);
 	CHECK(count(f.q, QUEUE_DB_LOG) == 1);
-	CHECK(count(f.q, QUEUE_DB_AUTHFAIL) == 1);
+	/* The address and pair keys of the window that has passed go. */
+	CHECK(count(f.q, QUEUE_DB_AUTHFAIL) == 2);
 	CHECK(queue_authfail_count(f.q, "192.0.2.2", 600, t, &err) == 1);
 	teardown(&f);
 }
