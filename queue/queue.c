@@ -448,7 +448,7 @@ static void give_to_parent_owner(const char *path)
 	struct stat st;
 	if (stat(parent, &st) == 0 && st.st_uid != 0) {
 		static const char *const files[] = { "", "/data.mdb", "/lock.mdb",
-						     "/" QUEUE_MARKER };
+						     ("/" QUEUE_MARKER) };
 		for (size_t i = 0; i < 4; i++) {
 			struct buf f = BUF_INIT;
 			buf_printf(&f, "%s%s", path, files[i]);
