@@ -34,6 +34,7 @@ enum key_type {
 	T_ADDRESSES,	/* a list of e-mail addresses */
 	T_ADDRESS,	/* one e-mail address that is relayed */
 	T_STARTTLS,	/* yes | no | opportunistic */
+	T_BARE_NEWLINE,	/* normalize | reject; an account's may be empty */
 	T_FINGERPRINTS,	/* sha256:HEX certificate fingerprints; repeatable */
 	T_RELAY_URL,
 	T_HTTP_URL,
@@ -73,6 +74,7 @@ static const struct key_row key_table[] = {
 	ROW("gate", "sink_recipients", sink_recipients, struct config, T_ADDRESSES, "test@test.ru", 0, 0),
 	GATE(postmaster, T_ADDRESS, "", 0, 0),
 	GATE(reject_incomplete, T_BOOL, "yes", 0, 0),
+	GATE(bare_newline, T_BARE_NEWLINE, "normalize", 0, 0),
 	GATE(max_auth_failures, T_UINT, "5", 1, 1000000),
 	GATE(auth_failure_window, T_DURATION, "600", 1, 30 * 86400),
 	GATE(log_retention, T_DURATION, "2592000", 3600, 3650 * 86400u),
@@ -101,6 +103,7 @@ static const struct key_row key_table[] = {
 	ACCOUNT("sender", senders, T_SENDER, ""),
 	ACCOUNT("blocked", blocked, T_BOOL, "no"),
 	ACCOUNT("demo", demo, T_BOOL, "no"),
+	ACCOUNT("bare_newline", bare_newline, T_BARE_NEWLINE, ""),
 };
 
 #define N_KEYS (sizeof key_table / sizeof key_table[0])
@@ -682,6 +685,19 @@ static int set_value(struct loader *ld, const struct key_row *row, void *base,
 			*mode = RELAY_STARTTLS_OPPORTUNISTIC;
 		else
 			return fail(ld, "starttls: \"%s\" is not yes, no or opportunistic", value), -1;
+		return 0;
+	}
+	case T_BARE_NEWLINE: {
+		enum bare_newline *mode = field;
+		bool account = strcmp(row->info.section, "account") == 0;
+		if (strcmp(value, "normalize") == 0)
+			*mode = BARE_NEWLINE_NORMALIZE;
+		else if (strcmp(value, "reject") == 0)
+			*mode = BARE_NEWLINE_REJECT;
+		else if (account && is_blank(value))
+			*mode = BARE_NEWLINE_UNSET;	/* as [gate] */
+		else
+			return fail(ld, "bare_newline: \"%s\" is not normalize or reject", value), -1;
 		return 0;
 	}
 	case T_RELAY_URL: {
@@ -1287,6 +1303,13 @@ bool config_is_sink(const struct config *c, const char *address)
 	return false;
 }
 
+enum bare_newline config_bare_newline(const struct config *c,
+				      const struct account *a)
+{
+	return a && a->bare_newline != BARE_NEWLINE_UNSET ? a->bare_newline
+							  : c->bare_newline;
+}
+
 enum sender_verdict config_sender_verdict(const struct account *a,
 					  const char *address)
 {
@@ -1485,6 +1508,11 @@ static const char *bool_text(bool b)
 	return b ? "yes" : "no";
 }
 
+static const char *bare_newline_text(enum bare_newline mode)
+{
+	return mode == BARE_NEWLINE_REJECT ? "reject" : "normalize";
+}
+
 void config_dump(const struct config *c, FILE *out)
 {
 	static const char *const starttls[] = { "no", "yes", "opportunistic" };
@@ -1506,6 +1534,7 @@ void config_dump(const struct config *c, FILE *out)
 		fprintf(out, " %s", c->sink_recipients[i]);
 	fprintf(out, "\npostmaster = %s\n", c->postmaster ? c->postmaster : "");
 	fprintf(out, "reject_incomplete = %s\n", bool_text(c->reject_incomplete));
+	fprintf(out, "bare_newline = %s\n", bare_newline_text(c->bare_newline));
 	fprintf(out, "max_auth_failures = %u\n", c->max_auth_failures);
 	fprintf(out, "auth_failure_window = %u\n", c->auth_failure_window);
 	fprintf(out, "log_retention = %u\n", c->log_retention);
@@ -1550,5 +1579,7 @@ void config_dump(const struct config *c, FILE *out)
 			fprintf(out, "sender = %s %s\n", a->senders[k].pattern,
 				status[a->senders[k].status]);
 		fprintf(out, "blocked = %s\ndemo = %s\n", bool_text(a->blocked), bool_text(a->demo));
+		if (a->bare_newline != BARE_NEWLINE_UNSET)
+			fprintf(out, "bare_newline = %s\n", bare_newline_text(a->bare_newline));
 	}
 }

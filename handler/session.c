@@ -542,11 +542,17 @@ static bool check_data(struct session *s, const char *arg)
 static void message_read_failed(struct session *s, enum io_status st)
 {
 	if (st == IO_BARE) {
-		session_reply(s, REPLY_DATA_BARE);
+		/* Under normalize a bare LF ends a line: only a bare CR or a
+		 * NUL gets here, and the reply names only those. */
+		bool normalize = s->tx->msg.bare_lf_ends_line;
+		const char *why = normalize ? "554 5.6.0 bare CR or NUL in data"
+					    : "554 5.6.0 bare CR, bare LF or NUL in data";
+		session_reply(s, normalize ? REPLY_DATA_BARE_CR : REPLY_DATA_BARE);
+		char outcome[64];
+		snprintf(outcome, sizeof outcome, "refused: %s", why);
 		log_event(LOG_NOTICE, "message", "ACCOUNT", s->tx->account->name,
-			  "CLIENT", s->client, "OUTCOME",
-			  "refused: 554 5.6.0 bare CR, bare LF or NUL in data", (const char *)NULL);
-		session_close(s, "554 5.6.0 bare CR, bare LF or NUL in data");
+			  "CLIENT", s->client, "OUTCOME", outcome, (const char *)NULL);
+		session_close(s, why);
 	} else if (st == IO_TIMEOUT) {
 		session_reply(s, REPLY_TIMEOUT, s->config->hostname);
 		session_close(s, "421 4.4.2 timeout during data");
@@ -556,13 +562,22 @@ static void message_read_failed(struct session *s, enum io_status st)
 	session_drop_transaction(s);
 }
 
+/* The message of the transaction begins (DATA, or the first BDAT). */
+static void start_message(struct session *s)
+{
+	struct transaction *tx = s->tx;
+	message_init(&tx->msg, tx->account, s->config->max_message_size, tx->size_hint);
+	tx->msg.bare_lf_ends_line =
+		config_bare_newline(s->config, tx->account) == BARE_NEWLINE_NORMALIZE;
+	tx->msg_started = true;
+}
+
 static void proceed_data(struct session *s, const char *arg)
 {
 	(void)arg;
 	struct transaction *tx = s->tx;
 	session_reply(s, REPLY_DATA_GO);
-	message_init(&tx->msg, tx->account, s->config->max_message_size, tx->size_hint);
-	tx->msg_started = true;
+	start_message(s);
 	enum io_status st = data_read(&s->io, &tx->msg);
 	if (st != IO_LINE) {
 		message_read_failed(s, st);
@@ -645,8 +660,7 @@ static void proceed_bdat(struct session *s, const char *arg)
 		return;
 	}
 	if (s->state == STATE_RCPT) {
-		message_init(&tx->msg, tx->account, s->config->max_message_size, tx->size_hint);
-		tx->msg_started = true;
+		start_message(s);
 		s->state = STATE_BDAT;
 	}
 	enum io_status st = bdat_read_chunk(&s->io, &tx->msg, size);

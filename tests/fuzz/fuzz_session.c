@@ -5,9 +5,10 @@
  * queue (a fresh one per input, on tmpfs where there is one).
  *
  * Input: byte 0 bit 0 picks the client address (127.0.0.1, inside the
- * account's networks, or 192.0.2.7, which must authenticate); the rest is
- * everything the client sends, read by the real io code from a memory
- * file. Replies go to another memory file.
+ * account's networks, or 192.0.2.7, which must authenticate); bit 2
+ * bare_newline = reject (clear: normalize). The rest is everything the
+ * client sends, read by the real io code from a memory file. Replies go
+ * to another memory file.
  *
  * Properties:
  * - every reply line is "NNN" then " " or "-" then text, ends with CRLF,
@@ -468,6 +469,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		abort();
 	struct sockaddr_in peer = { .sin_family = AF_INET };
 	peer.sin_addr.s_addr = htonl(data[0] & 1 ? 0x7f000001 : 0xc0000207);
+	config.bare_newline = data[0] & 4 ? BARE_NEWLINE_REJECT : BARE_NEWLINE_NORMALIZE;
 	struct session s;
 	session_init(&s, &config, in_fd, out_fd, (struct sockaddr *)&peer, sizeof peer, NULL, 25);
 	session_run(&s);

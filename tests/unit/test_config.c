@@ -79,6 +79,7 @@ TEST(test_defaults_match_the_spec)
 	CHECK_STR(c.sink_recipients[0], "test@test.ru");
 	CHECK(c.postmaster == NULL);
 	CHECK(c.reject_incomplete);
+	CHECK(c.bare_newline == BARE_NEWLINE_NORMALIZE);
 	CHECK(c.max_auth_failures == 5);
 	CHECK(c.auth_failure_window == 600);
 	CHECK(c.log_retention == 30 * 86400);
@@ -116,6 +117,7 @@ TEST(test_every_gate_key_is_read)
 		"sink_recipients = test@test.ru sink@Example.COM\n"
 		"postmaster = post.master+gate@Example.COM\n"
 		"reject_incomplete = off\n"
+		"bare_newline = reject\n"
 		"max_auth_failures = 3\n"
 		"auth_failure_window = 1h\n"
 		"log_retention = 7d\n");
@@ -143,6 +145,7 @@ TEST(test_every_gate_key_is_read)
 	CHECK(config_is_sink(&c, "TEST@test.ru") == false);
 	CHECK_STR(c.postmaster, "post.master+gate@Example.COM");
 	CHECK(!c.reject_incomplete);
+	CHECK(c.bare_newline == BARE_NEWLINE_REJECT);
 	CHECK(c.max_auth_failures == 3);
 	CHECK(c.auth_failure_window == 3600);
 	CHECK(c.log_retention == 7 * 86400);
@@ -236,6 +239,7 @@ TEST(test_every_account_key_is_read)
 		"sender = *@Review.example.com moderation\n"
 		"blocked = yes\n"
 		"demo = true\n"
+		"bare_newline = reject\n"
 		"[account office]\n"
 		"networks = 192.0.2.128/25\n", key_path);
 	int rc = load(&c, &err, text.data);
@@ -262,6 +266,7 @@ TEST(test_every_account_key_is_read)
 	CHECK_STR(a->dkim_default_domain, "example.com");
 	CHECK(a->n_senders == 3);
 	CHECK(a->blocked && a->demo);
+	CHECK(a->bare_newline == BARE_NEWLINE_REJECT);
 	CHECK(a->line == 1);
 
 	CHECK(config_sender_verdict(a, "anyone@EXAMPLE.com") == SENDER_IS_ACTIVE);
@@ -455,6 +460,36 @@ TEST(test_account_errors)
 	buf_free(&text);
 }
 
+TEST(test_bare_newline_of_an_account_overrides_the_gate)
+{
+	struct config c;
+	struct error err;
+	int rc = load(&c, &err,
+		"[gate]\nbare_newline = reject\n"
+		"[account strict]\nnetworks = 10.0.0.0/8\n"
+		"[account lenient]\nnetworks = 10.1.0.0/16\nbare_newline = normalize\n"
+		"[account silent]\nnetworks = 10.2.0.0/16\nbare_newline =\n");
+	CHECK(rc == 0);
+	if (rc != 0) {
+		fprintf(stderr, "  %s\n", err.text);
+		return;
+	}
+	CHECK(config_bare_newline(&c, NULL) == BARE_NEWLINE_REJECT);
+	CHECK(config_bare_newline(&c, config_account_by_name(&c, "strict")) ==
+	      BARE_NEWLINE_REJECT);
+	CHECK(config_bare_newline(&c, config_account_by_name(&c, "lenient")) ==
+	      BARE_NEWLINE_NORMALIZE);
+	CHECK(config_bare_newline(&c, config_account_by_name(&c, "silent")) ==
+	      BARE_NEWLINE_REJECT);
+	config_free(&c);
+	check_error("[gate]\nbare_newline = yes\n",
+		    "2: bare_newline: \"yes\" is not normalize or reject");
+	check_error("[gate]\nbare_newline =\n",
+		    "2: bare_newline: \"\" is not normalize or reject");
+	check_error("[account a]\nnetworks = 10.0.0.0/8\nbare_newline = Normalize\n",
+		    "3: bare_newline: \"Normalize\" is not normalize or reject");
+}
+
 TEST(test_cidr_parse)
 {
 	struct cidr n;
@@ -476,7 +511,7 @@ TEST(test_key_table_lists_every_key_once)
 			const struct config_key_info *o = config_key_at(j);
 			CHECK(!(strcmp(o->section, k->section) == 0 && strcmp(o->key, k->key) == 0));
 		}
-	CHECK(n == 38);
+	CHECK(n == 40);
 }
 
 TEST(test_url_shown_hides_the_userinfo)
@@ -604,7 +639,8 @@ UNIT_MAIN(test_defaults_match_the_spec, test_every_gate_key_is_read,
 	  test_relay_and_callback_keys_are_read, test_relay_urls,
 	  test_every_account_key_is_read, test_credentials_directory,
 	  test_syntax_and_structure_errors, test_value_errors,
-	  test_account_errors, test_cidr_parse,
+	  test_account_errors, test_bare_newline_of_an_account_overrides_the_gate,
+	  test_cidr_parse,
 	  test_key_table_lists_every_key_once, test_url_shown_hides_the_userinfo,
 	  test_dump_shows_effective_values_but_no_secrets,
 	  test_unknown_login_hash_is_the_costliest_account_hash,
