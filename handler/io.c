@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <time.h>
@@ -40,6 +41,14 @@ void io_set_tls(struct io *io, SSL *ssl)
 bool io_has_input(const struct io *io)
 {
 	return io->in_start < io->in_end;
+}
+
+bool io_input_waiting(const struct io *io)
+{
+	if (io_has_input(io) || (io->ssl && SSL_pending(io->ssl) > 0))
+		return true;
+	int queued = 0;
+	return ioctl(io->in_fd, FIONREAD, &queued) == 0 && queued > 0;
 }
 
 size_t io_discard_input(struct io *io)

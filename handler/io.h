@@ -88,6 +88,11 @@ enum io_status io_read_bytes(struct io *io, size_t max, const char **p,
 /* True when input is buffered (a pipelined command waits). */
 bool io_has_input(const struct io *io);
 
+/* True when the client has sent octets not read yet: buffered here,
+ * decrypted and waiting in the TLS object, or in the socket's receive
+ * queue. Does not wait. */
+bool io_input_waiting(const struct io *io);
+
 /* Drops the buffered input and returns how many octets it held: the
  * plaintext a client pipelined after STARTTLS (RFC 3207 section 4.2). */
 size_t io_discard_input(struct io *io);

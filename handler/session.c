@@ -576,7 +576,26 @@ static void proceed_data(struct session *s, const char *arg)
 {
 	(void)arg;
 	struct transaction *tx = s->tx;
+	/* RFC 2920 section 3.1: DATA ends a pipelined group, and the client
+	 * waits for the 354 before it sends the message. Octets already
+	 * here were sent blind: to a server that refused the DATA they would
+	 * have been commands (Postfix 3.9's smtpd_forbid_unauth_pipelining
+	 * refuses them too). Nothing of them is read as a message or as
+	 * commands. */
+	if (io_input_waiting(&s->io)) {
+		session_reply(s, REPLY_DATA_PIPELINED);
+		log_event(LOG_NOTICE, "message", "ACCOUNT", tx->account->name,
+			  "CLIENT", s->client, "OUTCOME",
+			  "refused: 554 5.5.0 message data sent before the 354 reply",
+			  (const char *)NULL);
+		session_close(s, "554 5.5.0 message data sent before the 354 reply");
+		session_drop_transaction(s);
+		return;
+	}
 	session_reply(s, REPLY_DATA_GO);
+	/* Sent now, so that what arrives next came after it (a failed
+	 * write fails the first read of the data). */
+	io_flush(&s->io);
 	start_message(s);
 	enum io_status st = data_read(&s->io, &tx->msg);
 	if (st != IO_LINE) {
