@@ -110,5 +110,7 @@ def test_swaks_pipelining_is_served(gate):
          "--helo", "swaks.example", "--data", f"@{path}"],
         capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "<~  250 2.0.0 Ok: queued as " in r.stdout
+    out = r.stdout
+    assert out.index(" ~> DATA") < out.index("<~  250 2.1.0 Ok"), out  # one group
+    assert "<~  250 2.0.0 Ok: queued as " in out
     assert len(g.db("msg")) == 1
