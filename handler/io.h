@@ -7,10 +7,10 @@
  * content under bare_newline = normalize (Postfix 3.9's
  * smtpd_forbid_bare_newline = normalize): a bare LF then ends a line as
  * CRLF does, and the reader says which of the two ended it, so that the
- * end of DATA can still demand CRLF on both sides of its dot. Replies are buffered and sent
- * when the reader is about to wait for input, which is exactly what
- * PIPELINING (RFC 2920) asks: every reply to a batch goes out in one
- * write, in order. */
+ * end of DATA can still demand CRLF on both sides of its dot. Replies are
+ * buffered and sent when the reader is about to wait for input, which is
+ * exactly what PIPELINING (RFC 2920) asks: every reply to a batch goes
+ * out in one write, in order. */
 #ifndef SMTPGATE_IO_H
 #define SMTPGATE_IO_H
 
