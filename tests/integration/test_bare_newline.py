@@ -313,6 +313,30 @@ def test_curl_uploads_an_lf_file(gate, keys):
     assert dkim.verify(stored, dnsfunc=keys.dnsfunc())
 
 
+CURL_VARIANTS = ["lf-dot-lf", "lf-dot-crlf", "crlf-dot-lf", "cr-dot-cr",
+                 "cr-dot-crlf", "nul", "bare-lf-in-body"]
+
+
+@pytest.mark.parametrize("variant", CURL_VARIANTS)
+@pytest.mark.parametrize("mode", ["normalize", "reject"])
+def test_curl_uploads_a_smuggling_file_as_at_most_one_message(gate, mode, variant):
+    """curl sends the file as it is (it stuffs only a dot after CRLF) and
+    ends it with its own <CRLF>.<CRLF>: the variant and the transaction
+    hidden behind it reach the gateway unchanged."""
+    g = start(gate, mode)
+    path = g.folder / "smuggle.eml"
+    path.write_bytes(message(body="first message").rstrip(b"\r\n") +
+                     VARIANTS[variant] + HIDDEN)
+    r = curl_upload(g, path)
+    if mode == "normalize" and normalized(variant):
+        assert r.returncode == 0, r.stderr
+        (qid,) = g.db("msg")
+        assert_one_first_message(g, qid.decode())
+    else:
+        assert r.returncode != 0
+        assert_queue_empty(g)
+
+
 def test_curl_lf_file_is_refused_under_reject(gate):
     g = start(gate, "reject")
     r = curl_upload(g, lf_file(g, "via curl"))
