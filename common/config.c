@@ -34,6 +34,7 @@ enum key_type {
 	T_ADDRESSES,	/* a list of e-mail addresses */
 	T_ADDRESS,	/* one e-mail address that is relayed */
 	T_STARTTLS,	/* yes | no | opportunistic */
+	T_BARE_NEWLINE,	/* normalize | reject; an account's may be empty */
 	T_FINGERPRINTS,	/* sha256:HEX certificate fingerprints; repeatable */
 	T_RELAY_URL,
 	T_HTTP_URL,
@@ -74,6 +75,7 @@ static const struct key_row key_table[] = {
 	ROW("gate", "sink_recipients", sink_recipients, struct config, T_ADDRESSES, "test@test.ru", 0, 0),
 	GATE(postmaster, T_ADDRESS, "", 0, 0),
 	GATE(reject_incomplete, T_BOOL, "yes", 0, 0),
+	GATE(bare_newline, T_BARE_NEWLINE, "normalize", 0, 0),
 	GATE(max_auth_failures, T_UINT, "5", 1, 1000000),
 	/* 0: four times max_auth_failures (check_globals). */
 	GATE(max_auth_failures_per_client, T_UINT, "0", 0, 4000000),
@@ -110,6 +112,7 @@ static const struct key_row key_table[] = {
 	ACCOUNT("demo", demo, T_BOOL, "no"),
 	ACCOUNT("add_missing_headers", add_missing_headers, T_BOOL, "no"),
 	ACCOUNT("list_unsubscribe", list_unsubscribe, T_UNSUBSCRIBE, ""),
+	ACCOUNT("bare_newline", bare_newline, T_BARE_NEWLINE, ""),
 };
 
 #define N_KEYS (sizeof key_table / sizeof key_table[0])
@@ -817,6 +820,19 @@ static int set_value(struct loader *ld, const struct key_row *row, void *base,
 			return fail(ld, "starttls: \"%s\" is not yes, no or opportunistic", value), -1;
 		return 0;
 	}
+	case T_BARE_NEWLINE: {
+		enum bare_newline *mode = field;
+		bool account = strcmp(row->info.section, "account") == 0;
+		if (strcmp(value, "normalize") == 0)
+			*mode = BARE_NEWLINE_NORMALIZE;
+		else if (strcmp(value, "reject") == 0)
+			*mode = BARE_NEWLINE_REJECT;
+		else if (account && is_blank(value))
+			*mode = BARE_NEWLINE_UNSET;	/* as [gate] */
+		else
+			return fail(ld, "bare_newline: \"%s\" is not normalize or reject", value), -1;
+		return 0;
+	}
 	case T_RELAY_URL: {
 		relay_url_free(&ld->c->relay);
 		free(ld->c->relay_url_text);
@@ -1444,6 +1460,13 @@ bool config_is_sink(const struct config *c, const char *address)
 	return false;
 }
 
+enum bare_newline config_bare_newline(const struct config *c,
+				      const struct account *a)
+{
+	return a && a->bare_newline != BARE_NEWLINE_UNSET ? a->bare_newline
+							  : c->bare_newline;
+}
+
 enum sender_verdict config_sender_verdict(const struct account *a,
 					  const char *address)
 {
@@ -1645,6 +1668,11 @@ static const char *bool_text(bool b)
 	return b ? "yes" : "no";
 }
 
+static const char *bare_newline_text(enum bare_newline mode)
+{
+	return mode == BARE_NEWLINE_REJECT ? "reject" : "normalize";
+}
+
 void config_dump(const struct config *c, FILE *out)
 {
 	static const char *const starttls[] = { "no", "yes", "opportunistic" };
@@ -1666,6 +1694,7 @@ void config_dump(const struct config *c, FILE *out)
 		fprintf(out, " %s", c->sink_recipients[i]);
 	fprintf(out, "\npostmaster = %s\n", c->postmaster ? c->postmaster : "");
 	fprintf(out, "reject_incomplete = %s\n", bool_text(c->reject_incomplete));
+	fprintf(out, "bare_newline = %s\n", bare_newline_text(c->bare_newline));
 	fprintf(out, "max_auth_failures = %u\n", c->max_auth_failures);
 	fprintf(out, "max_auth_failures_per_client = %u\n", c->max_auth_failures_per_client);
 	fprintf(out, "auth_failure_window = %u\n", c->auth_failure_window);
@@ -1716,5 +1745,7 @@ void config_dump(const struct config *c, FILE *out)
 		fprintf(out, "add_missing_headers = %s\n", bool_text(a->add_missing_headers));
 		if (a->list_unsubscribe)
 			fprintf(out, "list_unsubscribe = %s\n", a->list_unsubscribe);
+		if (a->bare_newline != BARE_NEWLINE_UNSET)
+			fprintf(out, "bare_newline = %s\n", bare_newline_text(a->bare_newline));
 	}
 }

@@ -53,6 +53,15 @@ enum sender_verdict {
 	SENDER_IS_PROHIBITED,
 };
 
+/* What a bare LF (an LF without the CR before it) in message content
+ * means (bare_newline, smtpgate.conf(5)). Command lines and the end of
+ * DATA take only CRLF, whatever the value. */
+enum bare_newline {
+	BARE_NEWLINE_UNSET,	/* an account without the key: as [gate] */
+	BARE_NEWLINE_NORMALIZE,	/* it ends the line, stored as CRLF */
+	BARE_NEWLINE_REJECT,	/* the message is refused, the session ends */
+};
+
 struct config_index;	/* config_index.c */
 
 struct cidr {
@@ -88,6 +97,7 @@ struct account {
 	bool demo;
 	bool add_missing_headers;	/* Date, Message-Id, MIME-Version, ... */
 	char *list_unsubscribe;	/* URL template(s), checked; NULL: none */
+	enum bare_newline bare_newline;	/* UNSET: [gate]'s */
 	int line;	/* line of the [account NAME] header */
 };
 
@@ -132,6 +142,7 @@ struct config {
 	size_t n_sink_recipients;
 	char *postmaster;	/* what RCPT TO:<Postmaster> means; NULL: refused */
 	bool reject_incomplete;
+	enum bare_newline bare_newline;	/* never UNSET */
 	unsigned max_auth_failures;	/* per (client address, login) */
 	unsigned max_auth_failures_per_client;	/* per client address, all logins */
 	unsigned auth_failure_window;
@@ -252,6 +263,11 @@ bool config_is_sink(const struct config *c, const char *address);
  * of ASCII letters, the local part's too. */
 enum sender_verdict config_sender_verdict(const struct account *a,
 					  const char *address);
+
+/* The bare_newline that applies to a message of account a (NULL: no
+ * account): the account's own, else [gate]'s. */
+enum bare_newline config_bare_newline(const struct config *c,
+				      const struct account *a);
 
 /* True when two addresses are the same mailbox: the local part compared
  * exactly, the domain case-insensitively. */

@@ -250,8 +250,10 @@ void message_end(struct message *m)
 	feed_signer(m, true);
 }
 
-enum io_status data_read(struct io *io, struct message *m)
+static enum io_status data_lines(struct io *io, struct message *m)
 {
+	/* The line before the first is the DATA command's. */
+	bool after_crlf = !io->last_bare_lf;
 	for (;;) {
 		const char *line;
 		size_t len;
@@ -263,25 +265,46 @@ enum io_status data_read(struct io *io, struct message *m)
 			st = io_skip_line(io);
 			if (st != IO_LINE)
 				return st;
+			after_crlf = !io->last_bare_lf;
 			continue;
 		}
 		if (st != IO_LINE)
 			return st;
+		bool crlf = !io->last_bare_lf;
 		if (len == 1 && line[0] == '.') {
-			message_end(m);
-			return IO_LINE;
-		}
-		/* RFC 5321 section 4.5.2: a leading dot is removed. */
-		if (len > 0 && line[0] == '.') {
+			/* Only <CRLF>.<CRLF> ends the data (RFC 5321 section
+			 * 4.1.1.4): "\n.\n", "\n.\r\n" or "\r\n.\n" end
+			 * it for some server, which would run what follows as
+			 * commands (SMTP smuggling). Here that dot is a line
+			 * of the message, kept as "." since it is no stuffed
+			 * dot (section 4.5.2: one is removed only from a line
+			 * with more after it). Reachable only when a bare LF
+			 * ends lines; otherwise it was IO_BARE already. */
+			if (after_crlf && crlf) {
+				message_end(m);
+				return IO_LINE;
+			}
+		} else if (len > 0 && line[0] == '.') {
+			/* RFC 5321 section 4.5.2: a leading dot is removed. */
 			line++;
 			len--;
 		}
+		after_crlf = crlf;
 		if (len > DATA_MAX_LINE) {
 			m->long_line = true;
 			continue;
 		}
 		message_add_line(m, line, len);
 	}
+}
+
+enum io_status data_read(struct io *io, struct message *m)
+{
+	io->bare_lf_ends_line = m->bare_lf_ends_line;
+	enum io_status st = data_lines(io, m);
+	/* Command lines end in CRLF only, whatever the account says. */
+	io->bare_lf_ends_line = false;
+	return st;
 }
 
 /* Appends n octets of a line being assembled across BDAT chunks. */
@@ -306,8 +329,11 @@ static void partial_done(struct message *m)
 }
 
 /* Splits BDAT octets into lines by the same rules as DATA (without dot
- * stuffing, RFC 3030 section 2). Returns false on a bare CR, bare LF or
- * NUL. */
+ * stuffing, RFC 3030 section 2): a line ends at CRLF, or at a bare LF
+ * when m->bare_lf_ends_line, and is stored with CRLF either way (a BDAT
+ * chunk has no end-of-data line for a bare LF to fake: its length ends
+ * it). Returns false on a bare CR, a NUL, or a bare LF that ends no
+ * line. */
 static bool bdat_feed(struct message *m, const char *p, size_t n)
 {
 	while (n > 0) {
@@ -325,15 +351,17 @@ static bool bdat_feed(struct message *m, const char *p, size_t n)
 		if (memchr(p, '\0', seg))
 			return false;
 		if (nl) {
-			if (seg == 0 || p[seg - 1] != '\r' || memchr(p, '\r', seg - 1))
+			bool crlf = seg > 0 && p[seg - 1] == '\r';
+			size_t content = crlf ? seg - 1 : seg;
+			if ((!crlf && !m->bare_lf_ends_line) || memchr(p, '\r', content))
 				return false;
 			if (m->partial.len == 0 && !m->partial_long) {
-				if (seg - 1 > DATA_MAX_LINE)
+				if (content > DATA_MAX_LINE)
 					m->long_line = true;
 				else
-					message_add_line(m, p, seg - 1);
+					message_add_line(m, p, content);
 			} else {
-				partial_append(m, p, seg - 1);
+				partial_append(m, p, content);
 				partial_done(m);
 			}
 			p += seg + 1;

@@ -8,7 +8,11 @@
  * at <CRLF>.<CRLF>; dot-stuffing is undone; a text line may hold 998
  * octets; a message over max_message_size is read to its real end and
  * then refused. A bare CR, a bare LF or a NUL makes the reader return
- * IO_BARE at once: the caller refuses and closes, never resynchronises. */
+ * IO_BARE at once: the caller refuses and closes, never resynchronises.
+ * With bare_newline = normalize (m->bare_lf_ends_line) a bare LF ends a
+ * line as CRLF does and the line is stored with CRLF, but DATA still ends
+ * only at <CRLF>.<CRLF>, both line ends CRLF; a bare CR or a NUL is still
+ * IO_BARE. */
 #ifndef SMTPGATE_DATA_H
 #define SMTPGATE_DATA_H
 
@@ -66,6 +70,8 @@ struct message {
 	bool has_separator;	/* an empty line ended the header block */
 	uint64_t size;		/* octets kept: headers + separator + body */
 	uint64_t max_size;
+	bool bare_lf_ends_line;	/* bare_newline = normalize; set by the
+				 * caller after message_init */
 	bool too_big;		/* over a limit: reading on, keeping nothing */
 	bool long_line;		/* a line over 998 octets was seen */
 	bool header_too_big;	/* too_big because of HEADER_MAX_* */
@@ -123,8 +129,8 @@ void message_end(struct message *m);
 
 /* Reads the text after DATA's 354 up to and including <CRLF>.<CRLF>.
  * IO_LINE when the end was reached (check m->too_big and m->long_line),
- * IO_BARE on a bare CR, bare LF or NUL, or the failure of the
- * connection. */
+ * IO_BARE on a bare CR, NUL or (unless m->bare_lf_ends_line) bare LF, or
+ * the failure of the connection. */
 enum io_status data_read(struct io *io, struct message *m);
 
 /* Reads a BDAT chunk of size octets into m (m NULL: read and discard, as

@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <time.h>
@@ -40,6 +41,14 @@ void io_set_tls(struct io *io, SSL *ssl)
 bool io_has_input(const struct io *io)
 {
 	return io->in_start < io->in_end;
+}
+
+bool io_input_waiting(const struct io *io)
+{
+	if (io_has_input(io) || (io->ssl && SSL_pending(io->ssl) > 0))
+		return true;
+	int queued = 0;
+	return ioctl(io->in_fd, FIONREAD, &queued) == 0 && queued > 0;
 }
 
 size_t io_discard_input(struct io *io)
@@ -198,18 +207,22 @@ enum io_status io_read_line(struct io *io, size_t max, const char **line,
 		char *nl = memchr(from, '\n', (size_t)(end - from));
 		if (nl) {
 			size_t n = (size_t)(nl - base);
-			/* The LF must follow a CR, and neither CR nor NUL may
-			 * appear anywhere else in the line. */
-			if (n == 0 || base[n - 1] != '\r' ||
-			    memchr(base, '\r', n - 1) || memchr(base, '\0', n - 1))
+			bool crlf = n > 0 && base[n - 1] == '\r';
+			size_t content = crlf ? n - 1 : n;
+			/* The LF must follow a CR (but where a bare LF ends
+			 * lines), and neither CR nor NUL may appear anywhere
+			 * else in the line. */
+			if ((!crlf && !io->bare_lf_ends_line) ||
+			    memchr(base, '\r', content) || memchr(base, '\0', content))
 				return IO_BARE;
-			if (n - 1 > max) {
+			if (content > max) {
 				io->line_too_long = true;	/* left unread */
 				return IO_TOO_LONG;
 			}
 			io->in_start += n + 1;
+			io->last_bare_lf = !crlf;
 			*line = base;
-			*len = n - 1;
+			*len = content;
 			return IO_LINE;
 		}
 		/* No line end yet: what is there must still be clean (a CR
@@ -241,12 +254,18 @@ enum io_status io_skip_line(struct io *io)
 		 * through the buffer, which fill() empties. */
 		while (io->in_start < io->in_end) {
 			char c = io->in[io->in_start++];
-			if (cr)
+			if (cr) {
+				io->last_bare_lf = false;
 				return c == '\n' ? IO_LINE : IO_BARE;
-			if (c == '\r')
+			}
+			if (c == '\r') {
 				cr = true;
-			else if (c == '\n' || c == '\0')
+			} else if (c == '\n' && io->bare_lf_ends_line) {
+				io->last_bare_lf = true;
+				return IO_LINE;
+			} else if (c == '\n' || c == '\0') {
 				return IO_BARE;
+			}
 		}
 		enum io_status st = fill(io);
 		if (st != IO_LINE)

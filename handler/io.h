@@ -3,10 +3,14 @@
  * io_read_line or io_read_bytes, which enforce the line rules before
  * anything else sees the bytes: CRLF is the only line end; a bare CR, a
  * bare LF or a NUL is reported, never repaired (RFC 5321 section 2.3.8,
- * and the SMTP smuggling attacks of 2023). Replies are buffered and sent
- * when the reader is about to wait for input, which is exactly what
- * PIPELINING (RFC 2920) asks: every reply to a batch goes out in one
- * write, in order. */
+ * and the SMTP smuggling attacks of 2023). The one exception, for message
+ * content under bare_newline = normalize (Postfix 3.9's
+ * smtpd_forbid_bare_newline = normalize): a bare LF then ends a line as
+ * CRLF does, and the reader says which of the two ended it, so that the
+ * end of DATA can still demand CRLF on both sides of its dot. Replies are
+ * buffered and sent when the reader is about to wait for input, which is
+ * exactly what PIPELINING (RFC 2920) asks: every reply to a batch goes
+ * out in one write, in order. */
 #ifndef SMTPGATE_IO_H
 #define SMTPGATE_IO_H
 
@@ -41,6 +45,10 @@ struct io {
 	char *in;		/* IO_BUFFER_SIZE octets */
 	size_t in_start, in_end;
 	bool line_too_long;	/* the line at in_start got IO_TOO_LONG */
+	bool bare_lf_ends_line;	/* a bare LF ends a line (not IO_BARE); set
+				 * only while message content is read */
+	bool last_bare_lf;	/* the last line read or skipped ended in a
+				 * bare LF, not CRLF */
 	struct buf out;
 	bool write_failed;
 	unsigned long long bytes_in;
@@ -63,7 +71,8 @@ enum io_status io_read_line(struct io *io, size_t max, const char **line,
 			    size_t *len);
 
 /* Discards a line after IO_TOO_LONG, still refusing bare CR, bare LF and
- * NUL. Returns IO_LINE once past its CRLF. */
+ * NUL. Returns IO_LINE once past its CRLF (or its bare LF, when
+ * bare_lf_ends_line). */
 enum io_status io_skip_line(struct io *io);
 
 /* True when the unread input (after IO_TOO_LONG: the start of the line
@@ -78,6 +87,11 @@ enum io_status io_read_bytes(struct io *io, size_t max, const char **p,
 
 /* True when input is buffered (a pipelined command waits). */
 bool io_has_input(const struct io *io);
+
+/* True when the client has sent octets not read yet: buffered here,
+ * decrypted and waiting in the TLS object, or in the socket's receive
+ * queue. Does not wait. */
+bool io_input_waiting(const struct io *io);
 
 /* Drops the buffered input and returns how many octets it held: the
  * plaintext a client pipelined after STARTTLS (RFC 3207 section 4.2). */

@@ -96,6 +96,8 @@
 	X(BLOCKED,           554, "5.7.1",  0, "issue is blocked") \
 	X(DATA_LONG_LINE,    554, "5.6.0",  0, "Message has a line longer than 998 octets") \
 	X(DATA_BARE,         554, "5.6.0",  0, "Bare CR, bare LF or NUL in message data; closing") \
+	X(DATA_BARE_CR,      554, "5.6.0",  0, "Bare CR or NUL in message data; closing") \
+	X(DATA_PIPELINED,    554, "5.5.0",  0, "Error: message data sent before the 354 reply; DATA must end a pipelined group (RFC 2920); closing") \
 	X(COMMAND_BARE,      521, "5.5.2",  0, "Bare CR, bare LF or NUL in command; closing") \
 	X(UNKNOWN_PARAM,     555, "5.5.4",  1, "Unsupported parameter %s")
 

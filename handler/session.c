@@ -546,11 +546,17 @@ static bool check_data(struct session *s, const char *arg)
 static void message_read_failed(struct session *s, enum io_status st)
 {
 	if (st == IO_BARE) {
-		session_reply(s, REPLY_DATA_BARE);
+		/* Under normalize a bare LF ends a line: only a bare CR or a
+		 * NUL gets here, and the reply names only those. */
+		bool normalize = s->tx->msg.bare_lf_ends_line;
+		const char *why = normalize ? "554 5.6.0 bare CR or NUL in data"
+					    : "554 5.6.0 bare CR, bare LF or NUL in data";
+		session_reply(s, normalize ? REPLY_DATA_BARE_CR : REPLY_DATA_BARE);
+		char outcome[64];
+		snprintf(outcome, sizeof outcome, "refused: %s", why);
 		log_event(LOG_NOTICE, "message", "ACCOUNT", s->tx->account->name,
-			  "CLIENT", s->client, "OUTCOME",
-			  "refused: 554 5.6.0 bare CR, bare LF or NUL in data", (const char *)NULL);
-		session_close(s, "554 5.6.0 bare CR, bare LF or NUL in data");
+			  "CLIENT", s->client, "OUTCOME", outcome, (const char *)NULL);
+		session_close(s, why);
 	} else if (st == IO_TIMEOUT) {
 		session_reply(s, REPLY_TIMEOUT, s->config->hostname);
 		session_close(s, "421 4.4.2 timeout during data");
@@ -567,6 +573,8 @@ static void start_message(struct session *s)
 	message_init(&tx->msg, tx->account, s->config->max_message_size, tx->size_hint);
 	tx->msg.hostname = s->config->hostname;
 	tx->msg.rcpt = tx->n_rcpts == 1 ? tx->rcpts[0] : NULL;
+	tx->msg.bare_lf_ends_line =
+		config_bare_newline(s->config, tx->account) == BARE_NEWLINE_NORMALIZE;
 	tx->msg_started = true;
 }
 
@@ -574,7 +582,26 @@ static void proceed_data(struct session *s, const char *arg)
 {
 	(void)arg;
 	struct transaction *tx = s->tx;
+	/* RFC 2920 section 3.1: DATA ends a pipelined group, and the client
+	 * waits for the 354 before it sends the message. Octets already
+	 * here were sent blind: to a server that refused the DATA they would
+	 * have been commands (Postfix 3.9's smtpd_forbid_unauth_pipelining
+	 * refuses them too). Nothing of them is read as a message or as
+	 * commands. */
+	if (io_input_waiting(&s->io)) {
+		session_reply(s, REPLY_DATA_PIPELINED);
+		log_event(LOG_NOTICE, "message", "ACCOUNT", tx->account->name,
+			  "CLIENT", s->client, "OUTCOME",
+			  "refused: 554 5.5.0 message data sent before the 354 reply",
+			  (const char *)NULL);
+		session_close(s, "554 5.5.0 message data sent before the 354 reply");
+		session_drop_transaction(s);
+		return;
+	}
 	session_reply(s, REPLY_DATA_GO);
+	/* Sent now, so that what arrives next came after it (a failed
+	 * write fails the first read of the data). */
+	io_flush(&s->io);
 	start_message(s);
 	enum io_status st = data_read(&s->io, &tx->msg);
 	if (st != IO_LINE) {

@@ -4,24 +4,33 @@
  * client's bytes come from a memory file, read by the real io code.
  *
  * Input: byte 0 chooses DATA or BDAT (bit 0), max_message_size (bits 1-2:
- * 256, 2048, 8192 or 36700160 octets) and, for BDAT, whether the chunks
- * are read and thrown away as after a refusal (bit 3). BDAT then takes
- * byte 1 (number of chunks, 1 to 8) and two octets per chunk (its size,
- * up to 4095). The rest is what the client sends.
+ * 256, 2048, 8192 or 36700160 octets), for BDAT whether the chunks are
+ * read and thrown away as after a refusal (bit 3), and bare_newline =
+ * normalize (bit 4; clear: reject, so that the seeds of before keep their
+ * meaning). BDAT then takes byte 1 (number of chunks, 1 to 8) and two
+ * octets per chunk (its size, up to 4095). The rest is what the client
+ * sends.
  *
  * Each run is checked against a reference model written here from the
- * SPEC text, not from the code:
- * - a NUL, a CR not followed by LF or an LF not after a CR anywhere before
- *   the end of the data gives IO_BARE; else data that ends early gives
- *   IO_EOF; else the message ends (DATA: only at the line "."; BDAT: after
- *   the last chunk, a final CR being bare);
+ * SPEC text and smtpgate.conf(5), not from the code:
+ * - a NUL, a CR not followed by LF or (under reject) an LF not after a CR
+ *   anywhere before the end of the data gives IO_BARE; else data that
+ *   ends early gives IO_EOF; else the message ends (DATA: only at the line
+ *   "." when both it and the line before it end in CRLF, the DATA
+ *   command's CRLF being the one before the first line; BDAT: after the
+ *   last chunk, a final CR being bare);
+ * - under normalize a bare LF ends a line as CRLF does; a "." line that
+ *   is no end is a line of the message, kept as ".";
  * - the message kept is exactly the lines of the data, dot-unstuffed for
  *   DATA, each with CRLF (a last BDAT line gets one), without lines over
  *   998 octets (long_line set instead) and nothing once it is over
  *   max_message_size (too_big set instead), and it never exceeds
  *   max_message_size;
+ * - what is kept holds CRLF line ends only, in both modes;
  * - the reader takes exactly the data: what follows is read next, byte
- *   for byte (no resynchronisation, no second message hidden inside). */
+ *   for byte (no resynchronisation, no second message hidden inside),
+ *   and DATA taken to its end took exactly <CRLF>.<CRLF> last (or ".\r\n"
+ *   alone), never another end-of-data sequence. */
 #include <fcntl.h>
 #include <stdbool.h>
 #include <sys/mman.h>
@@ -72,9 +81,10 @@ static void model_keep(struct model *md, const char *line, size_t n)
 	md->total += n + 2;
 }
 
-static void model_data(struct model *md, const char *s, size_t n)
+static void model_data(struct model *md, const char *s, size_t n, bool normalize)
 {
 	size_t pos = 0;
+	bool after_crlf = true;	/* the DATA command's line end */
 	for (;;) {
 		const char *lf = pos < n ? memchr(s + pos, '\n', n - pos) : NULL;
 		if (!lf) {
@@ -86,29 +96,36 @@ static void model_data(struct model *md, const char *s, size_t n)
 		}
 		size_t k = (size_t)(lf - (s + pos));
 		const char *line = s + pos;
-		if (k == 0 || line[k - 1] != '\r' || has(line, k - 1, '\r') || has(line, k - 1, '\0')) {
+		pos += k + 1;
+		bool crlf = k > 0 && line[k - 1] == '\r';
+		if (crlf)
+			k--;
+		if ((!crlf && !normalize) || has(line, k, '\r') || has(line, k, '\0')) {
 			md->status = IO_BARE;
 			return;
 		}
-		k--;
-		pos += k + 2;
 		if (k == 1 && line[0] == '.') {
-			md->status = IO_LINE;
-			md->consumed = pos;
-			return;
-		}
-		if (k > 0 && line[0] == '.')
+			if (after_crlf && crlf) {
+				md->status = IO_LINE;
+				md->consumed = pos;
+				return;
+			}
+		} else if (k > 0 && line[0] == '.') {
 			line++, k--;
+		}
+		after_crlf = crlf;
 		model_keep(md, line, k);
 	}
 }
 
-static void model_bdat(struct model *md, const char *s, size_t n, uint64_t want)
+static void model_bdat(struct model *md, const char *s, size_t n, uint64_t want,
+		       bool normalize)
 {
 	size_t have = want < n ? (size_t)want : n;
 	/* Bare octets in what can be read decide first. */
 	for (size_t i = 0; i < have; i++) {
-		if (s[i] == '\0' || (s[i] == '\n' && (i == 0 || s[i - 1] != '\r')) ||
+		if (s[i] == '\0' ||
+		    (!normalize && s[i] == '\n' && (i == 0 || s[i - 1] != '\r')) ||
 		    (s[i] == '\r' && i + 1 < have && s[i + 1] != '\n')) {
 			md->status = IO_BARE;
 			return;
@@ -124,9 +141,10 @@ static void model_bdat(struct model *md, const char *s, size_t n, uint64_t want)
 		const char *lf = pos < have ? memchr(s + pos, '\n', have - pos) : NULL;
 		if (!lf)
 			break;
-		size_t k = (size_t)(lf - (s + pos)) - 1;
-		model_keep(md, s + pos, k);
-		pos += k + 2;
+		size_t k = (size_t)(lf - (s + pos));
+		bool crlf = k > 0 && s[pos + k - 1] == '\r';
+		model_keep(md, s + pos, crlf ? k - 1 : k);
+		pos += k + 1;
 	}
 	if (pos < have) {
 		if (s[have - 1] == '\r') {
@@ -172,6 +190,10 @@ static void check_message(const struct message *m, const struct model *md, uint6
 	if (!m->too_big)
 		FUZZ_REQUIRE(stored.len <= max_size, "%zu octets kept, over the limit of %llu",
 			     stored.len, (unsigned long long)max_size);
+	for (size_t i = 0; i < stored.len; i++)
+		FUZZ_REQUIRE((stored.data[i] != '\r' || (i + 1 < stored.len && stored.data[i + 1] == '\n')) &&
+			     (stored.data[i] != '\n' || (i > 0 && stored.data[i - 1] == '\r')),
+			     "the message kept has a bare CR or LF at %zu", i);
 	if (!m->too_big)
 		FUZZ_REQUIRE(stored.len == md->message.len &&
 			     (stored.len == 0 || memcmp(stored.data, md->message.data, stored.len) == 0),
@@ -185,7 +207,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	static const uint64_t limits[] = { 256, 2048, 8192, 36700160 };
 	if (size < 1)
 		return 0;
-	bool bdat = data[0] & 1, discard = data[0] & 8;
+	bool bdat = data[0] & 1, discard = data[0] & 8, normalize = data[0] & 16;
 	uint64_t max_size = limits[(data[0] >> 1) & 3];
 	size_t off = 1, n_chunks = 0;
 	uint64_t chunk[8], want = 0;
@@ -212,10 +234,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	io_init(&io, in_fd, out_fd, 5);
 	struct message m;
 	message_init(&m, NULL, max_size, 0);
+	m.bare_lf_ends_line = normalize;
 	enum io_status st;
 	if (!bdat) {
-		model_data(&md, s, n);
+		model_data(&md, s, n, normalize);
 		st = data_read(&io, &m);
+		if (st == IO_LINE)
+			FUZZ_REQUIRE(md.consumed >= 3 && memcmp(s + md.consumed - 3, ".\r\n", 3) == 0 &&
+				     (md.consumed == 3 || (md.consumed >= 5 &&
+				      memcmp(s + md.consumed - 5, "\r\n", 2) == 0)),
+				     "DATA ended at %zu, after no <CRLF>.<CRLF>", md.consumed);
+		FUZZ_REQUIRE(!io.bare_lf_ends_line, "command lines take a bare LF after DATA");
 	} else if (discard) {
 		md.status = want <= n ? IO_LINE : IO_EOF;
 		md.consumed = want <= n ? want : 0;
@@ -223,7 +252,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		for (size_t i = 0; i < n_chunks && st == IO_LINE; i++)
 			st = bdat_read_chunk(&io, NULL, chunk[i]);
 	} else {
-		model_bdat(&md, s, n, want);
+		model_bdat(&md, s, n, want, normalize);
 		st = IO_LINE;
 		for (size_t i = 0; i < n_chunks && st == IO_LINE; i++)
 			st = bdat_read_chunk(&io, &m, chunk[i]);

@@ -5,9 +5,13 @@
  * queue (a fresh one per input, on tmpfs where there is one).
  *
  * Input: byte 0 bit 0 picks the client address (127.0.0.1, inside the
- * account's networks, or 192.0.2.7, which must authenticate); the rest is
- * everything the client sends, read by the real io code from a memory
- * file. Replies go to another memory file.
+ * account's networks, or 192.0.2.7, which must authenticate); bit 1 a
+ * client that sends all at once, not waiting for DATA's 354, which is
+ * then refused (clear: the rest of the input is taken to arrive after
+ * each 354, as RFC 2920 asks, so that DATA's message is read); bit 2
+ * bare_newline = reject (clear: normalize). The rest is everything the
+ * client sends, read by the real io code from a memory file. Replies go
+ * to another memory file.
  *
  * Properties:
  * - every reply line is "NNN" then " " or "-" then text, ends with CRLF,
@@ -15,7 +19,8 @@
  *   the greeting and the HELO/EHLO answer has an enhanced status code of
  *   its class (RFC 2034, SPEC 4);
  * - the session starts with 220 and nothing follows a reply that closes
- *   it (221, 421, 521, the 554 for bare CR/LF/NUL in data);
+ *   it (221, 421, 521, the 554 for bare CR/LF/NUL in data, the 554 for
+ *   data sent before the 354);
  * - every "250 2.0.0 Ok: queued as ID" names a message in the queue, and
  *   the queue holds no other message: nothing is queued without its 250;
  * - every queued message ends with CRLF, holds no NUL, bare CR or bare
@@ -31,7 +36,10 @@
  * Test doubles (defined here, so the library's versions are not linked
  * in): log_* check their fields instead of writing; crypt_r accepts the
  * password "demo" for any hash instead of spending milliseconds of
- * yescrypt; nanosleep returns at once (AUTH's failure delay). And
+ * yescrypt; nanosleep returns at once (AUTH's failure delay);
+ * io_input_waiting is wrapped (fuzz_session.ldflags) to say "nothing
+ * waits" unless byte 0 bit 1 is set, since a memory file holds all of the
+ * input from the start. And
  * queue_open/queue_close are wrapped (fuzz_session.ldflags): the session
  * gets one environment opened once, emptied before each input, because
  * opening an LMDB environment for writing allocates and clears 2.5 MB
@@ -153,6 +161,18 @@ static void empty_queue(void)
 			abort();
 	if (queue_txn_commit(shared_queue, txn, &err) != QUEUE_OK)
 		abort();
+}
+
+/* Byte 0 bit 1 clear: the client waited for each 354, so nothing of the
+ * memory file was there before it (see the top). */
+static bool client_waits;
+
+bool __real_io_input_waiting(const struct io *io);
+bool __wrap_io_input_waiting(const struct io *io);
+
+bool __wrap_io_input_waiting(const struct io *io)
+{
+	return !client_waits && __real_io_input_waiting(io);
 }
 
 /* ---- set-up ---- */
@@ -414,7 +434,8 @@ static void check_session(const char *out, size_t n)
 				     "an enhanced status code in \"%.*s\"", (int)len, p);
 		if (p[3] == ' ') {
 			if (code == 221 || code == 421 || code == 521 ||
-			    (code == 554 && tlen > 6 && memmem(text, tlen, "Bare CR", 7)))
+			    (code == 554 && tlen > 6 && memmem(text, tlen, "Bare CR", 7)) ||
+			    (code == 554 && memmem(text, tlen, "before the 354", 14)))
 				closed = true;
 			static const char queued[] = "2.0.0 Ok: queued as ";
 			if (code == 250 && tlen > sizeof queued - 1 &&
@@ -469,6 +490,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		abort();
 	struct sockaddr_in peer = { .sin_family = AF_INET };
 	peer.sin_addr.s_addr = htonl(data[0] & 1 ? 0x7f000001 : 0xc0000207);
+	client_waits = !(data[0] & 2);
+	config.bare_newline = data[0] & 4 ? BARE_NEWLINE_REJECT : BARE_NEWLINE_NORMALIZE;
 	struct session s;
 	session_init(&s, &config, in_fd, out_fd, (struct sockaddr *)&peer, sizeof peer, NULL, 25);
 	session_run(&s);

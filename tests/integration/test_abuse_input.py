@@ -31,7 +31,10 @@ from test_reliability_crash import networks_accounts  # noqa: E402
 
 @pytest.fixture
 def g(gate, keys):
-    return gate(accounts=networks_accounts(keys), gate_keys={"timeout": "5"})
+    # bare_newline = reject: every bare LF is refused here like a bare CR;
+    # test_bare_newline.py has the default, normalize, variant by variant.
+    return gate(accounts=networks_accounts(keys),
+                gate_keys={"timeout": "5", "bare_newline": "reject"})
 
 
 def session(g):

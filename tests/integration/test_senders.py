@@ -403,6 +403,17 @@ def example_commands(page):
     return commands
 
 
+# Example commands of smtpgate-queue(8) that this test does not run, and
+# why: each is run by test_dkim_tools.py in a lab (key folder, DNS server).
+EXAMPLES_RUN_ELSEWHERE = (
+    "smtpgate-queue dkim-keygen",   # writes /etc/smtpgate/dkim
+    "$EDITOR",                      # a person's step
+    "smtpgate-queue dkim-check",    # asks the machine's DNS
+    "echo $?",                      # the status of dkim-check
+    "smtpgate-queue hash-password", # asks on the terminal
+)
+
+
 def test_queue_page_examples_run_against_a_lab_queue(gate, keys):
     """smtpgate-queue(8) EXAMPLES, each run as printed (as root: without
     runuser) with the lab gate's configuration and queue: every one
@@ -412,9 +423,24 @@ def test_queue_page_examples_run_against_a_lab_queue(gate, keys):
     g = gate(accounts=accounts)
     queued_id(send(g, message()))
     commands = example_commands("smtpgate-queue.8")
-    assert len(commands) == 6
+    # The setup session of a new domain writes keys under /etc, edits the
+    # config and asks DNS: test_dkim_tools.py runs those commands against
+    # a lab DNS server and key folder instead.
+    elsewhere = [c for c in commands if c.startswith(EXAMPLES_RUN_ELSEWHERE)]
+    commands = [c for c in commands if c not in elsewhere]
+    assert len(commands) >= 8 and len(elsewhere) <= 7, (commands, elsewhere)
+    # The authfail examples name a documentation address; the lab's
+    # clients come from 127.0.0.1, which a failed AUTH puts on the list.
+    with Raw(g) as c:
+        assert c.greeting().startswith("220 ")
+        c.ehlo()
+        c.starttls()
+        c.ehlo()
+        assert c.auth_plain(password="wrong").startswith("535 5.7.8")
     tool = f"{binary('smtpgate-queue')} -c {g.config}"
     for command in commands:
+        command = command.replace("authfail list 192.0.2.10", "authfail list 127.0.0.1")
+        command = command.replace("authfail clear 192.0.2.10", "authfail clear 127.0.0.1")
         command = command.removeprefix("runuser -u smtpgate -- ")
         command = command.replace("smtpgate-queue", tool, 1)
         command = command.replace("/var/lib/smtpgate/queue", str(g.queue))

@@ -1,8 +1,10 @@
 """SMTP smuggling (SEC Consult, December 2023): a message whose data holds
 an end-of-data sequence that some server might take for the real one,
-with a second message hidden behind it. The gateway refuses a bare CR,
-bare LF or NUL anywhere, closes the connection without trying to
-resynchronise, and queues nothing (SPEC section 4)."""
+with a second message hidden behind it. Under bare_newline = reject the
+gateway refuses a bare CR, bare LF or NUL anywhere, closes the connection
+without trying to resynchronise, and queues nothing (SPEC section 4).
+test_bare_newline.py runs these variants and more under both values of
+bare_newline."""
 
 import pytest
 
@@ -24,6 +26,8 @@ VARIANTS = {
     "bare-lf-in-body": b"\r\nline\nmore\r\n",
     "nul-in-body": b"\r\nli\0ne\r\n",
 }
+
+REJECT = {"bare_newline": "reject"}
 
 HIDDEN = (b"MAIL FROM:<ceo@example.com>\r\n"
           b"RCPT TO:<victim@example.net>\r\n"
@@ -50,7 +54,7 @@ def assert_queue_empty(g):
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=list(VARIANTS))
 def test_smuggling_in_data_is_refused_closed_and_nothing_queued(gate, variant):
-    g = gate()
+    g = gate(gate_keys=REJECT)
     c = open_data(g)
     assert c.cmd("DATA").startswith("354 ")
     body = message(body="first message").rstrip(b"\r\n")
@@ -64,7 +68,7 @@ def test_smuggling_in_data_is_refused_closed_and_nothing_queued(gate, variant):
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=list(VARIANTS))
 def test_smuggling_in_bdat_is_refused_closed_and_nothing_queued(gate, variant):
-    g = gate()
+    g = gate(gate_keys=REJECT)
     c = open_data(g)
     data = message(body="first message").rstrip(b"\r\n") + VARIANTS[variant] + \
         HIDDEN + b".\r\n"

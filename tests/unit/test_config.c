@@ -79,6 +79,7 @@ TEST(test_defaults_match_the_spec)
 	CHECK_STR(c.sink_recipients[0], "test@test.ru");
 	CHECK(c.postmaster == NULL);
 	CHECK(c.reject_incomplete);
+	CHECK(c.bare_newline == BARE_NEWLINE_NORMALIZE);
 	CHECK(c.max_auth_failures == 5);
 	/* Four times max_auth_failures. */
 	CHECK(c.max_auth_failures_per_client == 20);
@@ -118,6 +119,7 @@ TEST(test_every_gate_key_is_read)
 		"sink_recipients = test@test.ru sink@Example.COM\n"
 		"postmaster = post.master+gate@Example.COM\n"
 		"reject_incomplete = off\n"
+		"bare_newline = reject\n"
 		"max_auth_failures = 3\n"
 		"max_auth_failures_per_client = 7\n"
 		"auth_failure_window = 1h\n"
@@ -149,6 +151,7 @@ TEST(test_every_gate_key_is_read)
 	CHECK(config_is_sink(&c, "sinks@example.com") == false);
 	CHECK_STR(c.postmaster, "post.master+gate@Example.COM");
 	CHECK(!c.reject_incomplete);
+	CHECK(c.bare_newline == BARE_NEWLINE_REJECT);
 	CHECK(c.max_auth_failures == 3);
 	CHECK(c.max_auth_failures_per_client == 7);
 	CHECK(c.auth_failure_window == 3600);
@@ -245,6 +248,7 @@ TEST(test_every_account_key_is_read)
 		"demo = true\n"
 		"add_missing_headers = yes\n"
 		"list_unsubscribe = mailto:u@example.com https://example.com/u?r={rcpt}&l={uniq}\n"
+		"bare_newline = reject\n"
 		"[account office]\n"
 		"networks = 192.0.2.128/25\n", key_path);
 	int rc = load(&c, &err, text.data);
@@ -277,6 +281,7 @@ TEST(test_every_account_key_is_read)
 	CHECK_STR(a->list_unsubscribe, "mailto:u@example.com https://example.com/u?r={rcpt}&l={uniq}");
 	CHECK(config_unsubscribe_names_rcpt(a));
 	CHECK(config_unsubscribe_fits(a, "someone@example.net"));
+	CHECK(a->bare_newline == BARE_NEWLINE_REJECT);
 	CHECK(a->line == 1);
 
 	CHECK(config_sender_verdict(a, "anyone@EXAMPLE.com") == SENDER_IS_ACTIVE);
@@ -485,6 +490,36 @@ TEST(test_account_errors)
 	buf_free(&text);
 }
 
+TEST(test_bare_newline_of_an_account_overrides_the_gate)
+{
+	struct config c;
+	struct error err;
+	int rc = load(&c, &err,
+		"[gate]\nbare_newline = reject\n"
+		"[account strict]\nnetworks = 10.0.0.0/8\n"
+		"[account lenient]\nnetworks = 10.1.0.0/16\nbare_newline = normalize\n"
+		"[account silent]\nnetworks = 10.2.0.0/16\nbare_newline =\n");
+	CHECK(rc == 0);
+	if (rc != 0) {
+		fprintf(stderr, "  %s\n", err.text);
+		return;
+	}
+	CHECK(config_bare_newline(&c, NULL) == BARE_NEWLINE_REJECT);
+	CHECK(config_bare_newline(&c, config_account_by_name(&c, "strict")) ==
+	      BARE_NEWLINE_REJECT);
+	CHECK(config_bare_newline(&c, config_account_by_name(&c, "lenient")) ==
+	      BARE_NEWLINE_NORMALIZE);
+	CHECK(config_bare_newline(&c, config_account_by_name(&c, "silent")) ==
+	      BARE_NEWLINE_REJECT);
+	config_free(&c);
+	check_error("[gate]\nbare_newline = yes\n",
+		    "2: bare_newline: \"yes\" is not normalize or reject");
+	check_error("[gate]\nbare_newline =\n",
+		    "2: bare_newline: \"\" is not normalize or reject");
+	check_error("[account a]\nnetworks = 10.0.0.0/8\nbare_newline = Normalize\n",
+		    "3: bare_newline: \"Normalize\" is not normalize or reject");
+}
+
 TEST(test_cidr_parse)
 {
 	struct cidr n;
@@ -506,7 +541,7 @@ TEST(test_key_table_lists_every_key_once)
 			const struct config_key_info *o = config_key_at(j);
 			CHECK(!(strcmp(o->section, k->section) == 0 && strcmp(o->key, k->key) == 0));
 		}
-	CHECK(n == 43);
+	CHECK(n == 45);
 }
 
 TEST(test_url_shown_hides_the_userinfo)
@@ -635,7 +670,8 @@ UNIT_MAIN(test_defaults_match_the_spec, test_every_gate_key_is_read,
 	  test_relay_and_callback_keys_are_read, test_relay_urls,
 	  test_every_account_key_is_read, test_credentials_directory,
 	  test_syntax_and_structure_errors, test_value_errors,
-	  test_account_errors, test_cidr_parse,
+	  test_account_errors, test_bare_newline_of_an_account_overrides_the_gate,
+	  test_cidr_parse,
 	  test_key_table_lists_every_key_once, test_url_shown_hides_the_userinfo,
 	  test_dump_shows_effective_values_but_no_secrets,
 	  test_unknown_login_hash_is_the_costliest_account_hash,

@@ -157,16 +157,33 @@ TEST(test_discard_input_drops_pipelined_bytes)
 	io_done(&io);
 }
 
-/* Reads DATA from input into a fresh message. */
-static enum io_status read_data(const char *input, size_t n, struct message *m,
-				uint64_t max)
+/* Reads DATA from input into a fresh message, a bare LF ending lines
+ * when normalize. *rest gets what follows the data, when not NULL. */
+static enum io_status read_data_as(const char *input, size_t n, struct message *m,
+				   uint64_t max, bool normalize, char *rest,
+				   size_t rest_size)
 {
 	struct io io;
 	io_from(&io, input, n);
 	message_init(m, NULL, max, 0);
+	m->bare_lf_ends_line = normalize;
 	enum io_status st = data_read(&io, m);
+	CHECK(!io.bare_lf_ends_line);	/* commands: CRLF only again */
+	if (rest) {
+		const char *p = "";
+		size_t k = 0;
+		if (st == IO_LINE && io_read_bytes(&io, IO_BUFFER_SIZE, &p, &k) != IO_LINE)
+			k = 0;
+		snprintf(rest, rest_size, "%.*s", (int)k, p);
+	}
 	io_done(&io);
 	return st;
+}
+
+static enum io_status read_data(const char *input, size_t n, struct message *m,
+				uint64_t max)
+{
+	return read_data_as(input, n, m, max, false, NULL, 0);
 }
 
 static char *stored(const struct message *m)
@@ -212,6 +229,49 @@ TEST(test_smuggling_sequences_are_bare)
 		message_free(&m);
 		buf_free(&in);
 	}
+}
+
+TEST(test_normalize_takes_bare_lf_as_line_end_but_not_at_the_final_dot)
+{
+	static const char in[] = "Subject: x\n\n..one\n.\n.\r\n\r\n.\n\r\n.\r\nNOOP\r\n";
+	struct message m;
+	char rest[64];
+	CHECK(read_data_as(in, sizeof in - 1, &m, 1000, true, rest, sizeof rest) == IO_LINE);
+	char *s = stored(&m);
+	/* "\n.\n", "\n.\r\n" and "\r\n.\n" are lines of the message; only
+	 * "\r\n.\r\n" ends it. */
+	CHECK_STR(s, "Subject: x\r\n\r\n.one\r\n.\r\n.\r\n\r\n.\r\n\r\n");
+	CHECK_STR(rest, "NOOP\r\n");
+	free(s);
+	message_free(&m);
+	/* A bare CR and a NUL are still refused. */
+	static const char *const bad[] = { "a\rb\r\n.\r\n", "a\r\n.\r\r\n", "a\0\n.\r\n" };
+	for (size_t i = 0; i < 3; i++) {
+		CHECK(read_data_as(bad[i], strlen(bad[i]) + (i == 2 ? 5 : 0), &m, 1000,
+				   true, NULL, 0) == IO_BARE);
+		message_free(&m);
+	}
+	/* Without normalize the bare LF is refused, as before. */
+	CHECK(read_data(in, sizeof in - 1, &m, 1000) == IO_BARE);
+	message_free(&m);
+}
+
+TEST(test_normalize_long_line_ending_in_bare_lf_is_skipped)
+{
+	struct buf in = BUF_INIT;
+	buf_puts(&in, "Subject: x\r\n\r\n");
+	for (int i = 0; i < 20000; i++)
+		buf_putc(&in, 'x');
+	buf_puts(&in, "\n.\r\nnext\r\n.\r\n");
+	struct message m;
+	CHECK(read_data_as(in.data, in.len, &m, 100000, true, NULL, 0) == IO_LINE);
+	char *s = stored(&m);
+	/* The dot after the skipped line's bare LF is no end. */
+	CHECK(m.long_line);
+	CHECK_STR(s, "Subject: x\r\n\r\n.\r\nnext\r\n");
+	free(s);
+	message_free(&m);
+	buf_free(&in);
 }
 
 TEST(test_long_line_and_oversize_are_flagged_after_reading_on)
@@ -290,6 +350,35 @@ TEST(test_bdat_bare_lf_is_refused)
 	io_done(&io);
 }
 
+TEST(test_bdat_normalize_stores_bare_lf_as_crlf)
+{
+	static const char msg[] = "Subject: x\n\nline\r\n\n.\nend";
+	size_t n = sizeof msg - 1;
+	for (size_t cut = 0; cut <= n; cut++) {
+		struct io io;
+		io_from(&io, msg, n);
+		struct message m;
+		message_init(&m, NULL, 10000, 0);
+		m.bare_lf_ends_line = true;
+		CHECK(bdat_read_chunk(&io, &m, cut) == IO_LINE);
+		CHECK(bdat_read_chunk(&io, &m, n - cut) == IO_LINE);
+		CHECK(bdat_end(&m) == IO_LINE);
+		char *s = stored(&m);
+		CHECK_STR(s, "Subject: x\r\n\r\nline\r\n\r\n.\r\nend\r\n");
+		free(s);
+		message_free(&m);
+		io_done(&io);
+	}
+	struct io io;
+	io_from(&io, "Subject: x\r\n\nbo\rdy\r\n", 21);
+	struct message m;
+	message_init(&m, NULL, 10000, 0);
+	m.bare_lf_ends_line = true;
+	CHECK(bdat_read_chunk(&io, &m, 21) == IO_BARE);
+	message_free(&m);
+	io_done(&io);
+}
+
 UNIT_MAIN(test_crlf_line_is_read, test_bare_lf_cr_and_nul_are_reported,
 	  test_nul_is_reported, test_unterminated_input_is_eof,
 	  test_line_limit_and_skip, test_line_too_long_stays_unread_for_a_larger_limit,
@@ -299,4 +388,7 @@ UNIT_MAIN(test_crlf_line_is_read, test_bare_lf_cr_and_nul_are_reported,
 	  test_long_line_and_oversize_are_flagged_after_reading_on,
 	  test_headers_without_body_and_field_facts,
 	  test_bdat_chunks_cut_anywhere_give_the_same_message,
-	  test_bdat_bare_cr_at_the_very_end_is_refused, test_bdat_bare_lf_is_refused)
+	  test_bdat_bare_cr_at_the_very_end_is_refused, test_bdat_bare_lf_is_refused,
+	  test_normalize_takes_bare_lf_as_line_end_but_not_at_the_final_dot,
+	  test_normalize_long_line_ending_in_bare_lf_is_skipped,
+	  test_bdat_normalize_stores_bare_lf_as_crlf)
