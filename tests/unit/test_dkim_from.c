@@ -1,5 +1,6 @@
 /* dkim_from_address: the first address of a From: field value;
- * dkim_from_mailboxes: how many mailboxes it names. */
+ * dkim_from_mailboxes: how many mailboxes it names; dkim_address_list:
+ * every address of a To:, Cc: or Bcc: value (smtpgate-sendmail -t). */
 #include <stdlib.h>
 
 #include "dkim/dkim.h"
@@ -193,7 +194,44 @@ TEST(test_from_mailboxes_are_counted)
 	CHECK(mailboxes(" (just a comment)") == 0);
 }
 
-UNIT_MAIN(test_from_survives_random_input, test_from_mailboxes_are_counted, test_from_bare_address, test_from_display_name_and_angle_brackets,
+static void add_line(const char *address, void *arg)
+{
+	buf_printf(arg, "%s\n", address);
+}
+
+/* Every address of value, one a line, or "(none)". Caller frees. */
+static char *list(const char *value)
+{
+	struct buf b = BUF_INIT;
+	if (dkim_address_list(value, strlen(value), add_line, &b) != 0) {
+		buf_free(&b);
+		return strdup("(none)");
+	}
+	return buf_steal(&b);
+}
+
+#define CHECK_LIST(value, want)                                            \
+	do {                                                               \
+		char *got_ = list(value);                                  \
+		CHECK_STR(got_, want);                                     \
+		free(got_);                                                \
+	} while (0)
+
+TEST(test_address_list_gives_every_address)
+{
+	CHECK_LIST(" joe@example.com", "joe@example.com\n");
+	CHECK_LIST(" a@example.com, B <b@example.net>,\r\n \"c, d\" <c@example.org>",
+		   "a@example.com\nb@example.net\nc@example.org\n");
+	CHECK_LIST(" Team: a@example.com, b@example.com;, z@example.com",
+		   "a@example.com\nb@example.com\nz@example.com\n");
+	CHECK_LIST(" joe@example.com <joe@example.org>, x@example.com",
+		   "joe@example.org\nx@example.com\n");
+	CHECK_LIST(" <>, (nobody), bad@, ok@example.com", "ok@example.com\n");
+	CHECK_LIST(" undisclosed-recipients:;", "(none)");
+	CHECK_LIST(" ", "(none)");
+}
+
+UNIT_MAIN(test_address_list_gives_every_address, test_from_survives_random_input, test_from_mailboxes_are_counted, test_from_bare_address, test_from_display_name_and_angle_brackets,
 	  test_from_quoted_display_name_with_specials,
 	  test_from_quoted_local_part_kept_quoted, test_from_comments_anywhere,
 	  test_from_folded, test_from_encoded_words, test_from_groups,
