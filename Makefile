@@ -1,6 +1,7 @@
 # smtpgate — build, test, install.
 #
-#   make              build/smtpgate-handler, build/smtpgate-flush, build/smtpgate-queue
+#   make              build/smtpgate-handler, build/smtpgate-flush, build/smtpgate-queue,
+#                     build/smtpgate-sendmail
 #   make check        every test (installs missing Debian packages first when root)
 #   make run          the demo gate on 127.0.0.1:2525
 #   make sanitize     the same programs with ASan+UBSan in build-sanitize/
@@ -19,8 +20,9 @@ PREFIX ?= /usr/local
 DESTDIR ?=
 CC ?= cc
 
-PROGRAMS := smtpgate-handler smtpgate-flush smtpgate-queue
-MAINS := handler/smtpgate-handler.c queue/smtpgate-flush.c queue/smtpgate-queue.c
+PROGRAMS := smtpgate-handler smtpgate-flush smtpgate-queue smtpgate-sendmail
+MAINS := handler/smtpgate-handler.c queue/smtpgate-flush.c queue/smtpgate-queue.c \
+	handler/smtpgate-sendmail.c
 MODULES := common dkim queue handler
 
 PKGS := openssl inih libcrypt libcurl
@@ -110,6 +112,8 @@ $(BUILD)/smtpgate-flush: $(BUILD)/queue/smtpgate-flush.o $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 $(BUILD)/smtpgate-queue: $(BUILD)/queue/smtpgate-queue.o $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+$(BUILD)/smtpgate-sendmail: $(BUILD)/handler/smtpgate-sendmail.o $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tests/unit/%: $(BUILD)/tests/unit/%.o $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
@@ -152,7 +156,8 @@ DOCDIR := $(PREFIX)/share/doc/smtpgate
 UNITS := smtpgate.socket smtpgate-tls.socket smtpgate@.service \
 	smtpgate-flush.service smtpgate-flush.timer
 MAN5 := smtpgate.conf.5
-MAN8 := smtpgate.8 smtpgate-handler.8 smtpgate-flush.8 smtpgate-queue.8
+MAN8 := smtpgate.8 smtpgate-handler.8 smtpgate-flush.8 smtpgate-queue.8 \
+	smtpgate-sendmail.8
 SUBST := sed -e 's|@LIBEXECDIR@|$(LIBEXECDIR)|g' -e 's|@SBINDIR@|$(SBINDIR)|g'
 
 install: $(PROGRAMS:%=$(BUILD)/%)
@@ -161,6 +166,9 @@ install: $(PROGRAMS:%=$(BUILD)/%)
 		$(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(DOCDIR)
 	install -m 0755 $(BUILD)/smtpgate-handler $(BUILD)/smtpgate-flush $(DESTDIR)$(LIBEXECDIR)/
 	install -m 0755 $(BUILD)/smtpgate-queue $(DESTDIR)$(SBINDIR)/
+	# Mode 0755, no set-ID bit, and no /usr/sbin/sendmail link: see
+	# smtpgate-sendmail(8), SECURITY and "As /usr/sbin/sendmail".
+	install -m 0755 $(BUILD)/smtpgate-sendmail $(DESTDIR)$(SBINDIR)/
 	for u in $(UNITS); do \
 		$(SUBST) units/$$u > $(DESTDIR)$(UNITDIR)/$$u.tmp && \
 		chmod 0644 $(DESTDIR)$(UNITDIR)/$$u.tmp && \
@@ -182,7 +190,7 @@ install: $(PROGRAMS:%=$(BUILD)/%)
 uninstall:
 	rm -f $(DESTDIR)$(LIBEXECDIR)/smtpgate-handler $(DESTDIR)$(LIBEXECDIR)/smtpgate-flush
 	-rmdir $(DESTDIR)$(LIBEXECDIR)
-	rm -f $(DESTDIR)$(SBINDIR)/smtpgate-queue
+	rm -f $(DESTDIR)$(SBINDIR)/smtpgate-queue $(DESTDIR)$(SBINDIR)/smtpgate-sendmail
 	rm -f $(UNITS:%=$(DESTDIR)$(UNITDIR)/%) $(DESTDIR)$(UNITDIR)/smtpgate-tls@.service
 	rm -f $(DESTDIR)$(SYSUSERSDIR)/smtpgate.conf $(DESTDIR)$(TMPFILESDIR)/smtpgate.conf
 	rm -f $(MAN5:%=$(DESTDIR)$(MANDIR)/man5/%) $(MAN8:%=$(DESTDIR)$(MANDIR)/man8/%)
