@@ -45,7 +45,7 @@ static const char usage[] =
 	"  -t         recipients from To:, Cc: and Bcc: as well; Bcc: is left out\n"
 	"  -i, -oi    a line of a single \".\" does not end the message\n"
 	"  -f SENDER  envelope sender (also -r); default: the From: address\n"
-	"  -F NAME    full name for the From: field added to a message without one\n"
+	"  -F NAME    with -f: a From: field NAME <SENDER> for a message without one\n"
 	"  -v         show the SMTP dialogue and the gateway's log on stderr\n"
 	"  --help     this text\n"
 	"  --version  the version\n"
@@ -521,8 +521,6 @@ int main(int argc, char **argv)
 	argc = cli_common(argc, argv, usage, &config_path);
 	struct options o;
 	parse_options(argc, argv, &o);
-	if (o.full_name && !o.sender)
-		fail(EX_USAGE, "-F needs -f: the From: field it adds names the sender");
 
 	struct config config;
 	struct error err, index_warning;
@@ -560,8 +558,11 @@ int main(int argc, char **argv)
 		buf_append(&bare, sender + 1, strlen(sender) - 2);
 		sender = bare.data;
 	}
+	/* sendmail's -F names the sender of a message without From:; it
+	 * needs the address too (-f), and without one the session's
+	 * refusal of the missing From: says more than a guessed address. */
 	struct buf added_from = BUF_INIT;
-	if (o.full_name && !h.has_from)
+	if (o.full_name && o.sender && !h.has_from)
 		make_from_field(&added_from, o.full_name, sender);
 
 	int sv[2];
