@@ -141,6 +141,11 @@ TEST(test_from_obsolete_forms)
 	CHECK_FROM(" <@relay.example:joe@example.com>", "joe@example.com");
 }
 
+static void add_line(const char *address, void *arg)
+{
+	buf_printf(arg, "%s\n", address);
+}
+
 TEST(test_from_survives_random_input)
 {
 	/* Random mixtures of the characters that steer the parser: it must
@@ -156,10 +161,24 @@ TEST(test_from_survives_random_input)
 			v[i] = alphabet[(seed >> 16) % (sizeof alphabet - 1)];
 		}
 		struct buf out = BUF_INIT;
-		if (dkim_from_address(v, n, &out) == 0) {
+		int found = dkim_from_address(v, n, &out);
+		if (found == 0) {
 			const char *at = strrchr(out.data, '@');
 			CHECK(at && at > out.data && at[1] != '\0');
 		}
+		/* The list starts with the From: parser's address, and never
+		 * finds more addresses than there are mailboxes: fewer is how
+		 * smtpgate-sendmail -t knows one had none. */
+		struct buf all = BUF_INIT;
+		CHECK(dkim_address_list(v, n, add_line, &all) == found);
+		size_t count = 0;
+		for (size_t i = 0; i < all.len; i++)
+			count += all.data[i] == '\n';
+		CHECK(count <= dkim_from_mailboxes(v, n));
+		if (found == 0)
+			CHECK(all.len > out.len && memcmp(all.data, out.data, out.len) == 0 &&
+			      all.data[out.len] == '\n');
+		buf_free(&all);
 		buf_free(&out);
 		free(v);
 	}
@@ -192,11 +211,6 @@ TEST(test_from_mailboxes_are_counted)
 	CHECK(mailboxes(" undisclosed-recipients:;") == 0);
 	CHECK(mailboxes(" ") == 0);
 	CHECK(mailboxes(" (just a comment)") == 0);
-}
-
-static void add_line(const char *address, void *arg)
-{
-	buf_printf(arg, "%s\n", address);
 }
 
 /* Every address of value, one a line, or "(none)". Caller frees. */
