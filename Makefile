@@ -145,7 +145,9 @@ run: deps
 # Paths in the units are substituted here; with DESTDIR empty the user and
 # folders are created at once (systemd-sysusers, systemd-tmpfiles) and a
 # running systemd reloads, so that "systemctl enable --now smtpgate.socket
-# smtpgate-flush.timer" is the only step left.
+# smtpgate-flush.timer" is the only step left. smtpgate-sendmail is
+# installed 0755, with no set-ID bit and no /usr/sbin/sendmail link:
+# smtpgate-sendmail(8), SECURITY and "As /usr/sbin/sendmail", says why.
 LIBEXECDIR := $(PREFIX)/libexec/smtpgate
 SBINDIR := $(PREFIX)/sbin
 UNITDIR := $(PREFIX)/lib/systemd/system
@@ -166,8 +168,6 @@ install: $(PROGRAMS:%=$(BUILD)/%)
 		$(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(DOCDIR)
 	install -m 0755 $(BUILD)/smtpgate-handler $(BUILD)/smtpgate-flush $(DESTDIR)$(LIBEXECDIR)/
 	install -m 0755 $(BUILD)/smtpgate-queue $(DESTDIR)$(SBINDIR)/
-	# Mode 0755, no set-ID bit, and no /usr/sbin/sendmail link: see
-	# smtpgate-sendmail(8), SECURITY and "As /usr/sbin/sendmail".
 	install -m 0755 $(BUILD)/smtpgate-sendmail $(DESTDIR)$(SBINDIR)/
 	for u in $(UNITS); do \
 		$(SUBST) units/$$u > $(DESTDIR)$(UNITDIR)/$$u.tmp && \
