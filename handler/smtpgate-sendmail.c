@@ -202,14 +202,14 @@ struct header {
 	struct buf rest;	/* the line that ended the block, "" or "\r\n" */
 };
 
-/* Reads one input line (any length) into *line, without its LF and the
+/* Reads one line (any length) of in into *line, without its LF and the
  * CR before it. False at the end of the input or, with dot_ends, at a
  * line of a single ".". */
-static bool read_line(const struct options *o, char **line, size_t *cap, size_t *len)
+static bool read_line(FILE *in, bool dot_ends, char **line, size_t *cap, size_t *len)
 {
-	ssize_t n = getline(line, cap, stdin);
+	ssize_t n = getline(line, cap, in);
 	if (n < 0) {
-		if (ferror(stdin))
+		if (ferror(in))
 			fail(EX_IOERR, "reading the message: %s", strerror(errno));
 		return false;
 	}
@@ -219,7 +219,35 @@ static bool read_line(const struct options *o, char **line, size_t *cap, size_t 
 		n--;
 	(*line)[n] = '\0';
 	*len = (size_t)n;
-	return !(o->dot_ends && n == 1 && (*line)[0] == '.');
+	return !(dot_ends && n == 1 && (*line)[0] == '.');
+}
+
+/* Copies the message from stdin to an unlinked temporary file, up to
+ * the end of the input (or the lone "." that ends it), and returns that
+ * file rewound. The session starts only then: a job that writes for an
+ * hour into the pipe would otherwise outlast the session's time-out, and
+ * an input that breaks off must queue nothing (sendmail does the same). */
+static FILE *spool_message(const struct options *o, char **line, size_t *cap)
+{
+	const char *dir = getenv("TMPDIR");
+	struct buf path = BUF_INIT;
+	buf_printf(&path, "%s/smtpgate-sendmail.XXXXXX", dir && *dir ? dir : "/tmp");
+	int fd = mkstemp(path.data);
+	if (fd < 0)
+		fail(EX_CANTCREAT, "%s: %s", path.data, strerror(errno));
+	unlink(path.data);
+	FILE *spool = fdopen(fd, "w+");
+	if (!spool)
+		fail(EX_OSERR, "fdopen: %s", strerror(errno));
+	size_t len;
+	while (read_line(stdin, o->dot_ends, line, cap, &len)) {
+		fwrite(*line, 1, len, spool);
+		fputc('\n', spool);
+	}
+	if (fflush(spool) != 0 || fseek(spool, 0, SEEK_SET) != 0)
+		fail(EX_IOERR, "%s: %s", path.data, strerror(errno));
+	buf_free(&path);
+	return spool;
 }
 
 static bool field_named(const struct field *f, const char *name)
@@ -230,13 +258,12 @@ static bool field_named(const struct field *f, const char *name)
 }
 
 /* Reads the header block up to the empty line that ends it. */
-static void read_header(const struct options *o, struct header *h, char **line,
-			size_t *cap)
+static void read_header(FILE *in, struct header *h, char **line, size_t *cap)
 {
 	*h = (struct header){ .rest = BUF_INIT };
 	size_t len;
 	for (;;) {
-		if (!read_line(o, line, cap, &len)) {
+		if (!read_line(in, false, line, cap, &len)) {
 			h->ended = true;
 			return;
 		}
@@ -412,8 +439,8 @@ static bool non_ascii(const char *s)
  * exit 0 means every recipient has it queued, and a script that tries
  * again after a failure sends nobody a second copy. */
 static int submit(struct client *c, const struct options *o, const char *sender,
-		  const struct header *h, const char *added_from, char **line,
-		  size_t *cap)
+		  const struct header *h, const char *added_from, FILE *in,
+		  char **line, size_t *cap)
 {
 	struct buf command = BUF_INIT;
 	if (!read_reply(c) || c->code != 220)
@@ -459,7 +486,7 @@ static int submit(struct client *c, const struct options *o, const char *sender,
 	fwrite(h->rest.data, 1, h->rest.len, c->out);
 	size_t len;
 	if (!h->ended)
-		while (read_line(o, line, cap, &len))
+		while (read_line(in, false, line, cap, &len))
 			send_data_line(c, *line, len);
 	fputs(".\r\n", c->out);
 	fflush(c->out);
@@ -544,7 +571,8 @@ int main(int argc, char **argv)
 	struct header h;
 	char *line = NULL;
 	size_t cap = 0;
-	read_header(&o, &h, &line, &cap);
+	FILE *message = spool_message(&o, &line, &cap);
+	read_header(message, &h, &line, &cap);
 	study_header(&o, &h);
 	if (o.n_rcpts == 0)
 		fail(EX_USAGE, "no recipients: name them as arguments, or use -t with To:, Cc: or Bcc:");
@@ -586,7 +614,7 @@ int main(int argc, char **argv)
 	if (!c.in || !c.out)
 		fail(EX_OSERR, "fdopen: %s", strerror(errno));
 	int status = submit(&c, &o, sender, &h, added_from.len ? added_from.data : NULL,
-			    &line, &cap);
+			    message, &line, &cap);
 	fclose(c.out);
 	fclose(c.in);
 	int wstatus;
@@ -596,6 +624,7 @@ int main(int argc, char **argv)
 		fail(EX_SOFTWARE, "the gateway's session ended abnormally after queueing");
 
 	free(line);
+	fclose(message);
 	for (size_t i = 0; i < h.n; i++)
 		buf_free(&h.fields[i].text);
 	free(h.fields);

@@ -96,6 +96,19 @@ def test_cron_pipe_is_queued_signed_with_bcc_left_out(gate_conf, keys):
     assert stored.startswith(b"Received: from localhost ([127.0.0.1])\r\n")
 
 
+def test_a_slow_job_does_not_time_the_session_out(gate_conf):
+    """The input is read to its end before the session starts: a job that
+    writes more slowly than the gate's timeout still gets its mail."""
+    g = gate_conf(gate_keys={"timeout": "1"})
+    r = subprocess.run(f"(printf 'From: cron@example.com\\nTo: ops@example.net\\n"
+                       f"Subject: slow\\n\\nearly\\n'; sleep 2.5; printf 'late\\n') | "
+                       f"{binary('smtpgate-sendmail')} -c {g.config} -t", shell=True,
+                       capture_output=True, timeout=60)
+    assert (r.returncode, r.stderr) == (0, b"")
+    stored, _ = only_message(g)
+    assert stored.endswith(b"\r\n\r\nearly\r\nlate\r\n")
+
+
 def test_lone_dot_ends_the_input_without_i(gate_conf):
     g = gate_conf()
     r = sendmail(g, "-t", stdin=CRON_MESSAGE.replace(r"\n", "\n").encode())
