@@ -586,6 +586,11 @@ int main(int argc, char **argv)
 		buf_append(&bare, sender + 1, strlen(sender) - 2);
 		sender = bare.data;
 	}
+	/* The session judges the address; a line break would make it two
+	 * commands and put the dialogue out of step. */
+	for (const char *p = sender; *p; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			fail(EX_DATAERR, "-f: a control character in the sender address");
 	/* sendmail's -F names the sender of a message without From:; it
 	 * needs the address too (-f), and without one the session's
 	 * refusal of the missing From: says more than a guessed address. */

@@ -224,6 +224,10 @@ def test_harmless_options_are_accepted(gate_conf, args):
     (["-q30m"], EX_USAGE, b"-q30m is not supported: the queue is run by smtpgate-flush.timer"),
     (["-X", "a@example.net"], EX_USAGE, b"unknown option -X"),
     (["-f"], EX_USAGE, b"-f needs a value"),
+    (["-f", "a@example.com\r\nRCPT TO:<x@example.net>", "a@example.net"], EX_DATAERR,
+     b"-f: a control character in the sender address"),
+    (["-f", "not an address", "a@example.net"], EX_DATAERR,
+     b"MAIL FROM:<not an address>: 501 5.1.7 Bad sender address syntax"),
     ([], EX_USAGE, b"no recipients: name them as arguments, or use -t"),
     (["root"], EX_NOUSER, b'recipient "root": every recipient needs an address with a domain'),
 ])
