@@ -331,6 +331,7 @@ struct client {
 	bool verbose;
 	int code;		/* of the last reply */
 	struct buf reply;	/* its text, lines joined by "; " */
+	struct buf command;	/* MAIL or RCPT, for the refusal's message */
 };
 
 static void send_command(struct client *c, const char *fmt, ...)
@@ -442,7 +443,7 @@ static int submit(struct client *c, const struct options *o, const char *sender,
 		  const struct header *h, const char *added_from, FILE *in,
 		  char **line, size_t *cap)
 {
-	struct buf command = BUF_INIT;
+	struct buf *command = &c->command;
 	if (!read_reply(c) || c->code != 220)
 		return refused(c, "connection", false);
 	send_command(c, "EHLO localhost");
@@ -451,25 +452,24 @@ static int submit(struct client *c, const struct options *o, const char *sender,
 	bool utf8 = non_ascii(sender);
 	for (size_t i = 0; i < o->n_rcpts; i++)
 		utf8 |= non_ascii(o->rcpts[i]);
-	buf_printf(&command, "MAIL FROM:<%s>%s", sender, utf8 ? " SMTPUTF8" : "");
-	send_command(c, "%s", command.data);
+	buf_printf(command, "MAIL FROM:<%s>%s", sender, utf8 ? " SMTPUTF8" : "");
+	send_command(c, "%s", command->data);
 	if (!read_reply(c) || c->code != 250)
-		return refused(c, command.data, false);
+		return refused(c, command->data, false);
 	int status = EX_OK;
 	for (size_t i = 0; i < o->n_rcpts; i++) {
-		buf_clear(&command);
-		buf_printf(&command, "RCPT TO:<%s>", o->rcpts[i]);
-		send_command(c, "%s", command.data);
+		buf_clear(command);
+		buf_printf(command, "RCPT TO:<%s>", o->rcpts[i]);
+		send_command(c, "%s", command->data);
 		if (read_reply(c) && c->code == 250)
 			continue;
-		fprintf(stderr, "%s: %s: %s\n", program, command.data,
+		fprintf(stderr, "%s: %s: %s\n", program, command->data,
 			c->code ? c->reply.data : "no reply");
 		if (status == EX_OK)
 			status = c->code ? exit_status(c, true) : EX_TEMPFAIL;
 		if (!c->code)
 			break;
 	}
-	buf_free(&command);
 	if (status != EX_OK) {
 		fprintf(stderr, "%s: nothing was queued\n", program);
 		send_command(c, "QUIT");
@@ -615,7 +615,7 @@ int main(int argc, char **argv)
 	}
 	close(sv[1]);
 	struct client c = { .in = fdopen(sv[0], "r"), .out = fdopen(dup(sv[0]), "w"),
-			    .verbose = o.verbose, .reply = BUF_INIT };
+			    .verbose = o.verbose, .reply = BUF_INIT, .command = BUF_INIT };
 	if (!c.in || !c.out)
 		fail(EX_OSERR, "fdopen: %s", strerror(errno));
 	int status = submit(&c, &o, sender, &h, added_from.len ? added_from.data : NULL,
@@ -641,6 +641,7 @@ int main(int argc, char **argv)
 	buf_free(&bare);
 	buf_free(&added_from);
 	buf_free(&c.reply);
+	buf_free(&c.command);
 	config_free(&config);
 	return status;
 }
