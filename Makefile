@@ -1,6 +1,7 @@
 # smtpgate — build, test, install.
 #
-#   make              build/smtpgate-handler, build/smtpgate-flush, build/smtpgate-queue
+#   make              build/smtpgate-handler, build/smtpgate-flush, build/smtpgate-queue,
+#                     build/smtpgate-sendmail
 #   make check        every test (installs missing Debian packages first when root)
 #   make run          the demo gate on 127.0.0.1:2525
 #   make sanitize     the same programs with ASan+UBSan in build-sanitize/
@@ -20,8 +21,9 @@ PREFIX ?= /usr/local
 DESTDIR ?=
 CC ?= cc
 
-PROGRAMS := smtpgate-handler smtpgate-flush smtpgate-queue
-MAINS := handler/smtpgate-handler.c queue/smtpgate-flush.c queue/smtpgate-queue.c
+PROGRAMS := smtpgate-handler smtpgate-flush smtpgate-queue smtpgate-sendmail
+MAINS := handler/smtpgate-handler.c queue/smtpgate-flush.c queue/smtpgate-queue.c \
+	handler/smtpgate-sendmail.c
 MODULES := common dkim queue handler
 
 PKGS := openssl inih libcrypt libcurl
@@ -113,6 +115,8 @@ $(BUILD)/smtpgate-flush: $(BUILD)/queue/smtpgate-flush.o $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 $(BUILD)/smtpgate-queue: $(BUILD)/queue/smtpgate-queue.o $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+$(BUILD)/smtpgate-sendmail: $(BUILD)/handler/smtpgate-sendmail.o $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tests/unit/%: $(BUILD)/tests/unit/%.o $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
@@ -145,7 +149,9 @@ run: deps
 # folders are created at once (systemd-sysusers, systemd-tmpfiles) and a
 # running systemd reloads, so that "systemctl enable --now smtpgate.socket
 # smtpgate-flush.timer" (or smtpgate-listen.socket, the listener mode of
-# smtpgate(8)) is the only step left.
+# smtpgate(8)) is the only step left. smtpgate-sendmail is installed 0755,
+# with no set-ID bit and no /usr/sbin/sendmail link: smtpgate-sendmail(8),
+# SECURITY and "As /usr/sbin/sendmail", says why.
 LIBEXECDIR := $(PREFIX)/libexec/smtpgate
 SBINDIR := $(PREFIX)/sbin
 UNITDIR := $(PREFIX)/lib/systemd/system
@@ -157,7 +163,8 @@ UNITS := smtpgate.socket smtpgate-tls.socket smtpgate@.service \
 	smtpgate-listen.socket smtpgate-listen-tls.socket smtpgate-listen.service \
 	smtpgate-flush.service smtpgate-flush.timer
 MAN5 := smtpgate.conf.5
-MAN8 := smtpgate.8 smtpgate-handler.8 smtpgate-flush.8 smtpgate-queue.8
+MAN8 := smtpgate.8 smtpgate-handler.8 smtpgate-flush.8 smtpgate-queue.8 \
+	smtpgate-sendmail.8
 SUBST := sed -e 's|@LIBEXECDIR@|$(LIBEXECDIR)|g' -e 's|@SBINDIR@|$(SBINDIR)|g'
 
 install: $(PROGRAMS:%=$(BUILD)/%)
@@ -166,6 +173,7 @@ install: $(PROGRAMS:%=$(BUILD)/%)
 		$(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(DOCDIR)
 	install -m 0755 $(BUILD)/smtpgate-handler $(BUILD)/smtpgate-flush $(DESTDIR)$(LIBEXECDIR)/
 	install -m 0755 $(BUILD)/smtpgate-queue $(DESTDIR)$(SBINDIR)/
+	install -m 0755 $(BUILD)/smtpgate-sendmail $(DESTDIR)$(SBINDIR)/
 	for u in $(UNITS); do \
 		$(SUBST) units/$$u > $(DESTDIR)$(UNITDIR)/$$u.tmp && \
 		chmod 0644 $(DESTDIR)$(UNITDIR)/$$u.tmp && \
@@ -187,7 +195,7 @@ install: $(PROGRAMS:%=$(BUILD)/%)
 uninstall:
 	rm -f $(DESTDIR)$(LIBEXECDIR)/smtpgate-handler $(DESTDIR)$(LIBEXECDIR)/smtpgate-flush
 	-rmdir $(DESTDIR)$(LIBEXECDIR)
-	rm -f $(DESTDIR)$(SBINDIR)/smtpgate-queue
+	rm -f $(DESTDIR)$(SBINDIR)/smtpgate-queue $(DESTDIR)$(SBINDIR)/smtpgate-sendmail
 	rm -f $(UNITS:%=$(DESTDIR)$(UNITDIR)/%) $(DESTDIR)$(UNITDIR)/smtpgate-tls@.service
 	rm -f $(DESTDIR)$(SYSUSERSDIR)/smtpgate.conf $(DESTDIR)$(TMPFILESDIR)/smtpgate.conf
 	rm -f $(MAN5:%=$(DESTDIR)$(MANDIR)/man5/%) $(MAN8:%=$(DESTDIR)$(MANDIR)/man8/%)

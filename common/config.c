@@ -74,6 +74,7 @@ static const struct key_row key_table[] = {
 	GATE(auth_requires_tls, T_BOOL, "yes", 0, 0),
 	ROW("gate", "sink_recipients", sink_recipients, struct config, T_ADDRESSES, "test@test.ru", 0, 0),
 	GATE(postmaster, T_ADDRESS, "", 0, 0),
+	GATE(sendmail_account, T_STRING, "", 0, 0),
 	GATE(reject_incomplete, T_BOOL, "yes", 0, 0),
 	GATE(bare_newline, T_BARE_NEWLINE, "normalize", 0, 0),
 	GATE(max_auth_failures, T_UINT, "5", 1, 1000000),
@@ -1127,6 +1128,12 @@ static int check_accounts(struct loader *ld)
 			return -1;
 	if (check_unique(ld) != 0)
 		return -1;
+	/* Named here so that a misspelt account fails check-config and the
+	 * start of the gateway, not the first cron job. */
+	if (c->sendmail_account && !config_account_by_name(c, c->sendmail_account)) {
+		ld->line = 0;
+		return fail(ld, "[gate] sendmail_account: no [account %s]", c->sendmail_account);
+	}
 	return check_globals(ld);
 }
 
@@ -1380,6 +1387,7 @@ void config_free(struct config *c)
 		free(c->sink_recipients[i]);
 	free(c->sink_recipients);
 	free(c->postmaster);
+	free(c->sendmail_account);
 	relay_url_free(&c->relay);
 	free(c->relay_url_text);
 	free(c->relay_username);
@@ -1693,6 +1701,7 @@ void config_dump(const struct config *c, FILE *out)
 	for (size_t i = 0; i < c->n_sink_recipients; i++)
 		fprintf(out, " %s", c->sink_recipients[i]);
 	fprintf(out, "\npostmaster = %s\n", c->postmaster ? c->postmaster : "");
+	fprintf(out, "sendmail_account = %s\n", c->sendmail_account ? c->sendmail_account : "");
 	fprintf(out, "reject_incomplete = %s\n", bool_text(c->reject_incomplete));
 	fprintf(out, "bare_newline = %s\n", bare_newline_text(c->bare_newline));
 	fprintf(out, "max_auth_failures = %u\n", c->max_auth_failures);

@@ -141,6 +141,7 @@ struct config {
 	char **sink_recipients;
 	size_t n_sink_recipients;
 	char *postmaster;	/* what RCPT TO:<Postmaster> means; NULL: refused */
+	char *sendmail_account;	/* smtpgate-sendmail submits as it; NULL: refused */
 	bool reject_incomplete;
 	enum bare_newline bare_newline;	/* never UNSET */
 	unsigned max_auth_failures;	/* per (client address, login) */

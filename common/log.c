@@ -12,6 +12,7 @@
 
 static const char *log_program = "smtpgate";
 static int log_to_journal;
+static int log_drop_fallback;	/* log_journal_only */
 
 /* systemd sets $JOURNAL_STREAM to "DEV:INODE" of the stream it connected
  * stderr to; when stderr is still that stream, the journal is listening
@@ -42,6 +43,12 @@ void log_force_stderr(int on)
 {
 	if (on)
 		log_to_journal = 0;
+}
+
+void log_journal_only(void)
+{
+	log_to_journal = 1;
+	log_drop_fallback = 1;
 }
 
 /* Writes an event from a message and a NULL-ended list of name/value
@@ -78,7 +85,7 @@ static void log_emit(int priority, const char *message, va_list ap)
 		int r = systemd_journal_sendv(iov, (size_t)n);
 		for (int i = 0; i < n; i++)
 			buf_free(&text[i]);
-		if (r == 0)
+		if (r == 0 || log_drop_fallback)
 			return;
 		/* Too big for a datagram, or no journal: a line on stderr,
 		 * which is the journal's stream anyway. */

@@ -16,6 +16,11 @@ void log_init(const char *program);
 /* Sends everything to stderr lines even under systemd (tests, -v). */
 void log_force_stderr(int on);
 
+/* Sends every entry to the journal, whatever stderr is, and drops what
+ * the journal does not take: for smtpgate-sendmail, whose stderr belongs
+ * to the calling script (cron mails whatever a job writes there). */
+void log_journal_only(void);
+
 /* Logs a plain printf-formatted message. */
 void log_msg(int priority, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));

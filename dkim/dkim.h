@@ -24,6 +24,12 @@
  * From:"). */
 int dkim_from_address(const char *value, size_t len, struct buf *out);
 
+/* Every address of an address-list field value (To:, Cc:, Bcc:), read
+ * as dkim_from_address reads From:, given to each() in order. Returns 0
+ * when there was at least one, -1 when none. */
+int dkim_address_list(const char *value, size_t len,
+		      void (*each)(const char *address, void *arg), void *arg);
+
 /* How many mailboxes the same From: value names: the non-empty elements
  * of its list, those inside groups counted one by one (a group's name is
  * not one), an element with words after its <address> as two. More than

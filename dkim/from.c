@@ -249,13 +249,24 @@ static void skip_mailbox(struct lexer *l, struct token *t)
 		*t = next_token(l);
 }
 
-int dkim_from_address(const char *value, size_t len, struct buf *out)
+/* The addresses of an address list, in order, each given to each(); with
+ * first_only, the first one only. Returns 0 when there was one, else -1. */
+static int scan_addresses(const char *value, size_t len, bool first_only,
+			  void (*each)(const char *address, void *arg), void *arg)
 {
 	struct lexer l = { value, value + len };
 	struct token t = next_token(&l);
 	struct buf addr = BUF_INIT;
 	int found = -1;
-	while (t.kind != TOK_END && found != 0) {
+	bool got = false;	/* addr holds the current mailbox's address */
+	while (t.kind != TOK_END) {
+		if (got) {
+			each(addr.data, arg);
+			found = 0;
+			got = false;
+			if (first_only)
+				break;
+		}
 		if (is_special(t, ',') || is_special(t, ';')) {
 			t = next_token(&l);
 			continue;
@@ -280,7 +291,7 @@ int dkim_from_address(const char *value, size_t len, struct buf *out)
 		if (is_special(t, '<')) {
 			t = next_token(&l);
 			if (parse_angle_addr(&l, &t, &addr))
-				found = 0;
+				got = true;
 			/* "<>" or a broken address: look further */
 			skip_mailbox(&l, &t);
 			continue;
@@ -295,14 +306,14 @@ int dkim_from_address(const char *value, size_t len, struct buf *out)
 			if (parse_domain(&l, &t, &addr) &&
 			    (t.kind == TOK_END || is_special(t, ',') ||
 			     is_special(t, ';')))
-				found = 0;
+				got = true;
 			if (is_special(t, '<')) {
 				/* "joe@example.com <joe@example.com>": an
 				 * unquoted address used as the display name;
 				 * the angle-addr is the address. */
 				t = next_token(&l);
 				if (parse_angle_addr(&l, &t, &addr))
-					found = 0;
+					got = true;
 			}
 			skip_mailbox(&l, &t);
 			continue;
@@ -312,12 +323,30 @@ int dkim_from_address(const char *value, size_t len, struct buf *out)
 			t = next_token(&l);
 		skip_mailbox(&l, &t);
 	}
-	if (found == 0) {
-		buf_clear(out);
-		buf_append(out, addr.data, addr.len);
+	if (got) {
+		each(addr.data, arg);
+		found = 0;
 	}
 	buf_free(&addr);
 	return found;
+}
+
+static void keep_address(const char *address, void *arg)
+{
+	struct buf *out = arg;
+	buf_clear(out);
+	buf_puts(out, address);
+}
+
+int dkim_from_address(const char *value, size_t len, struct buf *out)
+{
+	return scan_addresses(value, len, true, keep_address, out);
+}
+
+int dkim_address_list(const char *value, size_t len,
+		      void (*each)(const char *address, void *arg), void *arg)
+{
+	return scan_addresses(value, len, false, each, arg);
 }
 
 size_t dkim_from_mailboxes(const char *value, size_t len)

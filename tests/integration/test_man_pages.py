@@ -19,9 +19,10 @@ CONF5 = MAN / "smtpgate.conf.5"
 EXAMPLE = MAN / "smtpgate.conf.example"
 
 
-def test_there_are_the_five_pages():
+def test_there_are_the_six_pages():
     assert [p.name for p in PAGES] == [
         "smtpgate-flush.8", "smtpgate-handler.8", "smtpgate-queue.8",
+        "smtpgate-sendmail.8",
         "smtpgate.8", "smtpgate.conf.5"]
 
 
@@ -211,7 +212,7 @@ def help_text(program):
 
 
 @pytest.mark.parametrize("program", ["smtpgate-handler", "smtpgate-flush",
-                                     "smtpgate-queue"])
+                                     "smtpgate-queue", "smtpgate-sendmail"])
 def test_every_option_in_help_is_in_the_programs_page(program):
     page = (MAN / f"{program}.8").read_text()
     options = set(re.findall(r"(?<![\w-])(--?[a-z][a-z-]*)", help_text(program)))

@@ -7,7 +7,7 @@ import pytest
 
 from conftest import binary
 
-PROGRAMS = ["smtpgate-handler", "smtpgate-flush", "smtpgate-queue"]
+PROGRAMS = ["smtpgate-handler", "smtpgate-flush", "smtpgate-queue", "smtpgate-sendmail"]
 
 
 def run(*args, env=None):

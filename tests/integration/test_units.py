@@ -68,11 +68,11 @@ def test_make_install_puts_every_file_where_spec_section_7_says(destdir):
     files = set(installed_files(destdir / "usr/local"))
     expected = {
         "libexec/smtpgate/smtpgate-handler", "libexec/smtpgate/smtpgate-flush",
-        "sbin/smtpgate-queue",
+        "sbin/smtpgate-queue", "sbin/smtpgate-sendmail",
         "lib/sysusers.d/smtpgate.conf", "lib/tmpfiles.d/smtpgate.conf",
         "share/man/man5/smtpgate.conf.5", "share/man/man8/smtpgate.8",
         "share/man/man8/smtpgate-handler.8", "share/man/man8/smtpgate-flush.8",
-        "share/man/man8/smtpgate-queue.8",
+        "share/man/man8/smtpgate-queue.8", "share/man/man8/smtpgate-sendmail.8",
         "share/doc/smtpgate/smtpgate.conf.example",
         "lib/systemd/system/smtpgate-tls@.service",
     } | {f"lib/systemd/system/{u}" for u in UNITS}
@@ -80,6 +80,14 @@ def test_make_install_puts_every_file_where_spec_section_7_says(destdir):
     assert os.access(destdir / "usr/local/sbin/smtpgate-queue", os.X_OK)
     alias = destdir / UNITDIR / "smtpgate-tls@.service"
     assert alias.is_symlink() and os.readlink(alias) == "smtpgate@.service"
+
+
+def test_smtpgate_sendmail_is_installed_without_set_id_and_not_as_sendmail(destdir):
+    """smtpgate-sendmail(8), SECURITY: mode 0755, no set-ID bit; and
+    /usr/sbin/sendmail is left to the administrator or the package."""
+    mode = (destdir / "usr/local/sbin/smtpgate-sendmail").stat().st_mode
+    assert oct(mode & 0o7777) == "0o755"
+    assert [p for p in destdir.rglob("sendmail") if "systemd" not in str(p)] == []
 
 
 def test_installed_units_have_their_paths_substituted(destdir):

@@ -78,6 +78,7 @@ TEST(test_defaults_match_the_spec)
 	CHECK(c.n_sink_recipients == 1);
 	CHECK_STR(c.sink_recipients[0], "test@test.ru");
 	CHECK(c.postmaster == NULL);
+	CHECK(c.sendmail_account == NULL);
 	CHECK(c.reject_incomplete);
 	CHECK(c.bare_newline == BARE_NEWLINE_NORMALIZE);
 	CHECK(c.max_auth_failures == 5);
@@ -533,6 +534,21 @@ TEST(test_cidr_parse)
 	CHECK(cidr_parse("host.example.com", &n) == -1);
 }
 
+TEST(test_sendmail_account_names_an_account)
+{
+	struct config c;
+	struct error err;
+	struct buf text = BUF_INIT;
+	buf_printf(&text, "[gate]\nsendmail_account = demo\n%s", account_demo);
+	CHECK(load(&c, &err, text.data) == 0);
+	CHECK_STR(c.sendmail_account, "demo");
+	config_free(&c);
+	buf_clear(&text);
+	buf_printf(&text, "[gate]\nsendmail_account = cron\n%s", account_demo);
+	check_error(text.data, " [gate] sendmail_account: no [account cron]");
+	buf_free(&text);
+}
+
 TEST(test_key_table_lists_every_key_once)
 {
 	size_t n = 0;
@@ -541,7 +557,7 @@ TEST(test_key_table_lists_every_key_once)
 			const struct config_key_info *o = config_key_at(j);
 			CHECK(!(strcmp(o->section, k->section) == 0 && strcmp(o->key, k->key) == 0));
 		}
-	CHECK(n == 45);
+	CHECK(n == 46);
 }
 
 TEST(test_url_shown_hides_the_userinfo)
@@ -666,7 +682,7 @@ TEST(test_unknown_login_hash_is_the_costliest_account_hash)
 	CHECK(config_hash_cost("$y$j9$") > config_hash_cost("$2b$31$x"));
 }
 
-UNIT_MAIN(test_defaults_match_the_spec, test_every_gate_key_is_read,
+UNIT_MAIN(test_sendmail_account_names_an_account, test_defaults_match_the_spec, test_every_gate_key_is_read,
 	  test_relay_and_callback_keys_are_read, test_relay_urls,
 	  test_every_account_key_is_read, test_credentials_directory,
 	  test_syntax_and_structure_errors, test_value_errors,

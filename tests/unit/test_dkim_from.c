@@ -1,5 +1,6 @@
 /* dkim_from_address: the first address of a From: field value;
- * dkim_from_mailboxes: how many mailboxes it names. */
+ * dkim_from_mailboxes: how many mailboxes it names; dkim_address_list:
+ * every address of a To:, Cc: or Bcc: value (smtpgate-sendmail -t). */
 #include <stdlib.h>
 
 #include "dkim/dkim.h"
@@ -140,6 +141,11 @@ TEST(test_from_obsolete_forms)
 	CHECK_FROM(" <@relay.example:joe@example.com>", "joe@example.com");
 }
 
+static void add_line(const char *address, void *arg)
+{
+	buf_printf(arg, "%s\n", address);
+}
+
 TEST(test_from_survives_random_input)
 {
 	/* Random mixtures of the characters that steer the parser: it must
@@ -155,10 +161,24 @@ TEST(test_from_survives_random_input)
 			v[i] = alphabet[(seed >> 16) % (sizeof alphabet - 1)];
 		}
 		struct buf out = BUF_INIT;
-		if (dkim_from_address(v, n, &out) == 0) {
+		int found = dkim_from_address(v, n, &out);
+		if (found == 0) {
 			const char *at = strrchr(out.data, '@');
 			CHECK(at && at > out.data && at[1] != '\0');
 		}
+		/* The list starts with the From: parser's address, and never
+		 * finds more addresses than there are mailboxes: fewer is how
+		 * smtpgate-sendmail -t knows one had none. */
+		struct buf all = BUF_INIT;
+		CHECK(dkim_address_list(v, n, add_line, &all) == found);
+		size_t count = 0;
+		for (size_t i = 0; i < all.len; i++)
+			count += all.data[i] == '\n';
+		CHECK(count <= dkim_from_mailboxes(v, n));
+		if (found == 0)
+			CHECK(all.len > out.len && memcmp(all.data, out.data, out.len) == 0 &&
+			      all.data[out.len] == '\n');
+		buf_free(&all);
 		buf_free(&out);
 		free(v);
 	}
@@ -193,7 +213,39 @@ TEST(test_from_mailboxes_are_counted)
 	CHECK(mailboxes(" (just a comment)") == 0);
 }
 
-UNIT_MAIN(test_from_survives_random_input, test_from_mailboxes_are_counted, test_from_bare_address, test_from_display_name_and_angle_brackets,
+/* Every address of value, one a line, or "(none)". Caller frees. */
+static char *list(const char *value)
+{
+	struct buf b = BUF_INIT;
+	if (dkim_address_list(value, strlen(value), add_line, &b) != 0) {
+		buf_free(&b);
+		return strdup("(none)");
+	}
+	return buf_steal(&b);
+}
+
+#define CHECK_LIST(value, want)                                            \
+	do {                                                               \
+		char *got_ = list(value);                                  \
+		CHECK_STR(got_, want);                                     \
+		free(got_);                                                \
+	} while (0)
+
+TEST(test_address_list_gives_every_address)
+{
+	CHECK_LIST(" joe@example.com", "joe@example.com\n");
+	CHECK_LIST(" a@example.com, B <b@example.net>,\r\n \"c, d\" <c@example.org>",
+		   "a@example.com\nb@example.net\nc@example.org\n");
+	CHECK_LIST(" Team: a@example.com, b@example.com;, z@example.com",
+		   "a@example.com\nb@example.com\nz@example.com\n");
+	CHECK_LIST(" joe@example.com <joe@example.org>, x@example.com",
+		   "joe@example.org\nx@example.com\n");
+	CHECK_LIST(" <>, (nobody), bad@, ok@example.com", "ok@example.com\n");
+	CHECK_LIST(" undisclosed-recipients:;", "(none)");
+	CHECK_LIST(" ", "(none)");
+}
+
+UNIT_MAIN(test_address_list_gives_every_address, test_from_survives_random_input, test_from_mailboxes_are_counted, test_from_bare_address, test_from_display_name_and_angle_brackets,
 	  test_from_quoted_display_name_with_specials,
 	  test_from_quoted_local_part_kept_quoted, test_from_comments_anywhere,
 	  test_from_folded, test_from_encoded_words, test_from_groups,
