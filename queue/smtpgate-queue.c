@@ -27,6 +27,7 @@
 #include "dkim/dkim.h"
 #include "log.h"
 #include "queue/callback.h"
+#include "queue/metrics.h"
 #include "queue/queue.h"
 #include "queue/queue_internal.h"
 #include "queue/record.h"
@@ -46,6 +47,7 @@ static const char usage[] =
 	"  stoplist list [ACCOUNT]              refused addresses and @domains\n"
 	"  stoplist add|remove ACCOUNT ADDRESS\n"
 	"  stoplist import ACCOUNT FILE         one address or @domain a line\n"
+	"  metrics [--output FILE]              Prometheus metrics (FILE: atomically)\n"
 	"  check-config                         load config and keys, print it\n"
 	"  index-config                         check, then write CONFIG.index\n"
 	"Options:\n"
@@ -1418,6 +1420,8 @@ int main(int argc, char **argv)
 		else if (strcmp(cmd, "stoplist") == 0)
 			status = cmd_list_db(&config, QUEUE_DB_STOPLIST, sub_argc,
 					     sub_argv);
+		else if (strcmp(cmd, "metrics") == 0)	/* queue/metrics.c */
+			status = metrics_command(&config, sub_argc, sub_argv, stdout);
 		else if (strcmp(cmd, "check-config") == 0)
 			status = cmd_check_config(&config, sub_argc);
 		else if (strcmp(cmd, "index-config") == 0)

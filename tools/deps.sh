@@ -35,6 +35,7 @@ libio-socket-ssl-perl STARTTLS support for swaks
 libnet-ssleay-perl   TLS for swaks
 iproute2             ss, to look at sockets in tests
 procps               pgrep, ps in tests
+prometheus           promtool checks smtpgate-queue metrics (the only package with it)
 "
 
 # Only make bench needs these (bench/breakdown.sh).

@@ -1,0 +1,145 @@
+"""smtpgate-queue metrics (issue 18 point 4): the Prometheus text format
+of a real queue, filled through real SMTP sessions and a real flush to a
+scripted relay, checked by the real promtool (Debian package prometheus)
+and by value; --output replaces the file atomically, as node_exporter's
+textfile collector needs."""
+
+import os
+import shutil
+import socket
+import stat
+import subprocess
+
+import pytest
+
+from conftest import default_accounts, message
+from sink import Sink
+from smtp_raw import Raw
+
+
+def send(g, rcpts):
+    with g.smtp() as s:
+        s.ehlo("client.example")
+        s.sendmail("sender@example.com", rcpts, message())
+
+
+def samples(text):
+    """{'name{labels}': value} of every sample line."""
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
+
+
+def promtool(path):
+    with open(path, "rb") as f:
+        return subprocess.run(["promtool", "check", "metrics"], stdin=f,
+                              capture_output=True, text=True, timeout=60)
+
+
+def closed_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+@pytest.fixture
+def filled(gate, keys):
+    """A queue with a delivered, a bounced, a deferred and a pending
+    recipient, callbacks whose endpoint is down, and a client locked
+    out."""
+    accounts = default_accounts(keys)
+    accounts["demo"]["networks"] = "127.0.0.1/32"
+    with Sink(script={"later@example.net": "451", "gone@example.net": "550"}) as sink:
+        g = gate(relay={"url": sink.url, "starttls": "no"}, accounts=accounts,
+                 gate_keys={"max_auth_failures": "2"},
+                 callback={"url": f"http://127.0.0.1:{closed_port()}/"})
+        send(g, ["ok@example.net", "later@example.net", "gone@example.net"])
+        g.flush()
+        send(g, ["new@example.net"])
+    for _ in range(2):
+        with Raw(g) as c:
+            assert c.greeting().startswith("220 ")
+            c.ehlo()
+            c.starttls()
+            c.ehlo()
+            assert c.auth_plain(password="wrong").startswith("535 ")
+    return g
+
+
+def test_metrics_of_a_real_queue_pass_promtool_and_count_what_happened(filled, tmp_path):
+    if not shutil.which("promtool"):
+        pytest.fail("promtool missing: run tools/deps.sh (package prometheus)")
+    r = filled.queue_tool("metrics")
+    out = tmp_path / "smtpgate.prom"
+    out.write_text(r.stdout)
+    check = promtool(out)
+    print(r.stdout, check.stdout, check.stderr)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert check.stdout == check.stderr == ""   # no lint findings either
+    m = samples(r.stdout)
+    acct = 'account="demo"'
+    assert m[f'smtpgate_queue_messages{{{acct},state="pending"}}'] == 1
+    assert m[f'smtpgate_queue_messages{{{acct},state="deferred"}}'] == 1
+    assert m[f'smtpgate_queue_recipients{{{acct},state="pending"}}'] == 1
+    assert m[f'smtpgate_queue_recipients{{{acct},state="deferred"}}'] == 1
+    assert m["smtpgate_queue_due_messages"] == 1      # the new one
+    assert 0 < m["smtpgate_queue_oldest_due_age_seconds"] < 60
+    assert 0 < m["smtpgate_queue_oldest_message_age_seconds"] < 120
+    totals = {e: m[f'smtpgate_recipients_total{{{acct},event="{e}"}}']
+              for e in ("accepted", "delivered", "deferred", "bounced", "dropped")}
+    assert totals == {"accepted": 4, "delivered": 1, "deferred": 1,
+                      "bounced": 1, "dropped": 0}
+    # Three events (delivered, deferred, bounced), the endpoint down.
+    assert m["smtpgate_callback_enabled"] == 1
+    assert m["smtpgate_callback_backlog_events"] == 3
+    assert m["smtpgate_callback_failures"] == 1
+    assert m["smtpgate_callback_given_up_events_total"] == 0
+    assert m["smtpgate_auth_lockouts"] == 1
+    size = m["smtpgate_lmdb_map_size_bytes"]
+    assert size == 64 << 20
+    used = m["smtpgate_lmdb_map_used_bytes"]
+    assert 0 < used < size
+    assert m["smtpgate_lmdb_map_used_ratio"] == pytest.approx(used / size, abs=1e-6)
+    assert 0 < m["smtpgate_lmdb_client_room_bytes"] < size - used + 1
+
+
+def test_metrics_output_replaces_the_file_atomically(filled, tmp_path):
+    folder = tmp_path / "textfile"
+    folder.mkdir()
+    target = folder / "smtpgate.prom"
+    target.write_text("old\n")
+    inode = target.stat().st_ino
+    r = filled.queue_tool("metrics", "--output", str(target))
+    assert r.returncode == 0 and r.stdout == "", r.stderr
+    assert os.listdir(folder) == ["smtpgate.prom"]      # no temporary left
+    assert target.stat().st_ino != inode                 # renamed over, not rewritten
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644  # node_exporter reads it
+    assert (samples(target.read_text()).keys() ==
+            samples(filled.queue_tool("metrics").stdout).keys())
+    assert promtool(target).returncode == 0
+    # A folder that cannot be written: exit 1, the old file stays.
+    r = filled.queue_tool("metrics", "--output", str(tmp_path / "nosuch" / "x.prom"),
+                          check=False)
+    assert r.returncode == 1 and "nosuch" in r.stderr
+
+
+def test_metrics_of_a_missing_queue_are_zero_and_valid(gate, keys, tmp_path):
+    g = gate()
+    r = g.queue_tool("metrics")
+    assert not g.queue.exists() or r.returncode == 0
+    m = samples(r.stdout)
+    assert m["smtpgate_queue_due_messages"] == 0
+    out = tmp_path / "empty.prom"
+    out.write_text(r.stdout)
+    assert promtool(out).returncode == 0
+
+
+def test_metrics_usage_error_is_exit_2(gate):
+    g = gate()
+    r = g.queue_tool("metrics", "--bogus", check=False)
+    assert r.returncode == 2 and "--bogus" in r.stderr
