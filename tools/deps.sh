@@ -36,6 +36,7 @@ libnet-ssleay-perl   TLS for swaks
 iproute2             ss, to look at sockets in tests
 procps               pgrep, ps in tests
 prometheus           promtool checks smtpgate-queue metrics (the only package with it)
+prometheus-node-exporter its textfile collector reads smtpgate-queue metrics in a test
 "
 
 # Only make bench needs these (bench/breakdown.sh).

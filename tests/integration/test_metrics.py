@@ -9,6 +9,8 @@ import shutil
 import socket
 import stat
 import subprocess
+import time
+import urllib.request
 
 import pytest
 
@@ -143,3 +145,44 @@ def test_metrics_usage_error_is_exit_2(gate):
     g = gate()
     r = g.queue_tool("metrics", "--bogus", check=False)
     assert r.returncode == 2 and "--bogus" in r.stderr
+
+
+def test_node_exporter_reads_the_file_through_the_textfile_link(filled, tmp_path):
+    """The installed layout: node_exporter's textfile folder holds a link
+    (units/tmpfiles.d/smtpgate.conf) to the file smtpgate-metrics.service
+    writes; the real prometheus-node-exporter serves its samples."""
+    exporter = shutil.which("prometheus-node-exporter")
+    if not exporter:
+        pytest.fail("prometheus-node-exporter missing: run tools/deps.sh")
+    runtime = tmp_path / "run-smtpgate-metrics"
+    textfile = tmp_path / "node-exporter"
+    runtime.mkdir()
+    textfile.mkdir()
+    (textfile / "smtpgate.prom").symlink_to(runtime / "smtpgate.prom")
+    r = filled.queue_tool("metrics", "--output", str(runtime / "smtpgate.prom"))
+    assert r.returncode == 0, r.stderr
+    port = closed_port()
+    p = subprocess.Popen([exporter, "--collector.disable-defaults",
+                          "--collector.textfile",
+                          f"--collector.textfile.directory={textfile}",
+                          f"--web.listen-address=127.0.0.1:{port}"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",
+                                            timeout=5) as resp:
+                    body = resp.read().decode()
+                break
+            except OSError:
+                assert p.poll() is None and time.monotonic() < deadline, \
+                    p.stderr.read().decode() if p.poll() is not None else "timeout"
+                time.sleep(0.1)
+    finally:
+        p.terminate()
+        p.wait(timeout=10)
+    m = samples(body)
+    assert m["node_textfile_scrape_error"] == 0
+    assert m['smtpgate_recipients_total{account="demo",event="accepted"}'] == 4
+    assert m["smtpgate_auth_lockouts"] == 1
