@@ -543,9 +543,7 @@ static void message_read_failed(struct session *s, enum io_status st)
 {
 	if (st == IO_BARE) {
 		session_reply(s, REPLY_DATA_BARE);
-		log_event(LOG_NOTICE, "message", "ACCOUNT", s->tx->account->name,
-			  "CLIENT", s->client, "OUTCOME",
-			  "refused: 554 5.6.0 bare CR, bare LF or NUL in data", (const char *)NULL);
+		policy_log_message(s, NULL, "refused: 554 5.6.0 bare CR, bare LF or NUL in data");
 		session_close(s, "554 5.6.0 bare CR, bare LF or NUL in data");
 	} else if (st == IO_TIMEOUT) {
 		session_reply(s, REPLY_TIMEOUT, s->config->hostname);
