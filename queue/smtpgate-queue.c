@@ -27,6 +27,7 @@
 #include "dkim/dkim.h"
 #include "log.h"
 #include "queue/callback.h"
+#include "queue/history.h"
 #include "queue/metrics.h"
 #include "queue/queue.h"
 #include "queue/queue_internal.h"
@@ -48,6 +49,7 @@ static const char usage[] =
 	"  stoplist add|remove ACCOUNT ADDRESS\n"
 	"  stoplist import ACCOUNT FILE         one address or @domain a line\n"
 	"  metrics [--output FILE]              Prometheus metrics (FILE: atomically)\n"
+	"  history QID                          what the queue and its log hold of it\n"
 	"  check-config                         load config and keys, print it\n"
 	"  index-config                         check, then write CONFIG.index\n"
 	"Options:\n"
@@ -1422,6 +1424,9 @@ int main(int argc, char **argv)
 					     sub_argv);
 		else if (strcmp(cmd, "metrics") == 0)	/* queue/metrics.c */
 			status = metrics_command(&config, sub_argc, sub_argv, stdout);
+		else if (strcmp(cmd, "history") == 0)	/* queue/history.c */
+			status = history_command(&config, sub_argc, sub_argv, json,
+						 stdout);
 		else if (strcmp(cmd, "check-config") == 0)
 			status = cmd_check_config(&config, sub_argc);
 		else if (strcmp(cmd, "index-config") == 0)
