@@ -299,7 +299,8 @@ static void account_sample(struct buf *b, const char *name, const char *acct,
 static void format(struct buf *b, struct metrics *m)
 {
 	static const char *const msg_states[2] = { "pending", "deferred" };
-	qsort(m->accounts, m->n_accounts, sizeof *m->accounts, by_name);
+	if (m->n_accounts)	/* qsort's base must not be NULL */
+		qsort(m->accounts, m->n_accounts, sizeof *m->accounts, by_name);
 
 	family(b, "smtpgate_queue_messages", "gauge",
 	       "Messages in the queue by account and state (pending: not tried "
