@@ -44,21 +44,28 @@ struct metrics {
 	uint64_t psize, used_pages, map_pages, free_pages, client_pages;
 };
 
+/* The counts of account name, added in name order: a binary search, so
+ * that ten thousand accounts cost no more than ten per message. The
+ * pointer is good until the next call. */
 static struct account_counts *account(struct metrics *m, const char *name)
 {
-	for (size_t i = 0; i < m->n_accounts; i++)
-		if (strcmp(m->accounts[i].name, name) == 0)
-			return &m->accounts[i];
+	size_t lo = 0, hi = m->n_accounts;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int cmp = strcmp(m->accounts[mid].name, name);
+		if (cmp == 0)
+			return &m->accounts[mid];
+		if (cmp < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
 	m->accounts = xrealloc(m->accounts, (m->n_accounts + 1) * sizeof *m->accounts);
-	struct account_counts *a = &m->accounts[m->n_accounts++];
-	*a = (struct account_counts){ .name = xstrdup(name) };
-	return a;
-}
-
-static int by_name(const void *a, const void *b)
-{
-	return strcmp(((const struct account_counts *)a)->name,
-		      ((const struct account_counts *)b)->name);
+	memmove(&m->accounts[lo + 1], &m->accounts[lo],
+		(m->n_accounts - lo) * sizeof *m->accounts);
+	m->n_accounts++;
+	m->accounts[lo] = (struct account_counts){ .name = xstrdup(name) };
+	return &m->accounts[lo];
 }
 
 /* Walks every record of db, calling each(m, key, value) on it. */
@@ -299,8 +306,6 @@ static void account_sample(struct buf *b, const char *name, const char *acct,
 static void format(struct buf *b, struct metrics *m)
 {
 	static const char *const msg_states[2] = { "pending", "deferred" };
-	if (m->n_accounts)	/* qsort's base must not be NULL */
-		qsort(m->accounts, m->n_accounts, sizeof *m->accounts, by_name);
 
 	family(b, "smtpgate_queue_messages", "gauge",
 	       "Messages in the queue by account and state (pending: not tried "

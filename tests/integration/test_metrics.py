@@ -5,6 +5,7 @@ and by value; --output replaces the file atomically, as node_exporter's
 textfile collector needs."""
 
 import os
+import re
 import shutil
 import socket
 import stat
@@ -19,8 +20,11 @@ from sink import Sink
 from smtp_raw import Raw
 
 
-def send(g, rcpts):
-    with g.smtp() as s:
+def send(g, rcpts, source="127.0.0.1"):
+    """A message from source: 127.0.0.2 is the account shop's network."""
+    import smtplib
+    with smtplib.SMTP(g.host, g.port, timeout=10,
+                      source_address=(source, 0)) as s:
         s.ehlo("client.example")
         s.sendmail("sender@example.com", rcpts, message())
 
@@ -56,6 +60,7 @@ def filled(gate, keys):
     out."""
     accounts = default_accounts(keys)
     accounts["demo"]["networks"] = "127.0.0.1/32"
+    accounts["shop"] = {"networks": "127.0.0.2/32"}
     with Sink(script={"later@example.net": "451", "gone@example.net": "550"}) as sink:
         g = gate(relay={"url": sink.url, "starttls": "no"}, accounts=accounts,
                  gate_keys={"max_auth_failures": "2"},
@@ -63,6 +68,7 @@ def filled(gate, keys):
         send(g, ["ok@example.net", "later@example.net", "gone@example.net"])
         g.flush()
         send(g, ["new@example.net"])
+        send(g, ["s1@example.net", "s2@example.net"], source="127.0.0.2")
     for _ in range(2):
         with Raw(g) as c:
             assert c.greeting().startswith("220 ")
@@ -89,7 +95,13 @@ def test_metrics_of_a_real_queue_pass_promtool_and_count_what_happened(filled, t
     assert m[f'smtpgate_queue_messages{{{acct},state="deferred"}}'] == 1
     assert m[f'smtpgate_queue_recipients{{{acct},state="pending"}}'] == 1
     assert m[f'smtpgate_queue_recipients{{{acct},state="deferred"}}'] == 1
-    assert m["smtpgate_queue_due_messages"] == 1      # the new one
+    assert m['smtpgate_queue_messages{account="shop",state="pending"}'] == 1
+    assert m['smtpgate_queue_recipients{account="shop",state="pending"}'] == 2
+    assert m['smtpgate_recipients_total{account="shop",event="accepted"}'] == 2
+    # Accounts in name order, each family's samples together.
+    assert re.findall(r'^smtpgate_queue_messages\{account="(\w+)"', r.stdout,
+                      re.M) == ["demo", "demo", "shop", "shop"]
+    assert m["smtpgate_queue_due_messages"] == 2      # the new ones
     assert 0 < m["smtpgate_queue_oldest_due_age_seconds"] < 60
     assert 0 < m["smtpgate_queue_oldest_message_age_seconds"] < 120
     totals = {e: m[f'smtpgate_recipients_total{{{acct},event="{e}"}}']
