@@ -126,7 +126,7 @@ static void received_header(const struct session *s, struct buf *out)
 }
 
 /* One journal entry per message (SPEC section 4), naming the envelope
- * as Postfix does (from=<...>, to=<...> each, size=): SMTPGATE_FROM and
+ * as Postfix does (from=<...>, rcpt=<...> each, size=): SMTPGATE_FROM and
  * one SMTPGATE_RCPT a recipient. */
 void policy_log_message(const struct session *s, const char *qid,
 			const char *outcome)

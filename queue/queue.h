@@ -41,6 +41,10 @@
  *   Callbacks (queue/callback.*): queue_log_read from the cursor kept with
  *   queue_meta_get / queue_meta_put (key "callback_cursor").
  *
+ *   smtpgate-queue history (queue/history.*): queue_message_get, then
+ *   queue_log_of_message; metrics (queue/metrics.*): one read
+ *   transaction over env, due, issue, authfail, meta and the log.
+ *
  * Record formats (SPEC section 6; escaping and times in record.h):
  *   msg       QID -> the message bytes
  *   env       QID -> from=, rcpt=ADDRESS STATE (one a recipient, in order;
