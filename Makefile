@@ -161,7 +161,8 @@ MANDIR := $(PREFIX)/share/man
 DOCDIR := $(PREFIX)/share/doc/smtpgate
 UNITS := smtpgate.socket smtpgate-tls.socket smtpgate@.service \
 	smtpgate-listen.socket smtpgate-listen-tls.socket smtpgate-listen.service \
-	smtpgate-flush.service smtpgate-flush.timer
+	smtpgate-flush.service smtpgate-flush.timer smtpgate-metrics.service \
+	smtpgate-metrics.timer
 MAN5 := smtpgate.conf.5
 MAN8 := smtpgate.8 smtpgate-handler.8 smtpgate-flush.8 smtpgate-queue.8 \
 	smtpgate-sendmail.8

@@ -1,6 +1,7 @@
 #include "log.h"
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,64 +52,82 @@ void log_journal_only(void)
 	log_drop_fallback = 1;
 }
 
+static bool field_shown(const struct log_field *f)
+{
+	return f->value && (*f->value || f->address);
+}
+
+/* "message key=value key=<address> ...": the text line, and the
+ * journal's MESSAGE. */
+static void event_text(struct buf *line, const char *message,
+		       const struct log_field *fields, size_t n)
+{
+	buf_puts(line, message);
+	for (size_t i = 0; i < n; i++) {
+		if (!field_shown(&fields[i]))
+			continue;
+		buf_putc(line, ' ');
+		for (const char *p = fields[i].name; *p; p++)
+			buf_putc(line, (char)((*p >= 'A' && *p <= 'Z') ? *p - 'A' + 'a' : *p));
+		buf_printf(line, fields[i].address ? "=<%s>" : "=%s", fields[i].value);
+	}
+}
+
+void log_fields(int priority, const char *message,
+		const struct log_field *fields, size_t n)
+{
+	struct buf text = BUF_INIT;
+	event_text(&text, message, fields, n);
+	if (log_to_journal) {
+		/* MESSAGE, PRIORITY, SYSLOG_IDENTIFIER, then the fields. */
+		struct buf *entry = xcalloc(n + 3, sizeof *entry);
+		struct iovec *iov = xcalloc(n + 3, sizeof *iov);
+		size_t k = 0;
+		buf_printf(&entry[k++], "MESSAGE=%s", text.data);
+		buf_printf(&entry[k++], "PRIORITY=%d", priority);
+		buf_printf(&entry[k++], "SYSLOG_IDENTIFIER=%s", log_program);
+		for (size_t i = 0; i < n; i++)
+			if (field_shown(&fields[i]))
+				buf_printf(&entry[k++], "SMTPGATE_%s=%s", fields[i].name,
+					   fields[i].value);
+		for (size_t i = 0; i < k; i++)
+			iov[i] = (struct iovec){ entry[i].data, entry[i].len };
+		int r = systemd_journal_sendv(iov, k);
+		for (size_t i = 0; i < k; i++)
+			buf_free(&entry[i]);
+		free(entry);
+		free(iov);
+		if (r == 0 || log_drop_fallback) {
+			buf_free(&text);
+			return;
+		}
+		/* Too big for a datagram, or no journal: a line on stderr,
+		 * which is the journal's stream anyway. */
+	}
+	struct buf line = BUF_INIT;
+	buf_printf(&line, "%s: %s\n", log_program, text.data);
+	/* One write: lines from concurrent handlers never interleave. */
+	fwrite(line.data, 1, line.len, stderr);
+	fflush(stderr);
+	buf_free(&line);
+	buf_free(&text);
+}
+
 /* Writes an event from a message and a NULL-ended list of name/value
  * pairs. */
 static void log_emit(int priority, const char *message, va_list ap)
 {
-	if (log_to_journal) {
-		struct iovec iov[40];
-		struct buf text[40];
-		int n = 0;
-		text[n] = (struct buf)BUF_INIT;
-		buf_printf(&text[n], "MESSAGE=%s", message);
-		n++;
-		text[n] = (struct buf)BUF_INIT;
-		buf_printf(&text[n], "PRIORITY=%d", priority);
-		n++;
-		text[n] = (struct buf)BUF_INIT;
-		buf_printf(&text[n], "SYSLOG_IDENTIFIER=%s", log_program);
-		n++;
-		const char *name;
-		va_list fields;
-		va_copy(fields, ap);	/* ap is read again if this fails */
-		while (n < 40 && (name = va_arg(fields, const char *))) {
-			const char *value = va_arg(fields, const char *);
-			if (!value || !*value)
-				continue;
-			text[n] = (struct buf)BUF_INIT;
-			buf_printf(&text[n], "SMTPGATE_%s=%s", name, value);
-			n++;
-		}
-		va_end(fields);
-		for (int i = 0; i < n; i++)
-			iov[i] = (struct iovec){ text[i].data, text[i].len };
-		int r = systemd_journal_sendv(iov, (size_t)n);
-		for (int i = 0; i < n; i++)
-			buf_free(&text[i]);
-		if (r == 0 || log_drop_fallback)
-			return;
-		/* Too big for a datagram, or no journal: a line on stderr,
-		 * which is the journal's stream anyway. */
-	}
-
-	struct buf line = BUF_INIT;
-	buf_printf(&line, "%s: %s", log_program, message);
+	struct log_field fields[32];
+	size_t n = 0;
 	const char *name;
-	while ((name = va_arg(ap, const char *))) {
-		const char *value = va_arg(ap, const char *);
-		if (!value || !*value)
-			continue;
-		buf_putc(&line, ' ');
-		for (const char *p = name; *p; p++)
-			buf_putc(&line, (char)((*p >= 'A' && *p <= 'Z') ? *p - 'A' + 'a' : *p));
-		buf_putc(&line, '=');
-		buf_puts(&line, value);
+	while (n < sizeof fields / sizeof *fields &&
+	       (name = va_arg(ap, const char *))) {
+		fields[n].name = name;
+		fields[n].value = va_arg(ap, const char *);
+		fields[n].address = 0;
+		n++;
 	}
-	/* One write: lines from concurrent handlers never interleave. */
-	buf_putc(&line, '\n');
-	fwrite(line.data, 1, line.len, stderr);
-	fflush(stderr);
-	buf_free(&line);
+	log_fields(priority, message, fields, n);
 }
 
 static void log_emit_pairs(int priority, const char *message, ...)

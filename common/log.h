@@ -4,10 +4,14 @@
  * event is one structured journal entry: MESSAGE, PRIORITY,
  * SYSLOG_IDENTIFIER and SMTPGATE_* fields, so that `journalctl
  * SMTPGATE_QUEUE_ID=...` finds a message. Elsewhere each event is one line
- * on stderr: "program: message key=value ...". */
+ * on stderr: "program: message key=value ...". The journal's MESSAGE is
+ * that line without the program, so that `journalctl -u` shows the fields
+ * too. An address field reads key=<address> in the line (from=<>: the null
+ * sender, as Postfix writes it) and is the bare address in the journal. */
 #ifndef SMTPGATE_LOG_H
 #define SMTPGATE_LOG_H
 
+#include <stddef.h>
 #include <syslog.h>	/* LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG */
 
 /* Names the program in every entry. Call once at start. */
@@ -31,5 +35,20 @@ void log_msg(int priority, const char *fmt, ...)
  *   log_event(LOG_INFO, "queued", "QUEUE_ID", qid, "ACCOUNT", acct, NULL); */
 void log_event(int priority, const char *message, ...)
 	__attribute__((sentinel));
+
+/* One field of log_fields. A name may repeat (the journal keeps every
+ * value: `journalctl SMTPGATE_RCPT=a@example.net` finds an entry naming
+ * a@example.net among others). A NULL value leaves the field out, and so
+ * does an empty one unless it is an address. */
+struct log_field {
+	const char *name;	/* without SMTPGATE_, upper case */
+	const char *value;
+	int address;		/* shown as <value> in the line */
+};
+
+/* log_event for a field list built at run time (e.g. one RCPT a
+ * recipient). */
+void log_fields(int priority, const char *message,
+		const struct log_field *fields, size_t n);
 
 #endif

@@ -1,6 +1,7 @@
 #include "policy.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -49,6 +50,33 @@ enum reply_id policy_sender(const struct session *s)
 	return REPLY_COUNT;
 }
 
+/* "refused: 550 5.0.0 Email is in the account stoplist": the reply as
+ * the client got it, for the log. */
+static void refusal_text(struct buf *out, enum reply_id id, const char *arg)
+{
+	const struct reply *r = reply_get(id);
+	buf_printf(out, "refused: %d %s ", r->code, r->enhanced);
+	buf_printf(out, r->text, arg ? arg : "");
+}
+
+/* A refused recipient gets a journal entry of its own, so that
+ * `journalctl SMTPGATE_RCPT=ADDRESS` shows every try for an address, the
+ * refused ones too. */
+static enum reply_id refuse_recipient(const struct session *s,
+				      const char *address, enum reply_id id)
+{
+	struct buf outcome = BUF_INIT;
+	refusal_text(&outcome, id, NULL);
+	const struct log_field f[] = {
+		{ "ACCOUNT", s->tx->account->name, 0 }, { "CLIENT", s->client, 0 },
+		{ "FROM", s->tx->from, 1 }, { "RCPT", address, 1 },
+		{ "OUTCOME", outcome.data, 0 },
+	};
+	log_fields(LOG_NOTICE, "recipient refused", f, sizeof f / sizeof *f);
+	buf_free(&outcome);
+	return id;
+}
+
 enum reply_id policy_recipient(struct session *s, const char *address,
 			       bool *sink)
 {
@@ -56,7 +84,7 @@ enum reply_id policy_recipient(struct session *s, const char *address,
 	*sink = false;
 	/* Sinks count towards the limit too (SPEC section 4). */
 	if (tx->n_accepted >= s->config->max_recipients)
-		return REPLY_TOO_MANY_RCPTS;
+		return refuse_recipient(s, address, REPLY_TOO_MANY_RCPTS);
 	if (config_is_sink(s->config, address)) {
 		*sink = true;
 		return REPLY_RCPT_OK;
@@ -64,14 +92,14 @@ enum reply_id policy_recipient(struct session *s, const char *address,
 	struct error err;
 	int r = queue_is_stoplisted(s->queue, tx->account->name, address, &err);
 	if (r == 1)
-		return REPLY_STOPLISTED;
+		return refuse_recipient(s, address, REPLY_STOPLISTED);
 	if (r == 0)
 		r = queue_is_suppressed(s->queue, tx->account->name, address, &err);
 	if (r == 1)
-		return REPLY_SUPPRESSED;
+		return refuse_recipient(s, address, REPLY_SUPPRESSED);
 	if (r < 0) {
 		log_msg(LOG_ERR, "recipient lookup for %s: %s", address, err.text);
-		return REPLY_LOCAL_ERROR;
+		return refuse_recipient(s, address, REPLY_LOCAL_ERROR);
 	}
 	return REPLY_RCPT_OK;
 }
@@ -98,31 +126,41 @@ static void received_header(const struct session *s, struct buf *out)
 	buf_printf(out, "\r\n\t(account %s); %s\r\n", s->tx->account->name, date);
 }
 
-/* One journal entry per message (SPEC section 4). */
-static void log_message(const struct session *s, const char *qid,
+/* One journal entry per message (SPEC section 4), naming the envelope
+ * as Postfix does (from=<...>, rcpt=<...> each, size=): SMTPGATE_FROM and
+ * one SMTPGATE_RCPT a recipient. */
+void policy_log_message(const struct session *s, const char *qid,
 			const char *outcome)
 {
+	const struct transaction *tx = s->tx;
 	char size[24], rcpts[24];
-	snprintf(size, sizeof size, "%llu", (unsigned long long)s->tx->msg.size);
-	snprintf(rcpts, sizeof rcpts, "%zu", s->tx->n_rcpts);
+	snprintf(size, sizeof size, "%llu", (unsigned long long)tx->msg.size);
+	snprintf(rcpts, sizeof rcpts, "%zu", tx->n_rcpts);
+	struct log_field *f = xcalloc(tx->n_rcpts + 9, sizeof *f);
+	size_t n = 0;
+	f[n++] = (struct log_field){ "QUEUE_ID", qid, 0 };
+	f[n++] = (struct log_field){ "ACCOUNT", tx->account->name, 0 };
+	f[n++] = (struct log_field){ "CLIENT", s->client, 0 };
+	f[n++] = (struct log_field){ "FROM", tx->from, 1 };
+	for (size_t i = 0; i < tx->n_rcpts; i++)
+		f[n++] = (struct log_field){ "RCPT", tx->rcpts[i], 1 };
+	f[n++] = (struct log_field){ "SIZE", size, 0 };
+	f[n++] = (struct log_field){ "RCPTS", rcpts, 0 };
+	f[n++] = (struct log_field){ "OUTCOME", outcome, 0 };
 	/* Over TLS, what protected the message on its way in. */
-	log_event(LOG_INFO, "message", "QUEUE_ID", qid,
-		  "ACCOUNT", s->tx->account->name, "CLIENT", s->client,
-		  "SIZE", size, "RCPTS", rcpts, "OUTCOME", outcome,
-		  "TLS", s->tls ? tls_version(s->tls) : NULL,
-		  "TLS_CIPHER", s->tls ? tls_cipher(s->tls) : NULL,
-		  (const char *)NULL);
+	f[n++] = (struct log_field){ "TLS", s->tls ? tls_version(s->tls) : NULL, 0 };
+	f[n++] = (struct log_field){ "TLS_CIPHER", s->tls ? tls_cipher(s->tls) : NULL, 0 };
+	log_fields(LOG_INFO, "message", f, n);
+	free(f);
 }
 
 /* Replies with a refusal and logs it as the message's outcome. */
 static int refuse(struct session *s, enum reply_id id, const char *arg)
 {
-	const struct reply *r = reply_get(id);
-	char text[300];
-	char outcome[400];
-	snprintf(text, sizeof text, r->text, arg ? arg : "");
-	snprintf(outcome, sizeof outcome, "refused: %d %s %s", r->code, r->enhanced, text);
-	log_message(s, NULL, outcome);
+	struct buf outcome = BUF_INIT;
+	refusal_text(&outcome, id, arg);
+	policy_log_message(s, NULL, outcome.data);
+	buf_free(&outcome);
 	session_reply(s, id, arg);
 	return 0;
 }
@@ -146,7 +184,7 @@ static void envelope(const struct session *s, struct queue_envelope *env)
 static int store_failed(struct session *s, int rc, const struct error *err)
 {
 	log_msg(LOG_ERR, "queue: %s (%d)", err->text, rc);
-	log_message(s, NULL, "deferred: 452 4.3.1 queue unavailable");
+	policy_log_message(s, NULL, "deferred: 452 4.3.1 queue unavailable");
 	session_reply(s, REPLY_STORAGE);
 	return 0;
 }
@@ -157,7 +195,7 @@ static int store_failed(struct session *s, int rc, const struct error *err)
 static int record_incomplete(struct session *s, const char *what)
 {
 	if (s->tx->n_rcpts == 0) {
-		log_message(s, NULL, "accepted for sink recipients only");
+		policy_log_message(s, NULL, "accepted for sink recipients only");
 		session_reply(s, REPLY_SINK_ONLY);
 		return 0;
 	}
@@ -172,7 +210,7 @@ static int record_incomplete(struct session *s, const char *what)
 		return store_failed(s, rc, &err);
 	char outcome[224];
 	snprintf(outcome, sizeof outcome, "recorded as bounced: %s", reason);
-	log_message(s, qid, outcome);
+	policy_log_message(s, qid, outcome);
 	session_reply(s, REPLY_QUEUED, qid);
 	return 0;
 }
@@ -248,7 +286,7 @@ static int check_and_queue(struct session *s)
 		return refuse(s, REPLY_LOCAL_ERROR, NULL);
 	}
 	if (tx->n_rcpts == 0) {
-		log_message(s, NULL, "accepted for sink recipients only");
+		policy_log_message(s, NULL, "accepted for sink recipients only");
 		session_reply(s, REPLY_SINK_ONLY);
 		return 0;
 	}
@@ -289,7 +327,7 @@ static int check_and_queue(struct session *s)
 	if (rc != QUEUE_OK)
 		return store_failed(s, rc, &err);
 	s->messages++;
-	log_message(s, qid, "queued");
+	policy_log_message(s, qid, "queued");
 	session_reply(s, REPLY_QUEUED, qid);
 	return 0;
 }

@@ -19,7 +19,8 @@ enum reply_id policy_sender(const struct session *s);
 
 /* Whether the transaction may take recipient address (already parsed):
  * REPLY_RCPT_OK, with *sink set for a sink recipient (accepted, never
- * queued), or the refusal. */
+ * queued), or the refusal, which is logged ("recipient refused", with
+ * the address as SMTPGATE_RCPT and the reply). */
 enum reply_id policy_recipient(struct session *s, const char *address,
 			       bool *sink);
 
@@ -28,6 +29,12 @@ enum reply_id policy_recipient(struct session *s, const char *address,
  * the queue; replies (250 2.0.0 only after the commit) and writes the
  * message's journal entry. The transaction is dropped afterwards. */
 void policy_finish_message(struct session *s);
+
+/* Writes the message's journal entry: queue id (NULL: not queued),
+ * account, client, envelope sender, each recipient, size and outcome
+ * (e.g. "queued", "refused: 554 5.6.0 ..."). */
+void policy_log_message(const struct session *s, const char *qid,
+			const char *outcome);
 
 /* True when text matches [A-Za-z0-9_-]{1,128} (X-Campaign-Id,
  * X-Letter-Id). */

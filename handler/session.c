@@ -554,8 +554,7 @@ static void message_read_failed(struct session *s, enum io_status st)
 		session_reply(s, normalize ? REPLY_DATA_BARE_CR : REPLY_DATA_BARE);
 		char outcome[64];
 		snprintf(outcome, sizeof outcome, "refused: %s", why);
-		log_event(LOG_NOTICE, "message", "ACCOUNT", s->tx->account->name,
-			  "CLIENT", s->client, "OUTCOME", outcome, (const char *)NULL);
+		policy_log_message(s, NULL, outcome);
 		session_close(s, why);
 	} else if (st == IO_TIMEOUT) {
 		session_reply(s, REPLY_TIMEOUT, s->config->hostname);

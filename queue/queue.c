@@ -1028,21 +1028,35 @@ int queue_room_check(struct queue *q, size_t need, enum queue_room_level level,
 }
 
 size_t queue_log_record_bytes(const char *to, size_t msg_len,
-			      const char *account, const char *issue,
-			      const char *uniq)
+			      const struct queue_log_about *a)
 {
-	/* key TIME/QID/N, the field names, dt, status; node header. */
-	return 47 + 64 + 24 + 16 + strlen(to) + msg_len + strlen(account) +
-	       (issue ? strlen(issue) : 4) + (uniq ? strlen(uniq) : 0);
+	/* key TIME/QID/N, the field names, dt, status; node header; the
+	 * envelope: received=TIME and the names of from= and client=. */
+	return 47 + 64 + 24 + 16 + strlen(to) + msg_len + strlen(a->account) +
+	       (a->issue ? strlen(a->issue) : 4) + (a->uniq ? strlen(a->uniq) : 0) +
+	       48 + strlen(a->from) + (a->client ? strlen(a->client) : 0);
+}
+
+struct queue_log_about queue_log_about_message(const struct queue_message *m)
+{
+	return (struct queue_log_about){ m->account, m->issue, m->uniq, m->from,
+					 m->client, m->received_us };
+}
+
+/* The about of an envelope the handler gives. */
+static struct queue_log_about about_envelope(const struct queue_envelope *env,
+					     int64_t received_us)
+{
+	return (struct queue_log_about){ env->account, env->issue, env->uniq,
+					 env->from, env->client, received_us };
 }
 
 void queue_final_writes(struct queue_writes *w, const struct queue_room *r,
-			const char *const *to, size_t n, const char *account,
-			const char *issue, const char *uniq, size_t env_bytes)
+			const char *const *to, size_t n,
+			const struct queue_log_about *about, size_t env_bytes)
 {
 	for (size_t i = 0; i < n; i++)
-		w->appended += queue_log_record_bytes(to[i], QUEUE_REPLY_ROOM,
-						      account, issue, uniq);
+		w->appended += queue_log_record_bytes(to[i], QUEUE_REPLY_ROOM, about);
 	/* The env rewritten or removed (a value over half a page has
 	 * overflow pages of its own), its due key moved, the counters. */
 	if (env_bytes > r->psize / 2)
@@ -1080,8 +1094,8 @@ static int check_room(struct queue *q, const struct queue_envelope *env,
 		return 0;
 	size_t envb = env_bytes(env);
 	struct queue_writes final = { 0 };
-	queue_final_writes(&final, &r, env->rcpts, env->n_rcpts, env->account,
-			   env->issue, env->uniq, envb);
+	struct queue_log_about about = about_envelope(env, 0);
+	queue_final_writes(&final, &r, env->rcpts, env->n_rcpts, &about, envb);
 	size_t later = queue_room_pages(&r, &final);
 	size_t kept = queue_room_band(&r, QUEUE_ROOM_DEFER) -
 		      queue_room_band(&r, QUEUE_ROOM_FINAL);
@@ -1233,20 +1247,24 @@ void queue_log_key(struct buf *key, int64_t when_us, const char *qid,
 
 int queue_log_put(struct queue *q, MDB_txn *txn, int64_t when_us,
 		  const char *qid, size_t n, const char *status,
-		  const char *to, const char *msg, const char *account,
-		  const char *issue, const char *uniq, struct error *err)
+		  const char *to, const char *msg,
+		  const struct queue_log_about *a, struct error *err)
 {
 	struct buf key = BUF_INIT, val = BUF_INIT;
-	char dt[QUEUE_DT_SIZE];
+	char dt[QUEUE_DT_SIZE], received[QUEUE_TIME_SIZE];
 	queue_log_key(&key, when_us, qid, n);
 	queue_dt_format(when_us, dt);
+	queue_time_format(a->received_us, received);
 	record_put(&val, "status", status);
 	record_put(&val, "to", to);
 	record_put(&val, "dt", dt);
 	record_put(&val, "msg", msg ? msg : "");
-	record_put(&val, "account", account);
-	record_put(&val, "issue", issue && *issue ? issue : QUEUE_DEFAULT_ISSUE);
-	record_put(&val, "uniq", uniq ? uniq : "");
+	record_put(&val, "account", a->account);
+	record_put(&val, "issue", a->issue && *a->issue ? a->issue : QUEUE_DEFAULT_ISSUE);
+	record_put(&val, "uniq", a->uniq ? a->uniq : "");
+	record_put(&val, "from", a->from);
+	record_put(&val, "client", a->client ? a->client : "");
+	record_put(&val, "received", received);
 	MDB_val k = { key.len, key.data }, v = { val.len, val.data };
 	/* Keys grow (queue_log_time), so the append path is always right. */
 	int r = mdb_put(txn, q->dbi[QUEUE_DB_LOG], &k, &v, MDB_APPEND);
@@ -1271,12 +1289,12 @@ int queue_record_rejected(struct queue *q, const struct queue_envelope *env,
 	 * message's bytes (92 such messages of 1,000 recipients once filled
 	 * a 16 MB map to its last page). */
 	struct queue_room room;
+	struct queue_log_about about = about_envelope(env, 0);
 	if (queue_room_measure(q, &room) == 0) {
 		struct queue_writes w = { .bytes = 128, .dbs = 2 };
 		for (size_t i = 0; i < env->n_rcpts; i++)
 			w.appended += queue_log_record_bytes(
-				env->rcpts[i], strlen(reason), env->account,
-				env->issue, env->uniq);
+				env->rcpts[i], strlen(reason), &about);
 		rc = queue_room_check(q, queue_room_pages(&room, &w),
 				      QUEUE_ROOM_CLIENT, "the bounce records of "
 				      "an incomplete message", err);
@@ -1290,10 +1308,10 @@ int queue_record_rejected(struct queue *q, const struct queue_envelope *env,
 	char id[QUEUE_ID_LEN + 1];
 	int64_t now = queue_id_make(queue_now_us(), id);
 	int64_t when = queue_log_time(q, txn, now);
+	about.received_us = now;
 	for (size_t i = 0; i < env->n_rcpts; i++) {
 		rc = queue_log_put(q, txn, when, id, i, "bounced",
-				   env->rcpts[i], reason, env->account,
-				   env->issue, env->uniq, err);
+				   env->rcpts[i], reason, &about, err);
 		if (rc)
 			goto fail;
 	}

@@ -41,6 +41,10 @@
  *   Callbacks (queue/callback.*): queue_log_read from the cursor kept with
  *   queue_meta_get / queue_meta_put (key "callback_cursor").
  *
+ *   smtpgate-queue history (queue/history.*): queue_message_get, then
+ *   queue_log_of_message; metrics (queue/metrics.*): one read
+ *   transaction over env, due, issue, authfail, meta and the log.
+ *
  * Record formats (SPEC section 6; escaping and times in record.h):
  *   msg       QID -> the message bytes
  *   env       QID -> from=, rcpt=ADDRESS STATE (one a recipient, in order;
@@ -48,9 +52,13 @@
  *             helo=, received=TIME, issue=, uniq=, attempts=N, next=TIME
  *   due       TIME/QID -> "" (TIME = env's next=)
  *   log       TIME/QID/N -> status=, to=, dt=, msg=, account=, issue=,
- *             uniq=; N: the recipient's position in env, from 0, five
- *             digits; dt: the event time as YYYY-MM-DDTHH:MM:SSZ; TIME
- *             grows in commit order (queue_log_time)
+ *             uniq=, from=, client=, received=TIME (the message's
+ *             envelope in each of its records, so that the log tells
+ *             its story after it has left the queue; records written
+ *             before these three were added lack them); N: the
+ *             recipient's position in env, from 0, five digits; dt: the
+ *             event time as YYYY-MM-DDTHH:MM:SSZ; TIME grows in commit
+ *             order (queue_log_time)
  *   issue     YYYY-MM-DD/ACCOUNT/ISSUE -> accepted=, delivered=,
  *             deferred=, bounced=, dropped= (the day the message arrived)
  *   suppress  ACCOUNT/ADDRESS -> reason=, time=TIME, address=
@@ -408,7 +416,19 @@ struct queue_event {
 	char *account;
 	char *issue;
 	char *uniq;
+	char *from;		/* the envelope (records written before
+				 * these fields: "", "" and 0) */
+	char *client;
+	int64_t received_us;
 };
+
+/* Every log event of message qid, oldest first, read from its arrival on
+ * (a queue id starts with its arrival time, and no event of it is older)
+ * in read transactions of up to 10,000 records each. *n = 0 when the log
+ * holds none (never queued, or pruned after log_retention). */
+int queue_log_of_message(struct queue *q, const char *qid,
+			 struct queue_event **events, size_t *n,
+			 struct error *err);
 
 /* Reads, in one read transaction, up to max events whose key sorts after
  * after (NULL or "": from the oldest), oldest first, into a new array

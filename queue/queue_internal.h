@@ -95,14 +95,29 @@ struct queue_writes {
  * side. */
 size_t queue_room_pages(const struct queue_room *r,
 			const struct queue_writes *w);
+/* What every log record of a message repeats of its envelope, so that
+ * the log still tells its story after it has left the queue
+ * (smtpgate-queue history). */
+struct queue_log_about {
+	const char *account;
+	const char *issue;	/* NULL or "": the default issue */
+	const char *uniq;	/* NULL or "": none */
+	const char *from;	/* "" for the null sender */
+	const char *client;
+	int64_t received_us;
+};
+
+/* The about of a stored message. */
+struct queue_log_about queue_log_about_message(const struct queue_message *m);
+
 /* Adds to w what recording the final outcomes of the recipients to[0..n)
  * of a message writes (a log record each, with a reply of
  * QUEUE_REPLY_ROOM octets), with its env of env_bytes rewritten or
  * removed: the same estimate for the append that accepts a message and
  * for the flush that sends it (queue_batch_fit). */
 void queue_final_writes(struct queue_writes *w, const struct queue_room *r,
-			const char *const *to, size_t n, const char *account,
-			const char *issue, const char *uniq, size_t env_bytes);
+			const char *const *to, size_t n,
+			const struct queue_log_about *about, size_t env_bytes);
 /* The pages a level must leave free, and what it may still use. */
 size_t queue_room_band(const struct queue_room *r, enum queue_room_level level);
 size_t queue_room_left(const struct queue_room *r, enum queue_room_level level);
@@ -113,8 +128,7 @@ int queue_room_check(struct queue *q, size_t need, enum queue_room_level level,
 /* The bytes of one log record (key, value, node), about: msg_len for the
  * reply or reason. */
 size_t queue_log_record_bytes(const char *to, size_t msg_len,
-			      const char *account, const char *issue,
-			      const char *uniq);
+			      const struct queue_log_about *about);
 
 /* Key builders (the key's text is appended to out):
  * account/address with the address in the form lists compare
@@ -166,12 +180,13 @@ void queue_env_encode(struct buf *r, const struct queue_envelope *env,
 void queue_log_key(struct buf *key, int64_t when_us, const char *qid,
 		   size_t n);
 
-/* Writes one log event (status, to, dt, msg, account, issue, uniq) at
- * key when_us/qid/n; when_us from queue_log_time. */
+/* Writes one log event (status, to, dt, msg, then the envelope of
+ * about: account, issue, uniq, from, client, received) at key
+ * when_us/qid/n; when_us from queue_log_time. */
 int queue_log_put(struct queue *q, MDB_txn *txn, int64_t when_us,
 		  const char *qid, size_t n, const char *status,
-		  const char *to, const char *msg, const char *account,
-		  const char *issue, const char *uniq, struct error *err);
+		  const char *to, const char *msg,
+		  const struct queue_log_about *about, struct error *err);
 
 /* Parses one log record (key TIME/QID/N and its value) into ev. Returns
  * 0, or -1 when either does not parse. The strings are ev's own:

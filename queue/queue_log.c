@@ -17,6 +17,8 @@ void queue_event_clear(struct queue_event *ev)
 	free(ev->account);
 	free(ev->issue);
 	free(ev->uniq);
+	free(ev->from);
+	free(ev->client);
 	memset(ev, 0, sizeof *ev);
 }
 
@@ -63,6 +65,14 @@ int queue_event_parse(struct queue_event *ev, const void *key, size_t klen,
 	const char *account = record_get(&r, "account");
 	const char *issue = record_get(&r, "issue");
 	const char *uniq = record_get(&r, "uniq");
+	const char *from = record_get(&r, "from");
+	const char *client = record_get(&r, "client");
+	const char *received = record_get(&r, "received");
+	if (received && queue_time_parse(received, strlen(received),
+					 &ev->received_us) != 0) {
+		record_free(&r);
+		return -1;
+	}
 	ev->key = xstrndup(k, klen);
 	memcpy(ev->qid, k + QUEUE_TIME_LEN + 1, QUEUE_ID_LEN);
 	ev->qid[QUEUE_ID_LEN] = '\0';
@@ -74,6 +84,8 @@ int queue_event_parse(struct queue_event *ev, const void *key, size_t klen,
 	ev->account = xstrdup(account ? account : "");
 	ev->issue = xstrdup(issue ? issue : "");
 	ev->uniq = xstrdup(uniq ? uniq : "");
+	ev->from = xstrdup(from ? from : "");
+	ev->client = xstrdup(client ? client : "");
 	record_free(&r);
 	return 0;
 }
@@ -196,4 +208,86 @@ int queue_meta_put(struct queue *q, const char *key, const char *value,
 		return queue_mdb_error(q, r, "write meta", err);
 	}
 	return queue_txn_commit(q, txn, err);
+}
+
+/* The arrival time in a queue id: its first 14 hex digits (record.c,
+ * queue_id_make). */
+static int64_t id_time(const char *qid)
+{
+	int64_t t = 0;
+	for (int i = 0; i < 14; i++) {
+		char c = qid[i];
+		t = t * 16 + (c <= '9' ? c - '0' : c - 'A' + 10);
+	}
+	return t;
+}
+
+#define HISTORY_CHUNK 10000
+
+int queue_log_of_message(struct queue *q, const char *qid,
+			 struct queue_event **events, size_t *n,
+			 struct error *err)
+{
+	*events = NULL;
+	*n = 0;
+	if (!queue_id_valid(qid, strlen(qid)))
+		return error_set(err, "\"%s\" is not a queue id (24 hex digits)", qid),
+		       QUEUE_EINVAL;
+	/* An hour early: a clock stepped back between the append and an
+	 * event would stamp the event before the id. */
+	char start[QUEUE_TIME_SIZE];
+	queue_time_format(id_time(qid) - 3600 * (int64_t)1000000, start);
+	struct buf last = BUF_INIT;
+	buf_puts(&last, start);
+	bool first = true, done = false;
+	size_t cap = 0;
+	int rc = 0;
+	while (!done && rc == 0) {
+		MDB_txn *txn;
+		if ((rc = queue_txn_begin(q, true, &txn, err)) != 0)
+			break;
+		MDB_cursor *cur;
+		int r = mdb_cursor_open(txn, queue_dbi(q, QUEUE_DB_LOG), &cur);
+		if (r != 0) {
+			mdb_txn_abort(txn);
+			rc = queue_mdb_error(q, r, "log", err);
+			break;
+		}
+		MDB_val k = { last.len, last.data }, v;
+		r = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+		if (r == 0 && !first && k.mv_size == last.len &&
+		    memcmp(k.mv_data, last.data, last.len) == 0)
+			r = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+		first = false;
+		for (size_t seen = 0; r == 0 && seen < HISTORY_CHUNK;
+		     seen++, r = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+			buf_clear(&last);
+			buf_append(&last, k.mv_data, k.mv_size);
+			struct queue_event one;
+			if (k.mv_size < QUEUE_TIME_LEN + 1 + QUEUE_ID_LEN ||
+			    memcmp((const char *)k.mv_data + QUEUE_TIME_LEN + 1, qid,
+				   QUEUE_ID_LEN) != 0 ||
+			    queue_event_parse(&one, k.mv_data, k.mv_size, v.mv_data,
+					      v.mv_size) != 0)
+				continue;
+			if (*n == cap) {
+				cap = cap ? cap * 2 : 16;
+				*events = xrealloc(*events, cap * sizeof **events);
+			}
+			(*events)[(*n)++] = one;
+		}
+		if (r == MDB_NOTFOUND)
+			done = true;
+		else if (r != 0)
+			rc = queue_mdb_error(q, r, "read log", err);
+		mdb_cursor_close(cur);
+		mdb_txn_abort(txn);
+	}
+	buf_free(&last);
+	if (rc) {
+		queue_events_free(*events, *n);
+		*events = NULL;
+		*n = 0;
+	}
+	return rc;
 }

@@ -300,9 +300,10 @@ static int record_message(struct queue *q, MDB_txn *txn, unsigned lifetime,
 		if (rc)
 			break;
 		m.rcpts[o->rcpt].state = state;
+		struct queue_log_about about = queue_log_about_message(&m);
 		rc = queue_log_put(q, txn, when, m.qid, o->rcpt,
 				   queue_rcpt_state_name(state), address, msg,
-				   m.account, m.issue, m.uniq, err);
+				   &about, err);
 	}
 	buf_free(&text);
 	if (rc == 0)
@@ -376,9 +377,9 @@ static int outcomes_pages(struct queue *q, const struct queue_room *r,
 				continue;
 			const char *msg = o->msg ? o->msg : "";
 			/* + 64: an expiry bounce quotes the last reply. */
+			struct queue_log_about about = queue_log_about_message(&m);
 			size_t log = queue_log_record_bytes(m.rcpts[o->rcpt].address,
-							    strlen(msg) + 64, m.account,
-							    m.issue, m.uniq);
+							    strlen(msg) + 64, &about);
 			/* A mailbox failure adds to suppress, anywhere. */
 			size_t sup = o->state == QUEUE_RCPT_BOUNCED &&
 				     queue_is_mailbox_failure(msg)
@@ -503,8 +504,8 @@ int queue_batch_fit(struct queue *q, const struct queue_batch *b,
 			if (!queue_rcpt_state_final(m->rcpts[i].state))
 				open[n_open++] = m->rcpts[i].address;
 		}
-		queue_final_writes(&w, &r, open, n_open, m->account, m->issue,
-				   m->uniq, env);
+		struct queue_log_about about = queue_log_about_message(m);
+		queue_final_writes(&w, &r, open, n_open, &about, env);
 		free(open);
 		need = queue_room_pages(&r, &w);
 		if (need > left || (k > 0 && need > band))
@@ -629,10 +630,10 @@ int queue_delete(struct queue *q, const char *qid, int64_t now_us,
 		 * that measures beside this write one is allowed: MDB_NOTLS.) */
 		struct queue_room room;
 		struct queue_writes w = { .bytes = 256, .dbs = 5 };
+		struct queue_log_about about = queue_log_about_message(&m);
 		for (size_t i = 0; i < m.n_rcpts; i++)
 			w.appended += queue_log_record_bytes(m.rcpts[i].address,
-							     strlen(reason), m.account,
-							     m.issue, m.uniq);
+							     strlen(reason), &about);
 		int full = queue_room_measure(q, &room) != 0 ? 0 :
 			   queue_room_check(q, queue_room_pages(&room, &w),
 					    QUEUE_ROOM_FINAL, "deleting a message",
@@ -652,9 +653,9 @@ int queue_delete(struct queue *q, const char *qid, int64_t now_us,
 			if (queue_rcpt_state_final(m.rcpts[i].state))
 				continue;
 			add[QUEUE_COUNTER_DROPPED]++;
+			struct queue_log_about about = queue_log_about_message(&m);
 			rc = queue_log_put(q, txn, when, qid, i, "dropped",
-					   m.rcpts[i].address, reason,
-					   m.account, m.issue, m.uniq, err);
+					   m.rcpts[i].address, reason, &about, err);
 		}
 		if (rc == 0)
 			rc = counters_for(q, txn, &m, add, err);

@@ -40,6 +40,8 @@
 #include "mailbox.h"
 #include "password.h"
 #include "queue/callback.h"
+#include "queue/history.h"
+#include "queue/metrics.h"
 #include "queue/queue.h"
 #include "queue/queue_internal.h"
 #include "queue/record.h"
@@ -61,6 +63,8 @@ static const char usage[] =
 	"  stoplist import ACCOUNT FILE         one address or @domain a line\n"
 	"  authfail list [ADDR]                 AUTH failures counted, lock-outs\n"
 	"  authfail clear [ADDR]                forget them (lift the lock-outs)\n"
+	"  metrics [--output FILE]              Prometheus metrics (FILE: atomically)\n"
+	"  history QID                          what the queue and its log hold of it\n"
 	"  check-config                         load config and keys, print it\n"
 	"  index-config                         check, then write CONFIG.index\n"
 	"  dkim-keygen DOMAIN [--selector S] [--type rsa|ed25519|both] [--bits N] [--dir D]\n"
@@ -1348,6 +1352,18 @@ static int cmd_events(const struct config *c, int argc, char **argv)
 	return callback_events_command(c, argc, argv, json, stdout);
 }
 
+/* queue/metrics.c does the work. */
+static int cmd_metrics(const struct config *c, int argc, char **argv)
+{
+	return metrics_command(c, argc, argv, stdout);
+}
+
+/* queue/history.c does the work. */
+static int cmd_history(const struct config *c, int argc, char **argv)
+{
+	return history_command(c, argc, argv, json, stdout);
+}
+
 /* ---- authfail ---- */
 
 static const char *const authfail_headers[] = {
@@ -2101,6 +2117,8 @@ static const struct command {
 	{ "suppress", cmd_suppress, true },
 	{ "stoplist", cmd_stoplist, true },
 	{ "authfail", cmd_authfail, true },
+	{ "metrics", cmd_metrics, true },
+	{ "history", cmd_history, true },
 	{ "check-config", cmd_check_config, true },
 	{ "index-config", cmd_index_config, true },
 	{ "dkim-keygen", cmd_dkim_keygen, false },

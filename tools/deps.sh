@@ -41,6 +41,8 @@ procps               pgrep, ps in tests
 debhelper            builds the Debian package (make deb, debian/rules: dh, compat 13)
 dpkg-dev             dpkg-buildpackage, dpkg-parsechangelog (make deb)
 lintian              checks the built package against Debian policy (make deb)
+prometheus           promtool checks smtpgate-queue metrics (the only package with it)
+prometheus-node-exporter its textfile collector reads smtpgate-queue metrics in a test
 "
 
 # Only make bench needs these (bench/breakdown.sh).

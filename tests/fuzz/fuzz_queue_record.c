@@ -245,6 +245,13 @@ static void check_event(const uint8_t *data, size_t size)
 	record_put(&val, "account", ev.account);
 	record_put(&val, "issue", ev.issue);
 	record_put(&val, "uniq", ev.uniq);
+	record_put(&val, "from", ev.from);
+	record_put(&val, "client", ev.client);
+	if (ev.received_us) {
+		char received[QUEUE_TIME_SIZE];
+		queue_time_format(ev.received_us, received);
+		record_put(&val, "received", received);
+	}
 	FUZZ_REQUIRE(queue_event_parse(e2, key.data, key.len, val.data, val.len) == 0,
 		     "a rewritten event parses");
 	struct queue_event ev2 = *e2;
@@ -253,7 +260,9 @@ static void check_event(const uint8_t *data, size_t size)
 		     same_str(ev.status, ev2.status) && same_str(ev.to, ev2.to) &&
 		     same_str(ev.dt, ev2.dt) && same_str(ev.msg, ev2.msg) &&
 		     same_str(ev.account, ev2.account) && same_str(ev.issue, ev2.issue) &&
-		     same_str(ev.uniq, ev2.uniq), "a rewritten event is the same");
+		     same_str(ev.uniq, ev2.uniq) && same_str(ev.from, ev2.from) &&
+		     same_str(ev.client, ev2.client) &&
+		     ev.received_us == ev2.received_us, "a rewritten event is the same");
 	queue_events_free(e1, 1);
 	queue_events_free(e2, 1);
 	buf_free(&key);

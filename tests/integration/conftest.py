@@ -235,6 +235,9 @@ class Gate:
         sections.update(extra_sections or {})
         write_config(self.config, sections)
         self.env_vars = dict(env or {})
+        # A command that runs the activator (e.g. unshare ... "$@"), for
+        # tests that change its view of the file system.
+        self.wrapper = []
         self.process = None
 
     def start(self):
@@ -254,7 +257,7 @@ class Gate:
         env.update(self.env_vars)
         for k, v in env.items():
             cmd += ["-E", f"{k}={v}"]
-        cmd += [binary("smtpgate-handler"), "-c", str(self.config)]
+        cmd = self.wrapper + cmd + [binary("smtpgate-handler"), "-c", str(self.config)]
         self.stderr_path = self.folder / "handler.stderr"
         self.stderr = open(self.stderr_path, "wb")
         self.process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,

@@ -437,8 +437,11 @@ def test_queue_page_examples_run_against_a_lab_queue(gate, keys):
         c.starttls()
         c.ehlo()
         assert c.auth_plain(password="wrong").startswith("535 5.7.8")
+    qid = next(iter(g.db("msg"))).decode()
     tool = f"{binary('smtpgate-queue')} -c {g.config}"
     for command in commands:
+        # The history example's queue id is the lab's message.
+        command = re.sub(r"history [0-9A-F]{24}", f"history {qid}", command)
         command = command.replace("authfail list 192.0.2.10", "authfail list 127.0.0.1")
         command = command.replace("authfail clear 192.0.2.10", "authfail clear 127.0.0.1")
         command = command.removeprefix("runuser -u smtpgate -- ")

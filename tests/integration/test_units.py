@@ -25,8 +25,10 @@ UNITDIR = "usr/local/lib/systemd/system"
 UNITS = ["smtpgate.socket", "smtpgate-tls.socket", "smtpgate@.service",
          "smtpgate-listen.socket", "smtpgate-listen-tls.socket",
          "smtpgate-listen.service",
-         "smtpgate-flush.service", "smtpgate-flush.timer"]
-SERVICES = ["smtpgate@.service", "smtpgate-listen.service", "smtpgate-flush.service"]
+         "smtpgate-flush.service", "smtpgate-flush.timer",
+         "smtpgate-metrics.service", "smtpgate-metrics.timer"]
+SERVICES = ["smtpgate@.service", "smtpgate-listen.service", "smtpgate-flush.service",
+            "smtpgate-metrics.service"]
 
 
 def make(*args, check=True):
@@ -218,6 +220,28 @@ def test_timer_fires_first_and_then_15s_after_each_run(destdir):
     assert v["AccuracySec"] == ["1s"]
     # OnUnitInactiveSec= alone never starts a service that has not run.
     assert "OnActiveSec" in v and "OnBootSec" in v
+
+
+def test_metrics_service_writes_the_textfile_that_node_exporter_links_to(destdir):
+    """smtpgate-metrics.service runs as smtpgate without network and writes
+    $SMTPGATE_METRICS_FILE in its runtime folder; tmpfiles.d links
+    node_exporter's textfile folder to it (issue 18 point 4)."""
+    v = unit_values(destdir / UNITDIR / "smtpgate-metrics.service")
+    assert v["User"] == ["smtpgate"] and v["Group"] == ["smtpgate"]
+    assert v["Type"] == ["oneshot"]
+    assert v["Environment"] == [
+        "SMTPGATE_METRICS_FILE=/run/smtpgate-metrics/smtpgate.prom"]
+    assert v["ExecStart"] == ["/usr/local/sbin/smtpgate-queue metrics "
+                              "--output ${SMTPGATE_METRICS_FILE}"]
+    assert v["RuntimeDirectory"] == ["smtpgate-metrics"]
+    assert v["RuntimeDirectoryPreserve"] == ["yes"]
+    assert v["PrivateNetwork"] == ["yes"]
+    timer = unit_values(destdir / UNITDIR / "smtpgate-metrics.timer")
+    assert timer["OnUnitInactiveSec"] == ["60s"]
+    assert "OnActiveSec" in timer and "OnBootSec" in timer
+    tmpfiles = (destdir / "usr/local/lib/tmpfiles.d/smtpgate.conf").read_text()
+    assert re.search(r"^L /var/lib/prometheus/node-exporter/smtpgate\.prom +- +- +- +- "
+                     r"+/run/smtpgate-metrics/smtpgate\.prom$", tmpfiles, re.M)
 
 
 def test_make_uninstall_removes_every_installed_file(tmp_path):

@@ -226,7 +226,8 @@ def prepare(work: Path):
     # The Ed25519 key comes as a credential, the RSA key as a file.
     credentials = "[Service]\nLoadCredential=dkim-ed:/etc/smtpgate/dkim/example.com.ed.pem\n"
     dropins = {}
-    for unit in ("smtpgate@.service", "smtpgate-listen.service", "smtpgate-flush.service"):
+    for unit in ("smtpgate@.service", "smtpgate-listen.service", "smtpgate-flush.service",
+                 "smtpgate-metrics.service"):
         d = work / f"{unit}.d"
         d.mkdir()
         (d / "credentials.conf").write_text(credentials)

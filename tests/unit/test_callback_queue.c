@@ -71,8 +71,9 @@ static char *add_event(struct fixture *f, int64_t when_us, const char *to)
 	int64_t when = queue_log_time(f->q, txn, when_us);
 	struct buf key = BUF_INIT;
 	queue_log_key(&key, when, qid, 0);
+	struct queue_log_about about = { "demo", NULL, "u1", "s@x", "192.0.2.1", when_us };
 	if (queue_log_put(f->q, txn, when, qid, 0, "delivered", to, "250 ok",
-			  "demo", NULL, "u1", &err) != 0 ||
+			  &about, &err) != 0 ||
 	    queue_txn_commit(f->q, txn, &err) != 0) {
 		fprintf(stderr, "%s\n", err.text);
 		exit(2);

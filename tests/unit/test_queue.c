@@ -438,9 +438,9 @@ TEST(test_log_keys_grow_in_commit_order_even_when_the_clock_lags)
 	CHECK(queue_txn_begin(q, false, &txn, &err) == 0);
 	/* An event stamped an hour ahead (a clock that was stepped back). */
 	int64_t ahead = queue_now_us() + 3600000000LL;
+	struct queue_log_about about = { "demo", NULL, NULL, "", "", 0 };
 	CHECK(queue_log_put(q, txn, ahead, "00000000000000000000AAAA", 0,
-			    "delivered", "a@x", "250 ok", "demo", NULL, NULL,
-			    &err) == 0);
+			    "delivered", "a@x", "250 ok", &about, &err) == 0);
 	CHECK(queue_txn_commit(q, txn, &err) == 0);
 	struct queue_envelope e = sample_envelope();
 	char qid[QUEUE_ID_SIZE];

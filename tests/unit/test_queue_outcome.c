@@ -501,14 +501,13 @@ TEST(test_prune_removes_old_log_events_and_stale_authfail_entries)
 	int64_t now = queue_now_us();
 	MDB_txn *txn;
 	CHECK(queue_txn_begin(f.q, false, &txn, &err) == 0);
+	struct queue_log_about about = { "demo", NULL, NULL, "", "", 0 };
 	for (int i = 0; i < 5; i++)
 		CHECK(queue_log_put(f.q, txn, now - (100 - i) * 86400 * S,
 				    "00000000000000000000AAAA", (size_t)i,
-				    "delivered", "a@x", "250", "demo", NULL,
-				    NULL, &err) == 0);
+				    "delivered", "a@x", "250", &about, &err) == 0);
 	CHECK(queue_log_put(f.q, txn, now - S, "00000000000000000000AAAB", 0,
-			    "delivered", "a@x", "250", "demo", NULL, NULL,
-			    &err) == 0);
+			    "delivered", "a@x", "250", &about, &err) == 0);
 	CHECK(queue_txn_commit(f.q, txn, &err) == 0);
 	time_t t = (time_t)(now / S);
 	struct queue_authfail_attempt old = { "192.0.2.1", "a", 600, 0, 0 },
