@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 # smtpgate — build, test, install.
 #
 #   make              build/smtpgate-handler, build/smtpgate-flush, build/smtpgate-queue,

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: ISC
 """Accept throughput (issue 9, benchmark 1; issue 15): the handler under
 systemd-socket-activate, fsync on, DKIM RSA-2048 + Ed25519, fed 10 KB
 messages by bench/load_client.py at concurrency 1, 8 and 32, one and ten

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: ISC
 # Accept throughput (issue 9): see bench/accept.py. ACCEPT_SECONDS sets
 # the length of each run (default 5).
 set -eu

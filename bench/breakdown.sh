@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: ISC
 # Where the time goes for one connection (issue 9, part 2): one handler
 # process serving one SMTP session (EHLO, MAIL, RCPT, DATA with a 10 KB
 # message, QUIT) from stdin with REMOTE_ADDR=127.0.0.1 (networks auth, no

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: ISC
 """smtpgate against Postfix + the OpenDKIM milter on the same machine with
 the same client (issue 9's first target: accept throughput at least twice
 Postfix + OpenDKIM's).

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: ISC
 # make bench's part for bench/compare_postfix.py: smtpgate against Postfix
 # + OpenDKIM with the same client. Says "Not run" where Postfix and
 # OpenDKIM are not installed (see the .py file's header).

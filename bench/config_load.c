@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Times what the handler does with its config on every connection.
  *   build/bench/config_load FILE [RUNS] [ADDRESS LOGIN]
  * prints the median, 10th and 90th percentile in microseconds of

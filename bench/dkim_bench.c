@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* dkim_bench: what DKIM signing costs, next to the floor OpenSSL sets.
  *
  *   dkim_bench RSA_KEY ED25519_KEY [SECONDS]

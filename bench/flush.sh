@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: ISC
 # bench/flush.sh: how many messages per second smtpgate-flush delivers to a
 # local sink, with 10 KB messages (issue 4 target: >= 1,000 msgs/s).
 #

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* flush_sink: the smallest SMTP server that smtpgate-flush can deliver to
  * as fast as it can, for bench/flush.sh (Python's aiosmtpd would measure
  * itself rather than the flush).

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: ISC
 """The load client of bench/accept.py and bench/compare_postfix.py: one
 program for every run.
 

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: ISC
 # Writes a realistic config with N accounts into FOLDER (for bench/config.sh):
 #   bench/make_config.sh FOLDER N
 set -eu

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Runs a command and prints its peak RSS in KB (getrusage of the reaped
  * child, which includes the children it reaped itself; a small parent, so
  * that the copy before exec does not count), as the last line of standard

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: ISC
 # The queue's part of `make bench`: durable append throughput next to its
 # floor, and lookup cost against list size. Prints a Markdown section.
 #

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* queue_bench: the cost of the queue's durable writes and lookups
  * (bench/queue.sh runs it and writes the figures).
  *

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: ISC
 # make bench: runs every part bench/*.sh in name order (helpers named
 # make_*.sh are not parts) and writes what they print to bench/results.md
 # as well as to the terminal. Parts take the build folder as $1.

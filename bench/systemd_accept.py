@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: ISC
 """Accept throughput through the installed units under a real systemd: what
 a one-message connection costs in production, where systemd starts a
 sandboxed smtpgate@ instance for every connection.

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: ISC
 # make bench's part for bench/systemd_accept.py: accept throughput through
 # the installed units under a real systemd (in a systemd-nspawn container),
 # with the units' sandbox and without. Says "Not run" without root or

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* A growable byte buffer, used wherever input of unknown length is held.
  * Client data never goes into a fixed-size array; it goes here.
  * The bytes are always followed by a NUL that is not counted in len, so

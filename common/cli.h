@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* The options every smtpgate program takes (SPEC section 2):
  * -c FILE / --config=FILE, --help and --version. */
 #ifndef SMTPGATE_CLI_H

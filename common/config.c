@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* The loader for smtpgate.conf. Each key is one row of key_table below: its
  * section, how its value is parsed, where it is stored and its default.
  * libinih splits the file into (section, key, value); a line-counting

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* smtpgate.conf: the INI configuration of every smtpgate program
  * (SPEC section 3, smtpgate.conf(5)).
  *

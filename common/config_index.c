@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* PATH.index: the config file split into sections in an LMDB file, so that
  * the handler reads its global sections and the one or two accounts a
  * connection needs, not every account (config.h).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* What config.c shares with config_index.c only: loading from text held in
  * memory, section by section. */
 #ifndef SMTPGATE_CONFIG_INTERNAL_H

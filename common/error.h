@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* An error as a value: a function that fails fills one of these with a
  * one-line text naming the file, key, address or command involved, and
  * returns -1. The top of each program turns it into a log line, an SMTP

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 #include "keyfile.h"
 
 #include <errno.h>

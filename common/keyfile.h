@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Private key files, read without OpenSSL's generic decoders.
  *
  * In OpenSSL 3, PEM_read_PrivateKey builds a chain of every decoder of

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Logging for every smtpgate program.
  *
  * Under systemd (stderr connected to the journal, $JOURNAL_STREAM) each

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 #include "mailbox.h"
 
 #include <stdbool.h>

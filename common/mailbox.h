@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* The canonical form of a mailbox: one spelling for all the ways RFC 5321
  * and RFC 5322 allow to write one mailbox, so that lists (stoplist,
  * suppression list, sink_recipients) and the recipients of a transaction

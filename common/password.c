@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Reading a password without echo, and hashing it with yescrypt: what
  * OpenSMTPD's "smtpctl encrypt" and Dovecot's "doveadm pw" do. */
 #include "password.h"

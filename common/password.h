@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Passwords typed by the administrator, and their crypt(3) hashes
  * (smtpgate-queue hash-password; checked by handler/auth.c). */
 #ifndef SMTPGATE_PASSWORD_H

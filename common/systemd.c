@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 #include "systemd.h"
 
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* The pieces of systemd's interfaces the programs use, written here
  * instead of linking libsystemd. The Accept=yes handler is exec'd once per
  * connection, and libsystemd brings six more shared libraries (libgcrypt,

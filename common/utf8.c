@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 #include "utf8.h"
 
 size_t utf8_sequence_length(const unsigned char *p, size_t n)

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* UTF-8 (RFC 3629), for every program: the handler's address parser
  * (RFC 6531 addresses) and the flush's JSON encoder (RFC 8259 text) read
  * it by the same rules. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* relaxed/relaxed canonicalisation, RFC 6376 section 3.4 (with errata
  * 1377 and 1384 on where WSP goes around the colon and at a value's
  * start). The simple algorithms are never used (SPEC 5). */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* DKIM signing (RFC 6376, RFC 8463): relaxed/relaxed, rsa-sha256 and
  * ed25519-sha256, keys chosen by the From: domain (SPEC section 5).
  *

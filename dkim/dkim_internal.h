@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* The DKIM module's own pieces, for its files, its unit tests, the
  * dkim_sign test tool and the benchmark. Other modules include only
  * dkim.h. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* The DNS TXT lookup of smtpgate-queue dkim-check, through the C
  * library's stub resolver: the name servers and time-outs of
  * /etc/resolv.conf, as every other program of the machine sees them

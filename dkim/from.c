@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* The first address of a From: field (RFC 5322 3.4 address-list with the
  * obsolete forms of 4.4, RFC 6532 UTF-8, RFC 2047 encoded words), and how
  * many mailboxes the field names.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Header field selection: which fields a signature covers and in what
  * order they are hashed (RFC 6376 5.4 and 5.4.2, SPEC 5). */
 #include <stdlib.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* DKIM private keys: loading and checking (SPEC 3 and 5). The file is
  * read by common/keyfile.c, without OpenSSL's generic decoders; here the
  * rules for DKIM keys (RSA of 1024 bits or more, or Ed25519). Loaded keys

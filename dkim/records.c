@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* DKIM keys for the administrator: generating them, the DNS records they
  * need, and whether a published record is the right one (smtpgate-queue
  * dkim-keygen and dkim-check; RFC 6376 section 3.6, RFC 8463 section 4).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* The signer: key choice by domain, streaming body hash, and the
  * DKIM-Signature fields (RFC 6376 3.5 and 5, RFC 8463, SPEC 5). */
 #include <stdlib.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 #include "added.h"
 
 #include <string.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Header fields the gateway adds to a message, per account, once its
  * header block has ended and before the DKIM signature is begun, so that
  * h= covers them (RFC 8058 section 4 requires it of List-Unsubscribe and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* RFC 5321 section 4.1.2 grammar, by hand, one function a rule. Every
  * function takes [p, end) and returns how many octets it matched, 0 for
  * no match; nothing is ever skipped or repaired. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* The one parser for envelope addresses (RFC 5321 section 4.1.2, with the
  * SMTPUTF8 extensions of RFC 6531 section 3.3). It fails closed: anything
  * it does not positively recognise is refused, so no envelope text that

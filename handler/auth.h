@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* SMTP AUTH (RFC 4954) with the PLAIN (RFC 4616) and LOGIN mechanisms,
  * with or without an initial response; "*" cancels. Passwords are checked
  * with libxcrypt's crypt_r against the account's crypt(3) hash. Failures

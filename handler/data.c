@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 #include "data.h"
 
 #include <stdio.h>

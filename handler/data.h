@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Reading a message: DATA (RFC 5321 section 4.1.1.4) and BDAT (RFC 3030),
  * both into one struct message that keeps the header block and the body
  * apart, learns what the validation needs from the header block as soon

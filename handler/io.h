@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* The one buffered reader and writer of a session, over a plain file
  * descriptor or a TLS connection. All client input passes through
  * io_read_line or io_read_bytes, which enforce the line rules before

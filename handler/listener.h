@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Listener mode of smtpgate-handler (issue 15): systemd passes listening
  * sockets (Accept=no, smtpgate-listen.socket), and one long-running parent,
  * sandboxed once, loads the config, OpenSSL, the TLS context and the DKIM

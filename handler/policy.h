@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* What the gateway allows (SPEC section 4): who may send (no open relay,
  * blocked accounts), to whom (sink recipients, stoplist, suppression list,
  * max_recipients), and what a finished message must look like (the seven

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 #include "reply.h"
 
 static const struct reply replies[REPLY_COUNT] = {

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Every reply a client of smtpgate-handler can see, in one list.
  *
  * A reply is a basic code (RFC 5321), an enhanced status code (RFC 3463;

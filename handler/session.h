@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* One SMTP session (RFC 5321, with the extensions of SPEC section 4), as a
  * table: every verb is one row with a check function (may it run now, is
  * its argument well-formed?), a proceed function (do it) and whether its

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* smtpgate-handler: one SMTP session on the socket passed as fd 3 by
  * systemd (Accept=yes), or on stdin/stdout; or, when systemd passes
  * listening sockets (Accept=no), the listener that forks one such session

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* smtpgate-sendmail: sendmail(8)'s command line for local scripts and cron.
  * See smtpgate-sendmail(8).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 #include "tls.h"
 
 #include <fcntl.h>

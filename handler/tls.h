@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* TLS for the session (RFC 3207 STARTTLS, RFC 8314 implicit TLS) with
  * OpenSSL. Set up only when a client asks for it: the context loads the
  * gateway's own certificate and key and nothing else (never a CA store,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Delivery callbacks: JSON encoding, HMAC signature, the libcurl POST and
  * the cursor-driven run. See callback.h. */
 #include "callback.h"

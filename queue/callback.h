@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Delivery callbacks (SPEC section 6, "Callbacks"; smtpgate.conf(5),
  * smtpgate-flush(8)): every event of the queue's `log` database is POSTed
  * as JSON to [callback] url, in log order, at least once.

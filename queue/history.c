@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* smtpgate-queue history: see history.h and smtpgate-queue(8), HISTORY.
  *
  * The envelope comes from env while the message is queued, else from its

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* The history of one message (smtpgate-queue history QID,
  * smtpgate-queue(8)): its envelope and every event the log holds for it,
  * also after it has left the queue. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 #include "maildir.h"
 
 #include <errno.h>

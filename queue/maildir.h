@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Delivery into a maildir (the relay "maildir:/path"): one file per
  * message, written so that a crash leaves either nothing or the whole
  * message in new/, never a partial file there. Used by relay.c. */

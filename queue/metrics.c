@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* smtpgate-queue metrics: see metrics.h and smtpgate-queue(8), METRICS.
  *
  * Everything is read in one read transaction and printed after it has

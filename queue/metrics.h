@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Metrics for Prometheus (smtpgate-queue metrics, smtpgate-queue(8)):
  * the queue, its counters, callbacks, lock-outs and the LMDB map in the
  * Prometheus text exposition format (version 0.0.4), which

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* The LMDB queue: opening the environment, appending messages, the
  * handler's lookups. See queue.h; the record formats are in record.h. */
 #include "queue.h"

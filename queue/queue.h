@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* The LMDB queue (SPEC section 6). One environment, named databases whose
  * keys and values are printable text (xtext-escaped), so that
  * `mdb_dump -p -s NAME` reads them. Functions return 0 on success and a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* The queue's own plumbing, for the modules of queue/ only (queue.c,
  * smtpgate-queue.c, callback.c): the LMDB environment, the named
  * databases, transactions that handle MDB_MAP_RESIZED, and the error

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Reading the log (callbacks, smtpgate-queue errors) and the small
  * values of meta (cursors). See queue.h. */
 #include <stdlib.h>

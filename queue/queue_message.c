@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Reading queued messages: env records parsed, due messages copied out in
  * one read transaction (queue_claim_due). See queue.h. */
 #include <stdlib.h>

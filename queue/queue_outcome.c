@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Recording what happened to messages: delivery outcomes, retry, delete,
  * housekeeping. Every change is one write transaction. See queue.h. */
 #include <stdio.h>

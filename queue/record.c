@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* xtext, key=value records, times and queue ids: see record.h. */
 #include "record.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* The text formats of the queue's records (SPEC section 6): xtext
  * escaping, key=value records, times and queue ids.
  *

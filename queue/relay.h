@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* The relay transport of smtpgate-flush: hands one queued message at a
  * time to the next hop named by [relay] url (SPEC sections 3 and 6).
  *

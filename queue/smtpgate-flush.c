@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* smtpgate-flush: deliver due messages to the relay, record outcomes, exit.
  *
  * SYNOPSIS

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* smtpgate-queue: inspect and manage the queue (SPEC section 6,
  * smtpgate-queue(8)), and the operator's tools of issue 18: DKIM keys and
  * their DNS records (dkim-keygen, dkim-check; the work is in dkim/records.c

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: ISC
 # make check: every suite, then one closing line "N passed, N failed".
 # Each suite prints its own summary; this adds them up. A suite that cannot
 # run (no privileges for a container, say) says so and counts as skipped,

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: ISC
 # Runs every unit test binary of a build folder; prints
 # "unit(BUILD): N passed, N failed" and exits non-zero on any failure.
 build=${1:-build}

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: ISC
 # make coverage: the unit tests and the integration tests against BUILD
 # (made with --coverage by make coverage), then line and function coverage
 # for each file of handler/ dkim/ queue/ common/, by gcovr.

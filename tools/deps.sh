@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: ISC
 # Installs the Debian packages smtpgate needs to build, run and test;
 # "deps.sh bench" also those make bench measures with, "deps.sh coverage"
 # what make coverage reports with.

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: ISC
 # make run: the demo gateway (SPEC section 8).
 #
 # On the first run it makes, under run/: a self-signed certificate, RSA and

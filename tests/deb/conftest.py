@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """The Debian package, installed as an administrator would (issue 19).
 
 `make deb` builds smtpgate_VERSION_amd64.deb (lintian errors fail it), and

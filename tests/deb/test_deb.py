@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """The Debian package under a real systemd: install, configure and enable,
 mail through it, an upgrade with mail in the queue, removal and purge.
 The tests run in this order on one container (conftest.py)."""

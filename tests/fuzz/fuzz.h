@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Shared pieces of the libFuzzer targets (tests/fuzz/fuzz_*.c).
  *
  * A target checks properties, not only "no crash": when one fails,

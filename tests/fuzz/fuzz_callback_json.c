@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* libFuzzer target: the JSON of delivery callbacks (queue/callback.c).
  *
  * Any bytes (a bounce text from a remote server, an address) must become a

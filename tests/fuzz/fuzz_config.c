@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Fuzzes the config loader (common/config.c, SPEC section 3) with whole
  * files: the input is written to smtpgate.conf in a private folder that
  * also holds a readable key file and a credentials folder, so that

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Fuzzes the two value parsers of common/config.c that read addresses an
  * administrator writes: cidr_parse ("networks =") and relay_url_parse
  * ("[relay] url ="), each given the whole input as one string.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Fuzzes the message reader of the handler (handler/data.c over the one
  * buffered reader of handler/io.c): DATA with dot-unstuffing and BDAT
  * chunks, under the smuggling rules and limits of SPEC section 4. The

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Fuzzes DKIM canonicalisation and signing (dkim/, RFC 6376 3.4, SPEC 5).
  * The input is a message: the header block up to the first empty line,
  * then the body (all header block when there is no empty line).

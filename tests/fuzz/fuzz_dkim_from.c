@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Fuzzes header parsing in dkim/: the split of a header block into fields
  * (dkim_split_fields) and the From: address parser (dkim_from_address),
  * which decides the DKIM signing domain and the sender check.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Fuzzes the text formats of the LMDB queue (queue/record.h, SPEC
  * section 6): xtext, key=value records, issue counters, TIME keys and
  * account/address keys. Every reader gets the whole input.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Fuzzes a whole SMTP session of the handler (handler/session.c and what
  * it calls): the command-line parser and its verb table, the ESMTP
  * parameters of MAIL, the envelope address parser, AUTH, the policy

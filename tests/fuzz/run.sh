@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: ISC
 # make fuzz: runs every libFuzzer target of a build folder.
 #
 #   tests/fuzz/run.sh BUILD SECONDS [RUNS] [ONLY]

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """Fixtures for the integration tests: a real gateway on a real socket.
 
 `gate` starts build/smtpgate-handler under systemd-socket-activate --accept

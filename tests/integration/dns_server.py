@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """A small authoritative DNS server for the tests (dnspython): it answers
 from zone-file text over UDP and TCP on port 53 of a loopback address of
 its own, so that a program using the C library's resolver can be pointed

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """A real HTTP endpoint for callback tests: Python's http.server on
 127.0.0.1 (a port the kernel picks), served from a thread, recording every
 request and answering from a script.

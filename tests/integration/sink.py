@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """A real SMTP relay for flush tests: aiosmtpd on 127.0.0.1 (or ::1),
 scripted per recipient, recording every message it accepted.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """A raw SMTP client for the handler's tests: exact bytes out, exact
 replies in, no client library smoothing anything over."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """Abuse (issue 8): hostile bytes and hostile volumes. 100,000 RCPTs, a
 10,000-header message, a 1 MB folded header, invalid UTF-8 under
 SMTPUTF8, NUL / bare CR / bare LF in every position of commands and

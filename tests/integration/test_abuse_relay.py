@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """Abuse (issue 8): open-relay attempts on every path, and password
 guessing across connections. Each gets a clear SMTP error, the handler
 stays within its CPU and memory bounds, nothing is queued (SPEC

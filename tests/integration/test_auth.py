@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """AUTH PLAIN and LOGIN (RFC 4954, 4616), authentication by networks, the
 lock-out after repeated failures (SPEC section 4)."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """AUTH hardening of issue 16: an unknown login costs what a known one
 does (point 8); AUTH lines of up to 12288 octets (RFC 4954 section 4,
 point 10); an attempt whose failure count cannot be recorded is refused

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """Bare LF in message content (issue 17, point 5): bare_newline =
 normalize (the default, as Postfix 3.9's smtpd_forbid_bare_newline =
 normalize) takes a line ending in a bare LF as if it ended in CRLF and

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """Delivery callbacks (SPEC section 6, "Callbacks"): every log event is
 POSTed as JSON to [callback] url, in order, at least once, with a cursor
 in LMDB; a real HTTP receiver on 127.0.0.1 records the requests and is

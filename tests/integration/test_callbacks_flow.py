@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """Callbacks end to end: messages sent over SMTP to the real handler,
 relayed by the real smtpgate-flush to a scripted SMTP sink, and every
 outcome POSTed to a real HTTP receiver by the same flush run, with the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """Lists compare addresses without regard to letter case, and so do logins
 (issue 17 point 1); failed AUTH attempts lock a (client address, login)
 pair out before they lock the whole address (issue 17 point 7)."""

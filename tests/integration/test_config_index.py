@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """The config index (smtpgate-queue index-config, smtpgate.conf(5) "THE
 ACCOUNT INDEX"): with thousands of accounts the handler reads only the
 accounts a connection needs, finds the same ones as without the index, and

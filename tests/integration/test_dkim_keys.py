@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """DKIM keys in the configuration (SPEC 3, 5): a key too weak or of the
 wrong kind is refused with the config file, line and key file named; a
 message whose keys are fine is signed by every key of its domain."""

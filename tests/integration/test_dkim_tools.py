@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """The operator's DKIM and password tools of smtpgate-queue (issue 18):
 dkim-keygen's records read by a real zone-file parser (dnspython) and a
 message signed by a real gateway with its keys verified against them

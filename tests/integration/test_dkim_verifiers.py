@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """Independent verifiers accept every signature smtpgate makes (SPEC 5).
 
 A corpus of awkward messages is signed twice: by tests/tools/dkim_sign

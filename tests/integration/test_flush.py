@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """smtpgate-flush against a real relay (tests/integration/sink.py): what
 arrives, what the queue records for each outcome of SPEC section 6, the
 lock, the exit status, maildir, and the demo account.

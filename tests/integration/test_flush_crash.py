@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """smtpgate-flush killed at the worst moments: nothing accepted is lost,
 and nothing recorded as delivered is sent again (SPEC section 6,
 at-least-once). Also appends while a flush runs."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """From the client to the relay: a message sent to the real handler over
 SMTP, relayed by smtpgate-flush to a real relay, arrives byte for byte as
 queued with its DKIM signatures intact; a hard bounce at the relay makes

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """The relay transport of smtpgate-flush (queue/relay.c), driven through
 tests/tools/relay_send against a real aiosmtpd relay: the bytes on the
 wire, per-recipient replies, connection reuse, STARTTLS modes, smtps,

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """smtpgate-queue history QID (issue 18 point 5): what the queue and its
 log hold of one message (accepted with account, client, from and
 recipients; each attempt and its reply; the final outcome), also after it

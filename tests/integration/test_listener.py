@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """Listener mode (issue 15): smtpgate-handler given a listening socket
 (systemd-socket-activate without --accept, as smtpgate-listen.socket)
 forks one session per connection. What only this mode has: many sessions

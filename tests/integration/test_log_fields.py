@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """Logs an operator can search (issue 18 point 6): the handler's entry for
 a message names the envelope sender, each recipient and the size
 (SMTPGATE_FROM, one SMTPGATE_RCPT a recipient, SMTPGATE_SIZE; from=<...>

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """`make run`, the README's first command, end to end: it makes its keys
 and config, serves SMTP, flushes into its maildir, and Ctrl-C stops all of
 it. Run in its own RUN_DIR and on a free port, so that it never meets a

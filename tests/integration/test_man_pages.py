@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """The man pages: lint-clean, renderable, and true to the code.
 
 smtpgate.conf(5) and the example config are compared with the loader's own

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """smtpgate-queue metrics (issue 18 point 4): the Prometheus text format
 of a real queue, filled through real SMTP sessions and a real flush to a
 scripted relay, checked by the real promtool (Debian package prometheus)

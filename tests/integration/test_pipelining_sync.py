@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """Pipelining synchronisation after DATA (issue 17, point 6; RFC 2920
 section 3.1, Postfix 3.9's smtpd_forbid_unauth_pipelining): DATA ends a
 pipelined group, and the client waits for the 354 before it sends the

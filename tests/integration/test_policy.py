@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """Who may send what to whom (SPEC section 4): no open relay, stoplist,
 suppression list, sink recipients, max_recipients, sender statuses,
 address syntax and SMTPUTF8, MAIL parameters."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """Policy hardening of issue 16: a From: of more than one mailbox is
 refused (point 4); a quoted local part is the same mailbox as the unquoted
 one, for the stoplist, the suppression list, the sink recipients and the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """Every program: --help, --version, -c, $SMTPGATE_CONF, bad configs."""
 
 import os

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """A damaged queue (issue 16 point 7): data.mdb truncated, emptied or
 overwritten. LMDB would map the file and die of SIGBUS on the first page
 past its end, or take an empty file for a new queue. smtpgate checks the

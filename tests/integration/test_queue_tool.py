@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """smtpgate-queue: every subcommand, plain and --json, on a queue filled
 through the library (tests/tools/queue_fill), checked against the LMDB
 records themselves (python3-lmdb and mdb_dump)."""

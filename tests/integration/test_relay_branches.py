@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """Branches of the relay client (queue/relay.c) that the aiosmtpd sink
 never takes, each against a scripted plain-text relay on 127.0.0.1 that
 logs every command it receives: AUTH LOGIN, a refused MAIL FROM (with and

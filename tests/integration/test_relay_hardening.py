@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """What an outside attack round found in the relay side of smtpgate-flush
 (issue 16): a relay dripping its replies one byte at a time held the
 flush past --max-time (point 6), UTF-8 recipients went to a relay without

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """The relay's certificate (issue 16, point 1): smtpgate-flush verifies it
 against the system CA store or [relay] tls_ca_file with the url's host
 name, or against a tls_fingerprint pin, and never sends the relay

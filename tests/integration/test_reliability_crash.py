@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """Crash consistency (issue 8): handlers SIGKILLed at random moments while
 several clients send, and smtpgate-flush SIGKILLed mid-batch again and
 again. A 250 is a promise: the message is in the queue exactly once,

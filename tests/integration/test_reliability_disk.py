@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """A full queue (issue 8): the LMDB map too small, or the file system under
 the queue full. Clients get 452 4.3.1, nothing half-written remains,
 smtpgate-queue still reads the queue, and once a flush has drained it the

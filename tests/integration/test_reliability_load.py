@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """Load and slow clients (issue 8): many concurrent sessions, each sending
 several messages, while slow clients trickle a byte every few seconds.
 Every well-behaved message is accepted, every slow client is cut off at

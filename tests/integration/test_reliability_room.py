@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """Room in a full queue (issue 16 points 2 and 3): no writer may fill the
 LMDB map to its last page, because smtpgate-flush needs pages to record
 outcomes and pruning needs pages to free any. Clients stop short of the

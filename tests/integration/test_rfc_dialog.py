@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """Dialogs written from the RFCs, as an outside client tries them (issue 20):
 RCPT TO:<Postmaster> (RFC 5321 sections 4.1.1.3 and 4.5.1), a SIZE of 20
 digits (RFC 1870), VRFY without its argument (RFC 5321 section 4.1.1.6),

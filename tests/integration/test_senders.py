@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """What real senders trip over (issue 17): every missing required header
 named in one reply, header repair per account (add_missing_headers), and
 one-click unsubscribe (RFC 8058) per account (list_unsubscribe). Through

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """smtpgate-sendmail (issue 18, point 7): a cron-style pipe into the real
 program, through the gateway's own session, into a real LMDB queue; the
 message signed (dkimpy), the recipients right, Bcc: left out; each refusal

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """The timeout bounds a whole unit of input however a client spaces its
 bytes (slowloris): a command line, a TLS handshake, a TLS record, a
 stretch of BDAT octets. Each client here sends one byte every half

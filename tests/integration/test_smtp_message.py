@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """A message from MAIL to the queue: the 250 only after the commit, the
 stored bytes (Received: first, DKIM-Signature, the message as sent, CRLF
 at the end), the envelope; DATA and BDAT; pipelining (SPEC sections 4

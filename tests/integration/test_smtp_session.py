@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """The SMTP session: greeting, EHLO keywords, simple verbs, sequence
 errors, limits, time-out (SPEC section 4)."""
 

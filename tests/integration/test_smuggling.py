@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """SMTP smuggling (SEC Consult, December 2023): a message whose data holds
 an end-of-data sequence that some server might take for the real one,
 with a second message hidden behind it. Under bare_newline = reject the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """STARTTLS (RFC 3207) and implicit TLS (RFC 8314)."""
 
 import re

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """make install and the systemd units it installs (SPEC section 7).
 
 The units are checked as installed, with their paths substituted and the

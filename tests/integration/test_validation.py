@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """The checks at the end of data (SPEC section 4): the seven required
 header fields, From: with one address, X-Campaign-Id / X-Letter-Id,
 reject_incomplete = no, line and size limits."""

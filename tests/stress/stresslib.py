@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """Helpers for the reliability and abuse suites (tests/integration/
 test_reliability_*.py, test_abuse_*.py): sizes that `make stress` raises,
 SMTP sessions that report exactly how far they got, a memory sampler for

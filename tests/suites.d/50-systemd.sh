@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 # The installed units under a real systemd booted in systemd-nspawn
 # (tests/systemd). Without the privileges to boot it the tests are counted
 # as skipped, and say so.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 # The Debian package (debian/, make deb): built, checked by lintian, then
 # installed, upgraded with mail in its queue, removed and purged under a
 # real systemd booted in systemd-nspawn (tests/deb). Without dpkg-buildpackage

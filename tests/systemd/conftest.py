@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """A real systemd for the installed units (issue 6, SPEC section 7).
 
 The host's own root boots as a volatile systemd-nspawn container, with

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """The account index under a real systemd: written by root with
 `smtpgate-queue index-config` (given the services' credentials), read by
 the sandboxed handler as the user smtpgate, and ignored with a warning in

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """Mail through the installed units under a real systemd: socket, session,
 signing, the timer's flush into a maildir, an empty queue. The container
 and the helpers are in conftest.py beside this file."""

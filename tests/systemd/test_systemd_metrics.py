@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """smtpgate-metrics.timer under a real systemd (issue 18 point 4): started
 as an administrator would, it runs smtpgate-metrics.service as smtpgate,
 which writes the metrics file that node_exporter's textfile folder links

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """The installed units under a real systemd: the boot, the socket's
 instances, the sandbox as the live systemd rates it. The container and
 the helpers are in conftest.py beside this file."""

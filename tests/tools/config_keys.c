@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* config_keys: the loader's key table, for the documentation tests.
  *
  *   config_keys            one line per key: "SECTION KEY DEFAULT"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* dkim_sign: signs a message file the way the gateway does, for tests and
  * benchmarks.
  *

@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: ISC
 # maildkim_verify.pl: checks every DKIM-Signature of a message with
 # Mail::DKIM, an independent verifier, offline: the public keys come from
 # a file (one "SELECTOR._domainkey.DOMAIN RECORD" a line), never from DNS.

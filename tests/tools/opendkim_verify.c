@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* opendkim_verify: checks every DKIM-Signature of a message with
  * libopendkim, an independent verifier, offline: public keys come from a
  * file (DKIM_QUERY_FILE), one "SELECTOR._domainkey.DOMAIN RECORD" a line,

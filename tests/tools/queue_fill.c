@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* queue_fill: puts known records into a queue through the library, for the
  * smtpgate-queue tests.
  *

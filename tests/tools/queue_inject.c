@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* queue_inject: appends messages to the queue through queue_append, the
  * way a handler does, so that smtpgate-flush can be tested and measured
  * without SMTP in front.

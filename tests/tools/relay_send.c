@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* relay_send: drives queue/relay.h directly, without a queue, so that the
  * relay transport can be tested against a scripted sink.
  *

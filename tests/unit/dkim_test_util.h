@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Helpers shared by the DKIM and key file unit tests. */
 #ifndef SMTPGATE_DKIM_TEST_UTIL_H
 #define SMTPGATE_DKIM_TEST_UTIL_H

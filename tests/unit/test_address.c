@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* The envelope address parser (handler/address.c): RFC 5321 paths,
  * SMTPUTF8, fail-closed refusals. */
 #include "unit.h"

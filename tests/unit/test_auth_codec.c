@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* AUTH helpers (handler/auth.c): base64 decoding, the PLAIN message,
  * crypt_r password checks. */
 #include "unit.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Callback payloads: JSON string escaping of every byte, the event
  * object, batch shapes, times, the HMAC-SHA256 signature, back-off. */
 #include <stdbool.h>

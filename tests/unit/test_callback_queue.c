@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Callbacks against a real LMDB queue: the cursor keeps unacknowledged
  * log events from queue_prune, callback_run without a url drops the
  * cursor, a failed request keeps it and sets the back-off, old events

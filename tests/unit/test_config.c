@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* The config loader: every key, its default, and every kind of error with
  * its exact "FILE:LINE:" message. */
 #include <arpa/inet.h>

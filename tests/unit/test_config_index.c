@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* PATH.index (common/config_index.c): what the handler finds through the
  * index is what config_load finds, for every lookup; a stale, missing or
  * foreign index is never used; an account that cannot be read is told

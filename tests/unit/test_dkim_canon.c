@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* relaxed/relaxed canonicalisation (RFC 6376 3.4.2 and 3.4.4 with errata),
  * one rule per test, each with the expected canonical bytes. */
 #include <stdbool.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* dkim_from_address: the first address of a From: field value;
  * dkim_from_mailboxes: how many mailboxes it names; dkim_address_list:
  * every address of a To:, Cc: or Bcc: value (smtpgate-sendmail -t). */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* DKIM keys (reading, refusing, checking a config) and the choice of keys
  * by the From: domain. */
 #include <stdlib.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* DKIM key records (dkim/records.c): the record of a key file against the
  * published records of RFC 8463 appendix A, the zone-file text and its
  * strings, the comparison of a published record, and dkim_keygen's file. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* RFC 8463 appendix A, byte for byte: the example message signed with
  * the example's Ed25519 and RSA keys, t=1528637909 and its h= list, must
  * give the RFC's bh= and b= values. */

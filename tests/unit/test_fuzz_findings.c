@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Findings of the fuzz targets (tests/fuzz/), each kept as a unit test
  * beside its reproducer in tests/fuzz/regressions/TARGET/, so that the
  * plain unit run (and the sanitizer build's) guards the fix too. */

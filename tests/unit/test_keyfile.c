@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* common/keyfile.c: every key shape it reads directly gives the key
  * OpenSSL's own PEM reader gives; other shapes still load, through the
  * generic decoder; encrypted keys are refused without asking. */

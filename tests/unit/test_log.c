@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Logging without a journal: one line per event on stderr. */
 #include <stdlib.h>
 #include <unistd.h>

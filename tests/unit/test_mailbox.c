@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* mailbox_canonical and mailbox_folded (common/mailbox.c): one spelling
  * a mailbox, and the form lists compare. */
 #include "unit.h"

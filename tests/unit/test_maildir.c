@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* queue/maildir.c: the folders, the exact bytes, names unique across
  * threads, nothing left in tmp/ on failure. */
 #include <dirent.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* The queue library on a real LMDB environment in a temporary folder:
  * open, append, the handler's lookups, auth failures, a full map. */
 #include <lmdb.h>

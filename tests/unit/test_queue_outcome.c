@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* The flush side of the queue on a real LMDB environment: claiming due
  * messages, recording outcomes (log, counters, suppress, back-off,
  * expiry, removal), retry, delete, the log reader, meta, pruning. */

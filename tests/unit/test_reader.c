@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* The buffered reader (handler/io.c) and the message reader
  * (handler/data.c) on real pipes: line ends, limits, smuggling
  * sequences, dot-unstuffing, BDAT line assembly. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* The systemd interfaces written without libsystemd (common/systemd.c):
  * socket activation's environment, sd_notify's datagrams, the watchdog's
  * environment, and the journal's native protocol as

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* common/utf8.c: well-formed UTF-8 by RFC 3629's exact ranges. */
 #include "unit.h"
 

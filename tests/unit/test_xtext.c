@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* xtext escaping, key=value records, times and queue ids (queue/record.h). */
 #include <stdint.h>
 #include <stdlib.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* A minimal unit test runner. A test file lists its tests with TEST() and
  * ends with UNIT_MAIN(test_a, test_b, ...). Each test runs in order; a
  * failed CHECK prints file:line and the expression, and marks the test
