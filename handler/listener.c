@@ -202,15 +202,23 @@ static void client_text(const struct sockaddr_storage *ss, char *out, size_t siz
 }
 
 /* REPLY_COUNT when the client may have one more session, else the reply
- * that refuses it. */
+ * that refuses it.
+ *
+ * On a port of proxy_protocol_ports the peer is a load balancer carrying
+ * many clients, and who the client is only its PROXY header says, which
+ * the parent does not read (it never parses client input): there
+ * max_connections applies, and max_connections_per_client is left to the
+ * balancer, which sees the clients (smtpgate.8, DEPLOYMENT AT SCALE). */
 static enum reply_id over_limit(const struct listener *l, const char *client,
-				unsigned *limit)
+				bool proxy_port, unsigned *limit)
 {
 	const struct config *c = &l->gate.config;
 	if (l->n_children >= c->max_connections) {
 		*limit = c->max_connections;
 		return REPLY_TOO_MANY_CONNECTIONS;
 	}
+	if (proxy_port)
+		return REPLY_COUNT;
 	unsigned same = 0;
 	for (size_t i = 0; i < l->n_children; i++)
 		if (strcmp(l->children[i].client, client) == 0)
@@ -286,9 +294,23 @@ static void serve_child(struct listener *l, int fd, int index)
 
 static void reap(struct listener *l);
 
+unsigned listener_local_port(int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof ss;
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0)
+		return 0;
+	if (ss.ss_family == AF_INET)
+		return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+	if (ss.ss_family == AF_INET6)
+		return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+	return 0;
+}
+
 static void accept_from(struct listener *l, int index)
 {
 	int lfd = SYSTEMD_LISTEN_FDS_START + index;
+	bool proxy_port = config_is_proxy_port(&l->gate.config, listener_local_port(lfd));
 	/* A bounded batch, so that signals (SIGCHLD frees places) are read
 	 * between batches under a flood. */
 	for (int batch = 0; batch < 64; batch++) {
@@ -308,13 +330,13 @@ static void accept_from(struct listener *l, int index)
 		char client[INET6_ADDRSTRLEN];
 		client_text(&peer, client, sizeof client);
 		unsigned limit;
-		enum reply_id over = over_limit(l, client, &limit);
+		enum reply_id over = over_limit(l, client, proxy_port, &limit);
 		if (over != REPLY_COUNT) {
 			/* Sessions that ended since the last SIGCHLD was read
 			 * still count: collect them before refusing (a busy
 			 * client's short sessions end faster than a batch). */
 			reap(l);
-			over = over_limit(l, client, &limit);
+			over = over_limit(l, client, proxy_port, &limit);
 		}
 		if (over != REPLY_COUNT) {
 			refuse(l, fd, over, client, limit);

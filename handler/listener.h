@@ -31,6 +31,10 @@ struct launch {
 /* True when fd is a listening socket (SO_ACCEPTCONN). */
 bool listener_is_listening(int fd);
 
+/* The local port of a socket (the one a client connected to, or
+ * listens on), 0 when it has none (a pipe, a UNIX socket). */
+unsigned listener_local_port(int fd);
+
 /* True when a socket's FileDescriptorName= asks for implicit TLS (RFC
  * 8314): "submissions", the name of port 465 in /etc/services. */
 bool listener_name_is_implicit_tls(const char *name);
