@@ -4,8 +4,9 @@
  * per connection (listener.c). See smtpgate-handler(8).
  *
  * The client's address comes from getpeername(), or from $REMOTE_ADDR
- * when the launcher passed a pipe; the local port (for
- * implicit_tls_ports) from getsockname(). */
+ * when the launcher passed a pipe, or, on a port of proxy_protocol_ports,
+ * from the PROXY header of a load balancer (proxy.h); the local port (for
+ * implicit_tls_ports and proxy_protocol_ports) from getsockname(). */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <openssl/crypto.h>

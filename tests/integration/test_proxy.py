@@ -280,3 +280,13 @@ def test_port_not_listed_takes_no_header(gate, keys):
     with Raw(g) as c:
         assert c.greeting().startswith("220 ")
         assert c.cmd("PROXY TCP4 127.0.0.2 127.0.0.1 1 2") == "500 5.5.2 Error: command not recognized"
+
+
+def test_smtpgate_8_shows_the_haproxy_configuration_this_suite_runs():
+    page = (Path(__file__).resolve().parent.parent.parent / "man" / "smtpgate.8").read_text()
+    shown = page.split("A HAProxy configuration in front of one gateway", 1)[1]
+    shown = shown.split(".Bd -literal -offset indent\n", 1)[1].split("\n.Ed\n", 1)[0]
+    tested = HAPROXY_CONFIG.read_text().split("\nglobal\n", 1)[1]
+    tested = ("global\n" + tested).replace("@FRONTEND@", ":587") \
+        .replace("@GATEWAY@", "198.51.100.1:587")
+    assert shown + "\n" == tested
