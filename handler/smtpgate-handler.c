@@ -112,6 +112,15 @@ static bool take_proxy_header(const struct config *c, int fd,
 	*client_len = h.source.ss_family == AF_INET ? sizeof(struct sockaddr_in)
 						     : sizeof(struct sockaddr_in6);
 	*peer = (const struct sockaddr *)client;
+	if (!listener_admit_client(c, *peer)) {
+		char limit[64];
+		snprintf(limit, sizeof limit, "max_connections_per_client=%u",
+			 c->max_connections_per_client);
+		log_event(LOG_NOTICE, "connection refused over a limit", "SOURCE", source,
+			  "BALANCER", balancer, "LIMIT", limit, (const char *)NULL);
+		answer(c, fd, REPLY_TOO_MANY_FROM_CLIENT);
+		return false;
+	}
 	return true;
 }
 

@@ -165,21 +165,43 @@ def test_lockout_counts_the_client_behind_haproxy(gate, keys, haproxy):
         assert c.auth_plain().startswith("235 2.7.0")
 
 
-def test_listener_leaves_the_per_client_limit_to_the_balancer(gate, keys, haproxy, launch_mode):
-    """Listener mode counts max_connections_per_client by TCP peer, which
-    on a PROXY port is HAProxy for every client: there it applies
-    max_connections only."""
+TOO_MANY_FROM_CLIENT = ("421 4.7.0 gate.example.com Error: too many connections "
+                        "from your address; try again later")
+
+
+def test_listener_counts_the_clients_behind_the_balancer(gate, keys, haproxy, launch_mode):
+    """Listener mode: the parent sees only HAProxy (one address for every
+    client) and reads no header, so the session counts its own client,
+    once its header is read, against max_connections_per_client."""
     if launch_mode != "listen":
-        pytest.skip("the listener's limits only")
+        pytest.skip("the listener's limits only (Accept=yes: systemd's MaxConnectionsPerSource)")
     g = proxied_gate(gate, keys, max_connections_per_client="2")
     h = haproxy(g.port)
-    clients = [raw_from(f"127.0.0.{10 + i}", h.port) for i in range(4)]
+    held = [raw_from("127.0.0.20", h.port) for _ in range(2)]
     try:
-        for c in clients:
+        for c in held:
             assert c.greeting().startswith("220 ")
-    finally:
-        for c in clients:
+        with raw_from("127.0.0.20", h.port) as c:
+            assert c.greeting() == TOO_MANY_FROM_CLIENT
+        # Other clients through the same balancer are not counted with it.
+        others = [raw_from(f"127.0.0.{21 + i}", h.port) for i in range(3)]
+        for c in others:
+            assert c.greeting().startswith("220 ")
+        for c in others:
             c.close()
+        # A session that ends gives its place back.
+        held.pop().close()
+        deadline = time.monotonic() + 10
+        while True:
+            with raw_from("127.0.0.20", h.port) as c:
+                if c.greeting().startswith("220 "):
+                    break
+            assert time.monotonic() < deadline, "the place was not given back"
+            time.sleep(0.1)
+    finally:
+        for c in held:
+            c.close()
+    assert "max_connections_per_client=2" in g.log_text()
 
 
 # ---- raw headers on the gateway's port ----
