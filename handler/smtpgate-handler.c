@@ -69,14 +69,17 @@ static void answer(const struct config *c, int fd, enum reply_id id)
  * names in its place (*peer NULL when the header names none: v1 UNKNOWN,
  * v2 UNSPEC or UNIX). False when the connection ends here: a peer outside
  * proxy_networks (nothing of it is read), a header missing, malformed or
- * cut short (421 4.7.0), or a LOCAL health check (221 2.0.0). */
+ * cut short (421 4.7.0), a LOCAL health check (221 2.0.0), or, in
+ * listener mode, a client over max_connections_per_client (421 4.7.0). */
 static bool take_proxy_header(const struct config *c, int fd,
 			      const struct sockaddr **peer,
 			      struct sockaddr_storage *client, socklen_t *client_len)
 {
-	char balancer[INET6_ADDRSTRLEN + 8];
+	char balancer[INET6_ADDRSTRLEN + 8] = "unknown";
 	struct error err;
-	proxy_address_text((const struct sockaddr_storage *)*peer, balancer, sizeof balancer);
+	if (*peer)
+		proxy_address_text((const struct sockaddr_storage *)(const void *)*peer,
+				   balancer, sizeof balancer);
 	if (!*peer || !config_is_proxy_network(c, *peer)) {
 		log_event(LOG_WARNING, "connection refused: PROXY port, peer not in proxy_networks",
 			  "BALANCER", balancer, (const char *)NULL);
