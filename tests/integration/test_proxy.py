@@ -219,6 +219,22 @@ def test_v2_header_with_smtp_in_the_same_segment_loses_nothing(gate, keys):
         assert c.cmd("MAIL FROM:<a@example.com>") == "250 2.1.0 Ok"
 
 
+def test_v2_tcp6_client_is_the_session_client(gate, keys):
+    accounts = default_accounts(keys)
+    accounts["v6office"] = {"networks": "2001:db8:5::/48",
+                            "dkim_key": f"example.com sel-rsa {keys.rsa}"}
+    g = gate(gate_keys={"proxy_protocol_ports": "{port}", "proxy_networks": "127.0.0.1/32"},
+             accounts=accounts)
+    body = (socket.inet_pton(socket.AF_INET6, "2001:db8:5::25")
+            + socket.inet_pton(socket.AF_INET6, "2001:db8::1") + struct.pack("!HH", 40000, 587))
+    with Raw(g) as c:
+        c.send(SIGNATURE + b"\x21\x21" + struct.pack("!H", len(body)) + body)
+        qid = queued_id(send_without_auth(c, message()))
+    stored = g.db("msg")[qid.encode()]
+    assert stored.startswith(b"Received: from client.example ([IPv6:2001:db8:5::25])\r\n"), stored[:100]
+    assert b"(account v6office)" in stored
+
+
 def test_v2_header_with_tlvs_is_accepted(gate, keys):
     g = proxied_gate(gate, keys)
     with Raw(g) as c:
