@@ -77,6 +77,9 @@ class HAProxy:
                                         stdout=self.log, stderr=subprocess.STDOUT)
         wait_for_port("127.0.0.1", self.port)
 
+    def log_text(self):
+        return (self.config.parent / "haproxy.log").read_text(errors="replace")
+
     def stop(self):
         self.process.terminate()
         try:
@@ -146,6 +149,14 @@ def test_networks_account_is_matched_on_the_client_behind_haproxy(gate, keys, ha
     log = g.log_text()
     assert "client=127.0.0.2" in log and "source=127.0.0.3:" in log
     assert "source=127.0.0.2:" in log and "balancer=127.0.0.1:" in log
+    # HAProxy's health check of the sample config (a v2 LOCAL header,
+    # expecting 221 2.0.0) finds the gateway up.
+    deadline = time.monotonic() + 10
+    while "PROXY LOCAL health check answered" not in g.log_text():
+        assert time.monotonic() < deadline, "no health check reached the gateway"
+        time.sleep(0.1)
+    time.sleep(0.2)
+    assert "is DOWN" not in h.log_text(), h.log_text()
 
 
 def test_lockout_counts_the_client_behind_haproxy(gate, keys, haproxy):
