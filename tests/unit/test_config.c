@@ -527,7 +527,9 @@ TEST(test_dump_shows_effective_values_but_no_secrets)
 	struct config c;
 	struct error err;
 	struct buf text = BUF_INIT;
-	buf_printf(&text, "[relay]\nurl = discard:\npassword = hunter2\n%s", account_demo);
+	buf_printf(&text, "[gate]\nproxy_protocol_ports = 2587\nproxy_networks = 10.0.0.0/8\n"
+		   "proxy_networks = 2001:db8::/32\n"
+		   "[relay]\nurl = discard:\npassword = hunter2\n%s", account_demo);
 	int rc = load(&c, &err, text.data);
 	buf_free(&text);
 	CHECK(rc == 0);
@@ -544,6 +546,8 @@ TEST(test_dump_shows_effective_values_but_no_secrets)
 	CHECK(strstr(out, "$y$") == NULL);
 	CHECK(strstr(out, "[account demo]\nlogin = demo.demo@smtpgate\n") != NULL);
 	CHECK(strstr(out, "add_missing_headers = no\n") != NULL);
+	CHECK(strstr(out, "proxy_protocol_ports = 2587\n"
+			  "proxy_networks = 10.0.0.0/8\nproxy_networks = 2001:db8::/32\n") != NULL);
 	free(out);
 	config_free(&c);
 }
