@@ -87,6 +87,10 @@ static const struct key_row key_table[] = {
 	 * which the listener (Accept=no) enforces itself. */
 	GATE(max_connections, T_UINT, "512", 1, 65536),
 	GATE(max_connections_per_client, T_UINT, "64", 1, 65536),
+	/* Ports behind a load balancer: a PROXY header first, from one of
+	 * proxy_networks (handler/proxy.h). */
+	ROW("gate", "proxy_protocol_ports", proxy_protocol_ports, struct config, T_PORTS, "", 0, 0),
+	ROW("gate", "proxy_networks", proxy_networks, struct config, T_NETWORKS, "", 0, 0),
 
 	RELAY("url", relay, T_RELAY_URL, "", 0, 0),
 	RELAY("username", relay_username, T_STRING, "", 0, 0),
@@ -334,17 +338,23 @@ static int for_each_word(struct loader *ld, const char *value,
 	return rc;
 }
 
+/* Where a list key (ports, networks) of [gate] or an account is stored. */
+struct list_ref {
+	const char *key;
+	void **items;
+	size_t *n;
+};
+
 static int add_port(struct loader *ld, const char *word, void *arg)
 {
-	(void)arg;
-	struct config *c = ld->c;
+	struct list_ref *ref = arg;
 	uint64_t v;
 	const char *end;
 	if (parse_uint64(word, &v, &end) != 0 || *end || v < 1 || v > 65535)
-		return fail(ld, "implicit_tls_ports: \"%s\" is not a port number", word), -1;
-	c->implicit_tls_ports = xrealloc(c->implicit_tls_ports,
-		(c->n_implicit_tls_ports + 1) * sizeof *c->implicit_tls_ports);
-	c->implicit_tls_ports[c->n_implicit_tls_ports++] = (unsigned)v;
+		return fail(ld, "%s: \"%s\" is not a port number", ref->key, word), -1;
+	unsigned *ports = xrealloc(*ref->items, (*ref->n + 1) * sizeof *ports);
+	ports[(*ref->n)++] = (unsigned)v;
+	*ref->items = ports;
 	return 0;
 }
 
@@ -468,12 +478,13 @@ static int add_fingerprint(struct loader *ld, const char *word, void *arg)
 
 static int add_network(struct loader *ld, const char *word, void *arg)
 {
-	struct account *a = arg;
+	struct list_ref *ref = arg;
 	struct cidr net;
 	if (cidr_parse(word, &net) != 0)
-		return fail(ld, "networks: \"%s\" is not an IPv4 or IPv6 network", word), -1;
-	a->networks = xrealloc(a->networks, (a->n_networks + 1) * sizeof *a->networks);
-	a->networks[a->n_networks++] = net;
+		return fail(ld, "%s: \"%s\" is not an IPv4 or IPv6 network", ref->key, word), -1;
+	struct cidr *nets = xrealloc(*ref->items, (*ref->n + 1) * sizeof *nets);
+	nets[(*ref->n)++] = net;
+	*ref->items = nets;
 	return 0;
 }
 
@@ -791,9 +802,15 @@ static int set_value(struct loader *ld, const struct key_row *row, void *base,
 	}
 	case T_BOOL:
 		return parse_bool(ld, row->info.key, value, field);
-	case T_PORTS:
-		ld->c->n_implicit_tls_ports = 0;
-		return for_each_word(ld, value, add_port, NULL);
+	case T_PORTS: {
+		/* A new value replaces the default list. */
+		struct config *c = ld->c;
+		bool tls = field == (void *)&c->implicit_tls_ports;
+		struct list_ref ref = { row->info.key, field,
+			tls ? &c->n_implicit_tls_ports : &c->n_proxy_protocol_ports };
+		*ref.n = 0;
+		return for_each_word(ld, value, add_port, &ref);
+	}
 	case T_ADDRESSES:
 		for (size_t i = 0; i < ld->c->n_sink_recipients; i++)
 			free(ld->c->sink_recipients[i]);
@@ -860,8 +877,13 @@ static int set_value(struct loader *ld, const struct key_row *row, void *base,
 			return -1;
 		*str = xstrdup(value);
 		return 0;
-	case T_NETWORKS:
-		return for_each_word(ld, value, add_network, base);
+	case T_NETWORKS: {
+		/* Repeatable: each line adds to the list. */
+		bool gate = field == (void *)&ld->c->proxy_networks;
+		struct list_ref ref = { row->info.key, field,
+			gate ? &ld->c->n_proxy_networks : &((struct account *)base)->n_networks };
+		return for_each_word(ld, value, add_network, &ref);
+	}
 	case T_UNSUBSCRIBE:
 		free(*str);
 		*str = NULL;
@@ -1106,6 +1128,9 @@ static int check_globals(struct loader *ld)
 			    c->max_auth_failures_per_client, c->max_auth_failures);
 	if (!ld->c->tls_certificate != !ld->c->tls_private_key)
 		return fail(ld, "[gate] tls_certificate and tls_private_key go together");
+	/* A PROXY port that trusts nobody refuses every connection. */
+	if (ld->c->n_proxy_protocol_ports && !ld->c->n_proxy_networks)
+		return fail(ld, "[gate] proxy_protocol_ports needs proxy_networks, the load balancers allowed to send a PROXY header");
 	/* tls_verify = no turns every check off; a CA file or a pin beside
 	 * it would look like protection that is not there. */
 	if (!ld->c->relay_tls_verify &&
@@ -1384,6 +1409,8 @@ void config_free(struct config *c)
 	free(c->tls_certificate);
 	free(c->tls_private_key);
 	free(c->implicit_tls_ports);
+	free(c->proxy_protocol_ports);
+	free(c->proxy_networks);
 	for (size_t i = 0; i < c->n_sink_recipients; i++)
 		free(c->sink_recipients[i]);
 	free(c->sink_recipients);
@@ -1572,6 +1599,22 @@ bool cidr_contains(const struct cidr *net, const struct sockaddr *sa)
 	return (addr[full] & mask) == net->addr[full];
 }
 
+bool config_is_proxy_port(const struct config *c, unsigned port)
+{
+	for (size_t i = 0; i < c->n_proxy_protocol_ports; i++)
+		if (c->proxy_protocol_ports[i] == port)
+			return true;
+	return false;
+}
+
+bool config_is_proxy_network(const struct config *c, const struct sockaddr *sa)
+{
+	for (size_t i = 0; i < c->n_proxy_networks; i++)
+		if (cidr_contains(&c->proxy_networks[i], sa))
+			return true;
+	return false;
+}
+
 /* relay_url_parse; shown is text without its userinfo, for messages. */
 static int parse_relay_url(const char *text, const char *shown, const char *dir,
 			   struct relay_url *out, struct error *err)
@@ -1711,6 +1754,15 @@ void config_dump(const struct config *c, FILE *out)
 	fprintf(out, "log_retention = %u\n", c->log_retention);
 	fprintf(out, "max_connections = %u\n", c->max_connections);
 	fprintf(out, "max_connections_per_client = %u\n", c->max_connections_per_client);
+	fprintf(out, "proxy_protocol_ports =");
+	for (size_t i = 0; i < c->n_proxy_protocol_ports; i++)
+		fprintf(out, " %u", c->proxy_protocol_ports[i]);
+	fputc('\n', out);
+	for (size_t i = 0; i < c->n_proxy_networks; i++) {
+		char text[INET6_ADDRSTRLEN];
+		inet_ntop(c->proxy_networks[i].family, c->proxy_networks[i].addr, text, sizeof text);
+		fprintf(out, "proxy_networks = %s/%u\n", text, c->proxy_networks[i].prefix);
+	}
 	fprintf(out, "\n[relay]\nurl = %s\n", c->relay_url_text ? c->relay_url_text : "");
 	fprintf(out, "username = %s\n", c->relay_username ? c->relay_username : "");
 	fprintf(out, "password = %s\n", c->relay_password ? "(set)" : "");

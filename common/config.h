@@ -151,6 +151,10 @@ struct config {
 	unsigned log_retention;
 	unsigned max_connections;	/* listener mode: sessions at once */
 	unsigned max_connections_per_client;	/* ... from one address */
+	unsigned *proxy_protocol_ports;	/* a PROXY header comes first */
+	size_t n_proxy_protocol_ports;
+	struct cidr *proxy_networks;	/* who may send one */
+	size_t n_proxy_networks;
 
 	/* [relay] */
 	struct relay_url relay;
@@ -282,6 +286,12 @@ int cidr_parse(const char *text, struct cidr *out);
 /* True when the socket address lies in the network (IPv4-mapped IPv6
  * addresses match IPv4 networks). */
 bool cidr_contains(const struct cidr *net, const struct sockaddr *sa);
+
+/* True when port is one of proxy_protocol_ports. */
+bool config_is_proxy_port(const struct config *c, unsigned port);
+
+/* True when the socket address lies in one of proxy_networks. */
+bool config_is_proxy_network(const struct config *c, const struct sockaddr *sa);
 
 /* Parses a relay url ("smtp://host:port", "smtps://[::1]:465",
  * "maildir:/path", "discard:"); relative maildir paths are resolved

@@ -10,6 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
@@ -49,6 +52,25 @@
  * connections a second. */
 #define STATUS_INTERVAL_MS 1000
 
+/* The clients of the sessions on PROXY ports, which only the sessions
+ * know (the parent reads no header): one slot a session, in memory shared
+ * by the listener and its children. The parent gives each session a free
+ * slot (the lowest, so that the slots in use stay at the front) and
+ * empties it when the session ends; the session, once it has read its
+ * PROXY header, writes its client's key there and counts the slots with
+ * that key. Store then load, both sequentially consistent: of two sessions
+ * of one client starting at once, at least one sees the other, so the
+ * limit is never passed (at worst both refuse). max_connections is at
+ * most 65536, hence as many slots (512 KB of address space, touched only
+ * up to the highest slot used). */
+#define CLIENT_SLOTS 65536
+struct client_table {
+	_Atomic uint64_t key[CLIENT_SLOTS];	/* 0: none yet */
+	_Atomic size_t used_end;		/* every slot in use is below */
+};
+static struct client_table *client_table;	/* NULL: Accept=yes mode */
+static long own_slot = -1;			/* in a session: its slot */
+
 /* One loaded config and what the parent made from it once, for every
  * session forked while it is current. */
 struct gate {
@@ -59,6 +81,7 @@ struct gate {
 /* A running session: its process and its client, for the limits. */
 struct child {
 	pid_t pid;
+	long slot;		/* in client_table */
 	char client[INET6_ADDRSTRLEN];
 };
 
@@ -73,6 +96,7 @@ struct listener {
 	pid_t pid;
 	struct child *children;
 	size_t n_children, children_size;
+	bool *slot_taken;	/* CLIENT_SLOTS, the parent's own */
 	unsigned long long accepted, refused;
 	bool status_pending;
 	long long status_sent_ms, watchdog_sent_ms;
@@ -203,15 +227,24 @@ static void client_text(const struct sockaddr_storage *ss, char *out, size_t siz
 }
 
 /* REPLY_COUNT when the client may have one more session, else the reply
- * that refuses it. */
+ * that refuses it.
+ *
+ * On a port of proxy_protocol_ports the peer is a load balancer carrying
+ * many clients, and who the client is only its PROXY header says, which
+ * the parent does not read (it never parses client input): there only
+ * max_connections applies here, and the session itself counts its client
+ * against max_connections_per_client once it has read the header
+ * (listener_admit_client). */
 static enum reply_id over_limit(const struct listener *l, const char *client,
-				unsigned *limit)
+				bool proxy_port, unsigned *limit)
 {
 	const struct config *c = &l->gate.config;
 	if (l->n_children >= c->max_connections) {
 		*limit = c->max_connections;
 		return REPLY_TOO_MANY_CONNECTIONS;
 	}
+	if (proxy_port)
+		return REPLY_COUNT;
 	unsigned same = 0;
 	for (size_t i = 0; i < l->n_children; i++)
 		if (strcmp(l->children[i].client, client) == 0)
@@ -256,8 +289,9 @@ static void refuse(struct listener *l, int fd, enum reply_id id,
 
 /* In the child: bounds the session as its unit did, then serves it and
  * exits. Never returns. */
-static void serve_child(struct listener *l, int fd, int index)
+static void serve_child(struct listener *l, int fd, int index, long slot)
 {
+	own_slot = slot;
 	/* A session must not outlive its listener (a SIGKILLed or stopped
 	 * service): its unaccepted message is not queued, and the client
 	 * retries, as after any lost connection. */
@@ -287,9 +321,92 @@ static void serve_child(struct listener *l, int fd, int index)
 
 static void reap(struct listener *l);
 
+/* The lowest free slot of client_table, emptied; -1 when there is no
+ * table. A slot is free again only once its session has been reaped. */
+static long take_slot(struct listener *l)
+{
+	if (!client_table)
+		return -1;
+	long i = 0;
+	while (i < CLIENT_SLOTS && l->slot_taken[i])
+		i++;
+	if (i == CLIENT_SLOTS)
+		return -1;	/* not reached: max_connections <= 65536 */
+	l->slot_taken[i] = true;
+	atomic_store(&client_table->key[i], 0);
+	if (atomic_load(&client_table->used_end) <= (size_t)i)
+		atomic_store(&client_table->used_end, (size_t)i + 1);
+	return i;
+}
+
+static void free_slot(struct listener *l, long slot)
+{
+	if (slot < 0)
+		return;
+	atomic_store(&client_table->key[slot], 0);
+	l->slot_taken[slot] = false;
+}
+
+/* The key of a client address: FNV-1a of its family and address, an
+ * IPv4-mapped IPv6 address as IPv4; never 0. A collision of two clients
+ * (2^-64) would only count them together. */
+static uint64_t client_key(const struct sockaddr *sa)
+{
+	unsigned char bytes[17] = { 0 };
+	size_t n;
+	if (sa->sa_family == AF_INET6) {
+		const struct in6_addr *a = &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr;
+		if (IN6_IS_ADDR_V4MAPPED(a)) {
+			bytes[0] = 4;
+			memcpy(bytes + 1, &a->s6_addr[12], 4);
+			n = 5;
+		} else {
+			bytes[0] = 6;
+			memcpy(bytes + 1, a->s6_addr, 16);
+			n = 17;
+		}
+	} else {
+		bytes[0] = 4;
+		memcpy(bytes + 1, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, 4);
+		n = 5;
+	}
+	uint64_t h = 14695981039346656037ull;
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ bytes[i]) * 1099511628211ull;
+	return h ? h : 1;
+}
+
+bool listener_admit_client(const struct config *c, const struct sockaddr *client)
+{
+	if (!client_table || own_slot < 0)
+		return true;
+	uint64_t key = client_key(client);
+	atomic_store(&client_table->key[own_slot], key);
+	size_t end = atomic_load(&client_table->used_end);
+	unsigned same = 0;
+	for (size_t i = 0; i < end; i++)
+		if (atomic_load(&client_table->key[i]) == key)
+			same++;
+	return same <= c->max_connections_per_client;
+}
+
+unsigned listener_local_port(int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof ss;
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0)
+		return 0;
+	if (ss.ss_family == AF_INET)
+		return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+	if (ss.ss_family == AF_INET6)
+		return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+	return 0;
+}
+
 static void accept_from(struct listener *l, int index)
 {
 	int lfd = SYSTEMD_LISTEN_FDS_START + index;
+	bool proxy_port = config_is_proxy_port(&l->gate.config, listener_local_port(lfd));
 	/* A bounded batch, so that signals (SIGCHLD frees places) are read
 	 * between batches under a flood. */
 	for (int batch = 0; batch < 64; batch++) {
@@ -309,22 +426,24 @@ static void accept_from(struct listener *l, int index)
 		char client[INET6_ADDRSTRLEN];
 		client_text(&peer, client, sizeof client);
 		unsigned limit;
-		enum reply_id over = over_limit(l, client, &limit);
+		enum reply_id over = over_limit(l, client, proxy_port, &limit);
 		if (over != REPLY_COUNT) {
 			/* Sessions that ended since the last SIGCHLD was read
 			 * still count: collect them before refusing (a busy
 			 * client's short sessions end faster than a batch). */
 			reap(l);
-			over = over_limit(l, client, &limit);
+			over = over_limit(l, client, proxy_port, &limit);
 		}
 		if (over != REPLY_COUNT) {
 			refuse(l, fd, over, client, limit);
 			continue;
 		}
+		long slot = take_slot(l);
 		pid_t pid = fork();
 		if (pid == 0)
-			serve_child(l, fd, index);
+			serve_child(l, fd, index, slot);
 		if (pid < 0) {
+			free_slot(l, slot);
 			log_event(LOG_ERR, "cannot start a session", "CLIENT", client,
 				  "REASON", strerror(errno), (const char *)NULL);
 			struct buf line = BUF_INIT;
@@ -339,6 +458,7 @@ static void accept_from(struct listener *l, int index)
 		}
 		struct child *c = &l->children[l->n_children++];
 		c->pid = pid;
+		c->slot = slot;
 		snprintf(c->client, sizeof c->client, "%s", client);
 	}
 }
@@ -368,8 +488,10 @@ static void reap(struct listener *l)
 			log_event(LOG_ERR, "session process failed", "CLIENT", client,
 				  "PID", pid_text, "STATUS", what, (const char *)NULL);
 		}
-		if (i < l->n_children)
+		if (i < l->n_children) {
+			free_slot(l, l->children[i].slot);
 			l->children[i] = l->children[--l->n_children];
+		}
 		l->status_pending = true;
 	}
 }
@@ -435,6 +557,14 @@ int listener_run(const struct launch *launch, const char *config_path,
 		log_msg(LOG_ERR, "signalfd: %s", strerror(errno));
 		return 1;
 	}
+	void *shared = mmap(NULL, sizeof *client_table, PROT_READ | PROT_WRITE,
+			    MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (shared == MAP_FAILED) {
+		log_msg(LOG_ERR, "mmap of the client table: %s", strerror(errno));
+		return 1;
+	}
+	client_table = shared;
+	l.slot_taken = xcalloc(CLIENT_SLOTS, sizeof *l.slot_taken);
 	struct pollfd *pfd = xcalloc((size_t)n + 1, sizeof *pfd);
 	pfd[0] = (struct pollfd){ .fd = l.signal_fd, .events = POLLIN };
 	for (int i = 0; i < n; i++) {
@@ -465,6 +595,9 @@ int listener_run(const struct launch *launch, const char *config_path,
 	log_msg(LOG_INFO, "stopping; %zu sessions end with it", l.n_children);
 	free(pfd);
 	free(l.children);
+	free(l.slot_taken);
+	munmap(client_table, sizeof *client_table);
+	client_table = NULL;
 	gate_free(&l.gate);
 	return 0;
 }

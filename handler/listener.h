@@ -32,9 +32,19 @@ struct launch {
 /* True when fd is a listening socket (SO_ACCEPTCONN). */
 bool listener_is_listening(int fd);
 
+/* The local port of a socket (the one a client connected to, or
+ * listens on), 0 when it has none (a pipe, a UNIX socket). */
+unsigned listener_local_port(int fd);
+
 /* True when a socket's FileDescriptorName= asks for implicit TLS (RFC
  * 8314): "submissions", the name of port 465 in /etc/services. */
 bool listener_name_is_implicit_tls(const char *name);
+
+/* In a session forked by the listener: records client (the one its PROXY
+ * header names) as this session's and returns false when that makes more
+ * than max_connections_per_client sessions of this client; the session
+ * then refuses it. True in Accept=yes mode, where systemd counts. */
+bool listener_admit_client(const struct config *c, const struct sockaddr *client);
 
 /* Serves the n listening sockets from SYSTEMD_LISTEN_FDS_START on, named
  * by names, until SIGTERM or SIGINT. Returns the exit status: 0 after a

@@ -40,6 +40,8 @@
 	X(AUTH_LOGIN_LOCKED, 421, "4.7.0",  0, "%s Error: too many authentication failures for this login, try later") \
 	X(TOO_MANY_CONNECTIONS, 421, "4.7.0", 0, "%s Error: too many connections; try again later") \
 	X(TOO_MANY_FROM_CLIENT, 421, "4.7.0", 0, "%s Error: too many connections from your address; try again later") \
+	X(PROXY_REFUSED,     421, "4.7.0",  0, "%s Error: this port takes connections from its load balancers only, each starting with a PROXY header; closing") \
+	X(HEALTH_CHECK,      221, "2.0.0",  0, "%s Health check answered; closing") \
 	X(UNAVAILABLE,       421, "4.3.0",  0, "%s Error: service temporarily unavailable") \
 	X(BDAT_LOST,         421, "4.5.0",  0, "%s Error: BDAT size unreadable, the end of its chunk is lost; closing") \
 	X(LOCAL_ERROR,       451, "4.3.0",  0, "Local error in processing") \

@@ -5,8 +5,10 @@
  * per connection (listener.c). See smtpgate-handler(8).
  *
  * The client's address comes from getpeername(), or from $REMOTE_ADDR
- * when the launcher passed a pipe; the local port (for
- * implicit_tls_ports) from getsockname(). */
+ * when the launcher passed a pipe, or, on a port of proxy_protocol_ports,
+ * from the PROXY header of a load balancer (proxy.h); the local port (for
+ * implicit_tls_ports and proxy_protocol_ports) from getsockname(). */
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
@@ -20,6 +22,7 @@
 #include "config.h"
 #include "listener.h"
 #include "log.h"
+#include "proxy.h"
 #include "reply.h"
 #include "session.h"
 #include "systemd.h"
@@ -34,19 +37,6 @@ static const char usage[] =
 	"  --help          this text\n"
 	"  --version       the version\n";
 
-static unsigned local_port(int fd)
-{
-	struct sockaddr_storage ss;
-	socklen_t len = sizeof ss;
-	if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0)
-		return 0;
-	if (ss.ss_family == AF_INET)
-		return ntohs(((struct sockaddr_in *)&ss)->sin_port);
-	if (ss.ss_family == AF_INET6)
-		return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-	return 0;
-}
-
 /* With thousands of accounts, PATH.index spares each connection the
  * reading of all of them (smtpgate-queue index-config). */
 static int load_config(struct config *c, const char *path, struct error *err)
@@ -59,6 +49,85 @@ static int load_config(struct config *c, const char *path, struct error *err)
 	return 0;
 }
 
+/* A load balancer sends its PROXY header with the connection (HAProxy
+ * writes it before the first byte it forwards); a peer still silent after
+ * this long is no balancer of ours. */
+#define PROXY_HEADER_TIMEOUT_MS 5000
+
+/* Sends one reply (the host name filled in) on a connection that has no
+ * session, and ends it. */
+static void answer(const struct config *c, int fd, enum reply_id id)
+{
+	struct buf line = BUF_INIT;
+	reply_format(&line, id, c->hostname);
+	send(fd, line.data, line.len, MSG_DONTWAIT | MSG_NOSIGNAL);
+	buf_free(&line);
+	shutdown(fd, SHUT_WR);
+}
+
+/* On a port of proxy_protocol_ports: reads the PROXY header that the load
+ * balancer at *peer (NULL: unknown) sends first, and puts the client it
+ * names in its place (*peer NULL when the header names none: v1 UNKNOWN,
+ * v2 UNSPEC or UNIX). False when the connection ends here: a peer outside
+ * proxy_networks (nothing of it is read), a header missing, malformed or
+ * cut short (421 4.7.0), a LOCAL health check (221 2.0.0), or, in
+ * listener mode, a client over max_connections_per_client (421 4.7.0). */
+static bool take_proxy_header(const struct config *c, int fd,
+			      const struct sockaddr **peer,
+			      struct sockaddr_storage *client, socklen_t *client_len)
+{
+	char balancer[INET6_ADDRSTRLEN + 8] = "unknown";
+	struct error err;
+	if (*peer)
+		proxy_address_text((const struct sockaddr_storage *)(const void *)*peer,
+				   balancer, sizeof balancer);
+	if (!*peer || !config_is_proxy_network(c, *peer)) {
+		log_event(LOG_WARNING, "connection refused: PROXY port, peer not in proxy_networks",
+			  "BALANCER", balancer, (const char *)NULL);
+		answer(c, fd, REPLY_PROXY_REFUSED);
+		return false;
+	}
+	struct proxy_header h;
+	if (proxy_read(fd, PROXY_HEADER_TIMEOUT_MS, &h, &err) != 0) {
+		log_event(LOG_WARNING, "connection refused: no valid PROXY header",
+			  "BALANCER", balancer, "REASON", err.text, (const char *)NULL);
+		answer(c, fd, REPLY_PROXY_REFUSED);
+		return false;
+	}
+	if (h.command == PROXY_COMMAND_LOCAL) {
+		log_event(LOG_DEBUG, "PROXY LOCAL health check answered",
+			  "BALANCER", balancer, (const char *)NULL);
+		answer(c, fd, REPLY_HEALTH_CHECK);
+		return false;
+	}
+	char version[8];
+	snprintf(version, sizeof version, "v%d", h.version);
+	if (!h.has_addresses) {
+		log_event(LOG_NOTICE, "PROXY header names no client: the client is unknown",
+			  "BALANCER", balancer, "PROXY", version, (const char *)NULL);
+		*peer = NULL;
+		return true;
+	}
+	char source[INET6_ADDRSTRLEN + 8];
+	proxy_address_text(&h.source, source, sizeof source);
+	log_event(LOG_INFO, "client through a load balancer", "SOURCE", source,
+		  "BALANCER", balancer, "PROXY", version, (const char *)NULL);
+	*client = h.source;
+	*client_len = h.source.ss_family == AF_INET ? sizeof(struct sockaddr_in)
+						     : sizeof(struct sockaddr_in6);
+	*peer = (const struct sockaddr *)client;
+	if (!listener_admit_client(c, *peer)) {
+		char limit[64];
+		snprintf(limit, sizeof limit, "max_connections_per_client=%u",
+			 c->max_connections_per_client);
+		log_event(LOG_NOTICE, "connection refused over a limit", "SOURCE", source,
+			  "BALANCER", balancer, "LIMIT", limit, (const char *)NULL);
+		answer(c, fd, REPLY_TOO_MANY_FROM_CLIENT);
+		return false;
+	}
+	return true;
+}
+
 /* One session on a connected socket (fd), or on stdin/stdout (fd -1):
  * the code both launch modes run. */
 static void serve(const struct config *c, SSL_CTX *tls, int fd, bool implicit_tls)
@@ -69,9 +138,16 @@ static void serve(const struct config *c, SSL_CTX *tls, int fd, bool implicit_tl
 	const struct sockaddr *peer_sa = (struct sockaddr *)&peer;
 	if (getpeername(in_fd, (struct sockaddr *)&peer, &peer_len) != 0)
 		peer_sa = NULL;
+	unsigned port = listener_local_port(in_fd);
+	const char *remote_addr = getenv("REMOTE_ADDR");
+	struct sockaddr_storage client;
+	if (fd >= 0 && config_is_proxy_port(c, port)) {
+		if (!take_proxy_header(c, fd, &peer_sa, &client, &peer_len))
+			return;
+		remote_addr = NULL;	/* the header's word, or nobody's */
+	}
 	struct session s;
-	session_init(&s, c, in_fd, out_fd, peer_sa, peer_len,
-		     getenv("REMOTE_ADDR"), local_port(in_fd));
+	session_init(&s, c, in_fd, out_fd, peer_sa, peer_len, remote_addr, port);
 	session_set_tls(&s, tls, implicit_tls);
 	session_run(&s);
 	session_free(&s);

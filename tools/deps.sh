@@ -34,6 +34,7 @@ python3-dnspython    a zone-file parser and a DNS server for the dkim-keygen and
 libmail-dkim-perl    Mail::DKIM, a second independent DKIM verifier
 libopendkim-dev      libopendkim, a third independent DKIM verifier
 swaks                a second, independent SMTP client
+haproxy              a real load balancer sending PROXY v2 in front of the gateway (test_proxy.py)
 libauthen-sasl-perl  AUTH support for swaks
 libio-socket-ssl-perl STARTTLS support for swaks
 libnet-ssleay-perl   TLS for swaks

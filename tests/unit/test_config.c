@@ -75,6 +75,7 @@ TEST(test_defaults_match_the_spec)
 	CHECK(c.timeout == 300);
 	CHECK(c.tls_certificate == NULL && c.tls_private_key == NULL);
 	CHECK(c.n_implicit_tls_ports == 1 && c.implicit_tls_ports[0] == 465);
+	CHECK(c.n_proxy_protocol_ports == 0 && c.n_proxy_networks == 0);
 	CHECK(c.auth_requires_tls);
 	CHECK(c.n_sink_recipients == 1);
 	CHECK_STR(c.sink_recipients[0], "test@test.ru");
@@ -125,7 +126,10 @@ TEST(test_every_gate_key_is_read)
 		"max_auth_failures = 3\n"
 		"max_auth_failures_per_client = 7\n"
 		"auth_failure_window = 1h\n"
-		"log_retention = 7d\n");
+		"log_retention = 7d\n"
+		"proxy_protocol_ports = 2587, 2465\n"
+		"proxy_networks = 10.0.0.0/8 2001:db8::/32\n"
+		"proxy_networks = 192.0.2.7\n");
 	CHECK(rc == 0);
 	if (rc != 0) {
 		fprintf(stderr, "  %s\n", err.text);
@@ -158,6 +162,14 @@ TEST(test_every_gate_key_is_read)
 	CHECK(c.max_auth_failures_per_client == 7);
 	CHECK(c.auth_failure_window == 3600);
 	CHECK(c.log_retention == 7 * 86400);
+	CHECK(c.n_proxy_protocol_ports == 2 && config_is_proxy_port(&c, 2465) &&
+	      !config_is_proxy_port(&c, 465));
+	CHECK(c.n_proxy_networks == 3);
+	struct sockaddr_in lb = { .sin_family = AF_INET };
+	inet_pton(AF_INET, "192.0.2.7", &lb.sin_addr);
+	CHECK(config_is_proxy_network(&c, (struct sockaddr *)&lb));
+	inet_pton(AF_INET, "192.0.2.8", &lb.sin_addr);
+	CHECK(!config_is_proxy_network(&c, (struct sockaddr *)&lb));
 	buf_free(&want);
 	config_free(&c);
 }
@@ -419,6 +431,12 @@ TEST(test_value_errors)
 	check_error("[gate]\nmax_auth_failures = 5\nmax_auth_failures_per_client = 4\n",
 		    " [gate] max_auth_failures_per_client (4) is less than "
 		    "max_auth_failures (5): no login could ever reach its own limit");
+	check_error("[gate]\nproxy_protocol_ports = 2587 0\n",
+		    "2: proxy_protocol_ports: \"0\" is not a port number");
+	check_error("[gate]\nproxy_networks = 10.0.0.1/8\n",
+		    "2: proxy_networks: \"10.0.0.1/8\" is not an IPv4 or IPv6 network");
+	check_error("[gate]\nproxy_protocol_ports = 2587\n",
+		    " [gate] proxy_protocol_ports needs proxy_networks, the load balancers allowed to send a PROXY header");
 	check_error("[gate]\nsink_recipients = nobody\n",
 		    "2: sink_recipients: \"nobody\" is not an e-mail address");
 	/* The postmaster is relayed: plain ASCII RFC 5321 only. */
@@ -558,7 +576,7 @@ TEST(test_key_table_lists_every_key_once)
 			const struct config_key_info *o = config_key_at(j);
 			CHECK(!(strcmp(o->section, k->section) == 0 && strcmp(o->key, k->key) == 0));
 		}
-	CHECK(n == 46);
+	CHECK(n == 48);
 }
 
 TEST(test_url_shown_hides_the_userinfo)
@@ -582,7 +600,9 @@ TEST(test_dump_shows_effective_values_but_no_secrets)
 	struct config c;
 	struct error err;
 	struct buf text = BUF_INIT;
-	buf_printf(&text, "[relay]\nurl = discard:\npassword = hunter2\n%s", account_demo);
+	buf_printf(&text, "[gate]\nproxy_protocol_ports = 2587\nproxy_networks = 10.0.0.0/8\n"
+		   "proxy_networks = 2001:db8::/32\n"
+		   "[relay]\nurl = discard:\npassword = hunter2\n%s", account_demo);
 	int rc = load(&c, &err, text.data);
 	buf_free(&text);
 	CHECK(rc == 0);
@@ -599,6 +619,8 @@ TEST(test_dump_shows_effective_values_but_no_secrets)
 	CHECK(strstr(out, "$y$") == NULL);
 	CHECK(strstr(out, "[account demo]\nlogin = demo.demo@smtpgate\n") != NULL);
 	CHECK(strstr(out, "add_missing_headers = no\n") != NULL);
+	CHECK(strstr(out, "proxy_protocol_ports = 2587\n"
+			  "proxy_networks = 10.0.0.0/8\nproxy_networks = 2001:db8::/32\n") != NULL);
 	free(out);
 	config_free(&c);
 }
