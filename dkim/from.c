@@ -253,7 +253,7 @@ static void skip_mailbox(struct lexer *l, struct token *t)
 /* The addresses of an address list, in order, each given to each(); with
  * first_only, the first one only. Returns 0 when there was one, else -1. */
 static int scan_addresses(const char *value, size_t len, bool first_only,
-			  void (*each)(const char *address, void *arg), void *arg)
+			  void (*each)(const struct buf *address, void *arg), void *arg)
 {
 	struct lexer l = { value, value + len };
 	struct token t = next_token(&l);
@@ -262,7 +262,7 @@ static int scan_addresses(const char *value, size_t len, bool first_only,
 	bool got = false;	/* addr holds the current mailbox's address */
 	while (t.kind != TOK_END) {
 		if (got) {
-			each(addr.data, arg);
+			each(&addr, arg);
 			found = 0;
 			got = false;
 			if (first_only)
@@ -325,18 +325,20 @@ static int scan_addresses(const char *value, size_t len, bool first_only,
 		skip_mailbox(&l, &t);
 	}
 	if (got) {
-		each(addr.data, arg);
+		each(&addr, arg);
 		found = 0;
 	}
 	buf_free(&addr);
 	return found;
 }
 
-static void keep_address(const char *address, void *arg)
+/* The address whole, with its length: a quoted local part may hold a NUL,
+ * which the handler then refuses with the From: it found it in. */
+static void keep_address(const struct buf *address, void *arg)
 {
 	struct buf *out = arg;
 	buf_clear(out);
-	buf_puts(out, address);
+	buf_append(out, address->data, address->len);
 }
 
 int dkim_from_address(const char *value, size_t len, struct buf *out)
@@ -344,10 +346,22 @@ int dkim_from_address(const char *value, size_t len, struct buf *out)
 	return scan_addresses(value, len, true, keep_address, out);
 }
 
+struct address_each {
+	void (*each)(const char *address, void *arg);
+	void *arg;
+};
+
+static void call_each(const struct buf *address, void *arg)
+{
+	const struct address_each *e = arg;
+	e->each(address->data, e->arg);
+}
+
 int dkim_address_list(const char *value, size_t len,
 		      void (*each)(const char *address, void *arg), void *arg)
 {
-	return scan_addresses(value, len, false, each, arg);
+	struct address_each e = { each, arg };
+	return scan_addresses(value, len, false, call_each, &e);
 }
 
 size_t dkim_from_mailboxes(const char *value, size_t len)
@@ -373,8 +387,10 @@ size_t dkim_from_mailboxes(const char *value, size_t len)
 			phrase = true;
 			continue;
 		}
-		if (is_special(t, ':') && content && phrase) {
-			content = false;	/* "name:" opens a group */
+		if (is_special(t, ':') && content && phrase && !closed) {
+			/* "name:" opens a group; after "<...>" a ':' is
+			 * more words, below. */
+			content = false;
 			continue;
 		}
 		if (closed) {

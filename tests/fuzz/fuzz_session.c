@@ -98,6 +98,20 @@ void log_msg(int priority, const char *fmt, ...)
 	buf_free(&text);
 }
 
+void log_fields(int priority, const char *message,
+		const struct log_field *fields, size_t n)
+{
+	(void)priority;
+	check_log_text("event", message);
+	for (size_t i = 0; i < n; i++)
+		if (fields[i].value)
+			check_log_text(fields[i].name, fields[i].value);
+}
+
+void log_journal_only(void)
+{
+}
+
 void log_event(int priority, const char *message, ...)
 {
 	(void)priority;

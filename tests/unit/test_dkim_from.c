@@ -202,6 +202,10 @@ TEST(test_from_mailboxes_are_counted)
 	CHECK(mailboxes(" Friends: joe@example.com;") == 1);
 	CHECK(mailboxes(" =?utf-8?q?Jo=2C_e?= <joe@example.com>") == 1);
 	CHECK(mailboxes(" news@example.com, ceo@bank.example") == 2);
+	/* A ':' after "<...>" opens no group: it is more words, so a
+	 * mailbox (and whatever a reader makes of the rest) is counted
+	 * (fuzz_dkim_from finding colon-after-angle-addr). */
+	CHECK(mailboxes(" \"Demo, Sender\" <sender@example.com> :") >= 1);
 	CHECK(mailboxes(" News <news@example.com>,\r\n CEO <ceo@bank.example>") == 2);
 	CHECK(mailboxes(" Group: a@example.com, b@bank.example;") == 2);
 	CHECK(mailboxes(" Group: a@example.com;, b@bank.example") == 2);
@@ -232,6 +236,18 @@ static char *list(const char *value)
 		free(got_);                                                \
 	} while (0)
 
+/* A quoted local part holding a NUL is found whole, not cut at the NUL
+ * (fuzz_dkim_from finding quoted-local-part-with-nul). */
+TEST(test_from_address_keeps_a_nul_of_a_quoted_local_part)
+{
+	static const char value[] = " \"jo\0hn\"@example.com";
+	struct buf out = BUF_INIT;
+	CHECK(dkim_from_address(value, sizeof value - 1, &out) == 0);
+	CHECK(out.len == sizeof "\"jo\0hn\"@example.com" - 1);
+	CHECK(out.data && memrchr(out.data, '@', out.len) != NULL);
+	buf_free(&out);
+}
+
 TEST(test_address_list_gives_every_address)
 {
 	CHECK_LIST(" joe@example.com", "joe@example.com\n");
@@ -246,7 +262,8 @@ TEST(test_address_list_gives_every_address)
 	CHECK_LIST(" ", "(none)");
 }
 
-UNIT_MAIN(test_address_list_gives_every_address, test_from_survives_random_input, test_from_mailboxes_are_counted, test_from_bare_address, test_from_display_name_and_angle_brackets,
+UNIT_MAIN(test_address_list_gives_every_address,
+	  test_from_address_keeps_a_nul_of_a_quoted_local_part, test_from_survives_random_input, test_from_mailboxes_are_counted, test_from_bare_address, test_from_display_name_and_angle_brackets,
 	  test_from_quoted_display_name_with_specials,
 	  test_from_quoted_local_part_kept_quoted, test_from_comments_anywhere,
 	  test_from_folded, test_from_encoded_words, test_from_groups,
