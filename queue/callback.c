@@ -875,8 +875,8 @@ static void print_state(FILE *out, const struct config *c,
 		(unsigned long long)st->sent, (unsigned long long)st->given_up,
 		(unsigned long long)st->failures);
 	if (st->next_try_us) {
-		char t[QUEUE_DT_SIZE];
-		queue_dt_format(st->next_try_us, t);
+		char t[QUEUE_HUMAN_TIME_SIZE];
+		queue_time_human(st->next_try_us, t);
 		fprintf(out, ", next try: %s", t);
 	}
 	fputc('\n', out);
@@ -901,6 +901,17 @@ int callback_events_command(const struct config *c, int argc, char **argv,
 				argv[i], events_usage);
 			return 2;
 		}
+	}
+	/* An event id as this command prints them, TIME/QID/N, or its TIME:
+	 * anything else would silently list from some other place. */
+	size_t time_len = strcspn(since, "/");
+	int64_t us;
+	if (*since && (time_len != QUEUE_TIME_LEN ||
+		       queue_time_parse(since, time_len, &us) != 0)) {
+		fprintf(stderr, "smtpgate-queue: events: --since \"%s\" is not an "
+			"event id (TIME/QID/N, as events prints them)\n%s", since,
+			events_usage);
+		return 2;
 	}
 	struct queue *q;
 	struct error err;
