@@ -3,6 +3,7 @@
  * the cursor-driven run. See callback.h. */
 #include "callback.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -885,6 +886,25 @@ static void print_state(FILE *out, const struct config *c,
 static int events_list(struct queue *q, const struct config *c,
 		       const char *since, bool json, FILE *out);
 
+/* An event id as events prints them, TIME/QID/N, or a beginning of one
+ * (20261126: a day): anything else, such as 2026-11-26, would silently
+ * list from some other place in the log. */
+static bool since_valid(const char *since)
+{
+	static const char shape[] = "00000000T000000.000000Z";
+	size_t n = strcspn(since, "/");
+	int64_t us;
+	if (since[n] == '/')
+		return n == QUEUE_TIME_LEN && queue_time_parse(since, n, &us) == 0;
+	if (n > QUEUE_TIME_LEN)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (shape[i] == '0' ? !isdigit((unsigned char)since[i])
+				    : since[i] != shape[i])
+			return false;
+	return true;
+}
+
 int callback_events_command(const struct config *c, int argc, char **argv,
 			    bool json, FILE *out)
 {
@@ -902,15 +922,10 @@ int callback_events_command(const struct config *c, int argc, char **argv,
 			return 2;
 		}
 	}
-	/* An event id as this command prints them, TIME/QID/N, or its TIME:
-	 * anything else would silently list from some other place. */
-	size_t time_len = strcspn(since, "/");
-	int64_t us;
-	if (*since && (time_len != QUEUE_TIME_LEN ||
-		       queue_time_parse(since, time_len, &us) != 0)) {
+	if (!since_valid(since)) {
 		fprintf(stderr, "smtpgate-queue: events: --since \"%s\" is not an "
-			"event id (TIME/QID/N, as events prints them)\n%s", since,
-			events_usage);
+			"event id or a beginning of one (TIME/QID/N, as events "
+			"prints them; 20261126 for a day)\n%s", since, events_usage);
 		return 2;
 	}
 	struct queue *q;

@@ -12,10 +12,13 @@
  * Changing commands use one short write transaction each (stoplist import:
  * one per 100,000 lines).
  *
- * Output: aligned columns with UTC dates for people; with --json an array
- * of objects for listings ([] when empty) and one object otherwise, the
- * field names those of the queue records. Exit status: 0 done, 1 an error
- * (named on stderr), 2 a usage error; dkim-check also 3 (a key not
+ * Output: aligned columns for people (an empty listing is its header
+ * line); with --json an array of objects for listings ([] when empty) and
+ * one object otherwise, the field names those of the queue records. Times
+ * one way for people and one in JSON, whatever the command (human_time,
+ * json_time). Exit status: 0 done, 1 an error (named on stderr), 2 a
+ * usage error, found before anything is opened (an account the config
+ * does not have, a day that is none, a malformed QID); dkim-check also 3 (a key not
  * published as configured) and 4 (DNS gave no usable answer). */
 #include <arpa/inet.h>
 #include <crypt.h>

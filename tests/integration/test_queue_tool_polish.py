@@ -97,6 +97,7 @@ BAD_INPUT = [
     (["history", "not-a-qid"], "history: give one queue id (24 hex digits), not not-a-qid"),
     (["errors", "-n", "0"], 'errors: -n "0" is not a count from 1 to 10000000'),
     (["events", "--since", "yesterday"], 'events: --since "yesterday" is not an event id'),
+    (["events", "--since", "2026-11-26"], 'events: --since "2026-11-26" is not an event id'),
     (["authfail", "list", "not-an-ip"], '"not-an-ip" is not an IPv4 or IPv6 address'),
     (["metrics", "--bogus"], "metrics: unexpected"),
     (["list", "--bogus"], 'list: unexpected "--bogus"'),
@@ -112,6 +113,18 @@ def test_bad_input_is_refused_with_a_message_and_exit_2(g, args, text):
         assert r.stdout == ""
         assert text in r.stderr, r.stderr
     assert not g.queue.exists()     # refused before the queue was opened
+
+
+def test_events_since_takes_an_id_or_a_beginning_of_one(g):
+    qid = fill(g, "append", "a@example.net")
+    fill(g, "outcome", qid, "0", "bounced", "550 5.1.1 no")
+    [event] = json.loads(tool(g, "events", "--json").stdout)
+    day = event["id"][:8]
+    for since, n in ((day, 1), (event["id"][:15], 1), (event["id"], 0),
+                     (event["id"].split("/")[0] + "/", 1), ("2099", 0)):
+        r = tool(g, "events", "--since", since, "--json")
+        assert r.returncode == 0, (since, r.stderr)
+        assert len(json.loads(r.stdout)) == n, since
 
 
 def test_an_entry_of_a_removed_account_can_still_be_removed(g):
