@@ -185,6 +185,14 @@ static void json_u64(struct buf *o, const char *name, uint64_t value)
 	buf_printf(o, "%" PRIu64, value);
 }
 
+/* Ends object o, prints it on a line of its own and frees it. */
+static void json_print(struct buf *o)
+{
+	buf_puts(o, "}\n");
+	fputs(o->data, stdout);
+	buf_free(o);
+}
+
 /* Every time in JSON: RFC 3339 to the microsecond (queue_time_rfc3339). */
 static void json_time(struct buf *o, const char *name, int64_t us)
 {
@@ -649,9 +657,7 @@ static int cmd_show(const struct config *c, int argc, char **argv)
 			json_key(&o, "message");
 			json_string(&o, m.data, m.size);
 		}
-		buf_puts(&o, "}\n");
-		fputs(o.data, stdout);
-		buf_free(&o);
+		json_print(&o);
 	} else {
 		char *p;
 		printf("qid:       %s\n", m.qid);
@@ -1185,9 +1191,7 @@ static int add_remove(const struct config *c, enum queue_db db, bool add,
 		json_str(&o, "account", account);
 		json_str(&o, "address", address);
 		json_str(&o, "result", what);
-		buf_puts(&o, "}\n");
-		fputs(o.data, stdout);
-		buf_free(&o);
+		json_print(&o);
 	} else {
 		printf("%s %s/%s: %s\n", name, account, address, what);
 	}
@@ -1295,9 +1299,7 @@ static int stoplist_import(const struct config *c, const char *account,
 		json_u64(&o, "added", added);
 		json_u64(&o, "present", present);
 		json_u64(&o, "invalid", invalid);
-		buf_puts(&o, "}\n");
-		fputs(o.data, stdout);
-		buf_free(&o);
+		json_print(&o);
 	} else {
 		printf("stoplist %s: %zu added, %zu already there, %zu invalid "
 		       "lines\n", account, added, present, invalid);
@@ -1546,9 +1548,7 @@ static int authfail_clear(const struct config *c, const char *ip)
 		buf_putc(&o, '{');
 		json_str(&o, "address", ip ? ip : "");
 		json_u64(&o, "cleared", cleared);
-		buf_puts(&o, "}\n");
-		fputs(o.data, stdout);
-		buf_free(&o);
+		json_print(&o);
 	} else {
 		printf("authfail %s: %zu entries cleared\n", ip ? ip : "(all)", cleared);
 	}
@@ -1569,6 +1569,21 @@ static int cmd_authfail(const struct config *c, int argc, char **argv)
 
 /* ---- check-config ---- */
 
+/* check-config's answer for a configuration that does not load: the
+ * error on stderr and, with --json, {"ok":false} with it. Returns 1. */
+static int check_config_failed(const char *path, const char *error)
+{
+	if (json) {
+		struct buf o = BUF_INIT;
+		buf_putc(&o, '{');
+		json_str(&o, "config", path);
+		buf_puts(&o, ",\"ok\":false");
+		json_str(&o, "error", error);
+		json_print(&o);
+	}
+	return fail("%s", error);
+}
+
 static int cmd_check_config(const struct config *c, int argc, char **argv)
 {
 	(void)argv;
@@ -1576,17 +1591,7 @@ static int cmd_check_config(const struct config *c, int argc, char **argv)
 		return usage_error("%s", "check-config takes no argument");
 	struct error err;
 	if (dkim_check_keys(c, &err) != 0) {
-		if (json) {
-			struct buf o = BUF_INIT;
-			buf_putc(&o, '{');
-			json_str(&o, "config", c->path);
-			buf_puts(&o, ",\"ok\":false");
-			json_str(&o, "error", err.text);
-			buf_puts(&o, "}\n");
-			fputs(o.data, stdout);
-			buf_free(&o);
-		}
-		return fail("%s", err.text);
+		return check_config_failed(c->path, err.text);
 	}
 	if (json) {
 		char *dump = NULL;
@@ -1601,9 +1606,7 @@ static int cmd_check_config(const struct config *c, int argc, char **argv)
 		json_str(&o, "config", c->path);
 		buf_puts(&o, ",\"ok\":true");
 		json_str(&o, "effective", dump);
-		buf_puts(&o, "}\n");
-		fputs(o.data, stdout);
-		buf_free(&o);
+		json_print(&o);
 		free(dump);
 	} else {
 		config_dump(c, stdout);
@@ -1631,9 +1634,7 @@ static int cmd_index_config(const struct config *c, int argc, char **argv)
 		json_str(&o, "config", c->path);
 		json_str(&o, "index", index.data);
 		json_u64(&o, "accounts", c->n_accounts);
-		buf_puts(&o, "}\n");
-		fputs(o.data, stdout);
-		buf_free(&o);
+		json_print(&o);
 	} else {
 		printf("%s: %zu accounts\n", index.data, c->n_accounts);
 	}
@@ -2059,9 +2060,7 @@ static int cmd_hash_password(const struct config *c, int argc, char **argv)
 		struct buf o = BUF_INIT;
 		buf_putc(&o, '{');
 		json_str(&o, "password", hash);
-		buf_puts(&o, "}\n");
-		fputs(o.data, stdout);
-		buf_free(&o);
+		json_print(&o);
 	} else {
 		printf("%s\n", hash);
 	}
@@ -2119,18 +2118,9 @@ int main(int argc, char **argv)
 	struct config config;
 	struct error err;
 	if (needs_config && config_load(&config, config_path, &err) != 0) {
-		if (cmd && strcmp(cmd->name, "check-config") == 0 && json) {
-			struct buf o = BUF_INIT;
-			buf_putc(&o, '{');
-			json_str(&o, "config", config_path);
-			buf_puts(&o, ",\"ok\":false");
-			json_str(&o, "error", err.text);
-			buf_puts(&o, "}\n");
-			fputs(o.data, stdout);
-			buf_free(&o);
-		}
-		fprintf(stderr, PROGRAM ": %s\n", err.text);
-		return 1;
+		if (cmd && strcmp(cmd->name, "check-config") == 0)
+			return check_config_failed(config_path, err.text);
+		return fail("%s", err.text);
 	}
 	int status = !cmd ? usage_error(argc < 2 ? "%s" : "unknown command \"%s\"",
 					argc < 2 ? "which command?" : argv[1])
