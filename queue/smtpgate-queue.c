@@ -96,11 +96,15 @@ static int fail(const char *fmt, ...)
 	return 1;
 }
 
-static int usage_error(const char *fmt, const char *arg)
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int usage_error(const char *fmt, ...)
 {
-	fprintf(stderr, PROGRAM ": ");
-	fprintf(stderr, fmt, arg);
-	fprintf(stderr, "\n(see " PROGRAM " --help)\n");
+	va_list ap;
+	va_start(ap, fmt);
+	fputs(PROGRAM ": ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputs("\n(see " PROGRAM " --help)\n", stderr);
+	va_end(ap);
 	return 2;
 }
 
@@ -582,11 +586,7 @@ static int known_account(const struct config *c, const char *what,
 {
 	if (config_account_by_name(c, account))
 		return 0;
-	struct buf b = BUF_INIT;
-	buf_printf(&b, "%s: no [account %%s] in %s", what, c->path);
-	int rc = usage_error(b.data, account);
-	buf_free(&b);
-	return rc;
+	return usage_error("%s: no [account %s] in %s", what, account, c->path);
 }
 
 static int cmd_list(const struct config *c, int argc, char **argv)
@@ -614,11 +614,7 @@ static int check_qid(const char *what, const char *qid)
 {
 	if (queue_id_valid(qid, strlen(qid)))
 		return 0;
-	struct buf b = BUF_INIT;
-	buf_printf(&b, "%s: \"%%s\" is not a queue id (24 hex digits)", what);
-	int rc = usage_error(b.data, qid);
-	buf_free(&b);
-	return rc;
+	return usage_error("%s: \"%s\" is not a queue id (24 hex digits)", what, qid);
 }
 
 static int cmd_show(const struct config *c, int argc, char **argv)

@@ -230,3 +230,12 @@ def test_check_config_shows_every_path_resolved(tmp_path, keys):
                            timeout=30, cwd="/")
     assert again.returncode == 0, again.stderr
     assert again.stdout.split("\n", 1)[1] == out.split("\n", 1)[1]
+
+
+def test_a_refusal_names_a_config_path_with_percent_signs_as_it_is(tmp_path, keys):
+    folder = tmp_path / "conf%s%d%n"
+    folder.mkdir()
+    g = Gate(folder, keys, accounts={"demo": {"networks": "127.0.0.1/32"}})
+    r = tool(g, "list", "--account", "nosuch")
+    assert r.returncode == 2, r.stderr
+    assert f"list --account: no [account nosuch] in {g.config}\n" in r.stderr
