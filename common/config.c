@@ -1173,6 +1173,21 @@ static void begin_load(struct loader *ld, struct config *c, const char *path,
 	const char *slash = strrchr(path, '/');
 	c->dir = slash ? xstrndup(path, slash == path ? 1 : (size_t)(slash - path))
 		       : xstrdup(".");
+	/* An absolute folder, so that every relative path of the config
+	 * (keys, queue, maildir:) resolves to the one absolute path that
+	 * check-config shows, whatever folder the reader later works in. */
+	char *cwd = c->dir[0] == '/' ? NULL : getcwd(NULL, 0);
+	if (cwd) {
+		struct buf b = BUF_INIT;
+		if (strcmp(c->dir, ".") == 0)
+			buf_puts(&b, cwd);
+		else
+			buf_printf(&b, "%s/%s", strcmp(cwd, "/") == 0 ? "" : cwd,
+				   strncmp(c->dir, "./", 2) == 0 ? c->dir + 2 : c->dir);
+		free(c->dir);
+		c->dir = buf_steal(&b);
+		free(cwd);
+	}
 	set_defaults(ld);
 }
 
@@ -1728,7 +1743,12 @@ static const char *bare_newline_text(enum bare_newline mode)
 void config_dump(const struct config *c, FILE *out)
 {
 	static const char *const starttls[] = { "no", "yes", "opportunistic" };
-	fprintf(out, "; effective configuration of %s\n[gate]\n", c->path);
+	/* Every path resolved, so that what the handler will open can be
+	 * checked by reading this: the config's own, relative key and
+	 * maildir: paths against its folder. */
+	char *path = realpath(c->path, NULL);
+	fprintf(out, "; effective configuration of %s\n[gate]\n", path ? path : c->path);
+	free(path);
 	fprintf(out, "hostname = %s\n", c->hostname);
 	fprintf(out, "queue = %s\n", c->queue);
 	fprintf(out, "queue_map_size = %llu\n", (unsigned long long)c->queue_map_size);
@@ -1763,7 +1783,10 @@ void config_dump(const struct config *c, FILE *out)
 		inet_ntop(c->proxy_networks[i].family, c->proxy_networks[i].addr, text, sizeof text);
 		fprintf(out, "proxy_networks = %s/%u\n", text, c->proxy_networks[i].prefix);
 	}
-	fprintf(out, "\n[relay]\nurl = %s\n", c->relay_url_text ? c->relay_url_text : "");
+	if (c->relay_url_text && c->relay.scheme == RELAY_MAILDIR)
+		fprintf(out, "\n[relay]\nurl = maildir:%s\n", c->relay.path);
+	else
+		fprintf(out, "\n[relay]\nurl = %s\n", c->relay_url_text ? c->relay_url_text : "");
 	fprintf(out, "username = %s\n", c->relay_username ? c->relay_username : "");
 	fprintf(out, "password = %s\n", c->relay_password ? "(set)" : "");
 	fprintf(out, "starttls = %s\n", starttls[c->relay_starttls]);

@@ -3,6 +3,7 @@
  * the cursor-driven run. See callback.h. */
 #include "callback.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -875,8 +876,8 @@ static void print_state(FILE *out, const struct config *c,
 		(unsigned long long)st->sent, (unsigned long long)st->given_up,
 		(unsigned long long)st->failures);
 	if (st->next_try_us) {
-		char t[QUEUE_DT_SIZE];
-		queue_dt_format(st->next_try_us, t);
+		char t[QUEUE_HUMAN_TIME_SIZE];
+		queue_time_human(st->next_try_us, t);
 		fprintf(out, ", next try: %s", t);
 	}
 	fputc('\n', out);
@@ -884,6 +885,25 @@ static void print_state(FILE *out, const struct config *c,
 
 static int events_list(struct queue *q, const struct config *c,
 		       const char *since, bool json, FILE *out);
+
+/* An event id as events prints them, TIME/QID/N, or a beginning of one
+ * (20261126: a day): anything else, such as 2026-11-26, would silently
+ * list from some other place in the log. */
+static bool since_valid(const char *since)
+{
+	static const char shape[] = "00000000T000000.000000Z";
+	size_t n = strcspn(since, "/");
+	int64_t us;
+	if (since[n] == '/')
+		return n == QUEUE_TIME_LEN && queue_time_parse(since, n, &us) == 0;
+	if (n > QUEUE_TIME_LEN)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (shape[i] == '0' ? !isdigit((unsigned char)since[i])
+				    : since[i] != shape[i])
+			return false;
+	return true;
+}
 
 int callback_events_command(const struct config *c, int argc, char **argv,
 			    bool json, FILE *out)
@@ -901,6 +921,12 @@ int callback_events_command(const struct config *c, int argc, char **argv,
 				argv[i], events_usage);
 			return 2;
 		}
+	}
+	if (!since_valid(since)) {
+		fprintf(stderr, "smtpgate-queue: events: --since \"%s\" is not an "
+			"event id or a beginning of one (TIME/QID/N, as events "
+			"prints them; 20261126 for a day)\n%s", since, events_usage);
+		return 2;
 	}
 	struct queue *q;
 	struct error err;

@@ -121,14 +121,12 @@ static void text_field(struct buf *b, const char *s)
 	buf_free(&j);
 }
 
-/* "2026-11-26 05:55:46", as the other commands show times. */
+/* "2026-11-26 05:55:46Z", as every command shows times to people. */
 static void text_time(struct buf *b, int64_t us)
 {
-	char dt[QUEUE_DT_SIZE];
-	queue_dt_format(us, dt);
-	dt[10] = ' ';
-	dt[19] = '\0';
-	buf_puts(b, dt);
+	char t[QUEUE_HUMAN_TIME_SIZE];
+	queue_time_human(us, t);
+	buf_puts(b, t);
 }
 
 static void print_text(const struct history *h, struct buf *b)
@@ -188,10 +186,11 @@ static void json_field(struct buf *b, const char *name, const char *value)
 	callback_json_string(b, value ? value : "", value ? strlen(value) : 0);
 }
 
+/* RFC 3339 to the microsecond, as every command's JSON has times. */
 static void json_time(struct buf *b, const char *name, int64_t us)
 {
-	char t[QUEUE_TIME_SIZE];
-	queue_time_format(us, t);
+	char t[QUEUE_RFC3339_SIZE];
+	queue_time_rfc3339(us, t);
 	json_field(b, name, t);
 }
 
@@ -232,7 +231,7 @@ static void print_json(const struct history *h, struct buf *b)
 		const struct queue_event *e = &h->ev[i];
 		buf_puts(b, i ? ",{" : "{");
 		json_field(b, "id", e->key);
-		json_field(b, "dt", e->dt);
+		json_time(b, "dt", e->time_us);
 		buf_printf(b, ",\"rcpt\":%zu", e->rcpt);
 		json_field(b, "to", e->to);
 		json_field(b, "status", e->status);

@@ -330,6 +330,23 @@ void queue_dt_format(int64_t us, char out[QUEUE_DT_SIZE])
 	*p = '\0';
 }
 
+void queue_time_human(int64_t us, char out[QUEUE_HUMAN_TIME_SIZE])
+{
+	queue_dt_format(us, out);
+	out[10] = ' ';
+}
+
+void queue_time_rfc3339(int64_t us, char out[QUEUE_RFC3339_SIZE])
+{
+	char dt[QUEUE_DT_SIZE];
+	queue_dt_format(us, dt);
+	memcpy(out, dt, 19);
+	out[19] = '.';
+	put_digits(out + 20, split_time(us).usec, 6);
+	out[26] = 'Z';
+	out[27] = '\0';
+}
+
 void queue_day_format(int64_t us, char out[QUEUE_DAY_SIZE])
 {
 	struct utc u = split_time(us);

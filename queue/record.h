@@ -101,6 +101,15 @@ int queue_time_parse(const char *text, size_t len, int64_t *us);
 #define QUEUE_DT_SIZE 21
 void queue_dt_format(int64_t us, char out[QUEUE_DT_SIZE]);
 
+/* The two ways smtpgate-queue shows a time, whatever the command: for
+ * people "2026-12-02 14:46:15Z" (UTC, to the second), and in JSON
+ * "2026-12-02T14:46:15.342788Z" (RFC 3339 section 5.6, to the
+ * microsecond the queue keeps). */
+#define QUEUE_HUMAN_TIME_SIZE 21
+void queue_time_human(int64_t us, char out[QUEUE_HUMAN_TIME_SIZE]);
+#define QUEUE_RFC3339_SIZE 28
+void queue_time_rfc3339(int64_t us, char out[QUEUE_RFC3339_SIZE]);
+
 /* The day of a time, "YYYY-MM-DD" (UTC), as issue keys start. */
 #define QUEUE_DAY_SIZE 11
 void queue_day_format(int64_t us, char out[QUEUE_DAY_SIZE]);

@@ -12,10 +12,13 @@
  * Changing commands use one short write transaction each (stoplist import:
  * one per 100,000 lines).
  *
- * Output: aligned columns with UTC dates for people; with --json an array
- * of objects for listings ([] when empty) and one object otherwise, the
- * field names those of the queue records. Exit status: 0 done, 1 an error
- * (named on stderr), 2 a usage error; dkim-check also 3 (a key not
+ * Output: aligned columns for people (an empty listing is its header
+ * line); with --json an array of objects for listings ([] when empty) and
+ * one object otherwise, the field names those of the queue records. Times
+ * one way for people and one in JSON, whatever the command (human_time,
+ * json_time). Exit status: 0 done, 1 an error (named on stderr), 2 a
+ * usage error, found before anything is opened (an account the config
+ * does not have, a day that is none, a malformed QID); dkim-check also 3 (a key not
  * published as configured) and 4 (DNS gave no usable answer). */
 #include <arpa/inet.h>
 #include <crypt.h>
@@ -93,11 +96,15 @@ static int fail(const char *fmt, ...)
 	return 1;
 }
 
-static int usage_error(const char *fmt, const char *arg)
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int usage_error(const char *fmt, ...)
 {
-	fprintf(stderr, PROGRAM ": ");
-	fprintf(stderr, fmt, arg);
-	fprintf(stderr, "\n(see " PROGRAM " --help)\n");
+	va_list ap;
+	va_start(ap, fmt);
+	fputs(PROGRAM ": ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputs("\n(see " PROGRAM " --help)\n", stderr);
+	va_end(ap);
 	return 2;
 }
 
@@ -180,6 +187,22 @@ static void json_u64(struct buf *o, const char *name, uint64_t value)
 {
 	json_key(o, name);
 	buf_printf(o, "%" PRIu64, value);
+}
+
+/* Ends object o, prints it on a line of its own and frees it. */
+static void json_print(struct buf *o)
+{
+	buf_puts(o, "}\n");
+	fputs(o->data, stdout);
+	buf_free(o);
+}
+
+/* Every time in JSON: RFC 3339 to the microsecond (queue_time_rfc3339). */
+static void json_time(struct buf *o, const char *name, int64_t us)
+{
+	char t[QUEUE_RFC3339_SIZE];
+	queue_time_rfc3339(us, t);
+	json_str(o, name, t);
 }
 
 /* ---- tables: rows of text cells or JSON objects, printed a chunk at a
@@ -278,12 +301,20 @@ static void table_flush(struct table *t)
 	t->n_rows = 0;
 }
 
-/* Prints the rest and ends the output ("[]" for an empty JSON list). */
+/* Prints the rest and ends the output: an empty list is its header line
+ * ("[]" in JSON), so that "nothing" and "no output at all" (a failure, a
+ * wrong command) look different. */
 static void table_finish(struct table *t)
 {
 	table_flush(t);
-	if (json)
+	if (json) {
 		fputs(t->printed ? "\n]\n" : "[]\n", stdout);
+	} else if (!t->width) {
+		t->width = xcalloc(t->n_cols, sizeof *t->width);
+		for (size_t c = 0; c < t->n_cols; c++)
+			t->width[c] = text_width(t->headers[c]);
+		print_line(t, t->headers);
+	}
 	free(t->rows);
 	free(t->width);
 }
@@ -342,14 +373,12 @@ static char *printable(const char *s)
 	return buf_steal(&b);
 }
 
-/* "2026-11-26 05:55:46" (UTC) */
+/* Every time for people: "2026-11-26 05:55:46Z" (queue_time_human). */
 static char *human_time(int64_t us)
 {
-	char dt[QUEUE_DT_SIZE];
-	queue_dt_format(us, dt);
-	dt[10] = ' ';
-	dt[19] = '\0';
-	return xstrdup(dt);
+	char t[QUEUE_HUMAN_TIME_SIZE];
+	queue_time_human(us, t);
+	return xstrdup(t);
 }
 
 static char *format_u64(uint64_t n)
@@ -377,11 +406,64 @@ static int open_queue(const struct config *c, bool read_only,
 	return 0;
 }
 
+/* ---- listings ---- */
+
+/* One chunk of a listing: handles up to CHUNK_ROWS entries of cur (a
+ * cursor in a read transaction), resuming after sc, adds rows to t and
+ * counts entries that do not parse in *bad. Returns 0 when there is more,
+ * MDB_NOTFOUND at the end, or another LMDB error. */
+typedef int chunk_fn(struct queue *q, MDB_txn *txn, MDB_cursor *cur,
+		     struct scan *sc, struct table *t, size_t *bad, void *arg);
+
+/* Lists db a chunk at a time, one read transaction each, printing each
+ * chunk after its transaction ended (see the top of the file), and ends
+ * the table, also when there is no queue yet. Returns the exit status. */
+static int list_entries(const struct config *c, enum queue_db db,
+			chunk_fn *chunk, void *arg, struct table *t)
+{
+	struct queue *q;
+	if (open_queue(c, true, &q))
+		return 1;
+	const char *name = queue_db_name(db);
+	int status = 0;
+	size_t bad = 0;
+	struct scan sc = { BUF_INIT, false };
+	for (bool done = !q; !done;) {
+		MDB_txn *txn;
+		struct error err;
+		int rc = queue_txn_begin(q, true, &txn, &err);
+		if (rc == 0) {
+			MDB_cursor *cur = NULL;
+			int r = mdb_cursor_open(txn, queue_dbi(q, db), &cur);
+			if (r == 0)
+				r = chunk(q, txn, cur, &sc, t, &bad, arg);
+			done = r != 0;
+			if (r != 0 && r != MDB_NOTFOUND)
+				rc = queue_mdb_error(q, r, name, &err);
+			if (cur)
+				mdb_cursor_close(cur);
+			mdb_txn_abort(txn);
+		}
+		if (rc) {
+			status = fail("%s", err.text);
+			break;
+		}
+		table_flush(t);
+	}
+	buf_free(&sc.last);
+	if (q)
+		queue_close(q);
+	table_finish(t);
+	if (bad)
+		fail("%zu %s entries do not parse (see mdb_dump -p -s %s)", bad,
+		     name, name);
+	return status;
+}
+
 /* ---- list, show ---- */
 
 static void message_json(struct buf *o, const struct queue_message *m)
 {
-	char t[QUEUE_TIME_SIZE];
 	buf_putc(o, '{');
 	json_str(o, "qid", m->qid);
 	json_str(o, "from", m->from);
@@ -403,13 +485,11 @@ static void message_json(struct buf *o, const struct queue_message *m)
 	json_str(o, "account", m->account);
 	json_str(o, "client", m->client);
 	json_str(o, "helo", m->helo);
-	queue_time_format(m->received_us, t);
-	json_str(o, "received", t);
+	json_time(o, "received", m->received_us);
 	json_str(o, "issue", m->issue);
 	json_str(o, "uniq", m->uniq);
 	json_u64(o, "attempts", m->attempts);
-	queue_time_format(m->next_us, t);
-	json_str(o, "next", t);
+	json_time(o, "next", m->next_us);
 	json_u64(o, "size", m->size);
 }
 
@@ -448,38 +528,32 @@ static void list_add(struct table *t, const struct queue_message *m)
 	table_add(t, cells, NULL);
 }
 
-/* One chunk of list: up to CHUNK_ROWS messages after sc. Sets *done at
- * the end. */
-static int list_chunk(struct queue *q, bool due_only, const char *account,
-		      const char *limit, struct scan *sc, struct table *t,
-		      size_t *bad, bool *done, struct error *err)
+struct list_args {
+	bool due_only;
+	const char *account;		/* NULL: all */
+	char limit[QUEUE_TIME_SIZE];	/* due_only: due up to now */
+};
+
+/* All messages in arrival order (env), or those due now in due order. */
+static int list_chunk(struct queue *q, MDB_txn *txn, MDB_cursor *cur,
+		      struct scan *sc, struct table *t, size_t *bad, void *arg)
 {
-	MDB_txn *txn;
-	int rc = queue_txn_begin(q, true, &txn, err);
-	if (rc)
-		return rc;
-	/* All messages in arrival order (env), or those due now in due
-	 * order. */
-	enum queue_db db = due_only ? QUEUE_DB_DUE : QUEUE_DB_ENV;
-	MDB_cursor *cur = NULL;
+	const struct list_args *a = arg;
 	MDB_val k, v;
 	size_t n = 0;
-	int r = mdb_cursor_open(txn, queue_dbi(q, db), &cur);
-	for (r = r ? r : scan_start(sc, cur, NULL, 0, &k, &v);
-	     r == 0 && n < CHUNK_ROWS;
+	int r;
+	for (r = scan_start(sc, cur, NULL, 0, &k, &v); r == 0 && n < CHUNK_ROWS;
 	     r = mdb_cursor_get(cur, &k, &v, MDB_NEXT), n++) {
 		scan_note(sc, &k);
 		char qid[QUEUE_ID_LEN + 1];
 		const char *key = k.mv_data;
-		if (due_only) {
+		if (a->due_only) {
 			if (k.mv_size != QUEUE_TIME_LEN + 1 + QUEUE_ID_LEN) {
 				(*bad)++;
 				continue;
 			}
-			if (memcmp(key, limit, QUEUE_TIME_LEN) > 0) {
-				r = MDB_NOTFOUND;
-				break;
-			}
+			if (memcmp(key, a->limit, QUEUE_TIME_LEN) > 0)
+				return MDB_NOTFOUND;
 			key += QUEUE_TIME_LEN + 1;
 		} else if (k.mv_size != QUEUE_ID_LEN) {
 			(*bad)++;
@@ -497,58 +571,50 @@ static int list_chunk(struct queue *q, bool due_only, const char *account,
 		}
 		if (mdb_get(txn, queue_dbi(q, QUEUE_DB_MSG), &ek, &mv) == 0)
 			m.size = mv.mv_size;
-		if (!account || strcmp(account, m.account) == 0)
+		if (!a->account || strcmp(a->account, m.account) == 0)
 			list_add(t, &m);
 		queue_message_free(&m);
 	}
-	if (r == MDB_NOTFOUND)
-		*done = true;
-	else if (r != 0)
-		rc = queue_mdb_error(q, r, "list", err);
-	if (cur)
-		mdb_cursor_close(cur);
-	mdb_txn_abort(txn);
-	return rc;
+	return r;
+}
+
+/* An account given on the command line must be one of the config's: a
+ * typing mistake would otherwise show an empty list, or file entries
+ * under a name no handler ever looks up. Returns 0, or 2 with a message. */
+static int known_account(const struct config *c, const char *what,
+			 const char *account)
+{
+	if (config_account_by_name(c, account))
+		return 0;
+	return usage_error("%s: no [account %s] in %s", what, account, c->path);
 }
 
 static int cmd_list(const struct config *c, int argc, char **argv)
 {
-	bool due_only = false;
-	const char *account = NULL;
+	struct list_args a = { .due_only = false };
 	for (int i = 0; i < argc; i++) {
 		if (strcmp(argv[i], "--due") == 0)
-			due_only = true;
+			a.due_only = true;
 		else if (strcmp(argv[i], "--account") == 0 && i + 1 < argc)
-			account = argv[++i];
+			a.account = argv[++i];
 		else
 			return usage_error("list: unexpected \"%s\"", argv[i]);
 	}
-	struct queue *q;
-	if (open_queue(c, true, &q))
-		return 1;
+	if (a.account && known_account(c, "list --account", a.account))
+		return 2;
+	queue_time_format(queue_now_us(), a.limit);
 	struct table t = { .n_cols = 8, .headers = list_headers };
-	size_t bad = 0;
-	int status = 0;
-	if (q) {
-		char limit[QUEUE_TIME_SIZE];
-		queue_time_format(queue_now_us(), limit);
-		struct scan sc = { BUF_INIT, false };
-		struct error err;
-		for (bool done = false; !done;) {
-			if (list_chunk(q, due_only, account, limit, &sc, &t, &bad,
-				       &done, &err) != 0) {
-				status = fail("%s", err.text);
-				break;
-			}
-			table_flush(&t);
-		}
-		buf_free(&sc.last);
-		queue_close(q);
-	}
-	table_finish(&t);
-	if (bad)
-		fail("%zu queue entries do not parse (see mdb_dump -p -s env)", bad);
-	return status;
+	return list_entries(c, a.due_only ? QUEUE_DB_DUE : QUEUE_DB_ENV,
+			    list_chunk, &a, &t);
+}
+
+/* A QID argument: 24 hex digits (queue.h), refused as a usage error
+ * before the queue is opened. */
+static int check_qid(const char *what, const char *qid)
+{
+	if (queue_id_valid(qid, strlen(qid)))
+		return 0;
+	return usage_error("%s: \"%s\" is not a queue id (24 hex digits)", what, qid);
 }
 
 static int cmd_show(const struct config *c, int argc, char **argv)
@@ -565,6 +631,8 @@ static int cmd_show(const struct config *c, int argc, char **argv)
 	}
 	if (!qid)
 		return usage_error("%s", "show: which QID?");
+	if (check_qid("show", qid))
+		return 2;
 	struct queue *q;
 	if (open_queue(c, true, &q))
 		return 1;
@@ -585,9 +653,7 @@ static int cmd_show(const struct config *c, int argc, char **argv)
 			json_key(&o, "message");
 			json_string(&o, m.data, m.size);
 		}
-		buf_puts(&o, "}\n");
-		fputs(o.data, stdout);
-		buf_free(&o);
+		json_print(&o);
 	} else {
 		char *p;
 		printf("qid:       %s\n", m.qid);
@@ -611,10 +677,10 @@ static int cmd_show(const struct config *c, int argc, char **argv)
 			free(p);
 		}
 		p = human_time(m.received_us);
-		printf("received:  %s UTC\n", p);
+		printf("received:  %s\n", p);
 		free(p);
 		p = human_time(m.next_us);
-		printf("next:      %s UTC\n", p);
+		printf("next:      %s\n", p);
 		free(p);
 		printf("attempts:  %" PRIu64 "\n", m.attempts);
 		printf("size:      %zu\n", m.size);
@@ -630,6 +696,7 @@ static const char *const stat_headers[] = {
 	"BOUNCED", "DROPPED",
 };
 
+/* A real day YYYY-MM-DD: 2026-13-45 has the shape but is no day. */
 static bool valid_day(const char *d)
 {
 	if (strlen(d) != 10 || d[4] != '-' || d[7] != '-')
@@ -637,7 +704,16 @@ static bool valid_day(const char *d)
 	for (int i = 0; i < 10; i++)
 		if (i != 4 && i != 7 && (d[i] < '0' || d[i] > '9'))
 			return false;
-	return true;
+	struct tm tm = {
+		.tm_year = atoi(d) - 1900, .tm_mon = atoi(d + 5) - 1,
+		.tm_mday = atoi(d + 8), .tm_hour = 12,
+	};
+	time_t s = timegm(&tm);
+	char again[QUEUE_DAY_SIZE];
+	/* timegm makes 2026-02-30 of 2026-03-02: a day is valid when it
+	 * comes back as written. */
+	queue_day_format((int64_t)s * 1000000, again);
+	return s != (time_t)-1 && strcmp(again, d) == 0;
 }
 
 /* Splits an issue key DAY/ACCOUNT/ISSUE. */
@@ -653,20 +729,17 @@ static int issue_key_split(const char *key, size_t len, char *day,
 	return queue_key_split(key + 11, len - 11, account, issue);
 }
 
-/* One chunk of stat: up to CHUNK_ROWS issue records after sc. */
-static int stat_chunk(struct queue *q, const char *day, struct scan *sc,
-		      struct table *t, size_t *bad, bool *done,
-		      struct error *err)
+/* Issue records of one day (NULL: all), by day, account and issue. */
+static int stat_chunk(struct queue *q, MDB_txn *txn, MDB_cursor *cur,
+		      struct scan *sc, struct table *t, size_t *bad, void *arg)
 {
-	MDB_txn *txn;
-	int rc = queue_txn_begin(q, true, &txn, err);
-	if (rc)
-		return rc;
-	MDB_cursor *cur = NULL;
+	(void)q;
+	(void)txn;
+	const char *day = arg;
 	MDB_val k, v;
 	size_t n = 0;
-	int r = mdb_cursor_open(txn, queue_dbi(q, QUEUE_DB_ISSUE), &cur);
-	for (r = r ? r : scan_start(sc, cur, day, day ? 10 : 0, &k, &v);
+	int r;
+	for (r = scan_start(sc, cur, day, day ? 10 : 0, &k, &v);
 	     r == 0 && n < CHUNK_ROWS;
 	     r = mdb_cursor_get(cur, &k, &v, MDB_NEXT), n++) {
 		scan_note(sc, &k);
@@ -674,10 +747,8 @@ static int stat_chunk(struct queue *q, const char *day, struct scan *sc,
 		char *account, *issue;
 		uint64_t counts[QUEUE_COUNTER_COUNT];
 		struct error e;
-		if (day && (k.mv_size < 10 || memcmp(k.mv_data, day, 10) != 0)) {
-			r = MDB_NOTFOUND;
-			break;
-		}
+		if (day && (k.mv_size < 10 || memcmp(k.mv_data, day, 10) != 0))
+			return MDB_NOTFOUND;
 		if (issue_key_split(k.mv_data, k.mv_size, d, &account, &issue) != 0) {
 			(*bad)++;
 			continue;
@@ -705,14 +776,7 @@ static int stat_chunk(struct queue *q, const char *day, struct scan *sc,
 		free(account);
 		free(issue);
 	}
-	if (r == MDB_NOTFOUND)
-		*done = true;
-	else if (r != 0)
-		rc = queue_mdb_error(q, r, "stat", err);
-	if (cur)
-		mdb_cursor_close(cur);
-	mdb_txn_abort(txn);
-	return rc;
+	return r;
 }
 
 static int cmd_stat(const struct config *c, int argc, char **argv)
@@ -725,30 +789,9 @@ static int cmd_stat(const struct config *c, int argc, char **argv)
 			return usage_error("stat: unexpected \"%s\"", argv[i]);
 	}
 	if (day && !valid_day(day))
-		return usage_error("stat: --day \"%s\" is not YYYY-MM-DD", day);
-	struct queue *q;
-	if (open_queue(c, true, &q))
-		return 1;
+		return usage_error("stat: --day \"%s\" is not a day YYYY-MM-DD", day);
 	struct table t = { .n_cols = 8, .headers = stat_headers };
-	int status = 0;
-	size_t bad = 0;
-	if (q) {
-		struct scan sc = { BUF_INIT, false };
-		struct error err;
-		for (bool done = false; !done;) {
-			if (stat_chunk(q, day, &sc, &t, &bad, &done, &err) != 0) {
-				status = fail("%s", err.text);
-				break;
-			}
-			table_flush(&t);
-		}
-		buf_free(&sc.last);
-		queue_close(q);
-	}
-	table_finish(&t);
-	if (bad)
-		fail("%zu issue records do not parse (see mdb_dump -p -s issue)", bad);
-	return status;
+	return list_entries(c, QUEUE_DB_ISSUE, stat_chunk, (void *)day, &t);
 }
 
 static const char *const errors_headers[] = { "DT", "TO", "MSG" };
@@ -764,24 +807,25 @@ static int parse_count(const char *s, unsigned long *out)
 	return 0;
 }
 
-/* One chunk of errors, newest first: up to CHUNK_ROWS log records before
- * the last one handled; *found counts the bounces shown. */
-static int errors_chunk(struct queue *q, unsigned long max, struct scan *sc,
-			struct table *t, unsigned long *found, bool *done,
-			struct error *err)
+struct errors_args {
+	unsigned long max, found;	/* bounces wanted, shown */
+};
+
+/* Bounces newest first: log records before the last one handled. */
+static int errors_chunk(struct queue *q, MDB_txn *txn, MDB_cursor *cur,
+			struct scan *sc, struct table *t, size_t *bad, void *arg)
 {
-	MDB_txn *txn;
-	int rc = queue_txn_begin(q, true, &txn, err);
-	if (rc)
-		return rc;
-	MDB_cursor *cur = NULL;
+	(void)q;
+	(void)txn;
+	(void)bad;	/* the log's records are parsed by the callbacks' reader */
+	struct errors_args *a = arg;
 	MDB_val k, v;
 	size_t n = 0;
-	int r = mdb_cursor_open(txn, queue_dbi(q, QUEUE_DB_LOG), &cur);
-	if (r == 0 && !sc->started) {
+	int r;
+	if (!sc->started) {
 		sc->started = true;
 		r = mdb_cursor_get(cur, &k, &v, MDB_LAST);
-	} else if (r == 0) {
+	} else {
 		/* The key before the last one handled (which pruning may
 		 * have removed meanwhile). */
 		k.mv_size = sc->last.len;
@@ -791,7 +835,7 @@ static int errors_chunk(struct queue *q, unsigned long max, struct scan *sc,
 			   : mdb_cursor_get(cur, &k, &v, MDB_LAST);
 	}
 	/* The log's keys start with the event time. */
-	for (; r == 0 && n < CHUNK_ROWS && *found < max;
+	for (; r == 0 && n < CHUNK_ROWS && a->found < a->max;
 	     r = mdb_cursor_get(cur, &k, &v, MDB_PREV), n++) {
 		scan_note(sc, &k);
 		/* A cheap test before parsing: only bounces. */
@@ -806,7 +850,7 @@ static int errors_chunk(struct queue *q, unsigned long max, struct scan *sc,
 				struct buf o = BUF_INIT;
 				buf_putc(&o, '{');
 				json_str(&o, "to", ev.to);
-				json_str(&o, "dt", ev.dt);
+				json_time(&o, "dt", ev.time_us);
 				json_str(&o, "msg", ev.msg);
 				json_str(&o, "account", ev.account);
 				json_str(&o, "issue", ev.issue);
@@ -820,53 +864,27 @@ static int errors_chunk(struct queue *q, unsigned long max, struct scan *sc,
 						   printable(ev.msg) };
 				table_add(t, cells, NULL);
 			}
-			(*found)++;
+			a->found++;
 		}
 		queue_event_clear(&ev);
 	}
-	if (r == MDB_NOTFOUND || *found >= max)
-		*done = true;
-	else if (r != 0)
-		rc = queue_mdb_error(q, r, "errors", err);
-	if (cur)
-		mdb_cursor_close(cur);
-	mdb_txn_abort(txn);
-	return rc;
+	return a->found >= a->max ? MDB_NOTFOUND : r;
 }
 
 static int cmd_errors(const struct config *c, int argc, char **argv)
 {
-	unsigned long max = 100;
+	struct errors_args a = { .max = 100 };
 	for (int i = 0; i < argc; i++) {
 		if (strcmp(argv[i], "-n") == 0 && i + 1 < argc) {
-			if (parse_count(argv[++i], &max) != 0)
-				return usage_error("errors: -n \"%s\" is not a count",
-						   argv[i]);
+			if (parse_count(argv[++i], &a.max) != 0)
+				return usage_error("errors: -n \"%s\" is not a count "
+						   "from 1 to 10000000", argv[i]);
 		} else {
 			return usage_error("errors: unexpected \"%s\"", argv[i]);
 		}
 	}
-	struct queue *q;
-	if (open_queue(c, true, &q))
-		return 1;
 	struct table t = { .n_cols = 3, .headers = errors_headers };
-	int status = 0;
-	if (q) {
-		struct scan sc = { BUF_INIT, false };
-		struct error err;
-		unsigned long found = 0;
-		for (bool done = false; !done;) {
-			if (errors_chunk(q, max, &sc, &t, &found, &done, &err) != 0) {
-				status = fail("%s", err.text);
-				break;
-			}
-			table_flush(&t);
-		}
-		buf_free(&sc.last);
-		queue_close(q);
-	}
-	table_finish(&t);
-	return status;
+	return list_entries(c, QUEUE_DB_LOG, errors_chunk, &a, &t);
 }
 
 /* ---- retry, delete ---- */
@@ -875,6 +893,8 @@ static int cmd_retry(const struct config *c, int argc, char **argv)
 {
 	if (argc != 1)
 		return usage_error("%s", "retry: give one QID or --all");
+	if (strcmp(argv[0], "--all") != 0 && check_qid("retry", argv[0]))
+		return 2;
 	struct queue *q;
 	if (open_queue(c, false, &q))
 		return 1;
@@ -906,6 +926,8 @@ static int cmd_delete(const struct config *c, int argc, char **argv)
 {
 	if (argc != 1)
 		return usage_error("%s", "delete: give one QID");
+	if (check_qid("delete", argv[0]))
+		return 2;
 	struct queue *q;
 	if (open_queue(c, false, &q))
 		return 1;
@@ -949,29 +971,23 @@ static const char *const list_db_headers[] = {
 	"ACCOUNT", "ADDRESS", "TIME", "REASON",
 };
 
-/* One chunk of suppress or stoplist entries after sc, within prefix. */
-static int list_db_chunk(struct queue *q, enum queue_db db,
-			 const struct buf *prefix, struct scan *sc,
-			 struct table *t, size_t *bad, bool *done,
-			 struct error *err)
+/* Suppress or stoplist entries within prefix (ACCOUNT/, or all). */
+static int list_db_chunk(struct queue *q, MDB_txn *txn, MDB_cursor *cur,
+			 struct scan *sc, struct table *t, size_t *bad, void *arg)
 {
-	MDB_txn *txn;
-	int rc = queue_txn_begin(q, true, &txn, err);
-	if (rc)
-		return rc;
-	MDB_cursor *cur = NULL;
+	(void)q;
+	(void)txn;
+	const struct buf *prefix = arg;
 	MDB_val k, v;
 	size_t n = 0;
-	int r = mdb_cursor_open(txn, queue_dbi(q, db), &cur);
-	for (r = r ? r : scan_start(sc, cur, prefix->data, prefix->len, &k, &v);
+	int r;
+	for (r = scan_start(sc, cur, prefix->data, prefix->len, &k, &v);
 	     r == 0 && n < CHUNK_ROWS;
 	     r = mdb_cursor_get(cur, &k, &v, MDB_NEXT), n++) {
 		scan_note(sc, &k);
 		if (prefix->len && (k.mv_size < prefix->len ||
-				    memcmp(k.mv_data, prefix->data, prefix->len) != 0)) {
-			r = MDB_NOTFOUND;
-			break;
-		}
+				    memcmp(k.mv_data, prefix->data, prefix->len) != 0))
+			return MDB_NOTFOUND;
 		char *acct, *addr;
 		struct record rec;
 		if (queue_key_split(k.mv_data, k.mv_size, &acct, &addr) != 0) {
@@ -993,20 +1009,23 @@ static int list_db_chunk(struct queue *q, enum queue_db db,
 			free(addr);
 			addr = xstrdup(spelled);
 		}
+		int64_t us = 0;
+		bool timed = time_text && queue_time_parse(time_text,
+				strlen(time_text), &us) == 0;
 		if (json) {
 			struct buf o = BUF_INIT;
 			buf_putc(&o, '{');
 			json_str(&o, "account", acct);
 			json_str(&o, "address", addr);
-			json_str(&o, "time", time_text ? time_text : "");
+			if (timed)
+				json_time(&o, "time", us);
+			else
+				buf_puts(&o, ",\"time\":null");
 			json_str(&o, "reason", reason ? reason : "");
 			buf_putc(&o, '}');
 			table_add(t, NULL, buf_steal(&o));
 		} else {
-			int64_t us = 0;
-			char *when = time_text && queue_time_parse(time_text,
-					strlen(time_text), &us) == 0
-				? human_time(us) : xstrdup("-");
+			char *when = timed ? human_time(us) : xstrdup("-");
 			char *cells[4] = { printable(acct), printable(addr), when,
 					   printable(reason ? reason : "") };
 			table_add(t, cells, NULL);
@@ -1015,48 +1034,20 @@ static int list_db_chunk(struct queue *q, enum queue_db db,
 		free(acct);
 		free(addr);
 	}
-	if (r == MDB_NOTFOUND)
-		*done = true;
-	else if (r != 0)
-		rc = queue_mdb_error(q, r, queue_db_name(db), err);
-	if (cur)
-		mdb_cursor_close(cur);
-	mdb_txn_abort(txn);
-	return rc;
+	return r;
 }
 
 static int list_db(const struct config *c, enum queue_db db,
 		   const char *account)
 {
-	struct queue *q;
-	if (open_queue(c, true, &q))
-		return 1;
-	struct table t = { .n_cols = 4, .headers = list_db_headers };
-	int status = 0;
-	size_t bad = 0;
-	if (q) {
-		struct buf prefix = BUF_INIT;
-		if (account) {
-			xtext_encode(&prefix, account, strlen(account), XTEXT_SLASH);
-			buf_putc(&prefix, '/');
-		}
-		struct scan sc = { BUF_INIT, false };
-		struct error err;
-		for (bool done = false; !done;) {
-			if (list_db_chunk(q, db, &prefix, &sc, &t, &bad, &done,
-					  &err) != 0) {
-				status = fail("%s", err.text);
-				break;
-			}
-			table_flush(&t);
-		}
-		buf_free(&sc.last);
-		buf_free(&prefix);
-		queue_close(q);
+	struct buf prefix = BUF_INIT;
+	if (account) {
+		xtext_encode(&prefix, account, strlen(account), XTEXT_SLASH);
+		buf_putc(&prefix, '/');
 	}
-	table_finish(&t);
-	if (bad)
-		fail("%zu %s entries do not parse", bad, queue_db_name(db));
+	struct table t = { .n_cols = 4, .headers = list_db_headers };
+	int status = list_entries(c, db, list_db_chunk, &prefix, &t);
+	buf_free(&prefix);
 	return status;
 }
 
@@ -1150,7 +1141,11 @@ static int add_remove(const struct config *c, enum queue_db db, bool add,
 	const char *name = queue_db_name(db);
 	if (!valid_account_name(account))
 		return usage_error("\"%s\" is not an account name", account);
-	if (!config_account_by_name(c, account))
+	/* An entry is added only for an account of the config; one that
+	 * is left from an account since removed can still be removed. */
+	if (add && known_account(c, name, account))
+		return 2;
+	if (!add && !config_account_by_name(c, account))
 		fprintf(stderr, PROGRAM ": warning: no [account %s] in %s\n",
 			account, c->path);
 	if (!valid_entry(address, db == QUEUE_DB_STOPLIST))
@@ -1192,9 +1187,7 @@ static int add_remove(const struct config *c, enum queue_db db, bool add,
 		json_str(&o, "account", account);
 		json_str(&o, "address", address);
 		json_str(&o, "result", what);
-		buf_puts(&o, "}\n");
-		fputs(o.data, stdout);
-		buf_free(&o);
+		json_print(&o);
 	} else {
 		printf("%s %s/%s: %s\n", name, account, address, what);
 	}
@@ -1212,9 +1205,8 @@ static int stoplist_import(const struct config *c, const char *account,
 {
 	if (!valid_account_name(account))
 		return usage_error("\"%s\" is not an account name", account);
-	if (!config_account_by_name(c, account))
-		fprintf(stderr, PROGRAM ": warning: no [account %s] in %s\n",
-			account, c->path);
+	if (known_account(c, "stoplist import", account))
+		return 2;
 	FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
 	if (!f)
 		return fail("%s: %s", path, strerror(errno));
@@ -1303,9 +1295,7 @@ static int stoplist_import(const struct config *c, const char *account,
 		json_u64(&o, "added", added);
 		json_u64(&o, "present", present);
 		json_u64(&o, "invalid", invalid);
-		buf_puts(&o, "}\n");
-		fputs(o.data, stdout);
-		buf_free(&o);
+		json_print(&o);
 	} else {
 		printf("stoplist %s: %zu added, %zu already there, %zu invalid "
 		       "lines\n", account, added, present, invalid);
@@ -1322,6 +1312,8 @@ static int cmd_list_db(const struct config *c, enum queue_db db, int argc,
 	if (strcmp(argv[0], "list") == 0) {
 		if (argc > 2)
 			return usage_error("%s list: unexpected argument", name);
+		if (argc == 2 && known_account(c, name, argv[1]))
+			return 2;
 		return list_db(c, db, argc == 2 ? argv[1] : NULL);
 	}
 	if (strcmp(argv[0], "add") == 0 || strcmp(argv[0], "remove") == 0) {
@@ -1414,23 +1406,26 @@ static bool authfail_key_of(const MDB_val *k, const char *ip)
 		       (k->mv_size == n || ((const char *)k->mv_data)[n] == '/'));
 }
 
-/* One chunk of authfail entries after sc: those whose window is still
- * open (older ones count for nothing and smtpgate-flush prunes them). */
-static int authfail_chunk(const struct config *c, struct queue *q,
-			  const char *ip, struct scan *sc, struct table *t,
-			  size_t *bad, bool *done, struct error *err)
+struct authfail_args {
+	const struct config *c;
+	const char *ip;		/* NULL: all */
+};
+
+/* Authfail entries whose window is still open (older ones count for
+ * nothing and smtpgate-flush prunes them). */
+static int authfail_chunk(struct queue *q, MDB_txn *txn, MDB_cursor *cur,
+			  struct scan *sc, struct table *t, size_t *bad, void *arg)
 {
-	MDB_txn *txn;
-	int rc = queue_txn_begin(q, true, &txn, err);
-	if (rc)
-		return rc;
-	MDB_cursor *cur = NULL;
+	(void)q;
+	(void)txn;
+	const struct config *c = ((const struct authfail_args *)arg)->c;
+	const char *ip = ((const struct authfail_args *)arg)->ip;
 	MDB_val k, v;
 	size_t n = 0;
 	int64_t now = queue_now_us();
 	struct buf addr = BUF_INIT, login = BUF_INIT;
-	int r = mdb_cursor_open(txn, queue_dbi(q, QUEUE_DB_AUTHFAIL), &cur);
-	for (r = r ? r : scan_start(sc, cur, ip ? ip : "", ip ? strlen(ip) : 0, &k, &v);
+	int r;
+	for (r = scan_start(sc, cur, ip ? ip : "", ip ? strlen(ip) : 0, &k, &v);
 	     r == 0 && n < CHUNK_ROWS;
 	     r = mdb_cursor_get(cur, &k, &v, MDB_NEXT), n++) {
 		scan_note(sc, &k);
@@ -1463,9 +1458,6 @@ static int authfail_chunk(const struct config *c, struct queue *q,
 		unsigned limit = login.len ? c->max_auth_failures
 					   : c->max_auth_failures_per_client;
 		bool locked = count >= limit;
-		char t_since[QUEUE_TIME_SIZE], t_until[QUEUE_TIME_SIZE];
-		queue_time_format(since, t_since);
-		queue_time_format(until, t_until);
 		if (json) {
 			struct buf o = BUF_INIT;
 			buf_putc(&o, '{');
@@ -1473,8 +1465,8 @@ static int authfail_chunk(const struct config *c, struct queue *q,
 			json_str(&o, "login", login.data);
 			json_u64(&o, "count", count);
 			json_u64(&o, "limit", limit);
-			json_str(&o, "since", t_since);
-			json_str(&o, "until", t_until);
+			json_time(&o, "since", since);
+			json_time(&o, "until", until);
 			buf_printf(&o, ",\"locked\":%s}", locked ? "true" : "false");
 			table_add(t, NULL, buf_steal(&o));
 		} else {
@@ -1497,41 +1489,14 @@ static int authfail_chunk(const struct config *c, struct queue *q,
 	}
 	buf_free(&addr);
 	buf_free(&login);
-	if (r == MDB_NOTFOUND)
-		*done = true;
-	else if (r != 0)
-		rc = queue_mdb_error(q, r, "authfail", err);
-	if (cur)
-		mdb_cursor_close(cur);
-	mdb_txn_abort(txn);
-	return rc;
+	return r;
 }
 
 static int authfail_list(const struct config *c, const char *ip)
 {
-	struct queue *q;
-	if (open_queue(c, true, &q))
-		return 1;
+	struct authfail_args a = { c, ip };
 	struct table t = { .n_cols = 5, .headers = authfail_headers };
-	int status = 0;
-	size_t bad = 0;
-	if (q) {
-		struct scan sc = { BUF_INIT, false };
-		struct error err;
-		for (bool done = false; !done;) {
-			if (authfail_chunk(c, q, ip, &sc, &t, &bad, &done, &err) != 0) {
-				status = fail("%s", err.text);
-				break;
-			}
-			table_flush(&t);
-		}
-		buf_free(&sc.last);
-		queue_close(q);
-	}
-	table_finish(&t);
-	if (bad)
-		fail("%zu authfail entries do not parse", bad);
-	return status;
+	return list_entries(c, QUEUE_DB_AUTHFAIL, authfail_chunk, &a, &t);
 }
 
 /* Deletes the authfail entries of ip (NULL: all) in one write transaction:
@@ -1579,9 +1544,7 @@ static int authfail_clear(const struct config *c, const char *ip)
 		buf_putc(&o, '{');
 		json_str(&o, "address", ip ? ip : "");
 		json_u64(&o, "cleared", cleared);
-		buf_puts(&o, "}\n");
-		fputs(o.data, stdout);
-		buf_free(&o);
+		json_print(&o);
 	} else {
 		printf("authfail %s: %zu entries cleared\n", ip ? ip : "(all)", cleared);
 	}
@@ -1602,6 +1565,21 @@ static int cmd_authfail(const struct config *c, int argc, char **argv)
 
 /* ---- check-config ---- */
 
+/* check-config's answer for a configuration that does not load: the
+ * error on stderr and, with --json, {"ok":false} with it. Returns 1. */
+static int check_config_failed(const char *path, const char *error)
+{
+	if (json) {
+		struct buf o = BUF_INIT;
+		buf_putc(&o, '{');
+		json_str(&o, "config", path);
+		buf_puts(&o, ",\"ok\":false");
+		json_str(&o, "error", error);
+		json_print(&o);
+	}
+	return fail("%s", error);
+}
+
 static int cmd_check_config(const struct config *c, int argc, char **argv)
 {
 	(void)argv;
@@ -1609,17 +1587,7 @@ static int cmd_check_config(const struct config *c, int argc, char **argv)
 		return usage_error("%s", "check-config takes no argument");
 	struct error err;
 	if (dkim_check_keys(c, &err) != 0) {
-		if (json) {
-			struct buf o = BUF_INIT;
-			buf_putc(&o, '{');
-			json_str(&o, "config", c->path);
-			buf_puts(&o, ",\"ok\":false");
-			json_str(&o, "error", err.text);
-			buf_puts(&o, "}\n");
-			fputs(o.data, stdout);
-			buf_free(&o);
-		}
-		return fail("%s", err.text);
+		return check_config_failed(c->path, err.text);
 	}
 	if (json) {
 		char *dump = NULL;
@@ -1634,9 +1602,7 @@ static int cmd_check_config(const struct config *c, int argc, char **argv)
 		json_str(&o, "config", c->path);
 		buf_puts(&o, ",\"ok\":true");
 		json_str(&o, "effective", dump);
-		buf_puts(&o, "}\n");
-		fputs(o.data, stdout);
-		buf_free(&o);
+		json_print(&o);
 		free(dump);
 	} else {
 		config_dump(c, stdout);
@@ -1664,9 +1630,7 @@ static int cmd_index_config(const struct config *c, int argc, char **argv)
 		json_str(&o, "config", c->path);
 		json_str(&o, "index", index.data);
 		json_u64(&o, "accounts", c->n_accounts);
-		buf_puts(&o, "}\n");
-		fputs(o.data, stdout);
-		buf_free(&o);
+		json_print(&o);
 	} else {
 		printf("%s: %zu accounts\n", index.data, c->n_accounts);
 	}
@@ -2092,9 +2056,7 @@ static int cmd_hash_password(const struct config *c, int argc, char **argv)
 		struct buf o = BUF_INIT;
 		buf_putc(&o, '{');
 		json_str(&o, "password", hash);
-		buf_puts(&o, "}\n");
-		fputs(o.data, stdout);
-		buf_free(&o);
+		json_print(&o);
 	} else {
 		printf("%s\n", hash);
 	}
@@ -2152,18 +2114,9 @@ int main(int argc, char **argv)
 	struct config config;
 	struct error err;
 	if (needs_config && config_load(&config, config_path, &err) != 0) {
-		if (cmd && strcmp(cmd->name, "check-config") == 0 && json) {
-			struct buf o = BUF_INIT;
-			buf_putc(&o, '{');
-			json_str(&o, "config", config_path);
-			buf_puts(&o, ",\"ok\":false");
-			json_str(&o, "error", err.text);
-			buf_puts(&o, "}\n");
-			fputs(o.data, stdout);
-			buf_free(&o);
-		}
-		fprintf(stderr, PROGRAM ": %s\n", err.text);
-		return 1;
+		if (cmd && strcmp(cmd->name, "check-config") == 0)
+			return check_config_failed(config_path, err.text);
+		return fail("%s", err.text);
 	}
 	int status = !cmd ? usage_error(argc < 2 ? "%s" : "unknown command \"%s\"",
 					argc < 2 ? "which command?" : argv[1])

@@ -69,7 +69,7 @@ def test_history_follows_a_message_through_deferral_to_its_end(gate, keys):
     assert h["queued"] is False
     assert (h["account"], h["client"], h["from"]) == ("demo", "127.0.0.1",
                                                       "sender@example.com")
-    assert re.fullmatch(r"\d{8}T\d{6}\.\d{6}Z", h["received"])
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", h["received"])
     assert [(r["address"], r["state"]) for r in h["rcpt"]] == [
         ("ok@example.net", "delivered"), ("later@example.net", "delivered"),
         ("gone@example.net", "bounced")]
@@ -79,7 +79,7 @@ def test_history_follows_a_message_through_deferral_to_its_end(gate, keys):
     text = history(g, qid)
     assert f"message   {qid} (left the queue)" in text
     assert "from      <sender@example.com>" in text
-    assert re.search(r"^received  \d{4}-\d\d-\d\d \d\d:\d\d:\d\d$", text, re.M)
+    assert re.search(r"^received  \d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ$", text, re.M)
     assert re.search(r"^  <later@example.net>  delivered$", text, re.M)
     assert re.search(r"^  \S+ \S+  <gone@example.net>  bounced  550 5\.1\.1 ", text, re.M)
 

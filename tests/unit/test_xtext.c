@@ -167,6 +167,17 @@ TEST(test_time_format_is_fixed_width_and_parses_back)
 	CHECK(queue_time_parse("20261126T055546.123456", 22, &back) == -1);
 	CHECK(queue_time_parse("20261326T055546.123456Z", 23, &back) == -1);
 	CHECK(queue_time_parse("2026112GT055546.123456Z", 23, &back) == -1);
+	/* The two ways smtpgate-queue shows a time: to people, and RFC 3339
+	 * in JSON, the microseconds zero-padded. */
+	char human[QUEUE_HUMAN_TIME_SIZE], rfc[QUEUE_RFC3339_SIZE];
+	queue_time_human(us, human);
+	CHECK_STR(human, "2026-11-26 05:55:46Z");
+	queue_time_rfc3339(us, rfc);
+	CHECK_STR(rfc, "2026-11-26T05:55:46.123456Z");
+	queue_time_rfc3339(1795672546000042, rfc);
+	CHECK_STR(rfc, "2026-11-26T05:55:46.000042Z");
+	queue_time_rfc3339(0, rfc);
+	CHECK_STR(rfc, "1970-01-01T00:00:00.000000Z");
 	/* Later times sort later as text. */
 	char a[QUEUE_TIME_SIZE], b[QUEUE_TIME_SIZE];
 	queue_time_format(999999, a);
