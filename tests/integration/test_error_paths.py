@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import binary
+from conftest import Gate, binary
 from smtp_raw import Raw
 
 PROGRAMS = ["smtpgate-handler", "smtpgate-flush", "smtpgate-queue"]
@@ -137,3 +137,101 @@ def test_silent_client_is_cut_off_at_the_timeout_during_the_handshake(gate):
     log = handlers_done(g)
     assert ("TLS handshake failed client=127.0.0.1 "
             "reason=TLS handshake: timeout exceeded") in log, log
+
+
+def test_tls_key_of_the_certificates_type_but_another_pair_is_454(gate, keys):
+    """An RSA key that is not the RSA certificate's: OpenSSL refuses it
+    when it is loaded; the client gets 454 and the log names the key."""
+    g = gate(gate_keys={"tls_private_key": str(keys.rsa)})
+    assert starttls_reply(g) == "454 4.7.0 TLS not available due to temporary reason"
+    assert f"smtpgate-handler: TLS: {keys.rsa}: " in handlers_done(g)
+
+
+# -- smtpgate-handler on a pipe, and its arguments --
+
+def test_handler_serves_a_session_on_stdin_and_stdout(tmp_path, keys):
+    """Launched with a pipe (inetd style, no socket): no peer address and
+    no local port, the client's address from $REMOTE_ADDR."""
+    g = Gate(tmp_path, keys)
+    r = subprocess.run([binary("smtpgate-handler"), "-c", str(g.config)],
+                       input=b"EHLO client.example\r\nQUIT\r\n",
+                       capture_output=True, timeout=30,
+                       env={"REMOTE_ADDR": "192.0.2.7"})
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.decode().split("\r\n")
+    assert lines[0] == "220 gate.example.com ESMTP smtpgate"
+    assert "250-gate.example.com" in lines[1]
+    assert lines[-2].startswith("221 2.0.0 ")
+
+
+def test_handler_refuses_an_argument_it_does_not_take():
+    r = run(binary("smtpgate-handler"), "extra")
+    assert r.returncode == 2
+    assert r.stderr == 'smtpgate-handler: unexpected argument "extra"\n'
+
+
+# -- smtpgate-flush: its queue folder, its lock, its arguments --
+
+def flush_gate(tmp_path, keys, queue):
+    return Gate(tmp_path, keys, gate_keys={"queue": str(queue)})
+
+
+@pytest.mark.parametrize("value,ok", [("5", True), ("abc", False), ("0", False)])
+def test_flush_max_time_with_equals_is_parsed_as_the_separate_form(
+        tmp_path, keys, value, ok):
+    g = flush_gate(tmp_path, keys, tmp_path / "queue")
+    r = g.flush(f"--max-time={value}")
+    if ok:
+        assert r.returncode == 0, r.stderr
+    else:
+        assert r.returncode == 2
+        assert r.stderr == (f'smtpgate-flush: --max-time: "{value}" is not a '
+                            "positive number of seconds\n")
+
+
+def test_flush_queue_below_a_file_is_exit_1_naming_it(tmp_path, keys):
+    (tmp_path / "file").write_text("")
+    queue = tmp_path / "file" / "queue"
+    r = flush_gate(tmp_path, keys, queue).flush()
+    assert r.returncode == 1
+    assert r.stderr == f"smtpgate-flush: queue {queue}: Not a directory\n"
+
+
+def test_flush_lock_that_cannot_be_opened_is_exit_1_naming_it(tmp_path, keys):
+    g = flush_gate(tmp_path, keys, tmp_path / "queue")
+    assert g.flush().returncode == 0           # makes the queue
+    (tmp_path / "queue" / "flush.lock").unlink()
+    (tmp_path / "queue" / "flush.lock").mkdir()
+    r = g.flush()
+    assert r.returncode == 1
+    assert r.stderr == (f"smtpgate-flush: {tmp_path}/queue/flush.lock: "
+                        "cannot open: Is a directory\n")
+
+
+def test_flush_leaves_unreadable_due_entries_in_place_and_says_why(tmp_path, keys):
+    """A due entry that is no TIME/QID key, and one whose message has an
+    env but no msg: the flush logs each once with its reason, delivers
+    nothing for them, and leaves them for an administrator."""
+    import lmdb
+    g = flush_gate(tmp_path, keys, tmp_path / "queue")
+    assert g.flush().returncode == 0
+    qid = b"0197A5B3C2D4E5000F2A0001"
+    due_time = b"20200101T000000.000000Z"
+    env = lmdb.open(str(g.queue), max_dbs=32, subdir=True)
+    with env.begin(write=True) as txn:
+        due = env.open_db(b"due", txn=txn)
+        txn.put(b"junk", b"", db=due)
+        txn.put(due_time + b"/" + qid, b"", db=due)
+        txn.put(qid, b"from=a@example.com\nrcpt=b@example.org pending\n"
+                b"account=demo\nreceived=" + due_time + b"\nattempts=0\nnext="
+                + due_time, db=env.open_db(b"env", txn=txn))
+    env.close()
+    r = g.flush("-v")
+    assert r.returncode == 0, r.stderr
+    assert ("unreadable queue entry left in place reason="
+            "junk: bad due key") in r.stderr, r.stderr
+    assert (f"unreadable queue entry left in place reason={due_time.decode()}"
+            f"/{qid.decode()}: queue {g.queue}: message {qid.decode()} has an "
+            "env but no msg") in r.stderr, r.stderr
+    left = g.db("due")
+    assert b"junk" in left and due_time + b"/" + qid in left
