@@ -1,0 +1,196 @@
+/* queue/queue.c refusing what it must not take, each with a message that
+ * names the folder or the fault: a queue folder that is a file or lies
+ * below one, no folder at all, a queue of another schema, a read-only
+ * open of a queue never made; envelopes that are incomplete, a message
+ * without recipients, counters that do not parse. */
+#include <lmdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "queue/queue.h"
+#include "queue/queue_internal.h"
+#include "queue/record.h"
+#include "unit.h"
+
+static char *root_dir;
+
+static const char *root(void)
+{
+	if (!root_dir) {
+		char tmpl[] = "/tmp/smtpgate-test-queue-refusals-XXXXXX";
+		root_dir = xstrdup(mkdtemp(tmpl));
+	}
+	return root_dir;
+}
+
+static struct config config_for(const char *folder)
+{
+	struct config c;
+	memset(&c, 0, sizeof c);
+	c.queue = (char *)folder;
+	c.queue_map_size = 8 << 20;
+	return c;
+}
+
+/* Opens path, expecting failure rc (0: any) with the message want. */
+static void check_open_fails(const char *path, bool read_only, int rc,
+			     const char *want)
+{
+	struct config c = config_for(path);
+	struct queue *q = (struct queue *)1;
+	struct error err = { "" };
+	int got = queue_open(&q, &c, read_only, &err);
+	CHECK(rc ? got == rc : got != 0);	/* rc 0: any failure */
+	CHECK(q == NULL);
+	CHECK_STR(err.text, want);
+}
+
+TEST(test_queue_folder_that_is_a_file_is_refused)
+{
+	struct buf file = BUF_INIT, want = BUF_INIT;
+	buf_printf(&file, "%s/file", root());
+	FILE *f = fopen(file.data, "w");
+	CHECK(f != NULL);
+	if (f)
+		fclose(f);
+	buf_printf(&want, "queue %s: not a folder", file.data);
+	check_open_fails(file.data, false, 0, want.data);
+
+	/* Below it: the system's reason. */
+	buf_puts(&file, "/queue");
+	buf_clear(&want);
+	buf_printf(&want, "queue %s: Not a directory", file.data);
+	check_open_fails(file.data, false, 0, want.data);
+	buf_free(&file);
+	buf_free(&want);
+}
+
+TEST(test_queue_without_a_folder_is_refused)
+{
+	check_open_fails(NULL, false, QUEUE_EINVAL, "queue: no folder configured");
+	check_open_fails("", false, QUEUE_EINVAL, "queue: no folder configured");
+}
+
+/* A queue written by a later smtpgate (another schema) is left alone:
+ * neither read nor written, and the message says which versions. */
+TEST(test_queue_of_another_schema_is_refused_naming_both_versions)
+{
+	struct buf path = BUF_INIT, want = BUF_INIT;
+	buf_printf(&path, "%s/other-schema", root());
+	struct config c = config_for(path.data);
+	struct queue *q;
+	struct error err;
+	CHECK(queue_open(&q, &c, false, &err) == 0);
+	MDB_txn *txn;
+	CHECK(queue_txn_begin(q, false, &txn, &err) == 0);
+	MDB_val k = { 6, "schema" }, v = { 2, "99" };
+	CHECK(mdb_put(txn, queue_dbi(q, QUEUE_DB_META), &k, &v, 0) == 0);
+	CHECK(queue_txn_commit(q, txn, &err) == 0);
+	queue_close(q);
+	buf_printf(&want, "queue %s: schema version \"99\" in meta, this "
+		   "smtpgate knows \"%s\"", path.data, QUEUE_SCHEMA);
+	check_open_fails(path.data, false, QUEUE_ESCHEMA, want.data);
+	check_open_fails(path.data, true, QUEUE_ESCHEMA, want.data);
+	buf_free(&path);
+	buf_free(&want);
+}
+
+static int append_one(struct queue *q, const struct queue_envelope *env,
+		      struct error *err)
+{
+	const char msg[] = "Subject: x\r\n\r\nx\r\n";
+	struct iovec part = { (void *)msg, sizeof msg - 1 };
+	char qid[QUEUE_ID_SIZE];
+	int rc = queue_append(q, env, &part, 1, qid, err);
+	CHECK(rc != 0 || queue_id_valid(qid, strlen(qid)));
+	return rc;
+}
+
+TEST(test_incomplete_envelopes_are_refused_and_nothing_is_queued)
+{
+	struct buf path = BUF_INIT;
+	buf_printf(&path, "%s/envelopes", root());
+	struct config c = config_for(path.data);
+	struct queue *q;
+	struct error err;
+	CHECK(queue_open(&q, &c, false, &err) == 0);
+	const char *one[] = { "b@example.org" }, *empty[] = { "" };
+	static const char *const bad_id = "not-a-queue-id";
+	const struct {
+		struct queue_envelope env;
+		const char *why;
+	} cases[] = {
+		{ { .from = NULL, .rcpts = one, .n_rcpts = 1, .account = "demo" },
+		  "queue: incomplete envelope" },
+		{ { .from = "a@example.com", .rcpts = one, .n_rcpts = 1, .account = "" },
+		  "queue: incomplete envelope" },
+		{ { .from = "a@example.com", .rcpts = NULL, .n_rcpts = 1, .account = "demo" },
+		  "queue: incomplete envelope" },
+		{ { .from = "a@example.com", .rcpts = empty, .n_rcpts = 1, .account = "demo" },
+		  "queue: empty recipient" },
+		{ { .from = "a@example.com", .rcpts = one, .n_rcpts = 0, .account = "demo" },
+		  "queue: a message without recipients" },
+		{ { .from = "a@example.com", .rcpts = one, .n_rcpts = 1, .account = "demo",
+		    .qid = bad_id },
+		  "queue: \"not-a-queue-id\" is not a queue id" },
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+		err.text[0] = '\0';
+		CHECK(append_one(q, &cases[i].env, &err) == QUEUE_EINVAL);
+		CHECK_STR(err.text, cases[i].why);
+	}
+	/* Nothing of them reached the queue; a complete one does. */
+	struct queue_batch b;
+	CHECK(queue_claim_due(q, queue_now_us() + 1000000, 100, 1 << 20, &b, &err) == 0);
+	CHECK(b.n == 0);
+	queue_batch_free(&b);
+	struct queue_envelope good = { .from = "", .rcpts = one, .n_rcpts = 1,
+				       .account = "demo" };
+	CHECK(append_one(q, &good, &err) == 0);
+	CHECK(queue_claim_due(q, queue_now_us() + 1000000, 100, 1 << 20, &b, &err) == 0);
+	CHECK(b.n == 1);
+	queue_batch_free(&b);
+	queue_close(q);
+	buf_free(&path);
+}
+
+TEST(test_counters_that_do_not_parse_name_the_counter)
+{
+	uint64_t counts[QUEUE_COUNTER_COUNT];
+	struct error err = { "" };
+	struct buf r = BUF_INIT, want = BUF_INIT;
+	for (int i = 0; i < QUEUE_COUNTER_COUNT; i++)
+		record_put(&r, queue_counter_name((enum queue_counter)i),
+			   i == 1 ? "many" : "1");
+	CHECK(queue_counters_parse(r.data, r.len, counts, &err) == QUEUE_EINVAL);
+	buf_printf(&want, "bad %s=", queue_counter_name((enum queue_counter)1));
+	CHECK_STR(err.text, want.data);
+	CHECK(queue_counters_parse("Not a record", 12, counts, &err) == QUEUE_EINVAL);
+	buf_free(&r);
+	buf_free(&want);
+}
+
+static void remove_root(void)
+{
+	struct buf cmd = BUF_INIT;
+	buf_printf(&cmd, "rm -rf '%s'", root());
+	if (system(cmd.data) != 0)
+		fprintf(stderr, "cannot remove %s\n", root());
+	buf_free(&cmd);
+	free(root_dir);
+}
+
+TEST(test_cleanup)
+{
+	remove_root();
+}
+
+UNIT_MAIN(test_queue_folder_that_is_a_file_is_refused,
+	  test_queue_without_a_folder_is_refused,
+	  test_queue_of_another_schema_is_refused_naming_both_versions,
+	  test_incomplete_envelopes_are_refused_and_nothing_is_queued,
+	  test_counters_that_do_not_parse_name_the_counter,
+	  test_cleanup)
