@@ -2,6 +2,7 @@
 program shares (common/cli.c), and failures of the queue, the relay and
 TLS that a client or an operator must be told about precisely."""
 
+import contextlib
 import re
 import socket
 import struct
@@ -12,6 +13,8 @@ import pytest
 
 from conftest import Gate, binary
 from smtp_raw import Raw
+from test_flush_relay import relay_send
+from test_relay_branches import Dialog, run as relay_run
 
 PROGRAMS = ["smtpgate-handler", "smtpgate-flush", "smtpgate-queue"]
 
@@ -235,3 +238,91 @@ def test_flush_leaves_unreadable_due_entries_in_place_and_says_why(tmp_path, key
             "env but no msg") in r.stderr, r.stderr
     left = g.db("due")
     assert b"junk" in left and due_time + b"/" + qid in left
+
+
+# -- queue/relay.c: a relay that answers wrongly is a deferral that says why --
+
+def relay_says(first, then=None):
+    """A scripted relay that sends first (bytes, as they are), reads the
+    EHLO and sends then (lines), and reads what follows."""
+    def script(conn, log):
+        d = Dialog(conn, log)
+        conn.sendall(first)
+        if then is not None:
+            d.command()
+            d.say(*then)
+        with contextlib.suppress(OSError):
+            while True:
+                d.command()
+                d.say(b"454 4.7.0 not now")
+    return script
+
+
+LONG_REPLY = b"".join(b"220-" + b"x" * 4000 + b"\r\n" for _ in range(17))
+
+
+@pytest.mark.parametrize("first,why", [
+    (b"hello there\r\n", 'malformed reply "hello there"'),
+    (b"220-raw\r\n221 raw\r\n", "reply code changed within a reply"),
+    (b"220 " + b"x" * 5000 + b"\r\n", "reply line longer than 4096 bytes"),
+    (b"220 " + b"x" * 5000, "reply line longer than 4096 bytes"),
+    (LONG_REPLY + b"220 end\r\n", "reply longer than 65536 bytes"),
+    (b"554 5.7.1 go away\r\n", "greeting: 554 5.7.1 go away"),
+], ids=["malformed", "code-changed", "long-line", "long-line-no-lf",
+        "long-reply", "refused-greeting"])
+def test_relay_with_a_bad_greeting_defers_naming_the_fault(tmp_path, first, why):
+    rc, results, err, [log] = relay_run(tmp_path, relay_says(first),
+                                  "s@example.com", "a@example.net")
+    assert rc == 75, err
+    assert why in err, err
+    assert not any(line.startswith(b"MAIL") for line in log if isinstance(line, bytes))
+
+
+def test_relay_refusing_starttls_with_starttls_yes_defers(tmp_path):
+    rc, results, err, [log] = relay_run(
+        tmp_path, relay_says(b"220 raw ESMTP\r\n", [b"250-raw", b"250 STARTTLS"]),
+        "s@example.com", "a@example.net", relay={"starttls": "yes"})
+    assert rc == 75, err
+    assert "STARTTLS refused: 454 4.7.0 not now" in err, err
+    assert log[:2] == [b"EHLO gate.example.com", b"STARTTLS"]
+    assert b"MAIL FROM:<s@example.com>" not in log
+
+
+def test_relay_ca_file_that_holds_no_certificate_is_named_before_starttls(tmp_path):
+    """A tls_ca_file OpenSSL cannot load is the operator's to fix: said
+    with its name, and no STARTTLS (nor clear text) is tried."""
+    ca = tmp_path / "ca.pem"
+    ca.write_text("no certificate here\n")
+    rc, results, err, [log] = relay_run(
+        tmp_path, relay_says(b"220 raw ESMTP\r\n", [b"250-raw", b"250 STARTTLS"]),
+        "s@example.com", "a@example.net",
+        relay={"starttls": "yes", "tls_ca_file": str(ca)})
+    assert rc == 75, err
+    assert f"cannot load {ca}: " in err, err
+    assert b"STARTTLS" not in log and b"MAIL FROM:<s@example.com>" not in log
+
+
+def test_relay_username_without_auth_offered_defers_and_sends_no_mail(tmp_path):
+    rc, results, err, [log] = relay_run(
+        tmp_path, relay_says(b"220 raw ESMTP\r\n", [b"250-raw", b"250 8BITMIME"]),
+        "s@example.com", "a@example.net",
+        relay={"username": "relayuser", "password": "secret"})
+    assert rc == 75, err
+    assert "username is set but the relay offers neither AUTH PLAIN nor AUTH LOGIN" in err
+    assert not any(line.startswith((b"MAIL", b"AUTH")) for line in log
+                   if isinstance(line, bytes))
+
+
+def test_maildir_that_cannot_take_the_message_is_451_4_3_0(tmp_path):
+    """new/ is a file: the message cannot be moved in; each recipient
+    gets a temporary failure that names the maildir, so it stays due."""
+    box = tmp_path / "box"
+    for sub in ("tmp", "cur"):
+        (box / sub).mkdir(parents=True)
+    (box / "new").write_text("")
+    rc, results, err = relay_send(tmp_path, {"url": f"maildir:{box}"},
+                                  "s@example.com", "a@example.net", "b@example.net")
+    assert [(r["code"], r["enhanced"]) for r in results] == [(451, "4.3.0")] * 2, (results, err)
+    assert all(f"maildir {box}/tmp/" in r["text"] and "cannot move to new/" in r["text"]
+               for r in results), results
+    assert list((box / "tmp").iterdir()) == []
