@@ -173,6 +173,92 @@ TEST(test_counters_that_do_not_parse_name_the_counter)
 	buf_free(&want);
 }
 
+/* Outcomes the flush could never mean: refused before anything changes. */
+TEST(test_outcomes_without_an_id_or_a_result_change_nothing)
+{
+	struct buf path = BUF_INIT;
+	buf_printf(&path, "%s/outcomes", root());
+	struct config c = config_for(path.data);
+	struct queue *q;
+	struct error err = { "" };
+	CHECK(queue_open(&q, &c, false, &err) == 0);
+	const char *one[] = { "b@example.org" };
+	struct queue_envelope env = { .from = "", .rcpts = one, .n_rcpts = 1,
+				      .account = "demo" };
+	const char msg[] = "Subject: x\r\n\r\nx\r\n";
+	struct iovec part = { (void *)msg, sizeof msg - 1 };
+	char qid[QUEUE_ID_SIZE];
+	CHECK(queue_append(q, &env, &part, 1, qid, &err) == 0);
+
+	struct queue_outcome none = { .qid = NULL, .state = QUEUE_RCPT_DELIVERED,
+				      .msg = "250 ok" };
+	CHECK(queue_record_outcomes(q, 3600, queue_now_us(), &none, 1, NULL, &err) ==
+	      QUEUE_EINVAL);
+	CHECK_STR(err.text, "queue: outcome 0 has no queue id");
+	struct queue_outcome bad_id = { .qid = "x", .state = QUEUE_RCPT_DELIVERED,
+					.msg = "250 ok" };
+	CHECK(queue_record_outcomes(q, 3600, queue_now_us(), &bad_id, 1, NULL, &err) ==
+	      QUEUE_EINVAL);
+	CHECK_STR(err.text, "queue: outcome 0 has no queue id");
+	struct queue_outcome pending = { .qid = qid, .rcpt = 0,
+					 .state = QUEUE_RCPT_PENDING, .msg = "" };
+	CHECK(queue_record_outcomes(q, 3600, queue_now_us(), &pending, 1, NULL, &err) ==
+	      QUEUE_EINVAL);
+	struct buf want = BUF_INIT;
+	buf_printf(&want, "queue: outcome for %s rcpt 0 is not a result", qid);
+	CHECK_STR(err.text, want.data);
+
+	/* The message is as it was: due, its recipient pending. */
+	struct queue_batch b;
+	CHECK(queue_claim_due(q, queue_now_us() + 1000000, 100, 1 << 20, &b, &err) == 0);
+	CHECK(b.n == 1);
+	if (b.n == 1) {
+		CHECK_STR(b.messages[0].qid, qid);
+		CHECK(b.messages[0].rcpts[0].state == QUEUE_RCPT_PENDING);
+		CHECK(b.messages[0].attempts == 0);
+	}
+	queue_batch_free(&b);
+
+	CHECK(queue_retry(q, "not-an-id", queue_now_us(), &err) == QUEUE_EINVAL);
+	CHECK_STR(err.text, "\"not-an-id\" is not a queue id");
+	queue_close(q);
+	buf_free(&want);
+	buf_free(&path);
+}
+
+/* Pruning must not delete log events a callback has not sent yet; with
+ * its cursor unreadable it cannot tell which, so it deletes none. */
+TEST(test_prune_with_a_damaged_callback_cursor_deletes_no_log_event)
+{
+	struct buf path = BUF_INIT, want = BUF_INIT;
+	buf_printf(&path, "%s/prune", root());
+	struct config c = config_for(path.data);
+	struct queue *q;
+	struct error err = { "" };
+	CHECK(queue_open(&q, &c, false, &err) == 0);
+	MDB_txn *txn;
+	CHECK(queue_txn_begin(q, false, &txn, &err) == 0);
+	MDB_val k = { 15, "callback_cursor" }, v = { 6, "bad+ZZ" };
+	CHECK(mdb_put(txn, queue_dbi(q, QUEUE_DB_META), &k, &v, 0) == 0);
+	const char *old = "20000101T000000.000000Z/0197A5B3C2D4E5000F2A0001/00000";
+	const char *event = "status=delivered\nto=b@example.org\ndt=2000-01-01T00:00:00Z";
+	MDB_val lk = { strlen(old), (void *)old }, lv = { strlen(event), (void *)event };
+	CHECK(mdb_put(txn, queue_dbi(q, QUEUE_DB_LOG), &lk, &lv, 0) == 0);
+	CHECK(queue_txn_commit(q, txn, &err) == 0);
+
+	CHECK(queue_prune(q, queue_now_us(), 86400, 3600, &err) == QUEUE_EINVAL);
+	buf_printf(&want, "queue %s: meta callback_cursor does not parse", path.data);
+	CHECK_STR(err.text, want.data);
+	struct queue_event *ev;
+	size_t n;
+	CHECK(queue_log_read(q, NULL, 10, &ev, &n, NULL, &err) == 0);
+	CHECK(n == 1);
+	queue_events_free(ev, n);
+	queue_close(q);
+	buf_free(&path);
+	buf_free(&want);
+}
+
 static void remove_root(void)
 {
 	struct buf cmd = BUF_INIT;
@@ -193,4 +279,6 @@ UNIT_MAIN(test_queue_folder_that_is_a_file_is_refused,
 	  test_queue_of_another_schema_is_refused_naming_both_versions,
 	  test_incomplete_envelopes_are_refused_and_nothing_is_queued,
 	  test_counters_that_do_not_parse_name_the_counter,
+	  test_outcomes_without_an_id_or_a_result_change_nothing,
+	  test_prune_with_a_damaged_callback_cursor_deletes_no_log_event,
 	  test_cleanup)
