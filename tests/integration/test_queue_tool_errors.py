@@ -1,0 +1,128 @@
+"""smtpgate-queue(8) when it is used wrongly or finds damage: a usage
+error is exit 2 with a line that says what is wrong; an operation that
+fails is exit 1 and names what; damaged records are counted and pointed
+at (mdb_dump), the readable ones still shown."""
+
+import json
+
+import lmdb
+import pytest
+
+from conftest import Gate, write_config
+
+QID = "0197A5B3C2D4E5000F2A0001"
+
+
+@pytest.fixture
+def tool(tmp_path, keys):
+    """A gate's config and queue (not started); tool(*args) runs
+    smtpgate-queue on it."""
+    g = Gate(tmp_path, keys)
+    run = lambda *args: g.queue_tool(*args, check=False)
+    run.gate = g
+    return run
+
+
+@pytest.mark.parametrize("args,why", [
+    (["show"], "show: which QID?"),
+    (["show", QID, "extra"], 'show: unexpected "extra"'),
+    (["stat", "extra"], 'stat: unexpected "extra"'),
+    (["errors", "extra"], 'errors: unexpected "extra"'),
+    (["stoplist"], "stoplist: list, add or remove?"),
+    (["suppress", "list", "demo", "more"], "suppress list: unexpected argument"),
+    (["stoplist", "add", "demo"], "stoplist: give ACCOUNT ADDRESS"),
+    (["stoplist", "import", "demo"], "stoplist import: give ACCOUNT FILE"),
+    (["stoplist", "add", "a/b", "x@example.org"], '"a/b" is not an account name'),
+    (["stoplist", "import", "a/b", "-"], '"a/b" is not an account name'),
+    (["check-config", "extra"], "check-config takes no argument"),
+    (["index-config", "extra"], "index-config takes no argument"),
+    (["dkim-keygen", "example.com", "--bogus"], 'dkim-keygen: unexpected "--bogus"'),
+])
+def test_usage_error_is_exit_2_saying_what_is_wrong(tool, args, why):
+    r = tool(*args)
+    assert r.returncode == 2, r
+    assert r.stderr.splitlines()[0] == f"smtpgate-queue: {why}"
+    assert r.stdout == ""
+
+
+def test_show_of_an_absent_message_is_exit_1(tool):
+    r = tool("show", QID)
+    assert r.returncode == 1
+    assert QID in r.stderr and r.stdout == ""
+
+
+def test_entry_for_an_account_not_in_the_config_is_added_with_a_warning(tool):
+    """A stoplist kept for an account about to be configured: a warning,
+    not a refusal; --json says what was done."""
+    r = tool("stoplist", "add", "ghost", "x@example.org", "--json")
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == (f"smtpgate-queue: warning: no [account ghost] in "
+                        f"{tool.gate.config}\n")
+    assert json.loads(r.stdout) == {"account": "ghost", "address": "x@example.org",
+                                    "result": "added"}
+    assert tool.gate.db("stoplist").keys() == {b"ghost/x@example.org"}
+
+
+def test_import_counts_added_present_and_invalid_lines_and_names_each_invalid(
+        tool, tmp_path):
+    listing = tmp_path / "list.txt"
+    listing.write_text("a@example.org\n\n# a comment\nnot an address\n"
+                       "@example.net\n  b@example.org  \na@example.org\n")
+    r = tool("stoplist", "import", "demo", str(listing), "--json")
+    assert r.returncode == 1       # some lines were not taken
+    assert json.loads(r.stdout) == {"account": "demo", "added": 3,
+                                    "present": 1, "invalid": 1}
+    assert r.stderr == (f"smtpgate-queue: {listing}:4: neither an address "
+                        "nor @domain\n")
+    assert tool.gate.db("stoplist").keys() == {
+        b"demo/a@example.org", b"demo/@example.net", b"demo/b@example.org"}
+
+
+def test_import_of_a_missing_file_is_exit_1_naming_it(tool, tmp_path):
+    r = tool("stoplist", "import", "demo", str(tmp_path / "absent.txt"))
+    assert r.returncode == 1
+    assert r.stderr == f"smtpgate-queue: {tmp_path}/absent.txt: No such file or directory\n"
+
+
+def test_check_config_json_reports_a_broken_config_as_not_ok(tmp_path, keys):
+    conf = tmp_path / "bad.conf"
+    write_config(conf, {"gate": {"queue": str(tmp_path / "queue"),
+                                 "timeout": "forever"}})
+    g = Gate(tmp_path, keys)
+    g.config = conf
+    r = g.queue_tool("check-config", "--json", check=False)
+    assert r.returncode == 1
+    report = json.loads(r.stdout)
+    assert report["config"] == str(conf) and report["ok"] is False
+    assert report["error"].startswith(f'{conf}:3: timeout: "forever" is not a duration')
+
+
+def damage(g, db, key, value):
+    env = lmdb.open(str(g.queue), max_dbs=32, subdir=True)
+    with env.begin(write=True) as txn:
+        txn.put(key, value, db=env.open_db(db.encode(), txn=txn))
+    env.close()
+
+
+@pytest.mark.parametrize("command,db,key,value,why", [
+    (["list"], "env", QID.encode(), b"Not a record",
+     "1 queue entries do not parse (see mdb_dump -p -s env)"),
+    (["list"], "env", b"not-a-qid", b"from=",
+     "1 queue entries do not parse (see mdb_dump -p -s env)"),
+    (["stat"], "issue", b"2026-11-26/demo/gate", b"accepted=many",
+     "1 issue records do not parse (see mdb_dump -p -s issue)"),
+    (["stoplist", "list"], "stoplist", b"no-slash", b"",
+     "1 stoplist entries do not parse"),
+])
+def test_damaged_records_are_counted_after_the_readable_ones(tool, command, db,
+                                                             key, value, why):
+    """A listing goes on past a damaged record and ends by counting them,
+    with where to look; it still succeeds (exit 0): what it could read
+    it showed (SPEC leaves the damage to the administrator)."""
+    assert tool("stoplist", "add", "demo", "keep@example.org").returncode == 0
+    damage(tool.gate, db, key, value)
+    r = tool(*command)
+    assert r.returncode == 0, r
+    assert r.stderr == f"smtpgate-queue: {why}\n"
+    if command == ["stoplist", "list"]:
+        assert "keep@example.org" in r.stdout
