@@ -126,3 +126,50 @@ def test_damaged_records_are_counted_after_the_readable_ones(tool, command, db,
     assert r.stderr == f"smtpgate-queue: {why}\n"
     if command == ["stoplist", "list"]:
         assert "keep@example.org" in r.stdout
+
+
+# -- events: the callback's view of the log (queue/callback.c) --
+
+EVENT = "20261126T060000.123456Z/" + QID + "/0000"
+
+
+def test_events_before_any_queue_exists_is_empty_not_an_error(tool):
+    r = tool("events", "--json")
+    assert (r.returncode, r.stdout) == (0, "[]\n"), r.stderr
+    r = tool("events")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == ("# callbacks: off (no [callback] url)\n"
+                        "# cursor: (none: nothing acknowledged)\n"
+                        "# sent: 0, given up: 0, failures in a row: 0\n")
+
+
+def test_unreadable_log_event_is_listed_as_unreadable_not_skipped(tool):
+    """The callback would stop at it, so the operator must see it, in
+    its place, in both forms; --since=ID resumes after an event."""
+    assert tool("stoplist", "add", "demo", "keep@example.org").returncode == 0
+    damage(tool.gate, "log", (EVENT + "1").encode(),
+           b"status=delivered\nto=b@example.org\ndt=2026-11-26T06:00:00Z")
+    damage(tool.gate, "log", (EVENT + "2").encode(), b"Not a record")
+    r = tool("events")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[3:] == [
+        f'{EVENT}1 new delivered "b@example.org" issue="" uniq=null msg=""',
+        f'"{EVENT}2" new unreadable']
+    r = tool("events", f"--since={EVENT}1", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == [{"id": EVENT + "2", "unreadable": True,
+                                     "acknowledged": False}]
+
+
+@pytest.mark.parametrize("key,value,why", [
+    ("callback_failures", "many", 'meta callback_failures: "many" is not a number'),
+    ("callback_sent", "", 'meta callback_sent: "" is not a number'),
+    ("callback_next_try", "soon", 'meta callback_next_try: "soon" is not a TIME'),
+])
+def test_events_with_damaged_callback_state_is_exit_1_naming_it(tool, key, value, why):
+    assert tool("stoplist", "add", "demo", "keep@example.org").returncode == 0
+    damage(tool.gate, "meta", key.encode(), value.encode())
+    r = tool("events")
+    assert r.returncode == 1
+    assert r.stderr == f"smtpgate-queue: queue {tool.gate.queue}: {why}\n"
+    assert r.stdout == ""
