@@ -2,6 +2,7 @@
 program shares (common/cli.c), and failures of the queue, the relay and
 TLS that a client or an operator must be told about precisely."""
 
+import base64
 import contextlib
 import re
 import socket
@@ -326,3 +327,46 @@ def test_maildir_that_cannot_take_the_message_is_451_4_3_0(tmp_path):
     assert all(f"maildir {box}/tmp/" in r["text"] and "cannot move to new/" in r["text"]
                for r in results), results
     assert list((box / "tmp").iterdir()) == []
+
+
+# -- handler/auth.c: malformed AUTH commands, on a pipe session --
+
+def pipe_session(tmp_path, keys, lines, **gate_keys):
+    """The handler's replies to lines sent at once over a pipe."""
+    g = Gate(tmp_path, keys, gate_keys={"auth_requires_tls": "no", **gate_keys})
+    r = subprocess.run([binary("smtpgate-handler"), "-c", str(g.config)],
+                       input="".join(line + "\r\n" for line in lines).encode(),
+                       capture_output=True, timeout=30,
+                       env={"REMOTE_ADDR": "192.0.2.7"})
+    assert r.returncode == 0, r.stderr
+    replies = [line for line in r.stdout.decode().split("\r\n")
+               if line and not line.startswith("250-")]
+    return replies, r.stderr.decode()
+
+
+def test_auth_syntax_errors_are_501_5_5_4_and_auth_may_follow(tmp_path, keys):
+    """No mechanism, or an initial response followed by more: 501 with
+    the syntax; neither counts as a failed attempt, so AUTH still works."""
+    from conftest import DEMO_LOGIN, DEMO_PASSWORD
+    plain = base64.b64encode(f"\0{DEMO_LOGIN}\0{DEMO_PASSWORD}".encode()).decode()
+    replies, _ = pipe_session(tmp_path, keys, [
+        "AUTH PLAIN " + plain, "EHLO client.example", "AUTH",
+        "AUTH PLAIN abc def", f"AUTH PLAIN {plain}", "QUIT"],
+        max_auth_failures="1")
+    syntax = "501 5.5.4 Syntax: AUTH mechanism [initial-response]"
+    assert replies[1] == "503 5.5.1 Error: send HELO/EHLO first"
+    assert replies[3:5] == [syntax, syntax]
+    assert replies[5].startswith("235 2.7.0 "), replies
+
+
+def test_auth_login_name_with_a_nul_is_535_never_a_match(tmp_path, keys):
+    """"demo\\0anything" must not be taken for a login that starts the
+    same: the NUL makes it a failed attempt."""
+    from conftest import DEMO_LOGIN, DEMO_PASSWORD
+    b64 = lambda b: base64.b64encode(b).decode()
+    replies, log = pipe_session(tmp_path, keys, [
+        "EHLO client.example", "AUTH LOGIN",
+        b64(DEMO_LOGIN.encode() + b"\0x"), b64(DEMO_PASSWORD.encode()), "QUIT"])
+    assert replies[2:4] == ["334 VXNlcm5hbWU6", "334 UGFzc3dvcmQ6"]
+    assert replies[4].startswith("535 5.7.8 "), replies
+    assert "NUL in LOGIN response" in log, log
