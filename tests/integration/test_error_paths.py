@@ -14,7 +14,7 @@ import pytest
 
 from conftest import Gate, binary
 from smtp_raw import Raw
-from test_flush_relay import relay_send
+from test_flush_relay import read_until, relay_send
 from test_relay_branches import Dialog, run as relay_run
 
 PROGRAMS = ["smtpgate-handler", "smtpgate-flush", "smtpgate-queue"]
@@ -370,3 +370,134 @@ def test_auth_login_name_with_a_nul_is_535_never_a_match(tmp_path, keys):
     assert replies[2:4] == ["334 VXNlcm5hbWU6", "334 UGFzc3dvcmQ6"]
     assert replies[4].startswith("535 5.7.8 "), replies
     assert "NUL in LOGIN response" in log, log
+
+
+def replying(pipelining, *replies):
+    """A scripted relay answering each command after EHLO with the next of
+    replies (then 250); after a 354 it reads the message and answers the
+    end of data with the next one. A 421 is said and the connection
+    closed, as RFC 5321 section 3.8 has it."""
+    def script(conn, log):
+        d = Dialog(conn, log)
+        d.say(b"220 raw ESMTP")
+        d.command()
+        d.say(b"250-raw", b"250 PIPELINING" if pipelining else b"250 8BITMIME")
+        left = list(replies)
+        while True:
+            line = d.command()
+            if line == b"QUIT":
+                d.say(b"221 bye")
+                return
+            reply = left.pop(0) if left else (
+                b"354 go" if line == b"DATA" else b"250 2.0.0 ok")
+            d.say(reply)
+            if reply.startswith(b"421"):
+                return
+            if reply.startswith(b"354"):
+                d.buf = read_until(conn, b"\r\n", d.buf)
+                if d.buf.startswith(b".\r\n"):   # an empty message
+                    d.buf = d.buf[3:]
+                    log.append(b"data:")
+                else:
+                    log.append(b"data:" + d.data())
+                reply = left.pop(0) if left else b"250 2.0.0 kept"
+                d.say(reply)
+                if reply.startswith(b"421"):
+                    return
+    return script
+
+
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelining", "one-by-one"])
+@pytest.mark.parametrize("at", range(5), ids=["mail", "rcpt1", "rcpt2", "data", "end"])
+def test_relay_closing_with_421_fails_every_open_recipient_temporarily(
+        tmp_path, pipelining, at):
+    """A 421 at any point of the transaction decides nothing for the
+    recipients still open: each is a temporary failure with the relay's
+    text, none is taken as delivered or bounced."""
+    replies = [b"250 2.1.0 ok", b"250 2.1.5 ok", b"250 2.1.5 ok", b"354 go", b"250 2.0.0 kept"]
+    replies[at] = b"421 4.3.2 shutting down"
+    rc, results, err, [log] = relay_run(
+        tmp_path, replying(pipelining, *replies[:at + 1]),
+        "s@example.com", "a@example.net", "b@example.net")
+    # A connection failure for each (code 0), not a reply of its own.
+    assert [(r["code"], r["failed"]) for r in results] == [(0, True)] * 2, (results, err)
+    assert all(r["text"].endswith(": 421 4.3.2 shutting down") for r in results), results
+    assert any(line.startswith(b"data:") for line in log
+               if isinstance(line, bytes)) == (at == 4)
+
+
+def test_pipelined_data_accepted_after_every_recipient_was_refused_gets_an_empty_message(
+        tmp_path):
+    """RFC 2920 section 3.1: the relay said 354 to a pipelined DATA though
+    it refused each RCPT; the message must not be sent, the data phase is
+    ended at once, and each recipient keeps its own refusal."""
+    rc, results, err, [log] = relay_run(
+        tmp_path, replying(True, b"250 2.1.0 ok", b"550 5.1.1 no a", b"550 5.1.1 no b",
+                           b"354 go", b"554 5.5.0 no valid recipients"),
+        "s@example.com", "a@example.net", "b@example.net")
+    assert [(r["code"], r["enhanced"]) for r in results] == \
+        [(550, "5.1.1"), (550, "5.1.1")], (results, err)
+    assert b"data:" in log      # the lone dot, no message bytes
+
+
+def test_one_by_one_relay_refusing_every_recipient_gets_no_data(tmp_path):
+    rc, results, err, [log] = relay_run(
+        tmp_path, replying(False, b"250 2.1.0 ok", b"550 5.1.1 no a", b"551 5.1.6 moved"),
+        "s@example.com", "a@example.net", "b@example.net")
+    assert [(r["code"], r["enhanced"], r["failed"]) for r in results] == \
+        [(550, "5.1.1", False), (551, "5.1.6", False)], (results, err)
+    assert b"DATA" not in log
+
+
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelining", "one-by-one"])
+def test_refused_data_decides_for_the_recipients_still_open(tmp_path, pipelining):
+    """A refused RCPT keeps its reply; the accepted one gets DATA's."""
+    rc, results, err, [log] = relay_run(
+        tmp_path, replying(pipelining, b"250 2.1.0 ok", b"550 5.1.1 no a",
+                           b"250 2.1.5 ok", b"554 5.3.4 not now, not ever"),
+        "s@example.com", "a@example.net", "b@example.net")
+    assert [(r["code"], r["enhanced"]) for r in results] == \
+        [(550, "5.1.1"), (554, "5.3.4")], (results, err)
+    assert not any(line.startswith(b"data:") for line in log if isinstance(line, bytes))
+
+
+def test_relay_answering_ehlo_with_421_defers_without_helo(tmp_path):
+    def script(conn, log):
+        d = Dialog(conn, log)
+        d.say(b"220 raw ESMTP")
+        d.command()
+        d.say(b"421 4.3.2 going down")
+    rc, results, err, [log] = relay_run(tmp_path, script, "s@example.com",
+                                        "a@example.net")
+    assert rc == 75, err
+    assert ": 421 4.3.2 going down" in err
+    assert log == [b"EHLO gate.example.com"]
+
+
+def test_message_without_a_final_line_end_gets_one_before_the_dot(tmp_path):
+    """RFC 5321 section 4.1.1.4: the data ends with CRLF . CRLF; a
+    message whose last line has no CRLF is given one, not run into the
+    dot (which would make the relay wait for ever, or take the dot as
+    text)."""
+    rc, results, err, [log] = relay_run(
+        tmp_path, replying(False), "s@example.com", "a@example.net",
+        message=b"Subject: no end\r\n\r\nlast line without CRLF")
+    assert [r["code"] for r in results] == [250], (results, err)
+    assert b"data:Subject: no end\r\n\r\nlast line without CRLF" in log, log
+
+
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelining", "one-by-one"])
+@pytest.mark.parametrize("reply", [b"250 2.0.0 ok", b"220 hello again", b"334 go on"])
+def test_data_answered_without_354_or_a_refusal_is_not_a_delivery(
+        tmp_path, pipelining, reply):
+    """A relay that answers DATA with a success other than 354 has not
+    taken the message (its bytes were never sent): that is no delivery,
+    but a temporary failure of each open recipient, so the message stays
+    queued instead of being recorded as delivered and lost."""
+    rc, results, err, [log] = relay_run(
+        tmp_path, replying(pipelining, b"250 2.1.0 ok", b"250 2.1.5 ok", reply),
+        "s@example.com", "a@example.net")
+    assert [(r["code"], r["failed"]) for r in results] == [(0, True)], (results, err)
+    assert results[0]["text"].endswith(
+        "unexpected reply to DATA: " + reply.decode()), results
+    assert not any(line.startswith(b"data:") for line in log if isinstance(line, bytes))
