@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -259,6 +260,41 @@ TEST(test_prune_with_a_damaged_callback_cursor_deletes_no_log_event)
 	buf_free(&want);
 }
 
+/* A parent that cannot be made (procfs takes no new folders): the
+ * message names the folder that failed, not only the queue. */
+TEST(test_queue_whose_parent_cannot_be_made_names_it)
+{
+	check_open_fails("/proc/self/smtpgate-nope/queue", false, 0,
+			 "queue /proc/self/smtpgate-nope/queue: cannot create "
+			 "/proc/self/smtpgate-nope: No such file or directory");
+}
+
+/* An LMDB environment that no smtpgate has initialised (made by hand,
+ * or a first open that died before its commit): a reader finds no
+ * queue there, and says so; it does not create one. */
+TEST(test_read_only_open_of_an_uninitialised_environment_is_not_found)
+{
+	struct buf path = BUF_INIT, want = BUF_INIT;
+	buf_printf(&path, "%s/bare-lmdb", root());
+	CHECK(mkdir(path.data, 0700) == 0);
+	MDB_env *env;
+	MDB_txn *txn;
+	CHECK(mdb_env_create(&env) == 0);
+	CHECK(mdb_env_open(env, path.data, 0, 0600) == 0);
+	CHECK(mdb_txn_begin(env, NULL, 0, &txn) == 0);
+	MDB_dbi dbi;
+	CHECK(mdb_dbi_open(txn, NULL, 0, &dbi) == 0);
+	MDB_val k = { 5, "other" }, v = { 4, "data" };
+	CHECK(mdb_put(txn, dbi, &k, &v, 0) == 0);	/* not empty: not new */
+	CHECK(mdb_txn_commit(txn) == 0);
+	mdb_env_close(env);
+	buf_printf(&want, "queue %s: not initialised yet (no schema version)",
+		   path.data);
+	check_open_fails(path.data, true, QUEUE_ENOTFOUND, want.data);
+	buf_free(&path);
+	buf_free(&want);
+}
+
 static void remove_root(void)
 {
 	struct buf cmd = BUF_INIT;
@@ -281,4 +317,6 @@ UNIT_MAIN(test_queue_folder_that_is_a_file_is_refused,
 	  test_counters_that_do_not_parse_name_the_counter,
 	  test_outcomes_without_an_id_or_a_result_change_nothing,
 	  test_prune_with_a_damaged_callback_cursor_deletes_no_log_event,
+	  test_queue_whose_parent_cannot_be_made_names_it,
+	  test_read_only_open_of_an_uninitialised_environment_is_not_found,
 	  test_cleanup)
