@@ -6,6 +6,7 @@ import base64
 import contextlib
 import re
 import socket
+import ssl
 import struct
 import subprocess
 import time
@@ -501,3 +502,55 @@ def test_data_answered_without_354_or_a_refusal_is_not_a_delivery(
     assert results[0]["text"].endswith(
         "unexpected reply to DATA: " + reply.decode()), results
     assert not any(line.startswith(b"data:") for line in log if isinstance(line, bytes))
+
+
+# -- queue/relay.c over TLS: a relay that goes away --
+
+def starttls_then(then, keys=None):
+    """A scripted relay that offers STARTTLS, says 220 to it and then,
+    with then="close-in-handshake", reads the ClientHello and closes; with
+    then="close-after-ehlo", completes the handshake (keys' certificate),
+    reads the EHLO over TLS and closes without a reply (after a TLS
+    close_notify with then="close-notify-after-ehlo")."""
+    def script(conn, log):
+        d = Dialog(conn, log)
+        d.say(b"220 raw ESMTP")
+        d.command()
+        d.say(b"250-raw", b"250 STARTTLS")
+        d.command()
+        d.say(b"220 go ahead")
+        if then == "close-in-handshake":
+            log.append(conn.recv(65536)[:1])      # the ClientHello's first byte
+            return
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(str(keys.cert), str(keys.key))
+        tls = ctx.wrap_socket(conn, server_side=True)
+        log.append(read_until(tls, b"\r\n"))
+        if then == "close-notify-after-ehlo":
+            with contextlib.suppress(OSError):
+                tls.unwrap()                     # a TLS close_notify first
+        tls.close()
+    return script
+
+
+def test_relay_closing_during_the_tls_handshake_defers(tmp_path):
+    rc, results, err, [log] = relay_run(
+        tmp_path, starttls_then("close-in-handshake"), "s@example.com",
+        "a@example.net", relay={"starttls": "yes"})
+    assert rc == 75, err
+    assert "TLS handshake failed: " in err, err
+    assert log[-1] == b"\x16"                    # it was a TLS handshake
+
+
+@pytest.mark.parametrize("then,why", [
+    ("close-notify-after-ehlo", "connection closed"),
+    ("close-after-ehlo", "TLS read failed: unexpected eof while reading"),
+])
+def test_relay_closing_after_the_tls_handshake_defers_saying_how(tmp_path, keys,
+                                                                 then, why):
+    rc, results, err, [log] = relay_run(
+        tmp_path, starttls_then(then, keys), "s@example.com",
+        "a@example.net", relay={"starttls": "yes", "tls_verify": "no"})
+    assert rc == 75, err
+    assert "127.0.0.1:" in err and why in err, err
+    assert log[-1] == b"EHLO gate.example.com\r\n"   # read over TLS
