@@ -3,12 +3,16 @@ error is exit 2 with a line that says what is wrong; an operation that
 fails is exit 1 and names what; damaged records are counted and pointed
 at (mdb_dump), the readable ones still shown."""
 
+import ctypes
+import ctypes.util
 import json
+import os
+import subprocess
 
 import lmdb
 import pytest
 
-from conftest import Gate, write_config
+from conftest import Gate, binary, write_config
 
 QID = "0197A5B3C2D4E5000F2A0001"
 
@@ -172,4 +176,38 @@ def test_events_with_damaged_callback_state_is_exit_1_naming_it(tool, key, value
     r = tool("events")
     assert r.returncode == 1
     assert r.stderr == f"smtpgate-queue: queue {tool.gate.queue}: {why}\n"
+    assert r.stdout == ""
+
+
+# -- hash-password (common/password.c) --
+
+def crypt_matches(password, hash_):
+    """crypt(3) of the system's libxcrypt, as the handler checks."""
+    lib = ctypes.CDLL(ctypes.util.find_library("crypt"))
+    lib.crypt.restype = ctypes.c_char_p
+    lib.crypt.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+    return lib.crypt(password.encode(), hash_.encode()) == hash_.encode()
+
+
+def test_hash_password_takes_a_crlf_line_end_off_the_password(tool):
+    """A password piped from a file written on Windows ends "\\r\\n": the
+    CR is the line end's, not the password's, so the hash verifies the
+    password without it."""
+    r = subprocess.run([binary("smtpgate-queue"), "hash-password"],
+                       input=b"correct horse\r\n", capture_output=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    hash_ = r.stdout.decode().strip()
+    assert crypt_matches("correct horse", hash_)
+    assert not crypt_matches("correct horse\r", hash_)
+
+
+def test_hash_password_from_a_folder_is_exit_1_saying_why(tmp_path):
+    folder = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)   # a stdin read fails on
+    try:
+        r = subprocess.run([binary("smtpgate-queue"), "hash-password"],
+                           stdin=folder, capture_output=True, text=True, timeout=30)
+    finally:
+        os.close(folder)
+    assert r.returncode == 1
+    assert "reading the password: Is a directory" in r.stderr
     assert r.stdout == ""
