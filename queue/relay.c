@@ -986,6 +986,20 @@ static void settle_open(struct relay_result *results, bool *final, size_t n,
 		}
 }
 
+/* True (with err set) when the reply to DATA neither starts the data
+ * (354) nor refuses it (4xx, 5xx): a relay that says 250 there has not
+ * taken the message, whose bytes were never sent, and settling the
+ * recipients with that reply would record a delivery of a message lost. */
+static bool data_not_started(const struct relay *r, const struct reply *rep,
+			     struct error *err)
+{
+	if (rep->code == 354 || rep->code >= 400)
+		return false;
+	error_set(err, "relay %s: unexpected reply to DATA: %s", r->name.data,
+		  rep->text.data);
+	return true;
+}
+
 /* Every recipient without a final result yet gets the connection
  * failure. */
 static void fail_open(struct relay_result *results, const bool *final,
@@ -1287,6 +1301,8 @@ static int smtp_transaction(struct relay *r, const char *from,
 			goto failed;
 		if (rep.code == 421)
 			goto closed;
+		if (data_not_started(r, &rep, &err))
+			goto failed;
 		if (rep.code != 354) {
 			settle_open(results, final, n_rcpts, &rep);
 			rc = 0;
@@ -1340,6 +1356,8 @@ static int smtp_transaction(struct relay *r, const char *from,
 			goto failed;
 		if (rep.code == 421)
 			goto closed;
+		if (data_not_started(r, &rep, &err))
+			goto failed;
 		if (rep.code != 354) {
 			settle_open(results, final, n_rcpts, &rep);
 			rc = 0;
