@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """Error paths no other suite reaches: the command-line forms every
 program shares (common/cli.c), and failures of the queue, the relay and
 TLS that a client or an operator must be told about precisely."""

@@ -519,7 +519,11 @@ def test_max_time_stops_claiming_new_batches(tmp_path, keys):
         assert time.monotonic() - started < 30
         delivered = len(sink.messages)
         assert 0 < delivered < 300
-        assert len(q.db("env")) == 300 - delivered
+        # --max-time is a hard deadline: a message the relay took whose
+        # final reply the deadline cut off (one a connection at most) stays
+        # queued, deferred, and is sent again (at least once, never lost).
+        left = len(q.db("env"))
+        assert 300 - delivered <= left <= 300 - delivered + 4, (left, delivered)
 
 
 @pytest.mark.parametrize("args", [["--max-time"], ["--max-time", "soon"],

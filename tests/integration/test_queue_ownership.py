@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """A queue created by root (an administrator running smtpgate-queue
 before the service ever ran) belongs to the owner of the folder above it,
 so that the handlers and smtpgate-flush, running as that user, can write

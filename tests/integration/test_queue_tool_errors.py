@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """smtpgate-queue(8) when it is used wrongly or finds damage: a usage
 error is exit 2 with a line that says what is wrong; an operation that
 fails is exit 1 and names what; damaged records are counted and pointed

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* PATH.index (common/config_index.c) when writing it fails or what is
  * read from it is not what index-config writes: each failure names the
  * file, no temporary file is left, a foreign index is not used (the

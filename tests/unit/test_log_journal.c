@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* common/log.c under systemd: when stderr is the stream $JOURNAL_STREAM
  * names, each event goes to the journal's socket as one native entry
  * (MESSAGE, PRIORITY, SYSLOG_IDENTIFIER, SMTPGATE_* fields) and nothing to
@@ -122,7 +123,10 @@ TEST(test_event_under_systemd_is_one_native_journal_entry)
 		  "EMPTY", "", "NONE", (const char *)NULL, (const char *)NULL);
 	CHECK_STR(stderr_text(), "");
 	CHECK_STR(journal_entry(),
-		  "MESSAGE=queued\nPRIORITY=4\nSYSLOG_IDENTIFIER=smtpgate-handler\n"
+		  /* MESSAGE is the text line, so journalctl -u shows the
+		   * fields; empty and absent values are left out. */
+		  "MESSAGE=queued queue_id=0001 account=demo\nPRIORITY=4\n"
+		  "SYSLOG_IDENTIFIER=smtpgate-handler\n"
 		  "SMTPGATE_QUEUE_ID=0001\nSMTPGATE_ACCOUNT=demo\n");
 	journal_close();
 }

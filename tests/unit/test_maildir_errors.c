@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* queue/maildir.c when the folder fails it: each error names the path
  * and the system's reason, and a failed delivery leaves nothing in tmp/
  * (a half-written file there would be taken for mail by nothing, but fill

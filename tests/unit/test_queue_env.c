@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* queue/queue_message.c's reader of env records (SPEC section 6): a
  * well-formed record gives every field; a damaged one (by a bug, a disk,
  * or a hand with mdb_load) is refused with the queue id and what is wrong,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* queue/queue_log.c on a real LMDB queue: the log reader returns the
  * events that parse and counts, without failing, those that do not (a
  * callback or smtpgate-queue errors must go on past one bad record); the

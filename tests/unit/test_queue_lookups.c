@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* queue/queue.c's lookups at their edges: an address longer than LMDB's
  * key limit is on no list by itself but still refused by a stoplisted
  * @domain; a damaged auth-failure record counts as no failures (and the
@@ -80,7 +81,9 @@ TEST(test_damaged_auth_failure_record_counts_as_none)
 		put_raw(QUEUE_DB_AUTHFAIL, "192.0.2.7", damaged[i]);
 		CHECK(queue_authfail_count(q, "192.0.2.7", 600, now, &err) == 0);
 		/* The next failure starts a window of its own. */
-		CHECK(queue_authfail_add(q, "192.0.2.7", 600, now, 1, &err) == 1);
+		struct queue_authfail_attempt a = { "192.0.2.7", NULL, 600, 5, 20 };
+		struct queue_authfail_counts n;
+		CHECK(queue_authfail_add(q, &a, now, 1, &n, &err) == 0 && n.client == 1);
 		CHECK(queue_authfail_count(q, "192.0.2.7", 600, now, &err) == 1);
 	}
 	close_queue();

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* queue/queue_outcome.c at its edges: which refusals are a mailbox's
  * (and so suppress the address), an empty batch of outcomes, and retry
  * --all past a due entry whose message is gone. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* queue/queue.c refusing what it must not take, each with a message that
  * names the folder or the fault: a queue folder that is a file or lies
  * below one, no folder at all, a queue of another schema, a read-only

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* common/systemd.c at the edges of what systemd hands over: an abstract
  * $NOTIFY_SOCKET ("@name", as systemd uses for some services), a
  * $LISTEN_FDS naming a descriptor that is not open, and journal fields
