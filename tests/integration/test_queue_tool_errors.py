@@ -56,16 +56,21 @@ def test_show_of_an_absent_message_is_exit_1(tool):
     assert QID in r.stderr and r.stdout == ""
 
 
-def test_entry_for_an_account_not_in_the_config_is_added_with_a_warning(tool):
-    """A stoplist kept for an account about to be configured: a warning,
-    not a refusal; --json says what was done."""
+def test_entry_for_an_account_not_in_the_config_is_refused_but_removable(tool):
+    """An account the configuration does not name: adding to its list is
+    refused (exit 2, nothing written; a typo must not build a list no
+    session reads), removing an old entry of it is allowed with a
+    warning (the account may have been removed from the config)."""
     r = tool("stoplist", "add", "ghost", "x@example.org", "--json")
+    assert r.returncode == 2
+    assert r.stderr.startswith(f"smtpgate-queue: stoplist: no [account ghost] in "
+                               f"{tool.gate.config}\n")
+    assert r.stdout == "" and tool.gate.db("stoplist") == {}
+    damage(tool.gate, "stoplist", b"ghost/x@example.org", b"address=x@example.org\n")
+    r = tool("stoplist", "remove", "ghost", "x@example.org")
     assert r.returncode == 0, r.stderr
-    assert r.stderr == (f"smtpgate-queue: warning: no [account ghost] in "
-                        f"{tool.gate.config}\n")
-    assert json.loads(r.stdout) == {"account": "ghost", "address": "x@example.org",
-                                    "result": "added"}
-    assert tool.gate.db("stoplist").keys() == {b"ghost/x@example.org"}
+    assert "no [account ghost]" in r.stderr
+    assert tool.gate.db("stoplist") == {}
 
 
 def test_import_counts_added_present_and_invalid_lines_and_names_each_invalid(
@@ -111,13 +116,13 @@ def damage(g, db, key, value):
 
 @pytest.mark.parametrize("command,db,key,value,why", [
     (["list"], "env", QID.encode(), b"Not a record",
-     "1 queue entries do not parse (see mdb_dump -p -s env)"),
+     "1 env entries do not parse (see mdb_dump -p -s env)"),
     (["list"], "env", b"not-a-qid", b"from=",
-     "1 queue entries do not parse (see mdb_dump -p -s env)"),
+     "1 env entries do not parse (see mdb_dump -p -s env)"),
     (["stat"], "issue", b"2026-11-26/demo/gate", b"accepted=many",
-     "1 issue records do not parse (see mdb_dump -p -s issue)"),
+     "1 issue entries do not parse (see mdb_dump -p -s issue)"),
     (["stoplist", "list"], "stoplist", b"no-slash", b"",
-     "1 stoplist entries do not parse"),
+     "1 stoplist entries do not parse (see mdb_dump -p -s stoplist)"),
 ])
 def test_damaged_records_are_counted_after_the_readable_ones(tool, command, db,
                                                              key, value, why):
