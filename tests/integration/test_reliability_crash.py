@@ -55,11 +55,16 @@ def test_sigkilled_handlers_lose_nothing_that_got_250(gate, keys):
     counter = itertools.count()
     started = time.monotonic()
 
+    wanted_kills = sessions // 10
+
     def client(n):
         rng = random.Random(seed * 100 + n)
         while True:
             i = next(counter)
-            if i >= sessions:
+            # The kills are random: sessions go on past the planned number
+            # (up to three times as many) until enough of them were hit,
+            # so that a quick run still proves something.
+            if i >= sessions and (killer.kills >= wanted_kills or i >= 3 * sessions):
                 return
             mids = [f"s{i}.m{k}.{seed}@stress.example.com" for k in range(per_session)]
             # One session in four goes the long way: STARTTLS and AUTH.
@@ -127,7 +132,7 @@ def test_sigkilled_handlers_lose_nothing_that_got_250(gate, keys):
     stale = mdb_stat(g.queue, "-rr")
     assert "0 stale readers cleared" in stale.stdout, stale.stdout
     # The test proves something only if kills hit and mail got through.
-    assert killer.kills >= sessions // 10
+    assert killer.kills >= wanted_kills
     assert len(outcomes.accepted) >= sessions // 4
 
 
