@@ -19,46 +19,7 @@
 #include "buf.h"
 #include "queue/maildir.h"
 #include "unit.h"
-
-static char root_template[] = "/tmp/smtpgate-test-maildir-errors-XXXXXX";
-static const char *root_dir;
-
-static void remove_root(void)
-{
-	struct buf cmd = BUF_INIT;
-	buf_printf(&cmd, "umount '%s/small' 2>/dev/null; rm -rf '%s'", root_dir,
-		   root_dir);
-	if (system(cmd.data) != 0)
-		fprintf(stderr, "could not remove %s\n", root_dir);
-	buf_free(&cmd);
-}
-
-static const char *root(void)
-{
-	if (!root_dir) {
-		root_dir = mkdtemp(root_template);
-		if (!root_dir) {
-			perror("mkdtemp");
-			exit(1);
-		}
-		atexit(remove_root);
-	}
-	return root_dir;
-}
-
-static size_t count_files(const char *dir)
-{
-	DIR *d = opendir(dir);
-	if (!d)
-		return (size_t)-1;
-	size_t n = 0;
-	struct dirent *e;
-	while ((e = readdir(d)))
-		if (e->d_name[0] != '.')
-			n++;
-	closedir(d);
-	return n;
-}
+#include "maildir_test_util.h"
 
 static void make_file(const char *path)
 {

@@ -14,47 +14,7 @@
 #include "queue/queue_internal.h"
 #include "queue/record.h"
 #include "unit.h"
-
-static char *folder;
-static struct queue *q;
-
-static void open_queue(void)
-{
-	char tmpl[] = "/tmp/smtpgate-test-queue-log-XXXXXX";
-	folder = xstrdup(mkdtemp(tmpl));
-	static struct config c;
-	memset(&c, 0, sizeof c);
-	c.queue = folder;
-	c.queue_map_size = 8 << 20;
-	struct error err;
-	if (queue_open(&q, &c, false, &err) != 0) {
-		fprintf(stderr, "queue_open: %s\n", err.text);
-		exit(2);
-	}
-}
-
-static void close_queue(void)
-{
-	queue_close(q);
-	struct buf cmd = BUF_INIT;
-	buf_printf(&cmd, "rm -rf '%s'", folder);
-	if (system(cmd.data) != 0)
-		fprintf(stderr, "cannot remove %s\n", folder);
-	buf_free(&cmd);
-	free(folder);
-}
-
-/* Stores key=value in db as they are, past every writer's checks: what a
- * damaged file or an mdb_load by hand leaves. */
-static void put_raw(enum queue_db db, const char *key, const char *value)
-{
-	MDB_txn *txn;
-	struct error err;
-	CHECK(queue_txn_begin(q, false, &txn, &err) == 0);
-	MDB_val k = { strlen(key), (void *)key }, v = { strlen(value), (void *)value };
-	CHECK(mdb_put(txn, queue_dbi(q, db), &k, &v, 0) == 0);
-	CHECK(queue_txn_commit(q, txn, &err) == 0);
-}
+#include "queue_test_util.h"
 
 #define T "20261126T060000.123456Z"
 #define QID "0197A5B3C2D4E5000F2A0001"

@@ -13,44 +13,7 @@
 #include "queue/queue_internal.h"
 #include "queue/record.h"
 #include "unit.h"
-
-static char *folder;
-static struct queue *q;
-
-static void open_queue(void)
-{
-	char tmpl[] = "/tmp/smtpgate-test-queue-lookups-XXXXXX";
-	folder = xstrdup(mkdtemp(tmpl));
-	static struct config c;
-	memset(&c, 0, sizeof c);
-	c.queue = folder;
-	c.queue_map_size = 8 << 20;
-	struct error err;
-	if (queue_open(&q, &c, false, &err) != 0) {
-		fprintf(stderr, "queue_open: %s\n", err.text);
-		exit(2);
-	}
-}
-
-static void close_queue(void)
-{
-	queue_close(q);
-	char cmd[128];
-	snprintf(cmd, sizeof cmd, "rm -rf '%s'", folder);
-	if (system(cmd) != 0)
-		fprintf(stderr, "cannot remove %s\n", folder);
-	free(folder);
-}
-
-static void put_raw(enum queue_db db, const char *key, const char *value)
-{
-	MDB_txn *txn;
-	struct error err;
-	CHECK(queue_txn_begin(q, false, &txn, &err) == 0);
-	MDB_val k = { strlen(key), (void *)key }, v = { strlen(value), (void *)value };
-	CHECK(mdb_put(txn, queue_dbi(q, db), &k, &v, 0) == 0);
-	CHECK(queue_txn_commit(q, txn, &err) == 0);
-}
+#include "queue_test_util.h"
 
 TEST(test_address_over_the_key_limit_is_listed_only_by_its_domain)
 {
