@@ -43,6 +43,7 @@
 #include "log.h"
 #include "mailbox.h"
 #include "password.h"
+#include "utf8.h"
 #include "queue/callback.h"
 #include "queue/history.h"
 #include "queue/metrics.h"
@@ -110,35 +111,6 @@ static int usage_error(const char *fmt, ...)
 
 /* ---- JSON ---- */
 
-/* Length of the valid UTF-8 sequence at p (at most n bytes), or 0. */
-static size_t utf8_len(const unsigned char *p, size_t n)
-{
-	size_t len;
-	unsigned min;
-	unsigned cp;
-	if (p[0] < 0x80)
-		return 1;
-	if ((p[0] & 0xE0) == 0xC0) {
-		len = 2, min = 0x80, cp = p[0] & 0x1F;
-	} else if ((p[0] & 0xF0) == 0xE0) {
-		len = 3, min = 0x800, cp = p[0] & 0x0F;
-	} else if ((p[0] & 0xF8) == 0xF0) {
-		len = 4, min = 0x10000, cp = p[0] & 0x07;
-	} else {
-		return 0;
-	}
-	if (len > n)
-		return 0;
-	for (size_t i = 1; i < len; i++) {
-		if ((p[i] & 0xC0) != 0x80)
-			return 0;
-		cp = cp << 6 | (p[i] & 0x3F);
-	}
-	if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-		return 0;
-	return len;
-}
-
 /* Appends s as a JSON string (RFC 8259 section 7); bytes that are not
  * UTF-8 become U+FFFD. */
 static void json_string(struct buf *b, const char *s, size_t n)
@@ -155,7 +127,7 @@ static void json_string(struct buf *b, const char *s, size_t n)
 			buf_printf(b, "\\u%04x", c);
 			i++;
 		} else {
-			size_t len = utf8_len(p + i, n - i);
+			size_t len = utf8_sequence_length(p + i, n - i);
 			if (len == 0) {
 				buf_puts(b, "\\ufffd");
 				i++;
@@ -361,7 +333,7 @@ static char *printable(const char *s)
 	const unsigned char *p = (const unsigned char *)s;
 	size_t n = strlen(s);
 	for (size_t i = 0; i < n;) {
-		size_t len = p[i] < 0x20 || p[i] == 0x7F ? 0 : utf8_len(p + i, n - i);
+		size_t len = p[i] < 0x20 || p[i] == 0x7F ? 0 : utf8_sequence_length(p + i, n - i);
 		if (len == 0) {
 			buf_putc(&b, '?');
 			i++;
