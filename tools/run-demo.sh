@@ -121,6 +121,8 @@ activator=""
 stop() {
 	trap - INT TERM EXIT
 	set +e
+	# Says how far a stop got, should one ever hang (issue 16).
+	say "run-demo: stopping"
 	local pid
 	for pid in $(jobs -p); do
 		if [ -z "$activator" ]; then

@@ -91,10 +91,11 @@ def dns_records(run_dir: Path):
     return lookup
 
 
-def ctrl_c(p, port):
+def ctrl_c(p, port, log):
     """SIGINT to the demo's process group, as Ctrl-C in its terminal: make
     exits, and everything it started is gone and the port free, all in
-    bounded time. A demo that ignores it is killed and the test fails."""
+    bounded time. A demo that ignores it is killed and the test fails,
+    showing what was left running and the end of the demo's output."""
     os.killpg(p.pid, signal.SIGINT)
     try:
         p.wait(timeout=90)
@@ -103,7 +104,8 @@ def ctrl_c(p, port):
                               capture_output=True, text=True).stdout
         os.killpg(p.pid, signal.SIGKILL)
         p.wait()
-        pytest.fail(f"the demo ignored SIGINT for 90 s:\n{left}")
+        pytest.fail(f"the demo ignored SIGINT for 90 s:\n{left}\n"
+                    f"its output ends:\n{log.read_text()[-3000:]}")
     wait_until("the demo's processes exit", lambda: not group_processes(p.pid), 10)
     assert not listening(port)
 
@@ -173,7 +175,7 @@ def test_make_run_delivers_a_signed_message_to_its_outbox_and_stops_on_ctrl_c(de
     wait_until("the swaks message in outbox/new", lambda: len(list(new.glob("*"))) == 2, 60)
 
     # Ctrl-C: everything it started is gone, the port is free.
-    ctrl_c(p, port)
+    ctrl_c(p, port, log)
     assert "run-demo: stopped" in log.read_text()
 
 
@@ -197,7 +199,7 @@ def test_make_run_keeps_its_keys_and_config_across_runs(tmp_path):
             assert p.poll() is None, log.read_text()
         finally:
             if p.poll() is None:
-                ctrl_c(p, port)
+                ctrl_c(p, port, log)
         assert "run-demo: stopped" in log.read_text()
         assert ("first run" in log.read_text()) == (attempt == 0)
         kept = {name: (run_dir / name).read_bytes() for name in KEPT}
@@ -225,7 +227,7 @@ def test_make_run_stops_on_an_early_ctrl_c(tmp_path, moment):
         assert p.poll() is None, log.read_text()
     finally:
         if p.poll() is None:
-            ctrl_c(p, port)
+            ctrl_c(p, port, log)
     assert p.returncode != 0
     if moment == "serving":
         assert "run-demo: stopped" in log.read_text()
