@@ -102,26 +102,29 @@ EOF
 	} >"$run_dir/dkim/dns.txt"
 }
 
-[ -e "$conf" ] || first_run
-mkdir -p "$run_dir/outbox"
-
 activator=""
 
 # Lets the handlers finish (bounded), kills what is left, and stops the
 # activator only after it has reaped them: PID 1 here may reap no orphans.
 #
-# Every child of this script is started with & and waited for with the
-# wait builtin, which a trapped SIGINT interrupts at once. A foreground
-# child would not do: bash runs the trap only once that child is reaped,
-# from inside its wait, and smtpgate-flush catches SIGINT itself. Children
-# started with & in a non-interactive shell ignore SIGINT, so Ctrl-C
-# reaches them only through this function. A signal can also land between
-# "cmd &" and the "pid=$!" after it; so the jobs bash knows, not the
-# variables, say what is running: the first one started is the activator.
+# It runs from the EXIT trap, in the script's own flow, never from the
+# INT or TERM trap: those only set $stopping. A trap runs while the wait
+# builtin is interrupted, and bash 5.2 called back into wait from there
+# can block in wait4(-1) for a child its outer wait already reaped: the
+# demo then hung after "run-demo: stopping" until the activator died
+# (issue 16, seen once in a few runs under load). Children are started with
+# & and waited for with the wait builtin, which a trapped SIGINT
+# interrupts at once (a foreground child would keep the trap waiting
+# until it ends). Children started with & in a non-interactive shell
+# ignore SIGINT, so Ctrl-C reaches them only through this function. An
+# early exit can come between "cmd &" and the "pid=$!" after it; so the
+# jobs bash knows, not the variables, say what is running: the first one
+# started is the activator.
 stop() {
-	trap - INT TERM EXIT
+	trap - EXIT
+	trap '' INT TERM
 	set +e
-	# Says how far a stop got, should one ever hang (issue 16).
+	# Says how far a stop got, should one ever hang.
 	say "run-demo: stopping"
 	local pid
 	for pid in $(jobs -p); do
@@ -153,9 +156,28 @@ stop() {
 	fi
 	say "run-demo: stopped"
 }
-trap 'stop; exit 130' INT
-trap 'stop; exit 143' TERM
+# The exit status a signal asks for (130 SIGINT, 143 SIGTERM); checked
+# after every wait and before each step that could take long.
+stopping=""
+trap 'stopping=130' INT
+trap 'stopping=143' TERM
 trap 'stop' EXIT
+stop_if_asked() {
+	if [ -n "$stopping" ]; then
+		exit "$stopping"
+	fi
+}
+
+# A Ctrl-C during the first run ends the command it hits (a foreground
+# child has the default SIGINT; set -e then exits) or is seen at the next
+# check. An "if", not "[ -e ] || first_run": on the left of || bash
+# suspends set -e for the whole function, which went on after a failed
+# step and left a config that the next run would keep.
+if [ ! -e "$conf" ]; then
+	first_run
+fi
+stop_if_asked
+mkdir -p "$run_dir/outbox"
 
 systemd-socket-activate --accept --fdname=connection -l "127.0.0.1:$port" \
 	"$build/smtpgate-handler" -c "$conf" </dev/null &
@@ -172,8 +194,10 @@ for i in $(seq 100); do
 		echo "run-demo: systemd-socket-activate could not listen on 127.0.0.1:$port" >&2
 		exit 1
 	fi
+	stop_if_asked
 	sleep 0.05
 done
+stop_if_asked
 
 rel() { case $1 in "$top"/*) printf '%s' "${1#"$top"/}" ;; *) printf '%s' "$1" ;; esac; }
 r=$(rel "$run_dir")
@@ -207,6 +231,8 @@ EOF
 while :; do
 	sleep "$interval" &
 	wait $! || true
+	stop_if_asked
 	"$build/smtpgate-flush" -c "$conf" </dev/null &
 	wait $! || true
+	stop_if_asked
 done

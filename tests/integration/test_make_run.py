@@ -31,12 +31,21 @@ def start_demo(run_dir: Path, port: int, log: Path):
                FLUSH_INTERVAL="1")
     for k in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL"):
         env.pop(k, None)
-    # A session of its own: SIGINT to the group is what Ctrl-C does.
+    # A session of its own: SIGINT to the group is what Ctrl-C does. With
+    # SIGINT and SIGTERM at their default action, as a terminal gives
+    # them: a pytest started in the background of a shell has SIGINT
+    # ignored, and make would inherit that and outlive a Ctrl-C that comes
+    # before the demo script (which resets them itself) has started.
     return subprocess.Popen(["make", "--no-print-directory", "-C", str(ROOT),
                              f"BUILD={BUILD}", *SANITIZE, "run"],
                             stdin=subprocess.DEVNULL, stdout=log.open("wb"),
                             stderr=subprocess.STDOUT, env=env,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=default_signals)
+
+
+def default_signals():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def wait_until(what, predicate, timeout):
