@@ -196,7 +196,7 @@ def test_smtpgate_page_examples_install_configure_and_show_the_queue(gate, tmp_p
 
     run = {
         "make install": make_install,
-        "install -m 0640 -g smtpgate": install_config,
+        "install ": install_config,
         "vi ": edit,
         "smtpgate-queue check-config": check_config,
         "smtpgate-queue list": queue_list,
