@@ -1,9 +1,9 @@
 # SPDX-License-Identifier: ISC
-"""Every example of the EXAMPLES sections of smtpgate(8), smtpgate-flush(8)
-and smtpgate-sendmail(8), read from the pages' source (man_examples.py) and
-run against a real gate, queue (LMDB) and relay, each checked for what the
-page says it does (issue 17). smtpgate-queue(8)'s and smtpgate-handler(8)'s
-are run by test_senders.py.
+"""Every example of the EXAMPLES sections of smtpgate(8), smtpgate-flush(8),
+smtpgate-sendmail(8) and smtpgate-handler(8), read from the pages' source
+(man_examples.py) and run against a real gate, queue (LMDB) and relay, each
+checked for what the page says it does (issue 17). smtpgate-queue(8)'s are
+run by test_senders.py.
 
 What is changed for this machine, and nothing else:
 
@@ -12,11 +12,13 @@ What is changed for this machine, and nothing else:
   printed, and prints its own name as the page shows it.
 - /etc/smtpgate/smtpgate.conf is $SMTPGATE_CONF (every program reads it):
   the lab gate's configuration.
-- An installed system's paths (/usr/local/..., /etc/..., /var/lib/...) are
-  the same paths under the lab root, where `make install DESTDIR=` put the
-  files; the queue folder is the lab gate's.
+- An installed system's paths (/usr/local/..., /etc/...) are the same
+  paths under the lab root, where smtpgate(8)'s `make install` (with
+  DESTDIR=) put the files; /usr/local/libexec/smtpgate/ elsewhere is
+  build/, and /var/lib/smtpgate/queue the lab gate's queue folder.
 - PID 1 here is not systemd: systemctl runs offline on the lab root
   (--root=, which needs no manager) and without --now, which starts units.
+- The activators of smtpgate-handler(8) listen on a free port, not 2525.
 - The host has no user or group smtpgate (make install DESTDIR= creates
   them in the lab root only): `runuser -u smtpgate --` is left out, and
   `install -g smtpgate` names the lab root's smtpgate group by its number.
@@ -31,7 +33,7 @@ import subprocess
 
 import dkim
 
-from conftest import BUILD, ROOT, Gate, message
+from conftest import BUILD, DEMO_LOGIN, DEMO_PASSWORD, ROOT, Gate, message
 from man_examples import run_examples, sh
 from sink import Sink
 from smtp_raw import queued_id
@@ -328,3 +330,62 @@ def test_sendmail_page_examples_queue_signed_and_refuse_as_shown(tmp_path, keys)
            "echo $?": status}
     skipped = run_examples("smtpgate-sendmail.8", run, SENDMAIL_NOT_RUN)
     assert skipped == list(SENDMAIL_NOT_RUN)
+
+
+# ---- smtpgate-handler(8) ----
+
+def test_handler_page_examples_talk_serve_and_take_swaks_mail(tmp_path, keys):
+    """Each example runs in the folder of a lab gate's configuration, so
+    that ./smtpgate.conf is that file; the activators listen on a free
+    port instead of 2525, which swaks then names too."""
+    g = Gate(tmp_path, keys)
+    env = lab_env(g.config, BUILD)
+    port = lambda command: command.replace("127.0.0.1:2525", f"127.0.0.1:{g.port}")
+
+    def by_hand(c, status):
+        r = sh(c.command, status, env=env, cwd=g.folder,
+               input="EHLO client.example\r\nQUIT\r\n")
+        assert r.returncode == 0, r.stderr
+        lines = r.stdout.splitlines()
+        assert lines[0].startswith("220 gate.example.com "), lines
+        assert "250 STARTTLS" in lines and lines[-1] == "221 2.0.0 Bye", lines
+        return r
+
+    def serve(c, status):
+        """Starts the activator in the background (left running for the
+        examples after it, stopped at the end), sends a message through
+        it and checks it is queued."""
+        if g.process:
+            g.stop()
+        command = port(c.command).replace("/usr/local/libexec/smtpgate/", f"{BUILD}/")
+        g.launch(["sh", "-c", f"(exit {status}); exec {command}"], env=env, cwd=g.folder)
+        before = len(g.db("msg"))
+        with g.smtp() as s:
+            s.ehlo("client.example")
+            s.starttls()
+            s.login(DEMO_LOGIN, DEMO_PASSWORD)
+            assert s.sendmail("sender@example.com", ["rcpt@example.net"], message()) == {}
+        assert len(g.db("msg")) == before + 1
+        # --accept: the activator stays and starts a handler a connection;
+        # without, it becomes the one long-running handler at the first
+        # connection (exec)
+        exe = os.path.basename(os.readlink(f"/proc/{g.process.pid}/exe"))
+        assert exe == ("systemd-socket-activate" if "--accept" in command
+                       else "smtpgate-handler"), (command, exe)
+        return subprocess.CompletedProcess(c.command, 0, "", "")
+
+    def swaks(c, status):
+        before = len(g.db("msg"))
+        r = sh(port(c.command), status, env=env)
+        assert r.returncode == 0, r.stdout[-2000:]
+        assert "250 2.0.0 Ok: queued as" in r.stdout
+        assert len(g.db("msg")) == before + 1
+        return r
+
+    run = {"smtpgate-handler -c ./smtpgate.conf": by_hand,
+           "systemd-socket-activate ": serve,
+           "swaks ": swaks}
+    try:
+        run_examples("smtpgate-handler.8", run, {})
+    finally:
+        g.stop()

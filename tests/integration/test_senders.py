@@ -364,19 +364,7 @@ def test_bad_list_unsubscribe_is_refused_when_loaded(tmp_path, value, why):
     assert f":5: list_unsubscribe: \"{value}\" {why}" in r.stderr, r.stderr
 
 
-# ---- the pages' examples that senders copy ----
-
-def test_handler_page_swaks_example_is_queued(gate):
-    """smtpgate-handler(8) EXAMPLES: the swaks command, run as printed
-    against a lab gate on its own port, gets its message queued."""
-    g = gate()
-    (command,) = [c for c in example_commands("smtpgate-handler.8")
-                  if c.startswith("swaks ")]
-    r = sh(command.replace("127.0.0.1:2525", f"127.0.0.1:{g.port}"))
-    assert r.returncode == 0, r.stdout[-2000:]
-    assert "250 2.0.0 Ok: queued as" in r.stdout
-    assert len(g.db("msg")) == 1
-
+# ---- smtpgate-queue(8)'s examples (the other pages': test_man_examples.py) ----
 
 # Example commands of smtpgate-queue(8) that this test does not run, and
 # why: each is run by test_dkim_tools.py in a lab (key folder, DNS server).
