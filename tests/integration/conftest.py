@@ -259,10 +259,15 @@ class Gate:
         for k, v in env.items():
             cmd += ["-E", f"{k}={v}"]
         cmd = self.wrapper + cmd + [binary("smtpgate-handler"), "-c", str(self.config)]
+        return self.launch(cmd)
+
+    def launch(self, cmd, **popen):
+        """Runs cmd, an activator that listens on self.port, and waits until
+        it does; start() runs its own, test_man_examples.py a man page's."""
         self.stderr_path = self.folder / "handler.stderr"
         self.stderr = open(self.stderr_path, "wb")
         self.process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
-                                        stderr=self.stderr)
+                                        stderr=self.stderr, **popen)
         # Our own activator must hold the port: another test run may have
         # taken it between free_port() and the bind, and then the checks
         # below would talk to a foreign gate.

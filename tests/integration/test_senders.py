@@ -13,8 +13,9 @@ import urllib.parse
 import dkim
 import pytest
 
-from conftest import (DEMO_LOGIN, DEMO_PASSWORD, ROOT, binary,
+from conftest import (DEMO_LOGIN, DEMO_PASSWORD, binary,
                       default_accounts, message)
+from man_examples import example_commands, sh
 from smtp_raw import Raw, queued_id
 
 REQUIRED = ["Message-Id", "Date", "From", "To", "Subject", "MIME-Version",
@@ -363,46 +364,7 @@ def test_bad_list_unsubscribe_is_refused_when_loaded(tmp_path, value, why):
     assert f":5: list_unsubscribe: \"{value}\" {why}" in r.stderr, r.stderr
 
 
-# ---- the pages' examples that senders copy ----
-
-def page_example(page, after):
-    """The first literal block after the line `after` of a man page, as
-    one shell command (mdoc's \\e line continuations joined)."""
-    text = (ROOT / "man" / page).read_text()
-    block = text.split(after, 1)[1].split(".Bd -literal -offset indent\n", 1)[1]
-    block = block.split("\n.Ed", 1)[0]
-    return block.replace("\\e\n", " ").replace("\\(dq", '"')
-
-
-def test_handler_page_swaks_example_is_queued(gate):
-    """smtpgate-handler(8) EXAMPLES: the swaks command, run as printed
-    against a lab gate on its own port, gets its message queued."""
-    import shlex
-    g = gate()
-    command = page_example("smtpgate-handler.8", "Send a message to it:")
-    argv = shlex.split(command.lstrip("$ "))
-    assert argv[0] == "swaks"
-    argv = [a.replace("127.0.0.1:2525", f"127.0.0.1:{g.port}") for a in argv]
-    r = subprocess.run(argv, capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stdout[-2000:]
-    assert "250 2.0.0 Ok: queued as" in r.stdout
-    assert len(g.db("msg")) == 1
-
-
-def example_commands(page):
-    """The shell commands of a page's EXAMPLES section: the lines of its
-    literal blocks and .Dl lines that start with a prompt, mdoc escapes
-    undone."""
-    text = (ROOT / "man" / page).read_text()
-    section = text.split("\n.Sh EXAMPLES\n", 1)[1].split("\n.Sh ", 1)[0]
-    section = section.replace("\\e\n", " ").replace("\\-", "-")
-    commands = []
-    for line in section.splitlines():
-        line = line.removeprefix(".Dl ")
-        if line.startswith(("# ", "$ ")):
-            commands.append(line[2:])
-    return commands
-
+# ---- smtpgate-queue(8)'s examples (the other pages': test_man_examples.py) ----
 
 # Example commands of smtpgate-queue(8) that this test does not run, and
 # why: each is run by test_dkim_tools.py in a lab (key folder, DNS server).
@@ -448,8 +410,7 @@ def test_queue_page_examples_run_against_a_lab_queue(gate, keys):
         command = command.removeprefix("runuser -u smtpgate -- ")
         command = command.replace("smtpgate-queue", tool, 1)
         command = command.replace("/var/lib/smtpgate/queue", str(g.queue))
-        r = subprocess.run(["sh", "-c", command], capture_output=True, text=True,
-                           timeout=60)
+        r = sh(command)
         assert r.returncode == 0, (command, r.stdout, r.stderr)
     with Raw(g) as c:
         c.login()
