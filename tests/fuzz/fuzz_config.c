@@ -20,6 +20,7 @@
  *   near that length, resolved against the config's folder, no longer
  *   fits, as the first long run found) and hold no " ;" (an inline
  *   comment to libinih, which the dump cannot escape). */
+#include <ctype.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -311,12 +312,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		bool comment = false;
 		for (size_t i = 1; i < n && line[0] != ';'; i++)
 			comment |= line[i] == ';' && (line[i - 1] == ' ' || line[i - 1] == '\t');
-		/* Nor a value that ends in a blank, which libinih strips:
-		 * "maildir:x /" is the folder "x " once its trailing "/" is
-		 * dropped, dumped as "url = maildir:/…/x " it reads as "x". */
+		/* Nor a value that ends in white space (a blank, a CR),
+		 * which libinih strips: "maildir:x /" is the folder "x "
+		 * once its trailing "/" is dropped, dumped as
+		 * "url = maildir:/…/x " it reads as "x". */
 		const char *equals = memchr(line, '=', n);
 		bool blank_end = equals && n > (size_t)(equals - line) + 2 &&
-				 (line[n - 1] == ' ' || line[n - 1] == '\t');
+				 isspace((unsigned char)line[n - 1]);
 		if (n > 198 || comment || blank_end) {
 			free(first);
 			free(again);
