@@ -16,69 +16,18 @@
 #include <openssl/evp.h>
 #include <openssl/params.h>
 
+#include "json.h"
 #include "log.h"
 #include "queue_internal.h"
 #include "record.h"
-#include "utf8.h"
 #include "version.h"
 
 /* ---- JSON ---- */
 
-void callback_json_string(struct buf *out, const char *s, size_t n)
-{
-	static const char hex[] = "0123456789abcdef";
-	const unsigned char *p = (const unsigned char *)s;
-	buf_putc(out, '"');
-	size_t i = 0;
-	while (i < n) {
-		unsigned char c = p[i];
-		size_t len = utf8_sequence_length(p + i, n - i);
-		if (len == 0) {
-			/* Not UTF-8: one replacement character per byte keeps
-			 * the output valid JSON text (RFC 8259 section 8.1). */
-			buf_puts(out, "\\ufffd");
-			i++;
-			continue;
-		}
-		if (len == 3 && c == 0xe2 && p[i + 1] == 0x80 &&
-		    (p[i + 2] == 0xa8 || p[i + 2] == 0xa9)) {
-			/* Line and paragraph separators are legal in JSON but
-			 * end a line in JavaScript before ES2019. */
-			buf_puts(out, p[i + 2] == 0xa8 ? "\\u2028" : "\\u2029");
-			i += 3;
-			continue;
-		}
-		if (len > 1) {
-			buf_append(out, p + i, len);
-			i += len;
-			continue;
-		}
-		switch (c) {
-		case '"': buf_puts(out, "\\\""); break;
-		case '\\': buf_puts(out, "\\\\"); break;
-		case '\n': buf_puts(out, "\\n"); break;
-		case '\r': buf_puts(out, "\\r"); break;
-		case '\t': buf_puts(out, "\\t"); break;
-		case '\b': buf_puts(out, "\\b"); break;
-		case '\f': buf_puts(out, "\\f"); break;
-		default:
-			if (c < 0x20 || c == 0x7f) {
-				char esc[6] = { '\\', 'u', '0', '0',
-						hex[c >> 4], hex[c & 15] };
-				buf_append(out, esc, sizeof esc);
-			} else {
-				buf_putc(out, (char)c);
-			}
-		}
-		i++;
-	}
-	buf_putc(out, '"');
-}
-
 static void json_string_or_null(struct buf *out, const char *s)
 {
 	if (s)
-		callback_json_string(out, s, strlen(s));
+		json_string(out, s, strlen(s));
 	else
 		buf_puts(out, "null");
 }
@@ -173,15 +122,15 @@ void callback_event_json(struct buf *out, const struct callback_event *ev)
 	struct buf dt = BUF_INIT;
 	if (callback_iso_time(&dt, ev->dt) == 0 ||
 	    (ev->id && iso_time(&dt, ev->id, strcspn(ev->id, "/")) == 0)) {
-		callback_json_string(out, dt.data, dt.len);
+		json_string(out, dt.data, dt.len);
 	} else if (ev->dt) {
-		callback_json_string(out, ev->dt, strlen(ev->dt));
+		json_string(out, ev->dt, strlen(ev->dt));
 	} else {
 		buf_puts(out, "null");
 	}
 	buf_free(&dt);
 	buf_puts(out, ",\"msg\":");
-	callback_json_string(out, ev->msg ? ev->msg : "",
+	json_string(out, ev->msg ? ev->msg : "",
 			     ev->msg ? strlen(ev->msg) : 0);
 	buf_puts(out, ",\"issue\":");
 	json_string_or_null(out, ev->issue);
@@ -841,7 +790,7 @@ static void print_event_text(FILE *out, const struct log_entry *e,
 	const char *mark = acknowledged(e->key, cursor) ? "sent" : "new";
 	if (!e->ev) {
 		buf_clear(tmp);
-		callback_json_string(tmp, e->key, strlen(e->key));
+		json_string(tmp, e->key, strlen(e->key));
 		fprintf(out, "%s %s unreadable\n", tmp->data, mark);
 		return;
 	}
@@ -849,13 +798,13 @@ static void print_event_text(FILE *out, const struct log_entry *e,
 	 * text cannot forge a line of this listing. */
 	const struct queue_event *ev = e->ev;
 	buf_clear(tmp);
-	callback_json_string(tmp, ev->to, strlen(ev->to));
+	json_string(tmp, ev->to, strlen(ev->to));
 	buf_puts(tmp, " issue=");
-	callback_json_string(tmp, ev->issue, strlen(ev->issue));
+	json_string(tmp, ev->issue, strlen(ev->issue));
 	buf_puts(tmp, " uniq=");
 	json_string_or_null(tmp, *ev->uniq ? ev->uniq : NULL);
 	buf_puts(tmp, " msg=");
-	callback_json_string(tmp, ev->msg, strlen(ev->msg));
+	json_string(tmp, ev->msg, strlen(ev->msg));
 	fprintf(out, "%s %s %s %s\n", e->key, mark, ev->status, tmp->data);
 }
 
@@ -987,7 +936,7 @@ static int events_list(struct queue *q, const struct config *c,
 				tmp.len--;	/* reopen the object */
 			} else {
 				buf_puts(&tmp, "{\"id\":");
-				callback_json_string(&tmp, e[i].key, strlen(e[i].key));
+				json_string(&tmp, e[i].key, strlen(e[i].key));
 				buf_puts(&tmp, ",\"unreadable\":true");
 			}
 			buf_printf(&tmp, ",\"acknowledged\":%s}",

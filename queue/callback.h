@@ -39,15 +39,6 @@ struct callback_event {
 	const char *uniq;	/* X-Letter-Id, reported as "gate.uniq" */
 };
 
-/* Appends s[0..n) as a JSON string (RFC 8259 section 7) with its quotes.
- * '"', '\\' and every byte below 0x20 and 0x7f are escaped (\n \r \t \b \f
- * or \u00XX); U+2028 and U+2029 become \u2028 \u2029 so the text is also
- * a valid JavaScript literal; well-formed UTF-8 (RFC 3629 section 4: no
- * overlong forms, no surrogates, nothing above U+10FFFF) is copied as is;
- * every byte that does not start a well-formed sequence is replaced by
- * \ufffd, so the result is always valid UTF-8 JSON. NUL bytes are \u0000. */
-void callback_json_string(struct buf *out, const char *s, size_t n);
-
 /* Appends the time "YYYYMMDDTHHMMSS[.frac]Z" (the queue's TIME) or an
  * ISO 8601 "YYYY-MM-DDTHH:MM:SS[.frac]Z" as "YYYY-MM-DDTHH:MM:SSZ" (UTC,
  * whole seconds, RFC 3339). Returns 0, or -1 (nothing appended) when text

@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "buf.h"
-#include "queue/callback.h"
+#include "json.h"
 #include "queue/queue.h"
 #include "queue/record.h"
 
@@ -116,7 +116,7 @@ static int history_read(const struct config *c, struct history *h)
 static void text_field(struct buf *b, const char *s)
 {
 	struct buf j = BUF_INIT;
-	callback_json_string(&j, s ? s : "", s ? strlen(s) : 0);
+	json_string(&j, s ? s : "", s ? strlen(s) : 0);
 	buf_append(b, j.data + 1, j.len - 2);
 	buf_free(&j);
 }
@@ -183,7 +183,7 @@ static void json_field(struct buf *b, const char *name, const char *value)
 {
 	buf_printf(b, "%s\"%s\":", b->len > 1 && b->data[b->len - 1] != '{' ? "," : "",
 		   name);
-	callback_json_string(b, value ? value : "", value ? strlen(value) : 0);
+	json_string(b, value ? value : "", value ? strlen(value) : 0);
 }
 
 /* RFC 3339 to the microsecond, as every command's JSON has times. */

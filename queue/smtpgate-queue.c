@@ -40,6 +40,7 @@
 #include "cli.h"
 #include "config.h"
 #include "dkim/dkim.h"
+#include "json.h"
 #include "log.h"
 #include "mailbox.h"
 #include "password.h"
@@ -113,33 +114,6 @@ static int usage_error(const char *fmt, ...)
 
 /* Appends s as a JSON string (RFC 8259 section 7); bytes that are not
  * UTF-8 become U+FFFD. */
-static void json_string(struct buf *b, const char *s, size_t n)
-{
-	const unsigned char *p = (const unsigned char *)s;
-	buf_putc(b, '"');
-	for (size_t i = 0; i < n;) {
-		unsigned char c = p[i];
-		if (c == '"' || c == '\\') {
-			buf_putc(b, '\\');
-			buf_putc(b, (char)c);
-			i++;
-		} else if (c < 0x20 || c == 0x7F) {
-			buf_printf(b, "\\u%04x", c);
-			i++;
-		} else {
-			size_t len = utf8_sequence_length(p + i, n - i);
-			if (len == 0) {
-				buf_puts(b, "\\ufffd");
-				i++;
-			} else {
-				buf_append(b, p + i, len);
-				i += len;
-			}
-		}
-	}
-	buf_putc(b, '"');
-}
-
 /* A JSON object being built: json_field(o, "name", "value") ... */
 static void json_key(struct buf *o, const char *name)
 {

@@ -13,6 +13,7 @@
 #include <stdbool.h>
 
 #include "buf.h"
+#include "json.h"
 #include "fuzz.h"
 #include "queue/callback.h"
 
@@ -135,7 +136,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	char *in = fuzz_copy(data, size);
 	struct buf json = BUF_INIT, back = BUF_INIT, want = BUF_INIT;
-	callback_json_string(&json, in, size);
+	json_string(&json, in, size);
 
 	const unsigned char *o = (const unsigned char *)json.data;
 	for (size_t i = 0; i < json.len; ) {

@@ -7,15 +7,16 @@
 #include <time.h>
 
 #include "buf.h"
+#include "json.h"
 #include "queue/callback.h"
 #include "unit.h"
 
-/* The JSON string callback_json_string makes of n bytes, as a C string
+/* The JSON string json_string makes of n bytes, as a C string
  * owned by the caller. */
 static char *json(const char *s, size_t n)
 {
 	struct buf b = BUF_INIT;
-	callback_json_string(&b, s, n);
+	json_string(&b, s, n);
 	return buf_steal(&b);
 }
 
