@@ -293,8 +293,11 @@ static void family(struct buf *b, const char *name, const char *type,
 	buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-static void sample(struct buf *b, const char *name, uint64_t value)
+/* A family of one sample without labels: the name written once. */
+static void single(struct buf *b, const char *name, const char *type,
+		   uint64_t value, const char *help)
 {
+	family(b, name, type, help);
 	buf_printf(b, "%s %" PRIu64 "\n", name, value);
 }
 
@@ -327,9 +330,8 @@ static void format(struct buf *b, struct metrics *m)
 		for (int s = 0; s < 2; s++)
 			account_sample(b, "smtpgate_queue_recipients", m->accounts[i].name,
 				       "state", msg_states[s], m->accounts[i].rcpts[s]);
-	family(b, "smtpgate_queue_due_messages", "gauge",
+	single(b, "smtpgate_queue_due_messages", "gauge", m->due,
 	       "Messages whose next attempt is due now.");
-	sample(b, "smtpgate_queue_due_messages", m->due);
 	family(b, "smtpgate_queue_oldest_due_age_seconds", "gauge",
 	       "How long the longest-waiting due message has been due (0: none "
 	       "due); growing means smtpgate-flush does not run.");
@@ -338,9 +340,8 @@ static void format(struct buf *b, struct metrics *m)
 	       "Seconds since the oldest queued message arrived (0: queue empty).");
 	buf_printf(b, "smtpgate_queue_oldest_message_age_seconds %.3f\n",
 		   m->oldest_message);
-	family(b, "smtpgate_queue_unreadable_records", "gauge",
+	single(b, "smtpgate_queue_unreadable_records", "gauge", m->unreadable,
 	       "env and issue records that do not parse (see mdb_dump).");
-	sample(b, "smtpgate_queue_unreadable_records", m->unreadable);
 
 	family(b, "smtpgate_recipients_total", "counter",
 	       "Recipients by account and event since the queue was created: "
@@ -352,45 +353,35 @@ static void format(struct buf *b, struct metrics *m)
 				       "event", queue_counter_name((enum queue_counter)k),
 				       m->accounts[i].totals[k]);
 
-	family(b, "smtpgate_callback_enabled", "gauge",
+	single(b, "smtpgate_callback_enabled", "gauge", m->callbacks,
 	       "1 while a callback cursor is kept ([callback] url set).");
-	sample(b, "smtpgate_callback_enabled", m->callbacks);
-	family(b, "smtpgate_callback_backlog_events", "gauge",
+	single(b, "smtpgate_callback_backlog_events", "gauge", m->backlog,
 	       "Log events the callback endpoint has not acknowledged yet.");
-	sample(b, "smtpgate_callback_backlog_events", m->backlog);
-	family(b, "smtpgate_callback_failures", "gauge",
+	single(b, "smtpgate_callback_failures", "gauge", m->cb_failures,
 	       "Callback requests that failed in a row.");
-	sample(b, "smtpgate_callback_failures", m->cb_failures);
-	family(b, "smtpgate_callback_sent_events_total", "counter",
+	single(b, "smtpgate_callback_sent_events_total", "counter", m->cb_sent,
 	       "Log events acknowledged by the callback endpoint.");
-	sample(b, "smtpgate_callback_sent_events_total", m->cb_sent);
-	family(b, "smtpgate_callback_given_up_events_total", "counter",
+	single(b, "smtpgate_callback_given_up_events_total", "counter", m->cb_given_up,
 	       "Log events given up (older than [callback] max_age, unreadable).");
-	sample(b, "smtpgate_callback_given_up_events_total", m->cb_given_up);
 
-	family(b, "smtpgate_auth_lockouts", "gauge",
+	single(b, "smtpgate_auth_lockouts", "gauge", m->lockouts,
 	       "Lock-outs in force: logins of a client address at "
 	       "max_auth_failures, and client addresses at "
 	       "max_auth_failures_per_client, within auth_failure_window.");
-	sample(b, "smtpgate_auth_lockouts", m->lockouts);
 
-	family(b, "smtpgate_lmdb_map_size_bytes", "gauge",
+	single(b, "smtpgate_lmdb_map_size_bytes", "gauge", m->map_pages * m->psize,
 	       "The LMDB map's size (queue_map_size).");
-	sample(b, "smtpgate_lmdb_map_size_bytes", m->map_pages * m->psize);
-	family(b, "smtpgate_lmdb_map_used_bytes", "gauge",
+	single(b, "smtpgate_lmdb_map_used_bytes", "gauge", m->used_pages * m->psize,
 	       "Bytes of the map up to its last used page.");
-	sample(b, "smtpgate_lmdb_map_used_bytes", m->used_pages * m->psize);
 	family(b, "smtpgate_lmdb_map_used_ratio", "gauge",
 	       "map_used_bytes / map_size_bytes.");
 	buf_printf(b, "smtpgate_lmdb_map_used_ratio %.6f\n",
 		   m->map_pages ? (double)m->used_pages / (double)m->map_pages : 0.0);
-	family(b, "smtpgate_lmdb_free_list_bytes", "gauge",
+	single(b, "smtpgate_lmdb_free_list_bytes", "gauge", m->free_pages * m->psize,
 	       "Bytes of used pages free for reuse.");
-	sample(b, "smtpgate_lmdb_free_list_bytes", m->free_pages * m->psize);
-	family(b, "smtpgate_lmdb_client_room_bytes", "gauge",
+	single(b, "smtpgate_lmdb_client_room_bytes", "gauge", m->client_pages * m->psize,
 	       "Room left for new messages before clients get 452 4.3.1 (the "
 	       "map, the free list and the disk, less the reserve).");
-	sample(b, "smtpgate_lmdb_client_room_bytes", m->client_pages * m->psize);
 }
 
 /* Writes text to path atomically: a file beside it, then rename. The
