@@ -97,9 +97,11 @@ echo "smtpgate: installing Debian packages:$missing" >&2
 export DEBIAN_FRONTEND=noninteractive
 # Postfix's debconf question, answered "No configuration": its postinst
 # then writes no /etc/postfix/main.cf, and without one its service does
-# not start (postfix.service: ConditionPathExists=/etc/postfix/main.cf),
-# so it never takes port 25. The tests run their own instance
-# (postfix -c FOLDER), reading and changing nothing in /etc/postfix.
+# not start (postfix.service: ConditionPathExists=/etc/postfix/main.cf;
+# postfix@-.service's postmulti: "fatal: open /etc/postfix/main.cf"), so
+# it never takes port 25. The tests run their own instance
+# (postfix -c FOLDER start-fg), reading and changing nothing in
+# /etc/postfix.
 case " $missing " in
 *" postfix "*)
 	echo "postfix postfix/main_mailer_type select No configuration" |
