@@ -13,18 +13,19 @@ durable on disk before the 250, nothing delivered during the run.
 
 - smtpgate: the handler under systemd-socket-activate --accept, as in
   bench/accept.py (fsync before every 250 is LMDB's durable commit).
-- Postfix: a private instance (its own config and queue folders; nothing
-  in /etc/postfix is read or changed) with smtpd on a free port, the
+- Postfix: a private instance (tests/integration/private_postfix.py: its
+  own config and queue folders; nothing in /etc/postfix is read or
+  changed) with smtpd on a free port, the
   OpenDKIM milters (one for each key: OpenDKIM 2.11 signs with one
   algorithm an instance) on Unix sockets, and every message put on hold
   (check_client_access static:HOLD): cleanup fsyncs the queue file before
   smtpd answers 250, and no delivery agent runs. smtpd_peername_lookup = no
   spares Postfix the reverse lookup that smtpgate does not make.
 
-Needs the Debian packages postfix and opendkim, and root (Postfix's master
-runs as root and drops to the postfix user). Without them it says so and
-stops: `DEBIAN_FRONTEND=noninteractive apt-get install postfix opendkim`
-(debconf: "No configuration"; the packages' own services stay unused).
+Needs the Debian packages postfix (tools/deps.sh installs it, its own
+service unused) and opendkim, and root (Postfix's master runs as root and
+drops to the postfix user). Without them it says so and stops:
+`DEBIAN_FRONTEND=noninteractive apt-get install opendkim`.
 
 Prints a Markdown table: messages/s of each and the ratio, and the CPU of
 the whole machine per message while each ran (everything but the load
@@ -45,7 +46,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "tests/integration"))
 import accept  # noqa: E402  (the keys and the smtpgate side of the bench)
+import private_postfix  # noqa: E402  (a Postfix of its own folders)
 
 RUNS = [(1, 1, False), (8, 1, False), (32, 1, False),
         (1, 10, False), (8, 10, False), (32, 10, False),
@@ -101,78 +104,24 @@ def load(port, concurrency, per_conn, tls, seconds):
 
 # ---- Postfix + OpenDKIM ----
 
-MASTER_CF = """\
-{port}    inet  n - n - - smtpd
-cleanup   unix  n - n - 0 cleanup
-qmgr      unix  n - n 300 1 qmgr
-tlsmgr    unix  - - n 1000? 1 tlsmgr
-rewrite   unix  - - n - - trivial-rewrite
-bounce    unix  - - n - 0 bounce
-defer     unix  - - n - 0 bounce
-trace     unix  - - n - 0 bounce
-verify    unix  - - n - 1 verify
-flush     unix  n - n 1000? 0 flush
-proxymap  unix  - - n - - proxymap
-showq     unix  n - n - - showq
-error     unix  - - n - - error
-retry     unix  - - n - - error
-discard   unix  - - n - - discard
-anvil     unix  - - n - 1 anvil
-scache    unix  - - n - 1 scache
-postlog   unix-dgram n - n - 1 postlogd
-"""
-
-
-def postfix_start(work, keys, port, milter_sockets):
-    conf = work / "postfix"
-    conf.mkdir()
-    for d in ("queue", "data"):
-        (work / d).mkdir()
-    shutil.chown(work / "data", "postfix")
-    (conf / "master.cf").write_text(MASTER_CF.format(port=port))
-    (conf / "main.cf").write_text(f"""\
-compatibility_level = 3.6
-queue_directory = {work}/queue
-data_directory = {work}/data
-myhostname = gate.example.com
-mydomain = example.com
-mydestination =
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
-smtpd_relay_restrictions = permit_mynetworks, reject
-smtpd_client_restrictions = check_client_access static:HOLD
-smtpd_milters = {", ".join(f"unix:{m}" for m in milter_sockets)}
-milter_default_action = tempfail
-smtpd_peername_lookup = no
-default_process_limit = 200
-smtpd_client_connection_count_limit = 0
-smtpd_client_connection_rate_limit = 0
-smtpd_client_message_rate_limit = 0
-smtpd_tls_cert_file = {keys['cert']}
-smtpd_tls_key_file = {keys['key']}
-smtpd_tls_security_level = may
-biff = no
-alias_maps =
-alias_database =
-local_recipient_maps =
-maillog_file_prefixes = {work}
-maillog_file = {work}/maillog
-""")
-    env = dict(os.environ, MAIL_CONFIG=str(conf))
-    subprocess.run(["postfix", "-c", str(conf), "set-permissions"], env=env,
-                   capture_output=True)
-    r = subprocess.run(["postfix", "-c", str(conf), "start"], env=env,
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        raise RuntimeError(f"postfix start: {r.stdout}{r.stderr}")
-    wait_port(port, "postfix")
-    return conf
-
-
-def postfix_stop(conf):
-    subprocess.run(["postfix", "-c", str(conf), "stop"], capture_output=True,
-                   env=dict(os.environ, MAIL_CONFIG=str(conf)))
+def postfix_instance(work, keys, port, milter_sockets):
+    """The private Postfix of the comparison (tests/integration/
+    private_postfix.py runs it): signing by the milters, holding
+    everything, unlimited per client."""
+    return private_postfix.PrivatePostfix(work, port, settings={
+        "myhostname": "gate.example.com",
+        "mydomain": "example.com",
+        "smtpd_client_restrictions": "check_client_access static:HOLD",
+        "smtpd_milters": ", ".join(f"unix:{m}" for m in milter_sockets),
+        "milter_default_action": "tempfail",
+        "default_process_limit": "200",
+        "smtpd_client_connection_count_limit": "0",
+        "smtpd_client_connection_rate_limit": "0",
+        "smtpd_client_message_rate_limit": "0",
+        "smtpd_tls_cert_file": keys["cert"],
+        "smtpd_tls_key_file": keys["key"],
+        "smtpd_tls_security_level": "may",
+    })
 
 
 def opendkim_start(work, name, key, algorithm):
@@ -253,17 +202,16 @@ def run_postfix(keys, runs, seconds):
         port = free_port()
         milters = [opendkim_start(work, "rsa", keys["rsa"], "rsa-sha256"),
                    opendkim_start(work, "ed", keys["ed"], "ed25519-sha256")]
-        conf = None
+        postfix = postfix_instance(work, keys, port, [sock for _, sock in milters])
         try:
-            conf = postfix_start(work, keys, port, [sock for _, sock in milters])
+            postfix.start()
             for run in runs:
                 c, k, tls = run
                 results[run] = load(port, c, k, tls, seconds)
-            raw = held_message(work, conf)
+            raw = held_message(work, postfix.conf)
             results["signatures"] = check_signed(raw, keys) if raw else (0, False)
         finally:
-            if conf:
-                postfix_stop(conf)
+            postfix.stop()
             for m, _ in milters:
                 m.kill()
                 m.wait(timeout=10)

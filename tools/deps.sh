@@ -35,6 +35,7 @@ libmail-dkim-perl    Mail::DKIM, a second independent DKIM verifier
 libopendkim-dev      libopendkim, a third independent DKIM verifier
 swaks                a second, independent SMTP client
 haproxy              a real load balancer sending PROXY v2 in front of the gateway (test_proxy.py)
+postfix              the relay tier two gateways flush to (test_scale_out.py); a private instance, its service unused
 libauthen-sasl-perl  AUTH support for swaks
 libio-socket-ssl-perl STARTTLS support for swaks
 libnet-ssleay-perl   TLS for swaks
@@ -72,6 +73,18 @@ for p in $names; do
 	esac
 done
 
+# Postfix would replace another MTA (both are a mail-transport-agent):
+# where one is installed, postfix is left out, and the test that needs
+# it is skipped and says why.
+case " $missing " in
+*" postfix "*)
+	if dpkg-query -W -f='${Status} ${Provides}\n' 2>/dev/null |
+		grep -q '^install ok installed.*mail-transport-agent'; then
+		echo "smtpgate: another MTA is installed; not replacing it with postfix" >&2
+		missing=$(printf ' %s' $missing | sed 's/ postfix\( \|$\)/\1/')
+	fi ;;
+esac
+
 [ -z "$missing" ] && exit 0
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -82,6 +95,24 @@ fi
 
 echo "smtpgate: installing Debian packages:$missing" >&2
 export DEBIAN_FRONTEND=noninteractive
+# Postfix's debconf question, answered "No configuration": its postinst
+# then writes no /etc/postfix/main.cf, and without one its service does
+# not start (postfix.service: ConditionPathExists=/etc/postfix/main.cf;
+# postfix@-.service: "postconf: fatal: open /etc/postfix/main.cf"), so
+# it never takes port 25. The tests run their own instance
+# (postfix -c FOLDER start-fg), reading and changing nothing in
+# /etc/postfix.
+case " $missing " in
+*" postfix "*)
+	echo "postfix postfix/main_mailer_type select No configuration" |
+		debconf-set-selections ;;
+esac
 apt-get update -qq >&2
 # shellcheck disable=SC2086
 apt-get install -y -qq --no-install-recommends $missing >&2
+# Postfix's postinst enables postfix.service; disabled, a boot does not
+# even try it (which would leave postfix@-.service failed, the system
+# "degraded"). An administrator who configures Postfix enables it again.
+case " $missing " in
+*" postfix "*) systemctl disable --quiet postfix.service >&2 ;;
+esac

@@ -7,23 +7,20 @@ other loopback addresses (127.0.0.2, ...) while HAProxy connects from
 and raw sockets sending headers that are refused: from outside
 proxy_networks, malformed, cut short, missing, LOCAL, the v1 text form."""
 
-import contextlib
-import os
 import shutil
 import socket
 import struct
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import default_accounts, free_port, message, wait_for_port
+import balancer
+from conftest import default_accounts, message
 from smtp_raw import Raw, queued_id
 
 pytestmark = pytest.mark.both_modes
 
-HAPROXY_CONFIG = Path(__file__).resolve().parent.parent / "data" / "haproxy-smtpgate.cfg"
 REFUSED = ("421 4.7.0 gate.example.com Error: this port takes connections from its "
            "load balancers only, each starting with a PROXY header; closing")
 HEALTH = "221 2.0.0 gate.example.com Health check answered; closing"
@@ -63,34 +60,6 @@ def raw_from(source, port):
     return Raw(Connected(connect_from(source, port)))
 
 
-class HAProxy:
-    """haproxy -db with the sample config, on a free port, in front of
-    one gateway; stopped at the end of the test (bounded)."""
-
-    def __init__(self, folder, gateway_port):
-        self.port = free_port()
-        self.config = folder / "haproxy.cfg"
-        self.config.write_text(HAPROXY_CONFIG.read_text()
-                               .replace("@FRONTEND@", f"127.0.0.1:{self.port}")
-                               .replace("@GATEWAY@", f"127.0.0.1:{gateway_port}"))
-        self.log = open(folder / "haproxy.log", "wb")
-        self.process = subprocess.Popen(["haproxy", "-db", "-f", str(self.config)],
-                                        stdout=self.log, stderr=subprocess.STDOUT)
-        wait_for_port("127.0.0.1", self.port)
-
-    def log_text(self):
-        return (self.config.parent / "haproxy.log").read_text(errors="replace")
-
-    def stop(self):
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.log.close()
-
-
 def proxied_gate(gate, keys, **gate_keys):
     accounts = default_accounts(keys)
     accounts["office"] = {"networks": "127.0.0.2/32",
@@ -110,7 +79,7 @@ def haproxy(tmp_path):
     def start(gateway_port):
         folder = tmp_path / f"haproxy{len(started)}"
         folder.mkdir()
-        h = HAProxy(folder, gateway_port)
+        h = balancer.HAProxy(folder, [gateway_port])
         started.append(h)
         return h
 
@@ -340,9 +309,8 @@ def test_port_not_listed_takes_no_header(gate, keys):
 
 def test_smtpgate_8_shows_the_haproxy_configuration_this_suite_runs():
     page = (Path(__file__).resolve().parent.parent.parent / "man" / "smtpgate.8").read_text()
-    shown = page.split("A HAProxy configuration in front of one gateway", 1)[1]
+    shown = page.split("A HAProxy configuration in front of two gateways", 1)[1]
     shown = shown.split(".Bd -literal -offset indent\n", 1)[1].split("\n.Ed\n", 1)[0]
-    tested = HAPROXY_CONFIG.read_text().split("\nglobal\n", 1)[1]
-    tested = ("global\n" + tested).replace("@FRONTEND@", ":587") \
-        .replace("@GATEWAY@", "198.51.100.1:587")
+    tested = balancer.configuration(":587", ["198.51.100.1:587", "198.51.100.2:587"])
+    tested = "global\n" + tested.split("\nglobal\n", 1)[1]
     assert shown + "\n" == tested
