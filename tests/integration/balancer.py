@@ -9,7 +9,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from conftest import free_port, wait_for_port
+from conftest import free_port, terminate, wait_for_port
 
 CONFIG = Path(__file__).resolve().parent.parent / "data" / "haproxy-smtpgate.cfg"
 
@@ -45,10 +45,5 @@ class HAProxy:
         return self.log_path.read_text(errors="replace")
 
     def stop(self):
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        terminate(self.process)
         self.log.close()

@@ -101,6 +101,17 @@ def free_port(family=socket.AF_INET, host="127.0.0.1"):
         return s.getsockname()[1]
 
 
+def terminate(process, timeout=5):
+    """SIGTERM, and SIGKILL if the process has not ended within timeout
+    seconds; reaped either way."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def wait_for_port(host, port, timeout=10.0):
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     deadline = time.monotonic() + timeout
@@ -362,12 +373,7 @@ class Gate:
         deadline = time.monotonic() + 5
         while self.children() and time.monotonic() < deadline:
             time.sleep(0.05)
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        terminate(self.process)
         self.process = None
         self.stderr.close()
 
