@@ -123,8 +123,11 @@ $(BUILD)/smtpgate-queue: $(BUILD)/queue/smtpgate-queue.o $(LIB)
 $(BUILD)/smtpgate-sendmail: $(BUILD)/handler/smtpgate-sendmail.o $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+# tests/unit/NAME.ldflags: extra link flags of one unit test, such as
+# -Wl,--wrap=SYMBOL to make a library call fail where no real input can
+# (a failing terminal or LMDB call).
 $(BUILD)/tests/unit/%: $(BUILD)/tests/unit/%.o $(LIB)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(shell cat tests/unit/$*.ldflags 2>/dev/null)
 
 # Test tools (independent verifiers and the like) may need libraries the
 # product does not; tests/tools/NAME.libs lists them.
