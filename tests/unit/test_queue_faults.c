@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: ISC */
-/* queue/queue.c when LMDB fails: a full map, an I/O error, a corrupted
+/* queue/queue.c and queue/queue_log.c when LMDB fails: a full map, an I/O error, a corrupted
  * page, too many databases, no memory, where the real queue (a real LMDB
  * environment in a folder of its own) cannot be made to fail on demand.
  * The mdb_* calls are wrapped (test_queue_faults.ldflags, ld --wrap): a
@@ -100,6 +100,8 @@ WRAP(int, mdb_put, (MDB_txn *txn, MDB_dbi dbi, MDB_val *key, MDB_val *data, unsi
      (txn, dbi, key, data, flags))
 WRAP(int, mdb_cursor_open, (MDB_txn *txn, MDB_dbi dbi, MDB_cursor **cursor),
      (txn, dbi, cursor))
+WRAP(int, mdb_cursor_get, (MDB_cursor *cursor, MDB_val *key, MDB_val *data, MDB_cursor_op op),
+     (cursor, key, data, op))
 
 /* ---- what the queue holds ---- */
 
@@ -287,6 +289,90 @@ TEST(test_a_failing_auth_failure_count_is_an_error_and_adds_nothing)
 	close_queue();
 }
 
+/* ---- the log and meta (queue/queue_log.c) ---- */
+
+/* A reader of the log (the callbacks, smtpgate-queue errors and show)
+ * gets all the events it asked for or an error, never a list cut short
+ * where LMDB failed: the callback would move its cursor past events it
+ * never sent. */
+TEST(test_a_failing_log_read_gives_an_error_and_no_events)
+{
+	open_queue();
+	struct error err;
+	char qid[QUEUE_ID_SIZE];
+	CHECK(queue_record_rejected(q, &env, "635 6.7.8 no To:", qid, &err) == 0);
+	struct queue_event *ev = (struct queue_event *)&err;
+	size_t n = 99, skipped;
+
+	static const struct {
+		const char *fn;
+		int nth, rc;
+		const char *what;
+	} faults_of_read[] = {
+		{ "mdb_txn_begin", 0, EIO, "begin transaction" },
+		{ "mdb_cursor_open", 0, MDB_BAD_TXN, "log" },
+		/* The second event: the first is read already. */
+		{ "mdb_cursor_get", 1, MDB_CORRUPTED, "read log" },
+	};
+	for (size_t i = 0; i < 3; i++) {
+		arm(faults_of_read[i].fn, faults_of_read[i].nth, faults_of_read[i].rc);
+		CHECK(queue_log_read(q, NULL, 100, &ev, &n, &skipped, &err) == QUEUE_EIO);
+		CHECK(all_fired());
+		disarm();
+		CHECK(names(err.text, faults_of_read[i].what));
+		CHECK(ev == NULL && n == 0);
+
+		arm(faults_of_read[i].fn, faults_of_read[i].nth, faults_of_read[i].rc);
+		ev = (struct queue_event *)&err;
+		CHECK(queue_log_of_message(q, qid, &ev, &n, &err) == QUEUE_EIO);
+		CHECK(all_fired());
+		disarm();
+		CHECK(names(err.text, faults_of_read[i].what));
+		CHECK(ev == NULL && n == 0);
+	}
+	CHECK(queue_log_of_message(q, "not-a-queue-id", &ev, &n, &err) == QUEUE_EINVAL);
+	CHECK_STR(err.text, "\"not-a-queue-id\" is not a queue id (24 hex digits)");
+
+	CHECK(queue_log_read(q, NULL, 100, &ev, &n, &skipped, &err) == 0);
+	CHECK(n == 2 && skipped == 0);
+	queue_events_free(ev, n);
+	CHECK(queue_log_of_message(q, qid, &ev, &n, &err) == 0);
+	CHECK(n == 2 && ev && strcmp(ev[0].status, "bounced") == 0);
+	queue_events_free(ev, n);
+	close_queue();
+}
+
+/* The callback cursor: a failed write leaves the old value, a failed
+ * read is no "absent" (which would send every event again). */
+TEST(test_a_failing_meta_read_or_write_is_named_and_keeps_the_value)
+{
+	open_queue();
+	struct error err;
+	char *value = NULL;
+	CHECK(queue_meta_put(q, "callback_cursor", "before", &err) == 0);
+
+	arm("mdb_put", 0, MDB_MAP_FULL);
+	CHECK(queue_meta_put(q, "callback_cursor", "after", &err) == QUEUE_EFULL);
+	disarm();
+	CHECK(names(err.text, "write meta"));
+	arm_always("mdb_txn_begin", EIO);
+	CHECK(queue_meta_put(q, "callback_cursor", "after", &err) == QUEUE_EIO);
+	CHECK(names(err.text, "begin transaction"));
+	CHECK(queue_meta_get(q, "callback_cursor", &value, &err) == QUEUE_EIO);
+	CHECK(names(err.text, "begin transaction"));
+	disarm();
+	arm("mdb_get", 0, MDB_CORRUPTED);
+	CHECK(queue_meta_get(q, "callback_cursor", &value, &err) == QUEUE_EIO);
+	disarm();
+	CHECK(names(err.text, "read meta"));
+	CHECK(value == NULL);
+
+	CHECK(queue_meta_get(q, "callback_cursor", &value, &err) == 0);
+	CHECK_STR(value, "before");
+	free(value);
+	close_queue();
+}
+
 /* ---- opening ---- */
 
 static struct config config;
@@ -357,4 +443,6 @@ UNIT_MAIN(test_an_append_whose_write_fails_leaves_no_part_of_the_message,
 	  test_a_rejected_message_whose_record_fails_leaves_no_event,
 	  test_a_failing_lookup_is_an_error_not_a_no,
 	  test_a_failing_auth_failure_count_is_an_error_and_adds_nothing,
+	  test_a_failing_log_read_gives_an_error_and_no_events,
+	  test_a_failing_meta_read_or_write_is_named_and_keeps_the_value,
 	  test_a_queue_whose_making_fails_is_made_whole_by_the_next_open)
