@@ -27,6 +27,12 @@ static void restore_and_die(int sig)
 	raise(sig);
 }
 
+static void restore_handlers(const struct sigaction *old)
+{
+	for (size_t i = 0; i < sizeof restore_signals / sizeof restore_signals[0]; i++)
+		sigaction(restore_signals[i], &old[i], NULL);
+}
+
 int password_read(int fd, const char *prompt, char *out, struct error *err)
 {
 	bool tty = isatty(fd);
@@ -43,8 +49,11 @@ int password_read(int fd, const char *prompt, char *out, struct error *err)
 			sigaction(restore_signals[i], &sa, &old[i]);
 		saved_fd = fd;
 		if (tcsetattr(fd, TCSAFLUSH, &quiet) != 0) {
+			/* The caller's handlers back: nothing to restore now. */
+			int e = errno;
 			saved_fd = -1;
-			return error_set(err, "the terminal: %s", strerror(errno));
+			restore_handlers(old);
+			return error_set(err, "the terminal: %s", strerror(e));
 		}
 		if (write(STDERR_FILENO, prompt, strlen(prompt)) < 0) {
 			/* No prompt shown: the reading still works. */
@@ -81,8 +90,7 @@ int password_read(int fd, const char *prompt, char *out, struct error *err)
 	if (tty) {
 		tcsetattr(fd, TCSAFLUSH, &saved);
 		saved_fd = -1;
-		for (size_t i = 0; i < sizeof old / sizeof old[0]; i++)
-			sigaction(restore_signals[i], &old[i], NULL);
+		restore_handlers(old);
 		/* The newline the user typed was not echoed. */
 		if (write(STDERR_FILENO, "\n", 1) < 0) {
 			/* nothing to do */
@@ -108,11 +116,16 @@ int password_hash(const char *password, char *out, size_t size,
 	if (!crypt_gensalt_rn("$y$", 0, NULL, 0, setting, sizeof setting))
 		return error_set(err, "crypt_gensalt_rn: %s", strerror(errno));
 	struct crypt_data *cd = xcalloc(1, sizeof *cd);
+	errno = 0;
 	const char *hash = crypt_r(password, setting, cd);
 	int rc = 0;
-	if (!hash || hash[0] == '*' || strlen(hash) >= size)
+	if (!hash || hash[0] == '*')
 		rc = error_set(err, "crypt_r: %s", errno ? strerror(errno)
 							: "no hash");
+	else if (strlen(hash) >= size)
+		/* errno says nothing here: crypt_r succeeded. */
+		rc = error_set(err, "the hash (%zu octets and a NUL) does not "
+			       "fit in %zu", strlen(hash), size);
 	else
 		memcpy(out, hash, strlen(hash) + 1);
 	explicit_bzero(cd, sizeof *cd);

@@ -934,8 +934,7 @@ void session_run(struct session *s)
 void session_free(struct session *s)
 {
 	session_drop_transaction(s);
-	if (s->tls)
-		tls_close(s->tls);
+	tls_close(s->tls);
 	if (s->tls_ctx)
 		SSL_CTX_free(s->tls_ctx);
 	if (s->queue)

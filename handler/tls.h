@@ -29,7 +29,8 @@ const char *tls_version(const SSL *ssl);
 /* The negotiated cipher name, for the message's log entry. */
 const char *tls_cipher(const SSL *ssl);
 
-/* Sends close_notify (best effort) and frees the connection. */
+/* Sends close_notify (best effort) and frees the connection; NULL (no
+ * TLS) is nothing to close. */
 void tls_close(SSL *ssl);
 
 #endif

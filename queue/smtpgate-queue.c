@@ -400,9 +400,11 @@ static int list_entries(const struct config *c, enum queue_db db,
 	if (q)
 		queue_close(q);
 	table_finish(t);
+	/* The readable entries are shown; the damaged ones are an error
+	 * all the same (exit 1), so that a script sees them too. */
 	if (bad)
-		fail("%zu %s entries do not parse (see mdb_dump -p -s %s)", bad,
-		     name, name);
+		status = fail("%zu %s entries do not parse (see mdb_dump -p -s %s)",
+			      bad, name, name);
 	return status;
 }
 

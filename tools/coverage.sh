@@ -8,8 +8,14 @@
 #
 # The counters start from zero on each run. Every process of the tests
 # adds to them when it exits, handlers started by systemd-socket-activate
-# included (gcov merges concurrent writers under a file lock). Exit status:
-# 0 when every test passed, 1 otherwise; the table is printed either way.
+# included (gcov merges concurrent writers under a file lock). A process
+# that a test runs as another user (smtpgate-sendmail as nobody) must be
+# able to write them too: each counter file starts empty (gcov takes an
+# empty file for a new one) and writable by all, and the empty ones left
+# at the end are removed. gcov's own messages go to $build/gcov-errors.log,
+# not to the programs' standard error, which tests compare to the byte;
+# any there (counts lost) are shown after the table. Exit status: 0 when
+# every test passed, 1 otherwise; the table is printed either way.
 set -u
 cd "$(dirname "$0")/.."
 build=${1:?usage: tools/coverage.sh BUILD [PYTEST ARGUMENTS...]}
@@ -17,12 +23,19 @@ shift
 [ $# -gt 0 ] || set -- tests/integration
 
 find "$build" -name '*.gcda' -delete
+find "$build" -name '*.gcno' | while read -r notes; do
+	: > "${notes%.gcno}.gcda" && chmod 666 "${notes%.gcno}.gcda"
+done
+GCOV_ERROR_FILE=$(cd "$build" && pwd)/gcov-errors.log
+export GCOV_ERROR_FILE
+: > "$GCOV_ERROR_FILE" && chmod 666 "$GCOV_ERROR_FILE"
 status=0
 echo "== unit tests ($build)"
 sh tests/run-unit.sh "$build" || status=1
 echo "== integration tests ($build): $*"
 SMTPGATE_BUILD=$build /usr/bin/python3 -m pytest -p no:cacheprovider -q "$@" || status=1
 
+find "$build" -name '*.gcda' -size 0 -delete	# never run: no data
 summary=$build/coverage.json
 gcovr --root . --object-directory "$build" \
 	--filter '(handler|dkim|queue|common)/' \
@@ -48,4 +61,9 @@ for f in files:
 row("TOTAL", sum(f["line_covered"] for f in files), sum(f["line_total"] for f in files),
     sum(f["function_covered"] for f in files), sum(f["function_total"] for f in files))
 PY
+if [ -s "$GCOV_ERROR_FILE" ]; then
+	echo
+	echo "== gcov could not write some counts (these lines are low): $GCOV_ERROR_FILE"
+	sort "$GCOV_ERROR_FILE" | uniq -c | head -n 20
+fi
 exit $status

@@ -42,6 +42,16 @@ BUILD = Path(os.environ.get("SMTPGATE_BUILD", ROOT / "build"))
 if not BUILD.is_absolute():
     BUILD = ROOT / BUILD
 
+# The make arguments that build BUILD as it was made, for the tests that
+# run make on it (make run, make install): make decides by time stamps,
+# not flags, so without them a source edited during the run is rebuilt
+# there with the default flags: a sanitizer build would mix in objects
+# without ASan, and a make coverage build (gcov notes in its objects)
+# objects without counters, whose .gcno no longer matches its .gcda.
+MAKE_BUILD = [f"BUILD={BUILD}",
+              *(["SANITIZE=1"] if "sanitize" in BUILD.name else []),
+              *(["COVERAGE=1"] if any(BUILD.glob("common/*.gcno")) else [])]
+
 DEMO_LOGIN = "demo.demo@smtpgate"
 DEMO_PASSWORD = "demo"
 # crypt(3) yescrypt hash of "demo"; made with mkpasswd -m yescrypt.

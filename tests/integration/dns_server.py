@@ -9,9 +9,20 @@ at it with a resolv.conf (see in_resolver_namespace).
 
 Answers: the zone's records (authoritative); NOERROR with no answer for a
 name that has other records (NODATA); NXDOMAIN for a name that has none;
-SERVFAIL for the names in servfail; nothing at all when silent. A UDP
+SERVFAIL for the names in servfail; nothing at all when silent. A CNAME
+is followed within the zone, as an authoritative server does (RFC 1034
+section 4.3.2): the chain, then the records of its end, in the answer;
+NXDOMAIN with the chain when the end does not exist (RFC 6604). A UDP
 answer over 512 octets is sent truncated (TC), as RFC 1035 section 4.2.1
 says, so that the client asks again over TCP.
+
+malformed: {name: kind} answers that no zone can hold, made by hand (the
+header and question are right, so that the resolver takes the answer):
+"count" (one TXT record, the header counting two), "pointer" (the TXT
+record's owner is a compression pointer past the end of the message),
+"txt-length" (a TXT character-string whose length octet runs past the
+record's data), "no-strings" (a TXT record of no character-string at
+all, where RFC 1035 section 3.3.14 wants one or more).
 """
 
 import random
@@ -25,6 +36,7 @@ import dns.message
 import dns.name
 import dns.rcode
 import dns.rdataclass
+import dns.rdatatype
 import dns.rrset
 import dns.zone
 
@@ -45,10 +57,15 @@ def free_loopback_address():
 
 
 class DnsServer:
-    def __init__(self, zone_text, origin, servfail=(), silent=False):
+    MALFORMED = ("count", "pointer", "txt-length", "no-strings")
+
+    def __init__(self, zone_text, origin, servfail=(), silent=False, malformed=None):
         self.zone = dns.zone.from_text(zone_text, origin=origin,
                                        relativize=False, check_origin=False)
         self.servfail = {dns.name.from_text(n) for n in servfail}
+        self.malformed = {dns.name.from_text(n): kind
+                          for n, kind in (malformed or {}).items()}
+        assert set(self.malformed.values()) <= set(self.MALFORMED)
         self.silent = silent
         self.address = free_loopback_address()
         self.queries = []  # (transport, name, type) of each query
@@ -84,22 +101,34 @@ class DnsServer:
         return path
 
     def answer(self, query, transport):
+        """The answer's wire form."""
         q = query.question[0]
         self.queries.append((transport, q.name.to_text(), q.rdtype))
+        if q.name in self.malformed:
+            return malformed_answer(query, self.malformed[q.name])
         r = dns.message.make_response(query)
         r.flags |= dns.flags.AA
         if q.name in self.servfail:
             r.set_rcode(dns.rcode.SERVFAIL)
-            return r
-        node = self.zone.get_node(q.name)
-        if node is None:
-            r.set_rcode(dns.rcode.NXDOMAIN)
-            return r
-        rdataset = node.get_rdataset(dns.rdataclass.IN, q.rdtype)
-        if rdataset is not None:
-            r.answer.append(dns.rrset.from_rdata_list(q.name, rdataset.ttl,
-                                                      list(rdataset)))
-        return r
+            return r.to_wire()
+        name = q.name
+        for _ in range(8):  # a CNAME loop ends here
+            node = self.zone.get_node(name)
+            if node is None:
+                r.set_rcode(dns.rcode.NXDOMAIN)
+                break
+            rdataset = node.get_rdataset(dns.rdataclass.IN, q.rdtype)
+            cname = node.get_rdataset(dns.rdataclass.IN, dns.rdatatype.CNAME)
+            follow = rdataset is None and cname is not None
+            if follow:
+                rdataset = cname
+            if rdataset is not None:
+                r.answer.append(dns.rrset.from_rdata_list(name, rdataset.ttl,
+                                                          list(rdataset)))
+            if not follow:
+                break
+            name = cname[0].target
+        return r.to_wire()
 
     def _serve_udp(self):
         while not self._stop.is_set():
@@ -115,7 +144,7 @@ class DnsServer:
                 query = dns.message.from_wire(data)
             except Exception:
                 continue
-            wire = self.answer(query, "udp").to_wire()
+            wire = self.answer(query, "udp")
             if len(wire) > 512:
                 r = dns.message.make_response(query)
                 r.flags |= dns.flags.AA | dns.flags.TC
@@ -138,10 +167,31 @@ class DnsServer:
                     query = dns.message.from_wire(conn.recv(n, socket.MSG_WAITALL))
                     if self.silent:
                         continue
-                    wire = self.answer(query, "tcp").to_wire()
+                    wire = self.answer(query, "tcp")
                     conn.sendall(struct.pack("!H", len(wire)) + wire)
                 except (OSError, struct.error, dns.exception.DNSException):
                     continue
+
+
+def malformed_answer(query, kind):
+    """A NOERROR answer to query whose answer section is broken as kind
+    says (see DnsServer)."""
+    wire = query.to_wire()
+    qend = 12 + len(query.question[0].name.to_wire()) + 4
+    flags = 0x8400 | (query.flags & 0x0100)  # QR AA, the query's RD
+    def txt(owner, rdata):
+        return owner + struct.pack("!HHIH", dns.rdatatype.TXT, dns.rdataclass.IN,
+                                   60, len(rdata)) + rdata
+    to_question = b"\xc0\x0c"  # the question's name, compressed
+    record = b"\x08v=DKIM1;"
+    ancount, rr = {
+        "count": (2, txt(to_question, record)),
+        "pointer": (1, txt(b"\xc0\xff", record)),  # offset 255 > length
+        "txt-length": (1, txt(to_question, b"\x40v=DKIM1;")),  # 64 > 9 octets
+        "no-strings": (1, txt(to_question, b"")),
+    }[kind]
+    return (struct.pack("!HHHHHH", query.id, flags, 1, ancount, 0, 0)
+            + wire[12:qend] + rr)
 
 
 def in_resolver_namespace(resolv_conf, command, extra_mounts=()):

@@ -312,6 +312,58 @@ def test_dkim_check_reads_a_large_record_over_tcp_and_the_records_tags(tmp_path)
     assert "has no TXT record" in rows["nodata"]["detail"]
 
 
+def test_dkim_check_follows_cname_chains_joins_strings_and_names_broken_answers(tmp_path):
+    """What a DNS server may really send: a CNAME chain to the record (a
+    DKIM key hosted by a provider), a CNAME to nothing or to a name without
+    TXT, a record in several character-strings split anywhere, an empty
+    one, and answers that do not parse."""
+    folder = tmp_path / "dkim"
+    folder.mkdir()
+    selectors = ("chain", "dangling", "elsewhere", "split", "empty",
+                 "count", "pointer", "txtlength", "nostrings")
+    published = {}
+    for sel in selectors:
+        out = keygen(folder, "example.com", "--selector", sel, "--type", "ed25519").stdout
+        published.update(txt_records(zone_part(out), "example.com."))
+    value = {sel: published[f"{sel}._domainkey.example.com.".encode()].decode()
+             for sel in selectors}
+    cut = len(value["split"]) // 3
+    pieces = [value["split"][:7], value["split"][7:cut], value["split"][cut:]]
+    zone = (
+        "chain._domainkey.example.com. 60 IN CNAME chain.hop.example.com.\n"
+        "chain.hop.example.com. 60 IN CNAME chain.keys.example.com.\n"
+        f'chain.keys.example.com. 60 IN TXT "{value["chain"]}"\n'
+        "dangling._domainkey.example.com. 60 IN CNAME nowhere.example.com.\n"
+        "elsewhere._domainkey.example.com. 60 IN CNAME host.example.com.\n"
+        "host.example.com. 60 IN A 192.0.2.1\n"
+        "split._domainkey.example.com. 60 IN TXT " + " ".join(f'"{p}"' for p in pieces) + "\n"
+        'empty._domainkey.example.com. 60 IN TXT ""\n')
+    conf = tmp_path / "smtpgate.conf"
+    conf.write_text("[gate]\n[account a]\nnetworks = 127.0.0.1/32\n" + "".join(
+        f"dkim_key = example.com {s} {folder}/example.com.{s}.pem\n" for s in selectors))
+    malformed = {f"{kind.replace('-', '')}._domainkey.example.com.": kind
+                 for kind in DnsServer.MALFORMED}
+    with DnsServer(zone, "example.com.", malformed=malformed) as server:
+        r = check(server, tmp_path, conf, "--json", rc=3)
+        asked = {n for _, n, _ in server.queries}
+    rows = {row["selector"]: row for row in json.loads(r.stdout)}
+    got = {sel: (row["status"], row["detail"]) for sel, row in rows.items()}
+    # One question a key: the server, not the client, follows the chain.
+    assert "chain.keys.example.com." not in asked
+    assert got["chain"] == ("match", "")
+    assert rows["chain"]["published"] == value["chain"]
+    assert got["dangling"] == ("missing", "no such name (NXDOMAIN)")
+    assert got["elsewhere"] == ("missing", "the name has no TXT record")
+    assert got["split"] == ("match", "")
+    assert rows["split"]["published"] == value["split"]  # joined, no spaces
+    assert got["empty"][0] == "mismatch" and rows["empty"]["published"] == ""
+    assert got["count"] == ("dns-error", "a malformed DNS answer")
+    assert got["pointer"] == ("dns-error", "a malformed DNS answer")
+    assert got["txtlength"] == ("dns-error", "a malformed TXT record")
+    # No string at all: an empty record, published as such (not a crash).
+    assert got["nostrings"][0] == "mismatch" and rows["nostrings"]["published"] == ""
+
+
 def test_dkim_check_refuses_a_domain_without_key_with_exit_2(tmp_path, dkim_setup):
     conf, _, _ = dkim_setup
     r = queue_tool("dkim-check", "example.org", config=conf, check_rc=2)

@@ -19,11 +19,7 @@ import dns.rdatatype
 import dns.zone
 import pytest
 
-from conftest import BUILD, ROOT, DEMO_LOGIN, DEMO_PASSWORD, free_port, message
-
-# The sanitizer build is made with SANITIZE=1; make must know, or it would
-# rebuild stale objects there without it.
-SANITIZE = ["SANITIZE=1"] if "sanitize" in BUILD.name else []
+from conftest import MAKE_BUILD, ROOT, DEMO_LOGIN, DEMO_PASSWORD, free_port, message
 
 
 def start_demo(run_dir: Path, port: int, log: Path):
@@ -37,7 +33,7 @@ def start_demo(run_dir: Path, port: int, log: Path):
     # ignored, and make would inherit that and outlive a Ctrl-C that comes
     # before the demo script (which resets them itself) has started.
     return subprocess.Popen(["make", "--no-print-directory", "-C", str(ROOT),
-                             f"BUILD={BUILD}", *SANITIZE, "run"],
+                             *MAKE_BUILD, "run"],
                             stdin=subprocess.DEVNULL, stdout=log.open("wb"),
                             stderr=subprocess.STDOUT, env=env,
                             start_new_session=True, preexec_fn=default_signals)

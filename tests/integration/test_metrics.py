@@ -14,6 +14,7 @@ import subprocess
 import time
 import urllib.request
 
+import lmdb
 import pytest
 
 from conftest import Gate, default_accounts, message
@@ -121,6 +122,38 @@ def test_metrics_of_a_real_queue_pass_promtool_and_count_what_happened(filled, t
     assert 0 < used < size
     assert m["smtpgate_lmdb_map_used_ratio"] == pytest.approx(used / size, abs=1e-6)
     assert 0 < m["smtpgate_lmdb_client_room_bytes"] < size - used + 1
+
+
+def test_metrics_count_records_that_do_not_parse_and_pass_over_them(filled, tmp_path):
+    """A damaged env or issue record is counted as unreadable (an alert
+    can fire on it) and every other figure is as without it; a damaged
+    auth-failure record is no lock-out."""
+    before = samples(filled.queue_tool("metrics").stdout)
+    assert before["smtpgate_queue_unreadable_records"] == 0
+    env = lmdb.open(str(filled.queue), max_dbs=32, subdir=True)
+    with env.begin(write=True) as txn:
+        for db, key, value in [(b"env", b"0123456789abcdef01234567", b"Not a record"),
+                               (b"issue", b"2026-11-26/demo/gate", b"accepted=many"),
+                               (b"authfail", b"192.0.2.99", b"Not a record")]:
+            txn.put(key, value, db=env.open_db(db, txn=txn))
+    env.close()
+    r = filled.queue_tool("metrics")
+    assert r.returncode == 0 and r.stderr == ""
+    out = tmp_path / "damaged.prom"
+    out.write_text(r.stdout)
+    assert promtool(out).returncode == 0
+    after = samples(r.stdout)
+    assert after.pop("smtpgate_queue_unreadable_records") == 2
+    before.pop("smtpgate_queue_unreadable_records")
+    for ages in ("smtpgate_queue_oldest_due_age_seconds",
+                 "smtpgate_queue_oldest_message_age_seconds"):
+        assert after.pop(ages) >= before.pop(ages)
+    # The map's own figures moved with the records written here.
+    lmdb_figures = [k for k in before if k.startswith("smtpgate_lmdb_")]
+    assert lmdb_figures and all(after.pop(k, None) is not None for k in lmdb_figures)
+    for k in lmdb_figures:
+        before.pop(k)
+    assert after == before
 
 
 def test_metrics_output_replaces_the_file_atomically(filled, tmp_path):

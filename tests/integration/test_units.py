@@ -16,11 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BUILD, ROOT
+from conftest import BUILD, MAKE_BUILD, ROOT
 
-# The sanitizer build is made with SANITIZE=1; make must know, or it would
-# rebuild stale objects there without it.
-SANITIZE = ["SANITIZE=1"] if "sanitize" in BUILD.name else []
 
 UNITDIR = "usr/local/lib/systemd/system"
 UNITS = ["smtpgate.socket", "smtpgate-tls.socket", "smtpgate@.service",
@@ -37,7 +34,7 @@ def make(*args, check=True):
     env.pop("MAKEFLAGS", None)
     env.pop("MFLAGS", None)
     return subprocess.run(["make", "--no-print-directory", "-C", str(ROOT),
-                           f"BUILD={BUILD}", *SANITIZE, *args], capture_output=True,
+                           *MAKE_BUILD, *args], capture_output=True,
                           text=True, check=check, env=env, timeout=300)
 
 
@@ -65,6 +62,20 @@ def analyze(root, *args):
                SYSTEMD_PAGER="", SYSTEMD_COLORS="0")
     return subprocess.run(["systemd-analyze", *args], capture_output=True,
                           text=True, env=env, timeout=120)
+
+
+def test_make_rebuilds_a_changed_source_in_this_build_folder_with_its_own_flags():
+    """make run and make install (these tests) rebuild what changed in the
+    build folder under test; the compiler must get that build's flags (a
+    source edited while make coverage ran was rebuilt without --coverage,
+    and gcov lost that file). -W: as if tls.c had changed, -n: only
+    print the commands."""
+    obj = BUILD / "handler" / "tls.o"
+    cmd = make("-n", "-W", "handler/tls.c", str(obj)).stdout
+    assert f"-o {obj}" in cmd
+    coverage = any(BUILD.glob("common/*.gcno"))
+    assert ("--coverage" in cmd) == coverage, cmd
+    assert ("-fsanitize=address" in cmd) == ("sanitize" in BUILD.name), cmd
 
 
 def test_make_install_puts_every_file_where_spec_section_7_says(destdir):
