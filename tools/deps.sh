@@ -47,11 +47,13 @@ prometheus           promtool checks smtpgate-queue metrics (the only package wi
 prometheus-node-exporter its textfile collector reads smtpgate-queue metrics in a test
 "
 
-# Only make bench needs these (bench/breakdown.sh).
+# Only make bench needs these (bench/breakdown.sh, bench/compare_postfix.py).
 BENCH_PACKAGES="
 linux-perf           perf stat: CPU time and page faults of one session
 valgrind             callgrind: instruction counts, stable on a busy machine
 strace               system calls and the time spent in each fsync
+postfix              the MTA bench/compare_postfix.py measures smtpgate against (a private instance)
+opendkim             the DKIM milter signing for that Postfix (its own instances)
 "
 # Only make coverage needs this (tools/coverage.sh).
 COVERAGE_PACKAGES="
@@ -82,6 +84,18 @@ fi
 
 echo "smtpgate: installing Debian packages:$missing" >&2
 export DEBIAN_FRONTEND=noninteractive
+# Postfix unconfigured: bench/compare_postfix.py runs its own instance
+# from its own config and queue; nothing may answer on port 25 here.
+echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+# No package's service starts while installing (postfix, opendkim: the
+# bench starts its own instances): a policy-rc.d saying "forbidden", ours
+# only if there is none, removed afterwards.
+policy=/usr/sbin/policy-rc.d
+if [ ! -e "$policy" ]; then
+	printf '#!/bin/sh\n# smtpgate tools/deps.sh: no service starts while installing\nexit 101\n' > "$policy"
+	chmod 755 "$policy"
+	trap 'rm -f "$policy"' EXIT
+fi
 apt-get update -qq >&2
 # shellcheck disable=SC2086
 apt-get install -y -qq --no-install-recommends $missing >&2
