@@ -101,14 +101,20 @@ class Cgroup:
             pass
 
     def what(self):
-        return ("the CPU time of the bench's own cgroup (the gateway's processes and "
-                "the kernel's work for them; the other work of this shared machine "
-                "left out)" if self.path else "the whole machine's CPU time")
+        machine = ("the whole machine's CPU time (the kernel threads' work for the "
+                   "gateway included: jbd2's journal commits, namespaces torn down by "
+                   "kworkers; and any other work of this shared machine)")
+        if not self.path:
+            return machine
+        return ("cgroup / machine: the CPU time of the bench's own cgroup (the gateway's "
+                "processes; the kernel threads' work left out, and the other work of "
+                f"this shared machine) / {machine}")
 
     def seconds(self):
-        if self.path:
-            return int((self.path / "cpuacct.usage").read_text()) / 1e9
-        return machine_cpu_seconds()
+        """(the cgroup's CPU seconds or None, the whole machine's)."""
+        own = (int((self.path / "cpuacct.usage").read_text()) / 1e9
+               if self.path else None)
+        return own, machine_cpu_seconds()
 
     def close(self):
         if self.path:
@@ -117,6 +123,14 @@ class Cgroup:
                 self.path.rmdir()
             except OSError:
                 pass
+
+
+def cpu_cell(result):
+    """A load's CPU per message, cgroup / machine (Cgroup.what)."""
+    _, _, own, total, machine = result
+    total = max(total, 1)
+    return (f"{1000 * own / total:.2f} / " if own is not None else "") + \
+        f"{1000 * machine / total:.2f} ms"
 
 
 # Set by main() before it starts anything (bench/systemd_accept.py's too).
@@ -141,7 +155,9 @@ def wait_port(port, what, timeout=20):
 
 def load(port, concurrency, per_conn, tls, seconds):
     """Runs the load client; (messages accepted within the run, its
-    seconds, CPU seconds (Cgroup) less the client's own, all accepted)."""
+    seconds, the cgroup's CPU seconds less the client's own (None without
+    a cgroup), all accepted, the whole machine's CPU seconds less the
+    client's)."""
     cmd = [sys.executable, str(ROOT / "bench/load_client.py"), "127.0.0.1", str(port),
            "--concurrency", str(concurrency), "--per-connection", str(per_conn),
            "--seconds", str(seconds)]
@@ -151,7 +167,7 @@ def load(port, concurrency, per_conn, tls, seconds):
     client_before = os.times()
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=900)
     client_after = os.times()
-    cpu = CPU.seconds() - before
+    after = CPU.seconds()
     client = (client_after.children_user - client_before.children_user +
               client_after.children_system - client_before.children_system)
     result = json.loads(out.stdout)
@@ -159,8 +175,9 @@ def load(port, concurrency, per_conn, tls, seconds):
         print(f"**{result['failed_connections']} connections failed** (closed, reset "
               f"or a TLS error) in the run at concurrency {concurrency}, {per_conn} "
               f"msgs/conn{', STARTTLS' if tls else ''}.", flush=True)
-    return (result["accepted"], result["seconds"], max(cpu - client, 0.0),
-            result["accepted_total"])
+    own = None if after[0] is None else max(after[0] - before[0] - client, 0.0)
+    return (result["accepted"], result["seconds"], own, result["accepted_total"],
+            max(after[1] - before[1] - client, 0.0))
 
 
 # ---- Postfix + OpenDKIM ----
@@ -462,14 +479,13 @@ def compare(a):
         cells = []
         p_rate = results["postfix", run][0] / results["postfix", run][1]
         for side in MODES:
-            accepted, secs, _, _ = results[side, run]
+            accepted, secs = results[side, run][:2]
             ratio = accepted / secs / p_rate
             target = TARGETS.get(run) if side == "listen" else None
             verdict = (f" (>= {target:g}x: {'met' if ratio >= target else '**missed**'})"
                        if target else "")
             cells.append(f"{accepted / secs:.0f} | {ratio:.2f}x{verdict}")
-        cpu = " | ".join(f"{1000 * results[side, run][2] / max(results[side, run][3], 1):.2f} ms"
-                         for side in ("postfix", *MODES))
+        cpu = " | ".join(cpu_cell(results[side, run]) for side in ("postfix", *MODES))
         print(f"| {c} | {k} | {'yes' if tls else 'no'} | {p_rate:.0f} | {' | '.join(cells)} "
               f"| {cpu} | {results['loadavg', run]} |")
     print()

@@ -125,7 +125,7 @@ def main():
 
 
 def measure(a, conftest):
-    from compare_postfix import CPU, TARGETS, load, wait_port
+    from compare_postfix import CPU, TARGETS, cpu_cell, load, wait_port
 
     with tempfile.TemporaryDirectory(prefix="smtpgate-systemd-bench.") as tmp:
         work = Path(tmp)
@@ -185,8 +185,8 @@ def measure(a, conftest):
     print()
     print("| units | concurrency | msgs/conn | TLS | msgs/s | CPU/msg | vs Postfix + OpenDKIM |")
     print("|---|---:|---:|:---:|---:|---:|---|")
-    for units, c, k, tls, (accepted, seconds, cpu, total) in results:
-        rate, ratio = accepted / seconds, ""
+    for units, c, k, tls, result in results:
+        rate, ratio = result[0] / result[1], ""
         if (c, k, tls) in postfix:
             ratio = f"{rate / postfix[c, k, tls]:.2f}x ({postfix[c, k, tls]:.0f} msgs/s)"
             target = TARGETS.get((c, k, tls)) if units.startswith("listener") else None
@@ -195,7 +195,7 @@ def measure(a, conftest):
                           f"{'met' if rate / postfix[c, k, tls] >= target else '**missed**'}")
         print(f"| {units} | {c} | {k} "
               f"| {'yes' if tls else 'no'} | {rate:.0f} "
-              f"| {1000 * cpu / max(total, 1):.2f} ms | {ratio} |")
+              f"| {cpu_cell(result)} | {ratio} |")
     print()
     return 0
 
