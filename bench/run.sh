@@ -9,6 +9,9 @@ set -u
 cd "$(dirname "$0")/.."
 build=${BUILD:-build}
 out=bench/results.md
+# Parts that compare with another's figures (bench/systemd_accept.py with
+# bench/compare_postfix.py's) use them only from the same run.
+export SMTPGATE_BENCH_RUN="$(date -u '+%Y-%m-%d %H:%M:%S') $$"
 {
 	echo "# smtpgate benchmarks"
 	echo

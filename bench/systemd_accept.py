@@ -17,12 +17,22 @@ Last, the listener mode as installed (issue 15): smtpgate-listen.socket
 (Accept=no) and smtpgate-listen.service, one sandboxed service that forks
 a session per connection.
 
+The queue (/var/lib/smtpgate) is a folder of the host's disk bound into
+the container, as Postfix's queue is in bench/compare_postfix.py: on the
+container's volatile root (tmpfs) fsync would cost nothing.
+
 Needs root and systemd-nspawn; without them it says so and stops. Prints a
 Markdown table: messages/s and the whole machine's CPU per message less
 the load client's (systemd, journald, the kernel's namespace work and the
-handler), the measure bench/compare_postfix.py uses."""
+handler), the measure bench/compare_postfix.py uses; and where that
+script ran earlier in the same make bench (bench/run.sh's
+SMTPGATE_BENCH_RUN in bench/out/compare_postfix.json), each figure's
+ratio to Postfix + OpenDKIM's under the same load, and the verdict of
+issue 15's target: the listener pair as installed, one-message
+connections at c = 8, >= 1.5x."""
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -72,6 +82,25 @@ SystemCallArchitectures=
 SystemCallFilter=
 """
 
+def postfix_figures():
+    """Postfix + OpenDKIM's msgs/s by (concurrency, msgs/conn, TLS) from
+    bench/compare_postfix.py's run in this make bench, and a sentence
+    saying where they come from."""
+    from compare_postfix import FIGURES
+    run = os.environ.get("SMTPGATE_BENCH_RUN")
+    try:
+        figures = json.loads(FIGURES.read_text())
+    except (OSError, ValueError):
+        return {}, "No Postfix figures: bench/compare_postfix.py has not run."
+    if not run or figures.get("bench_run") != run:
+        return {}, (f"No ratios to Postfix: its figures in {FIGURES.relative_to(ROOT)} "
+                    f"({figures.get('time')}) are not from this make bench run.")
+    return ({(r["concurrency"], r["per_connection"], r["tls"]): r["msgs_per_s"]
+             for r in figures["runs"]},
+            f"Postfix {figures['postfix']} + OpenDKIM: bench/compare_postfix.py's "
+            f"figures of this make bench run ({figures['time']}).")
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("build", nargs="?", default="build")
@@ -86,7 +115,17 @@ def main():
         return 0
     os.environ["SMTPGATE_BUILD"] = str((ROOT / a.build).resolve())
     import conftest  # tests/systemd: the container, as the unit tests boot it
-    from compare_postfix import load, wait_port
+    import compare_postfix
+    # Before the container starts: its processes count in the bench's cgroup.
+    compare_postfix.CPU = compare_postfix.Cgroup()
+    try:
+        return measure(a, conftest)
+    finally:
+        compare_postfix.CPU.close()
+
+
+def measure(a, conftest):
+    from compare_postfix import CPU, TARGETS, cpu_cell, load, wait_port
 
     with tempfile.TemporaryDirectory(prefix="smtpgate-systemd-bench.") as tmp:
         work = Path(tmp)
@@ -97,8 +136,11 @@ def main():
         listener_conf = (dropins["/etc/systemd/system/smtpgate-listen.service.d"]
                          / "zz-bench.conf")
         listener_conf.write_text("[Service]\nLoadCredential=\n")
+        state = work / "state"
+        state.mkdir()
         container = conftest.Container(work, f"smtpgate-bench-{os.getpid()}",
-                                       prepared.binds)
+                                       prepared.binds,
+                                       writable_binds=[(state, "/var/lib/smtpgate")])
         try:
             container.start()
         except BaseException as e:  # pytest.skip's exception, among others
@@ -132,18 +174,28 @@ def main():
         finally:
             container.stop()
 
+    postfix, source = postfix_figures()
     print(f"10 KB messages for {a.seconds:g} s a run, bench/load_client.py from the host "
           f"to the sockets in the container ({version}); RSA-2048 + Ed25519 "
-          "signing, fsync on. CPU/msg: the whole machine's CPU time during the run, "
-          "less the load client's, per message. Under systemd-socket-activate "
-          "(bench/accept.py) the same handler takes no systemd unit per connection.")
+          "signing, fsync on (the queue on the host's disk). CPU/msg: "
+          f"{CPU.what()} during the run, less the load client's, "
+          "per message. "
+          "Under systemd-socket-activate (bench/accept.py) the same handler takes "
+          f"no systemd unit per connection. {source}")
     print()
-    print("| units | concurrency | msgs/conn | TLS | msgs/s | CPU/msg |")
-    print("|---|---:|---:|:---:|---:|---:|")
-    for units, c, k, tls, (accepted, seconds, cpu, total) in results:
+    print("| units | concurrency | msgs/conn | TLS | msgs/s | CPU/msg | vs Postfix + OpenDKIM |")
+    print("|---|---:|---:|:---:|---:|---:|---|")
+    for units, c, k, tls, result in results:
+        rate, ratio = result[0] / result[1], ""
+        if (c, k, tls) in postfix:
+            ratio = f"{rate / postfix[c, k, tls]:.2f}x ({postfix[c, k, tls]:.0f} msgs/s)"
+            target = TARGETS.get((c, k, tls)) if units.startswith("listener") else None
+            if target:
+                ratio += (f", >= {target:g}x: "
+                          f"{'met' if rate / postfix[c, k, tls] >= target else '**missed**'}")
         print(f"| {units} | {c} | {k} "
-              f"| {'yes' if tls else 'no'} | {accepted / seconds:.0f} "
-              f"| {1000 * cpu / max(total, 1):.2f} ms |")
+              f"| {'yes' if tls else 'no'} | {rate:.0f} "
+              f"| {cpu_cell(result)} | {ratio} |")
     print()
     return 0
 

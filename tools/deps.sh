@@ -48,11 +48,12 @@ prometheus           promtool checks smtpgate-queue metrics (the only package wi
 prometheus-node-exporter its textfile collector reads smtpgate-queue metrics in a test
 "
 
-# Only make bench needs these (bench/breakdown.sh).
+# Only make bench needs these (bench/breakdown.sh, bench/compare_postfix.py).
 BENCH_PACKAGES="
 linux-perf           perf stat: CPU time and page faults of one session
 valgrind             callgrind: instruction counts, stable on a busy machine
 strace               system calls and the time spent in each fsync
+opendkim             the DKIM milter signing for the Postfix bench/compare_postfix.py measures smtpgate against (its own instances)
 "
 # Only make coverage needs this (tools/coverage.sh).
 COVERAGE_PACKAGES="
@@ -107,6 +108,15 @@ case " $missing " in
 	echo "postfix postfix/main_mailer_type select No configuration" |
 		debconf-set-selections ;;
 esac
+# No package's service starts while installing (postfix, opendkim: the
+# bench starts its own instances): a policy-rc.d saying "forbidden", ours
+# only if there is none, removed afterwards.
+policy=/usr/sbin/policy-rc.d
+if [ ! -e "$policy" ]; then
+	printf '#!/bin/sh\n# smtpgate tools/deps.sh: no service starts while installing\nexit 101\n' > "$policy"
+	chmod 755 "$policy"
+	trap 'rm -f "$policy"' EXIT
+fi
 apt-get update -qq >&2
 # shellcheck disable=SC2086
 apt-get install -y -qq --no-install-recommends $missing >&2

@@ -60,10 +60,14 @@ class Container:
     """A booted container: nspawn's PID, its systemd (the leader), and
     helpers to run commands in it and reach its files."""
 
-    def __init__(self, work: Path, name: str, binds, volatile="yes", boot_args=()):
+    def __init__(self, work: Path, name: str, binds, volatile="yes", boot_args=(),
+                 writable_binds=()):
         self.work = work
         self.name = name
         self.binds = binds
+        # Host folders the container writes to (bench/systemd_accept.py: the
+        # queue on the host's disk instead of the volatile root's tmpfs).
+        self.writable_binds = writable_binds
         # "yes": an empty root with the host's /usr read-only; "overlay":
         # the host's whole tree under a tmpfs overlay, writable everywhere
         # (tests/deb installs a package into it). nspawn refuses
@@ -93,6 +97,7 @@ class Container:
                   "--register=no", "--keep-unit", "--console=read-only",
                   "-M", self.name]
         nspawn += [f"--bind-ro={src}:{dst}" for src, dst in self.binds]
+        nspawn += [f"--bind={src}:{dst}" for src, dst in self.writable_binds]
         nspawn += ["-b", "systemd.firstboot=off", "systemd.unit=basic.target", *self.boot_args]
         script = f"{enter}mount -t tmpfs tmpfs /run && {overlay}exec {' '.join(nspawn)}"
         self.log = open(self.work / "nspawn.log", "wb")
