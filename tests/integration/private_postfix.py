@@ -27,7 +27,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from conftest import adopting_orphans, reap
+from orphans import adopting_orphans, reap
 
 # The services of a private instance, without Debian's chroot (the work
 # folder is not inside /var/spool/postfix). {port}: smtpd's.

@@ -40,7 +40,8 @@ import pytest
 
 import balancer
 import private_postfix
-from conftest import Gate, adopted, adopting_orphans, free_port, reap
+from conftest import Gate, free_port
+from orphans import adopted, adopting_orphans, reap
 
 MESSAGES = int(os.environ.get("SCALE_MESSAGES", "200"))
 CLIENTS = 8
