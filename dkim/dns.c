@@ -17,7 +17,8 @@
 #define ANSWER_MAX 65535
 
 /* Appends the character-strings of one TXT rdata, joined (RFC 6376
- * section 3.6.2.2). Returns -1 when a length runs past the end. */
+ * section 3.6.2.2). Returns -1 when a length runs past the end. A record
+ * without strings appends nothing; answer_add's buf_steal makes it "". */
 static int txt_join(const unsigned char *p, size_t n, struct buf *out)
 {
 	for (size_t at = 0; at < n;) {
@@ -27,8 +28,6 @@ static int txt_join(const unsigned char *p, size_t n, struct buf *out)
 		buf_append(out, p + at, len);
 		at += len;
 	}
-	if (!out->data)
-		buf_puts(out, "");
 	return 0;
 }
 
