@@ -365,10 +365,15 @@ def test_a_crashed_gateway_loses_no_accepted_message_and_delivers_on_return(tier
     lost_reply = [mid for _, mid, code, _ in failed if mid in found]
     assert set(lost_reply) <= set(stranded), (lost_reply, stranded)
     # tcplog's retries field is "+N" for a connection redispatched.
-    redispatched = len(re.findall(r"/\+\d+ ", tier.haproxy.log_text()))
-    # The sample's retries and redispatch: connections HAProxy gave to
-    # gate2 after the crash went on to gate1.
-    assert redispatched, tier.haproxy.log_text()[-3000:]
+    log = tier.haproxy.log_text()
+    redispatched = len(re.findall(r"/\+\d+ ", log))
+    # The sample's retries and redispatch: a connection HAProxy gave to
+    # gate2 after the crash went on to gate1, so none ended for its client
+    # in a failed connect to the server (termination state SC). How many
+    # were redispatched depends on how soon the health check took gate2
+    # out (none when it did before any connection came, as under ASan).
+    connect_failures = re.findall(r"gateways/\S+ \S+ \d+ SC.*", log)
+    assert not connect_failures, connect_failures
     figure("crash", f"{MESSAGES} messages from {CLIENTS} clients, gate2 killed after "
            f"{MESSAGES // 3} accepted ({crashed_at - clients.started:.1f} s in) with "
            f"{len(stranded)} in its queue and {sessions_cut} sessions cut: all {MESSAGES} "
