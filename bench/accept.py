@@ -82,6 +82,15 @@ def free_port():
         return s.getsockname()[1]
 
 
+def children(pid):
+    """The pids (as text) of pid's children, none once it has ended."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return f.read().split()
+    except OSError:
+        return []
+
+
 def serve(build, conf, port, ready_fd, mode):
     """--serve: runs the activator, and when told (SIGTERM) stops it after
     its handlers are gone, then prints the handlers' rusage as JSON."""
@@ -105,12 +114,6 @@ def serve(build, conf, port, ready_fd, mode):
     os.write(ready_fd, b"x")
     while not stop:
         time.sleep(0.05)
-    def children(pid):
-        try:
-            with open(f"/proc/{pid}/task/{pid}/children") as f:
-                return f.read().split()
-        except OSError:
-            return []
     activator = children(p.pid)
     deadline = time.monotonic() + 30
     while activator and time.monotonic() < deadline:

@@ -315,14 +315,6 @@ class Postfix:
 
 # ---- smtpgate ----
 
-def children(pid):
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return f.read().split()
-    except OSError:
-        return []
-
-
 def run_smtpgate(build, keys, mode, run, seconds):
     """One load against a fresh gateway (its own queue) in launch mode
     accept or listen."""
@@ -344,7 +336,7 @@ def run_smtpgate(build, keys, mode, run, seconds):
             # sessions first: PID 1 here reaps no orphans, and a
             # listener's children end with it.
             deadline = time.monotonic() + 30
-            while children(server.pid) and time.monotonic() < deadline:
+            while accept.children(server.pid) and time.monotonic() < deadline:
                 time.sleep(0.05)
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=10)
