@@ -112,8 +112,6 @@ static int usage_error(const char *fmt, ...)
 
 /* ---- JSON ---- */
 
-/* Appends s as a JSON string (RFC 8259 section 7); bytes that are not
- * UTF-8 become U+FFFD. */
 /* A JSON object being built: json_field(o, "name", "value") ... */
 static void json_key(struct buf *o, const char *name)
 {
